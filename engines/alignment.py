@@ -1,0 +1,74 @@
+"""5-point face alignment: the crops every dfstream model is trained and run on.
+
+The template is insightface's ArcFace 5-point layout (eyes, nose tip, mouth
+corners on a 112 x 112 canvas), scaled to the model's input size.  ``margin``
+zooms the template out: a deepfake detector needs the face *boundary* in view,
+because that is where blending leaves its traces, so detector models use a
+margin above 1.  The margin is part of each model's metadata.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from skimage.transform import SimilarityTransform
+
+ARCFACE_TEMPLATE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
+
+
+def template_points(size: tuple[int, int], margin: float = 1.0) -> np.ndarray:
+    """Where the 5 landmarks land in a crop of ``size`` = (height, width)."""
+    height, width = size
+    points = ARCFACE_TEMPLATE_112 / 112.0 * np.array([width, height])
+    center = np.array([width / 2.0, height / 2.0])
+    return (points - center) / margin + center
+
+
+def alignment_matrix(landmarks: np.ndarray, size: tuple[int, int], margin: float = 1.0) -> np.ndarray:
+    """2 x 3 similarity transform taking frame coordinates to crop coordinates."""
+    src = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    transform = SimilarityTransform.from_estimate(src, template_points(size, margin))
+    if not transform:
+        # Degenerate landmarks (all on one point): fall back to a box-centred scale.
+        center = src.mean(axis=0)
+        scale = size[1] / max(float(np.ptp(src[:, 0])) * 3.0, 1.0)
+        return np.array([[scale, 0, size[1] / 2 - scale * center[0]], [0, scale, size[0] / 2 - scale * center[1]]])
+    return transform.params[:2]
+
+
+def align_face(image: np.ndarray, landmarks, size: tuple[int, int], margin: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the aligned crop for one face; returns (crop, matrix frame->crop)."""
+    matrix = alignment_matrix(np.asarray(landmarks), size, margin)
+    crop = cv2.warpAffine(image, matrix, (size[1], size[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    return crop, matrix
+
+
+def align_faces(image: np.ndarray, landmarks_list, size: tuple[int, int], margin: float = 1.0) -> np.ndarray:
+    """Crops for several faces of one frame as one N x H x W x 3 array."""
+    crops = np.empty((len(landmarks_list), size[0], size[1], 3), dtype=np.uint8)
+    for i, landmarks in enumerate(landmarks_list):
+        crops[i], _ = align_face(image, landmarks, size, margin)
+    return crops
+
+
+def paste_back(frame: np.ndarray, crop: np.ndarray, matrix: np.ndarray, feather: float = 0.08) -> None:
+    """Warp ``crop`` back into ``frame`` in place through the inverse of ``matrix``,
+    blending with a feathered elliptical mask so no seam shows."""
+    height, width = crop.shape[:2]
+    inverse = cv2.invertAffineTransform(matrix)
+    mask = np.zeros((height, width), np.float32)
+    cv2.ellipse(mask, (width // 2, int(height * 0.52)), (int(width * 0.36), int(height * 0.45)), 0, 0, 360, 1.0, -1)
+    blur = max(3, int(feather * width) | 1)
+    mask = cv2.GaussianBlur(mask, (blur, blur), 0)
+    frame_h, frame_w = frame.shape[:2]
+    warped = cv2.warpAffine(crop, inverse, (frame_w, frame_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    warped_mask = cv2.warpAffine(mask, inverse, (frame_w, frame_h), flags=cv2.INTER_LINEAR)[..., None]
+    ys, xs = np.nonzero(warped_mask[..., 0] > 1e-3)
+    if len(ys) == 0:
+        return
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    region = frame[y0:y1, x0:x1].astype(np.float32)
+    m = warped_mask[y0:y1, x0:x1]
+    frame[y0:y1, x0:x1] = (warped[y0:y1, x0:x1] * m + region * (1.0 - m)).astype(np.uint8)

@@ -1,0 +1,133 @@
+"""Model metadata: what a model file says about itself.
+
+Every dfstream model carries a :class:`ModelMetadata` -- inside ONNX files as the
+``dfstream`` entry of ``metadata_props`` (JSON), inside torch checkpoints as the
+``"metadata"`` dict, beside engines as ``<engine>.json``.  Stages and engines read
+input size, colour order and normalisation from here; nothing else hard-codes them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+METADATA_KEY = "dfstream"
+
+KIND_DETECTOR = "detector"  # aligned face crop -> P(fake)
+KIND_SWAPPER = "swapper"  # aligned face crop -> swapped face crop
+KIND_TEMPORAL = "temporal"  # sequence of crop features -> P(fake) for the sequence
+MODEL_KINDS = (KIND_DETECTOR, KIND_SWAPPER, KIND_TEMPORAL)
+
+
+class MetadataError(ValueError):
+    """A model file without dfstream metadata, or with metadata of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    kind: str
+    name: str
+    input_size: tuple[int, int]  # (height, width) of the aligned crop
+    color_order: str = "RGB"  # channel order the network expects ("RGB" or "BGR")
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # on pixels scaled to [0, 1]
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    crop_margin: float = 1.0  # alignment template scale: >1 shows more around the face
+    output: str = "p_fake"  # "p_fake" (N,) probabilities, or "image" (N,3,H,W) in mean/std space
+    labels: tuple[str, ...] = ("real", "fake")
+    threshold: float = 0.5  # P(fake) at or above which a face is called fake
+    architecture: str = ""
+    training: dict = field(default_factory=dict)  # data, command, epochs, seed ...
+    metrics: dict = field(default_factory=dict)  # what `dfstream eval` measured
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in MODEL_KINDS:
+            raise MetadataError(f"unknown model kind {self.kind!r} (expected one of {', '.join(MODEL_KINDS)})")
+        if self.color_order not in ("RGB", "BGR"):
+            raise MetadataError(f"color_order must be RGB or BGR, not {self.color_order!r}")
+        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "labels", tuple(self.labels))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for key in ("input_size", "mean", "std", "labels"):
+            d[key] = list(d[key])
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelMetadata":
+        known = {f.name for f in fields(cls)}
+        missing = {"kind", "name", "input_size"} - set(d)
+        if missing:
+            raise MetadataError(f"model metadata lacks {', '.join(sorted(missing))}")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelMetadata":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise MetadataError(f"model metadata is not valid JSON: {exc}") from exc
+
+    def expect_kind(self, kind: str, path: str | Path = "") -> "ModelMetadata":
+        if self.kind != kind:
+            where = f"{path} " if path else ""
+            raise MetadataError(f"{where}is a {self.kind} model, not a {kind} model")
+        return self
+
+
+def read_onnx_metadata(path: str | Path) -> ModelMetadata:
+    """Read metadata from an ONNX file without building a session."""
+    import onnx
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise MetadataError(f"{path} is not an ONNX model ({type(exc).__name__})") from exc
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return ModelMetadata.from_json(prop.value)
+    raise MetadataError(f"{path} has no dfstream metadata (was it exported with `dfstream export`?)")
+
+
+def write_onnx_metadata(path: str | Path, metadata: ModelMetadata) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    props = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(props)
+    entry = model.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = metadata.to_json()
+    onnx.save(model, str(path))
+
+
+def read_metadata(path: str | Path) -> ModelMetadata:
+    """Metadata of any dfstream model file: ONNX, torch checkpoint or TensorRT engine."""
+    path = Path(path)
+    if not path.is_file():
+        raise MetadataError(f"model file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return read_onnx_metadata(path)
+    sidecar = path.with_suffix(path.suffix + ".json")
+    if sidecar.is_file():
+        return ModelMetadata.from_json(sidecar.read_text())
+    if suffix in (".pt", ".pth", ".ckpt"):
+        import torch
+
+        try:
+            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise MetadataError(f"{path} is not a dfstream checkpoint ({type(exc).__name__})") from exc
+        if not isinstance(checkpoint, dict) or "metadata" not in checkpoint:
+            raise MetadataError(f"{path} has no dfstream metadata")
+        return ModelMetadata.from_dict(checkpoint["metadata"])
+    raise MetadataError(f"{path}: unknown model file type {suffix!r} (expected .onnx, .pt or an engine with a .json beside it)")

@@ -1,0 +1,112 @@
+"""Message codec: typed messages <-> ZeroMQ multipart frames.
+
+Layout of one multipart message::
+
+    part 0      msgpack header: {"v": 1, "type": "frames" | "eos", ...}
+    part 1..n   raw pixel buffers, referenced from the header by index
+
+Pixel buffers are never serialised: they are handed to ZeroMQ as memoryviews
+(``copy=False``) and read back with ``np.frombuffer``, so a 1080p frame costs one
+copy through the socket and none in Python.  Received arrays are therefore
+read-only; a stage that draws on an image copies it first.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import msgpack
+import numpy as np
+
+from pipeline.messages import EndOfStream, Face, FrameMessage, StageTiming
+
+WIRE_VERSION = 1
+
+Message = Union[list[FrameMessage], EndOfStream]
+
+
+class CodecError(ValueError):
+    """A multipart message that is not a dfstream message of this version."""
+
+
+def _array_ref(array: np.ndarray, buffers: list) -> dict:
+    array = np.ascontiguousarray(array)
+    buffers.append(memoryview(array).cast("B"))
+    return {"buf": len(buffers), "shape": list(array.shape), "dtype": array.dtype.str}
+
+
+def _array_from(ref: dict | None, parts: Sequence) -> np.ndarray | None:
+    if ref is None:
+        return None
+    part = parts[ref["buf"]]
+    raw = part.buffer if hasattr(part, "buffer") else part
+    return np.frombuffer(raw, dtype=np.dtype(ref["dtype"])).reshape(ref["shape"])
+
+
+def _frame_header(msg: FrameMessage, buffers: list) -> dict:
+    return {
+        "stream": msg.stream_id,
+        "seq": msg.seq,
+        "index": msg.frame_index,
+        "pts": msg.pts,
+        "tb": list(msg.time_base),
+        "capture": msg.capture_time,
+        "image": _array_ref(msg.image, buffers),
+        "crops": None if msg.crops is None else _array_ref(msg.crops, buffers),
+        "faces": [f.to_dict() for f in msg.faces],
+        "detected": msg.detected,
+        "analysed": msg.analysed,
+        "timings": [[t.stage, t.start, t.end] for t in msg.timings],
+    }
+
+
+def _frame_from(h: dict, parts: Sequence) -> FrameMessage:
+    return FrameMessage(
+        stream_id=h["stream"],
+        seq=h["seq"],
+        frame_index=h["index"],
+        pts=h["pts"],
+        time_base=tuple(h["tb"]),
+        capture_time=h["capture"],
+        image=_array_from(h["image"], parts),
+        crops=_array_from(h["crops"], parts),
+        faces=[Face.from_dict(f) for f in h["faces"]],
+        detected=h["detected"],
+        analysed=h["analysed"],
+        timings=[StageTiming(*t) for t in h["timings"]],
+    )
+
+
+def encode(message: Message) -> list:
+    """Turn a packet of frames or an end-of-stream marker into multipart parts."""
+    if isinstance(message, EndOfStream):
+        header = {
+            "v": WIRE_VERSION,
+            "type": "eos",
+            "stream": message.stream_id,
+            "frames": message.frames,
+            "dropped": message.dropped,
+            "error": message.error,
+        }
+        return [msgpack.packb(header)]
+    buffers: list = []
+    frames = [_frame_header(m, buffers) for m in message]
+    return [msgpack.packb({"v": WIRE_VERSION, "type": "frames", "frames": frames})] + buffers
+
+
+def decode(parts: Sequence) -> Message:
+    """Inverse of :func:`encode`; accepts bytes or ``zmq.Frame`` parts."""
+    if not parts:
+        raise CodecError("empty multipart message")
+    first = parts[0]
+    raw = first.bytes if hasattr(first, "bytes") else first
+    try:
+        header = msgpack.unpackb(raw)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise CodecError(f"undecodable header: {exc}") from exc
+    if not isinstance(header, dict) or header.get("v") != WIRE_VERSION:
+        raise CodecError(f"not a dfstream v{WIRE_VERSION} message")
+    if header["type"] == "eos":
+        return EndOfStream(header["stream"], header["frames"], header["dropped"], header["error"])
+    if header["type"] == "frames":
+        return [_frame_from(h, parts) for h in header["frames"]]
+    raise CodecError(f"unknown message type {header['type']!r}")

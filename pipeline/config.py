@@ -1,0 +1,118 @@
+"""Typed configuration for a run and for each stage.
+
+The CLI builds a :class:`RunConfig`; the launcher turns it into one stage config
+per process.  Everything here is a plain dataclass so it can be sent to a spawned
+process and written to ``--metrics-json`` as it was used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SOURCE_FILE = "file"
+SOURCE_RTSP = "rtsp"
+SOURCE_HTTP = "http"
+SOURCE_WEBCAM = "webcam"
+LIVE_KINDS = (SOURCE_RTSP, SOURCE_HTTP, SOURCE_WEBCAM)
+
+
+@dataclass
+class StreamInfo:
+    """What the launcher learned about one source by probing it before the run."""
+
+    stream_id: int
+    url: str
+    kind: str  # file, rtsp, http, webcam
+    live: bool  # drop-oldest, never build latency
+    name: str  # used for {stream} in output patterns
+    width: int
+    height: int
+    fps: float
+    time_base: tuple[int, int]
+    frame_count: int | None  # None for live sources and files that do not say
+    has_audio: bool = False
+    paced: bool = False  # a file read at its own frame rate (--live), as a camera would deliver it
+
+
+@dataclass
+class SourceConfig:
+    stream: StreamInfo
+    open_timeout_s: float = 10.0  # network sources that do not answer in time fail clearly
+    read_timeout_s: float = 10.0
+    decode_threads: int = 0  # 0: let FFmpeg choose
+
+
+@dataclass
+class DetectConfig:
+    face_detector: str = "auto"  # yunet, scrfd, haar, auto (yunet if installed, else haar), or a path
+    face_detector_path: str | None = None  # resolved by the launcher
+    detect_every: int = 3  # run the face detector on every k-th frame, track in between
+    classify_every: int = 3  # cut crops for the model on every m-th frame (a multiple of k)
+    detect_max_side: int = 640  # frames are downscaled to this before face detection
+    min_face_score: float = 0.6
+    min_face_size: int = 24  # pixels, in the full frame; smaller faces are ignored
+    max_faces: int = 8
+    crop_size: tuple[int, int] = (224, 224)  # from the model's metadata
+    crop_margin: float = 1.0  # from the model's metadata
+
+
+@dataclass
+class BatchConfig:
+    max_batch: int = 16  # faces
+    timeout_ms: float = 33.0  # send a partial batch this long after its first face arrived
+
+
+@dataclass
+class InferConfig:
+    model_path: str = ""
+    mode: str = "detect"  # detect or swap
+    engine: str = "auto"  # auto, tensorrt, onnxruntime, torch
+    threads: int | None = None  # ONNX Runtime intra-op threads; None: the cores this process may use
+    detector_path: str | None = None  # with mode=swap: also score the swapped faces
+
+
+@dataclass
+class AnnotateConfig:
+    threshold: float = 0.5  # from the model's metadata unless given
+    ema_alpha: float = 0.3  # weight of the newest score in each track's moving average
+    uncertain_band: float = 0.1  # |smoothed - threshold| below this is reported as "uncertain"
+    min_track_scores: int = 2  # scores a track needs before it gets a verdict other than "uncertain"
+    iou_match: float = 0.3  # boxes overlapping at least this much continue a track
+    track_max_missed: int = 2  # detections a track may miss before it is dropped
+    reorder_window: int = 256  # frames held per stream while waiting for a late one
+    gap_timeout_s: float = 2.0  # live streams: give up on a missing frame after this long
+    draw: bool = True
+    hud: bool = True
+
+
+@dataclass
+class SinkConfig:
+    output_pattern: str | None = None  # e.g. out/{stream}.mp4
+    display: bool = False
+    events_path: str | None = None
+    codec: str = "libx264"
+    preset: str = "veryfast"
+    crf: int = 23
+    encode_threads: int = 0
+
+
+@dataclass
+class RunConfig:
+    streams: list[StreamInfo]
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
+    sink: SinkConfig = field(default_factory=SinkConfig)
+    detect_replicas: int = 1
+    infer_replicas: int = 1
+    queue_size: int = 8  # ZeroMQ high-water mark (messages) per hop for file sources
+    live_queue_size: int = 2  # per hop when any source is live: queues are latency
+    metrics_interval_s: float = 5.0  # live runs print metrics this often
+    metrics_json: str | None = None
+    progress: bool = True
+    transport: str = "ipc"  # ipc or tcp (127.0.0.1)
+    max_restarts: int = 3  # per stage, live runs only
+
+    @property
+    def live(self) -> bool:
+        return any(s.live for s in self.streams)

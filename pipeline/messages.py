@@ -1,0 +1,104 @@
+"""The typed messages that travel between stages.
+
+A frame travels from the source to the sink as one :class:`FrameMessage`.  Each
+stage adds to it: detect adds faces and their aligned crops, infer adds scores
+(or swapped crops), annotate adds tracks and verdicts and draws on the image.
+The wire format lives in :mod:`pipeline.codec`; nothing here knows about ZeroMQ.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+VERDICT_REAL = "real"
+VERDICT_FAKE = "fake"
+VERDICT_UNSURE = "uncertain"
+
+
+@dataclass
+class Face:
+    """One face in one frame, in the frame's own pixel coordinates."""
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    score: float  # face detector confidence
+    landmarks: list[tuple[float, float]]  # 5 points: eyes, nose, mouth corners
+    crop_index: int = -1  # row in FrameMessage.crops, -1 when no crop was made
+    track_id: int = -1
+    fake_score: float | None = None  # P(fake) from the detector for this frame
+    smoothed_score: float | None = None  # per-track EMA of fake_score
+    verdict: str | None = None
+    swapped: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "box": [float(v) for v in self.box],
+            "score": float(self.score),
+            "landmarks": [[float(x), float(y)] for x, y in self.landmarks],
+            "crop_index": self.crop_index,
+            "track_id": self.track_id,
+            "fake_score": self.fake_score,
+            "smoothed_score": self.smoothed_score,
+            "verdict": self.verdict,
+            "swapped": self.swapped,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Face":
+        return cls(
+            box=tuple(d["box"]),
+            score=d["score"],
+            landmarks=[tuple(p) for p in d["landmarks"]],
+            crop_index=d.get("crop_index", -1),
+            track_id=d.get("track_id", -1),
+            fake_score=d.get("fake_score"),
+            smoothed_score=d.get("smoothed_score"),
+            verdict=d.get("verdict"),
+            swapped=d.get("swapped", False),
+        )
+
+
+@dataclass
+class StageTiming:
+    """When one stage started and finished its work on a frame (wall clock)."""
+
+    stage: str
+    start: float
+    end: float
+
+
+@dataclass
+class FrameMessage:
+    """One decoded video frame and everything the stages learned about it."""
+
+    stream_id: int
+    seq: int  # contiguous per stream after any live-source drops; used for ordering
+    frame_index: int  # index of the frame in the decoded source, gaps = dropped frames
+    pts: int | None
+    time_base: tuple[int, int]
+    capture_time: float  # wall clock when the source had the frame
+    image: np.ndarray  # H x W x 3 uint8, BGR
+    faces: list[Face] = field(default_factory=list)
+    crops: np.ndarray | None = None  # N x h x w x 3 uint8 BGR, aligned
+    detected: bool = False  # the face detector ran on this frame
+    analysed: bool = False  # crops were made for classification on this frame
+    timings: list[StageTiming] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.stream_id, self.seq)
+
+
+@dataclass
+class EndOfStream:
+    """Sent once per stream by every replica after its last frame of that stream."""
+
+    stream_id: int
+    frames: int  # frames the source sent
+    dropped: int  # frames a live source dropped to stay current
+    error: str | None = None  # set when the source stopped on an error
+
+
+# A packet is what one ZeroMQ multipart message carries: usually one frame, a
+# whole batch of frames between the batch and infer stages.
+Packet = list[FrameMessage]

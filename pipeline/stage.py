@@ -1,0 +1,43 @@
+"""The life cycle every stage shares: open, process one packet, close.
+
+A stage is a plain object with no knowledge of sockets or processes; the runner
+(:mod:`pipeline.runner`) feeds it.  That is what lets training reuse the source
+and detect stages in-process to turn videos into face crops.
+"""
+from __future__ import annotations
+
+from pipeline.messages import Packet
+
+
+class StageError(RuntimeError):
+    """A failure the user can act on; its message is shown as one line."""
+
+
+class Stage:
+    name = "stage"
+
+    def open(self) -> None:
+        """Acquire resources (models, files, windows). Called once in the stage's process."""
+
+    def process(self, packet: Packet) -> list[Packet]:
+        """Handle one incoming packet; return the packets to send downstream."""
+        raise NotImplementedError
+
+    def end_of_stream(self, stream_id: int) -> list[Packet]:
+        """Every upstream replica has finished ``stream_id``: flush what is held for it."""
+        return []
+
+    def next_deadline(self) -> float | None:
+        """``time.monotonic()`` at which :meth:`tick` must run even with no input, or None."""
+        return None
+
+    def tick(self) -> list[Packet]:
+        """Called at :meth:`next_deadline` (batch timeouts, live gap timeouts)."""
+        return []
+
+    def stats(self) -> dict:
+        """Stage-specific figures for the metrics report."""
+        return {}
+
+    def close(self) -> None:
+        """Release resources; must leave outputs valid (called on errors and Ctrl-C too)."""

@@ -1,0 +1,40 @@
+"""dfstream: real-time deepfake detection and face swap for video streams."""
+from setuptools import find_packages, setup
+
+setup(
+    name="dfstream",
+    version="0.1.0",
+    description="Real-time deepfake detection and face-swap pipeline for video streams",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipeline*", "stages*", "engines*", "train*", "bench*"]),
+    package_data={"engines": ["weights/*.onnx", "weights/*.json"]},
+    install_requires=[
+        # torch is capped at the release this disk carries; a newer one is a multi-GB download
+        "torch>=2.4,<=2.14.1",
+        "torchvision>=0.19,<=0.29.1",
+        "timm>=1.0",
+        # 4.x: 5.0 no longer ships the Haar cascades our no-file fallback needs
+        "opencv-python>=4.10,<5",
+        "av>=14",
+        "insightface>=0.7.3",
+        "onnxruntime>=1.20",
+        "onnx>=1.17",
+        "onnxscript>=0.2",
+        "numpy>=1.26",
+        "pyzmq>=26",
+        "msgpack>=1.0",
+        "click>=8.1",
+        "tqdm>=4.66",
+        "scikit-learn>=1.4",
+        "scikit-image>=0.22",
+        "tensorboard>=2.16",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "tensorrt": ["torch-tensorrt>=2.4,<2.15"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+    },
+    entry_points={"console_scripts": ["dfstream=pipeline.cli:main"]},
+)

@@ -1,0 +1,300 @@
+"""Source stage: decode a file, RTSP/HTTP stream or webcam with PyAV.
+
+Files are lossless: every frame is sent, in order, and a slow pipeline simply
+blocks the decoder (bounded queues).  Live sources -- cameras, RTSP, and files
+read at their own frame rate with ``--live`` -- must never build latency: a
+reader thread decodes as frames arrive and keeps only the newest one; if the
+pipeline has not taken the previous frame by then, it is dropped and counted.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from pipeline.config import (
+    LIVE_KINDS,
+    SOURCE_FILE,
+    SOURCE_HTTP,
+    SOURCE_RTSP,
+    SOURCE_WEBCAM,
+    SourceConfig,
+    StreamInfo,
+)
+from pipeline.messages import FrameMessage, Packet, StageTiming
+from pipeline.stage import Stage, StageError
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+def source_kind(url: str) -> str:
+    """file, rtsp, http or webcam, from how the source is written."""
+    match = _SCHEME.match(url)
+    if match:
+        scheme = match.group(1).lower()
+        if scheme in ("rtsp", "rtsps"):
+            return SOURCE_RTSP
+        if scheme in ("http", "https"):
+            return SOURCE_HTTP
+        if scheme == "file":
+            return SOURCE_FILE
+        raise StageError(f"unsupported source {url!r}: scheme {scheme}:// is not one of rtsp, http, https, file")
+    if url.isdigit() or url.startswith("/dev/video"):
+        return SOURCE_WEBCAM
+    return SOURCE_FILE
+
+
+def _webcam_device(url: str) -> str:
+    return f"/dev/video{url}" if url.isdigit() else url
+
+
+def _open_container(url: str, kind: str, open_timeout: float, read_timeout: float):
+    """av.open with the options each kind of source needs; raises StageError with one line."""
+    try:
+        if kind == SOURCE_FILE:
+            path = url[len("file://"):] if url.startswith("file://") else url
+            if not os.path.exists(path):
+                raise StageError(f"no such file: {path}")
+            if os.path.isdir(path):
+                raise StageError(f"{path} is a directory, not a video file")
+            return av.open(path)
+        if kind == SOURCE_WEBCAM:
+            device = _webcam_device(url)
+            if not os.path.exists(device):
+                raise StageError(f"no webcam at {device}")
+            return av.open(device, format="v4l2", timeout=(open_timeout, read_timeout))
+        options = {"rtsp_transport": "tcp"} if kind == SOURCE_RTSP else {}
+        return av.open(url, options=options, timeout=(open_timeout, read_timeout))
+    except StageError:
+        raise
+    except av.error.InvalidDataError:
+        raise StageError(f"{url} is not a video file (no decodable stream found)") from None
+    except (av.error.TimeoutError, TimeoutError):
+        raise StageError(f"{url} did not answer within {open_timeout:g} s") from None
+    except av.error.FFmpegError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise StageError(f"cannot open {url}: {reason}") from None
+    except OSError as exc:
+        raise StageError(f"cannot open {url}: {exc.strerror or exc}") from None
+
+
+def _stream_name(url: str, kind: str, stream_id: int) -> str:
+    if kind == SOURCE_FILE:
+        return Path(url).stem or f"stream{stream_id}"
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", url.split("://", 1)[-1]).strip("_")
+    return cleaned[-40:] or f"stream{stream_id}"
+
+
+def probe(url: str, stream_id: int = 0, paced: bool = False, open_timeout: float = 10.0) -> StreamInfo:
+    """Open a source once to learn its size, rate and time base, and to fail early and clearly."""
+    kind = source_kind(url)
+    container = _open_container(url, kind, open_timeout, open_timeout)
+    try:
+        if not container.streams.video:
+            raise StageError(f"{url} has no video stream")
+        video = container.streams.video[0]
+        codec = video.codec_context
+        width, height = codec.width, codec.height
+        rate = video.average_rate or video.guessed_rate or video.base_rate or Fraction(30)
+        time_base = video.time_base or Fraction(1, 90000)
+        if not width or not height:
+            frame = next(container.decode(video=0), None)
+            if frame is None:
+                raise StageError(f"{url} has no decodable video frames")
+            width, height = frame.width, frame.height
+        live = kind in LIVE_KINDS or paced
+        frames = video.frames if (kind == SOURCE_FILE and video.frames > 0) else None
+        return StreamInfo(
+            stream_id=stream_id,
+            url=url,
+            kind=kind,
+            live=live,
+            name=_stream_name(url, kind, stream_id),
+            width=int(width),
+            height=int(height),
+            fps=float(rate),
+            time_base=(time_base.numerator, time_base.denominator),
+            frame_count=frames,
+            has_audio=bool(container.streams.audio) and kind == SOURCE_FILE,
+            paced=paced,
+        )
+    finally:
+        container.close()
+
+
+class _NewestFrameSlot:
+    """One-frame mailbox between the reader thread and the stage: a new frame
+    replaces an unread one (drop-oldest), so what the pipeline takes is always current."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item = None
+        self.dropped = 0
+        self.finished = False
+        self.error: str | None = None
+
+    def put(self, item) -> None:
+        with self._cond:
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self._cond.notify()
+
+    def finish(self, error: str | None = None) -> None:
+        with self._cond:
+            self.finished = True
+            self.error = error
+            self._cond.notify()
+
+    def take(self, timeout: float):
+        """The newest frame, or None if the stream finished or nothing came in ``timeout``."""
+        with self._cond:
+            if self._item is None and not self.finished:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+
+class SourceStage(Stage):
+    name = "source"
+
+    def __init__(self, config: SourceConfig):
+        self.config = config
+        self.stream = config.stream
+        self.container = None
+        self.finished = False
+        self.frames_sent = 0
+        self.frames_decoded = 0
+        self._frames = None
+        self._slot: _NewestFrameSlot | None = None
+        self._reader: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._first_pts: int | None = None
+
+    # -- life cycle ---------------------------------------------------------
+    def open(self) -> None:
+        cfg = self.config
+        self.container = _open_container(self.stream.url, self.stream.kind, cfg.open_timeout_s, cfg.read_timeout_s)
+        if not self.container.streams.video:
+            raise StageError(f"{self.stream.url} has no video stream")
+        video = self.container.streams.video[0]
+        video.thread_type = "AUTO"  # frame + slice threads: decoding is the source's whole job
+        if cfg.decode_threads:
+            video.thread_count = cfg.decode_threads
+        self._frames = self._decode(video)
+        if self.stream.live:
+            self._slot = _NewestFrameSlot()
+            self._reader = threading.Thread(target=self._read_live, name="source-reader", daemon=True)
+            self._reader.start()
+
+    def process(self, packet: Packet | None = None) -> list[Packet]:
+        """Produce the next frame (the source has no input)."""
+        if self.finished:
+            return []
+        if self._slot is not None:
+            item = None
+            while item is None and not self._slot.finished:
+                item = self._slot.take(timeout=0.5)
+            if item is None:
+                item = self._slot.take(timeout=0)
+            if item is None:
+                self.finished = True
+                if self._slot.error:
+                    raise StageError(self._slot.error)
+                return []
+            frame, capture_time, index = item
+        else:
+            frame = next(self._frames, None)
+            capture_time, index = time.time(), self.frames_decoded - 1
+            if frame is None:
+                self.finished = True
+                return []
+        return [[self._message(frame, capture_time, index)]]
+
+    def stop(self) -> None:
+        """Stop reading early (Ctrl-C); what was sent so far still flows to the sink."""
+        self._stop.set()
+        self.finished = True
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._reader is not None:
+            self._reader.join(timeout=2.0)
+        if self.container is not None:
+            self.container.close()
+            self.container = None
+
+    @property
+    def dropped(self) -> int:
+        return self._slot.dropped if self._slot is not None else 0
+
+    def stats(self) -> dict:
+        return {"decoded": self.frames_decoded, "dropped": self.dropped}
+
+    # -- decoding -----------------------------------------------------------
+    def _decode(self, video):
+        """Yield decoded frames; turn FFmpeg failures and truncation into StageError."""
+        url = self.stream.url
+        try:
+            for frame in self.container.decode(video):
+                self.frames_decoded += 1
+                yield frame
+                if self._stop.is_set():
+                    return
+        except (av.error.TimeoutError, TimeoutError):
+            raise StageError(f"{url} stopped sending frames (no data for {self.config.read_timeout_s:g} s)") from None
+        except av.error.FFmpegError as exc:
+            raise StageError(f"{url}: decoding failed after {self.frames_decoded} frames ({exc.strerror or exc})") from None
+        expected = self.stream.frame_count
+        if self.stream.kind == SOURCE_FILE and expected and self.frames_decoded < expected and not self._stop.is_set():
+            raise StageError(f"{url} is truncated: decoded {self.frames_decoded} of {expected} frames")
+
+    def _read_live(self) -> None:
+        """Reader thread for live sources: decode as frames come, keep the newest."""
+        start_wall = None
+        start_time = None
+        try:
+            for frame in self._frames:
+                if self.stream.paced and frame.time is not None:
+                    # a file read as a camera would deliver it: at its own frame rate
+                    if start_wall is None:
+                        start_wall, start_time = time.monotonic(), frame.time
+                    delay = (frame.time - start_time) - (time.monotonic() - start_wall)
+                    if delay > 0 and self._stop.wait(delay):
+                        break
+                self._slot.put((frame, time.time(), self.frames_decoded - 1))
+                if self._stop.is_set():
+                    break
+            self._slot.finish()
+        except StageError as exc:
+            self._slot.finish(str(exc))
+        except Exception as exc:  # the reader must always release the stage
+            self._slot.finish(f"{self.stream.url}: {type(exc).__name__}: {exc}")
+
+    def _message(self, frame: av.VideoFrame, capture_time: float, index: int) -> FrameMessage:
+        started = time.time()
+        pts = frame.pts
+        if self.stream.kind in LIVE_KINDS and pts is not None:
+            # cameras and RTSP count from an arbitrary origin: restart at 0 for the output
+            if self._first_pts is None:
+                self._first_pts = pts
+            pts -= self._first_pts
+        time_base = frame.time_base or Fraction(*self.stream.time_base)
+        image = frame.to_ndarray(format="bgr24")
+        message = FrameMessage(
+            stream_id=self.stream.stream_id,
+            seq=self.frames_sent,
+            frame_index=index,
+            pts=pts,
+            time_base=(time_base.numerator, time_base.denominator),
+            capture_time=capture_time,
+            image=image,
+        )
+        message.timings.append(StageTiming(self.name, started, time.time()))
+        self.frames_sent += 1
+        return message
