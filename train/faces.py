@@ -1,0 +1,147 @@
+"""Aligned face crops from images and videos, through the pipeline's own stages.
+
+Training, evaluation and prediction must see faces exactly as the running
+pipeline does, so this module does not detect or align anything itself: it
+drives :class:`stages.source.SourceStage` and :class:`stages.detect.DetectStage`
+in-process (no ZeroMQ), the same classes the pipeline runs as processes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from pipeline.config import DetectConfig, SourceConfig
+from pipeline.messages import FrameMessage
+from pipeline.stage import StageError
+from stages.detect import DetectStage
+from stages.source import SourceStage, probe
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"}
+
+
+@dataclass
+class FaceCrop:
+    crop: np.ndarray  # aligned, uint8 BGR, crop_size
+    source: str  # file it came from
+    frame_index: int  # 0 for images
+    face_index: int  # 0 = largest face in that frame
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray  # 5 x 2, frame coordinates
+    frame: np.ndarray | None = None  # the full frame, when asked for (keep_frames=True)
+
+
+def default_detect_config(crop_size: tuple[int, int], crop_margin: float, face_detector: str = "auto") -> DetectConfig:
+    """Detect settings for offline work: resolve the face detector as the launcher does."""
+    from engines.registry import ModelNotFoundError, REGISTRY, resolve
+
+    path = None
+    kind = face_detector
+    if face_detector == "auto":
+        try:
+            path, kind = str(resolve("yunet")), "yunet"
+        except ModelNotFoundError:
+            kind = "haar"
+    elif face_detector in REGISTRY:
+        path, kind = str(resolve(face_detector)), REGISTRY[face_detector].detector_type
+    elif face_detector != "haar":
+        path, kind = face_detector, "yunet"
+    return DetectConfig(
+        face_detector=kind,
+        face_detector_path=path,
+        detect_every=1,
+        classify_every=1,
+        crop_size=tuple(crop_size),
+        crop_margin=crop_margin,
+    )
+
+
+def is_video(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def is_image(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_media(folder: str | Path) -> list[Path]:
+    """Images and videos under ``folder``, sorted, recursively."""
+    folder = Path(folder)
+    if folder.is_file():
+        return [folder]
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such file or folder: {folder}")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and (is_image(p) or is_video(p)))
+
+
+class FaceCropper:
+    """Turns image and video files into aligned face crops with the detect stage."""
+
+    def __init__(self, detect_config: DetectConfig):
+        self.config = replace(detect_config, detect_every=1, classify_every=1)
+        self.detect = DetectStage(self.config)
+        self.detect.open()
+
+    def crops_from_image(self, path: str | Path, max_faces: int = 1, keep_frames: bool = False) -> list[FaceCrop]:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise StageError(f"{path} is not an image file")
+        return self._crops(self._message(image, 0), str(path), max_faces, keep_frames)
+
+    def crops_from_video(
+        self,
+        path: str | Path,
+        every_n_frames: int = 10,
+        max_frames: int | None = None,
+        max_faces: int = 1,
+        keep_frames: bool = False,
+    ) -> Iterator[FaceCrop]:
+        """Crops from every ``every_n_frames``-th frame (frame sampling), up to ``max_frames`` sampled frames."""
+        source = SourceStage(SourceConfig(probe(str(path))))
+        source.open()
+        sampled = 0
+        try:
+            while not source.finished:
+                for packet in source.process(None):
+                    for message in packet:
+                        if message.frame_index % every_n_frames:
+                            continue
+                        sampled += 1
+                        yield from self._crops(message, str(path), max_faces, keep_frames)
+                if max_frames is not None and sampled >= max_frames:
+                    break
+        finally:
+            source.stop()
+            source.close()
+
+    def crops_from(self, path: str | Path, **kwargs) -> Iterator[FaceCrop]:
+        if is_video(path):
+            yield from self.crops_from_video(path, **kwargs)
+        else:
+            kwargs = {k: v for k, v in kwargs.items() if k in ("max_faces", "keep_frames")}
+            yield from self.crops_from_image(path, **kwargs)
+
+    @staticmethod
+    def _message(image: np.ndarray, index: int) -> FrameMessage:
+        return FrameMessage(stream_id=0, seq=0, frame_index=index, pts=index, time_base=(1, 1), capture_time=0.0, image=image)
+
+    def _crops(self, message: FrameMessage, source: str, max_faces: int, keep_frames: bool) -> list[FaceCrop]:
+        self.detect.process_frame(message, force=True)
+        out = []
+        for face in message.faces[:max_faces]:
+            out.append(
+                FaceCrop(
+                    crop=message.crops[face.crop_index].copy(),
+                    source=source,
+                    frame_index=message.frame_index,
+                    face_index=face.crop_index,
+                    box=face.box,
+                    landmarks=np.asarray(face.landmarks, dtype=np.float64),
+                    frame=message.image if keep_frames else None,
+                )
+            )
+        return out
