@@ -2,22 +2,35 @@
 
 A model is found by explicit path first, then in the folders of
 ``$DFSTREAM_MODELS`` (``os.pathsep``-separated, searched recursively by file
-name), then in the user cache (``$XDG_CACHE_HOME/dfstream/models``).  Models
-that ship inside the package (the default detector) are found there first.
-A named model whose file does not match its registered sha256 is refused: a
-tampered or truncated download must never be run.
+name), then among the weights shipped inside the package, then in the user cache
+(``$XDG_CACHE_HOME/dfstream/models``).  A named model whose file does not match
+its registered sha256, or whose own metadata says it is another kind of model, is
+refused: a tampered, truncated or mixed-up file must never be run.
+
+Downloads happen only in :func:`fetch`, only from a registered URL, never when
+``$DFSTREAM_OFFLINE`` is set (the tests set it), and are verified before they are
+moved into the cache.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 PACKAGED_DIR = Path(__file__).resolve().parent / "weights"
+
+# Registry kinds: "face_detector" files are third-party ONNX models without dfstream
+# metadata; the others are engines.metadata kinds and are checked against the file's own.
+FACE_DETECTOR = "face_detector"
+REGISTRY_KINDS = (FACE_DETECTOR, "detector", "swapper", "temporal")
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -31,14 +44,15 @@ class ModelIntegrityError(ValueError):
 @dataclass(frozen=True)
 class RegistryEntry:
     name: str
-    kind: str  # "face_detector", "detector", "swapper"
+    kind: str  # one of REGISTRY_KINDS
     filename: str
-    sha256: str
+    sha256: str  # "" only for files we cannot redistribute or pin; those are used unverified, with a warning
     description: str
     license: str = ""
     url: str | None = None  # where a machine with internet may fetch it
     packaged: bool = False  # ships inside engines/weights/
     detector_type: str = ""  # for face detectors: yunet, scrfd
+    input_size: tuple[int, int] | None = None  # (height, width), for `models list`; the file's metadata rules
 
 
 REGISTRY: dict[str, RegistryEntry] = {
@@ -46,7 +60,7 @@ REGISTRY: dict[str, RegistryEntry] = {
     for entry in (
         RegistryEntry(
             name="yunet",
-            kind="face_detector",
+            kind=FACE_DETECTOR,
             detector_type="yunet",
             filename="face_detection_yunet_2023mar.onnx",
             sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
@@ -56,24 +70,32 @@ REGISTRY: dict[str, RegistryEntry] = {
         ),
         RegistryEntry(
             name="scrfd",
-            kind="face_detector",
+            kind=FACE_DETECTOR,
             detector_type="scrfd",
             filename="scrfd_500m_bnkps.onnx",
-            sha256="",  # filled in from a known copy by `dfstream models hash`; unverified when empty
+            sha256="",  # filled in from a known copy with `dfstream models hash`; unverified when empty
             description="SCRFD-0.5G with 5 landmarks (insightface; non-commercial weights)",
             license="non-commercial research",
         ),
+        # The default deepfake "detector" (and later the "swapper") are added here as
+        # RegistryEntry(name=..., kind="detector", filename=..., sha256=..., ...).
     )
 }
 
 
-def cache_dir() -> Path:
+def cache_root() -> Path:
+    """dfstream's user cache: models, ONNX exports of checkpoints, TensorRT engines."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "dfstream" / "models"
+    return Path(base) / "dfstream"
+
+
+def cache_dir() -> Path:
+    return cache_root() / "models"
 
 
 def search_dirs() -> list[Path]:
-    dirs = [Path(p) for p in os.environ.get("DFSTREAM_MODELS", "").split(os.pathsep) if p]
+    """Where named models are looked for, in order (the packaged weights sit between these two groups)."""
+    dirs = [Path(p).expanduser() for p in os.environ.get("DFSTREAM_MODELS", "").split(os.pathsep) if p]
     return dirs + [cache_dir()]
 
 
@@ -85,14 +107,44 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def get_entry(name: str) -> RegistryEntry:
+    entry = REGISTRY.get(name)
+    if entry is None:
+        raise ModelNotFoundError(f"unknown model {name!r}: expected one of {', '.join(sorted(REGISTRY))}")
+    return entry
+
+
 def verify(path: Path, entry: RegistryEntry) -> Path:
-    if entry.sha256 and sha256_of(path) != entry.sha256:
-        raise ModelIntegrityError(f"{path} does not match the registered sha256 of model {entry.name!r}; refusing to use it")
+    """``path`` if it is the registered file of ``entry``; ModelIntegrityError otherwise."""
+    path = Path(path)
+    if entry.sha256:
+        actual = sha256_of(path)
+        if actual != entry.sha256:
+            raise ModelIntegrityError(
+                f"{path} does not match the registered sha256 of model {entry.name!r} "
+                f"(got {actual[:12]}..., expected {entry.sha256[:12]}...); refusing to use it")
+    else:
+        log.warning("model %r has no registered sha256; %s is used unverified", entry.name, path)
+    _check_kind(path, entry)
     return path
 
 
-def _find_file(filename: str) -> Path | None:
-    for directory in search_dirs():
+def _check_kind(path: Path, entry: RegistryEntry) -> None:
+    if entry.kind == FACE_DETECTOR:
+        return  # third-party ONNX without dfstream metadata; the sha256 is what identifies it
+    from engines.metadata import MetadataError, read_metadata
+
+    try:
+        read_metadata(path).expect_kind(entry.kind, path)
+    except MetadataError as exc:
+        raise ModelIntegrityError(f"{exc}; refusing it as model {entry.name!r}") from exc
+
+
+def _find_file(filename: str, entry: RegistryEntry | None = None) -> Path | None:
+    dirs = search_dirs()
+    env_dirs, cache = dirs[:-1], dirs[-1:]
+    packaged = [PACKAGED_DIR] if entry is not None and entry.packaged else []
+    for directory in env_dirs + packaged + cache:
         if not directory.is_dir():
             continue
         direct = directory / filename
@@ -105,7 +157,7 @@ def _find_file(filename: str) -> Path | None:
 
 
 def resolve(name_or_path: str | Path) -> Path:
-    """Path of a model given by explicit path or by registry name."""
+    """Path of a model given by explicit path or by registry name (verified)."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
@@ -114,9 +166,7 @@ def resolve(name_or_path: str | Path) -> Path:
         if path.suffix or os.sep in str(name_or_path):
             raise ModelNotFoundError(f"model file not found: {name_or_path}")
         raise ModelNotFoundError(f"unknown model {name_or_path!r}: not a file and not one of {', '.join(sorted(REGISTRY))}")
-    if entry.packaged and (PACKAGED_DIR / entry.filename).is_file():
-        return verify(PACKAGED_DIR / entry.filename, entry)
-    found = _find_file(entry.filename)
+    found = _find_file(entry.filename, entry)
     if found is None:
         raise ModelNotFoundError(
             f"model {entry.name!r} ({entry.filename}) is not installed: run `dfstream models fetch {entry.name}` "
@@ -125,28 +175,66 @@ def resolve(name_or_path: str | Path) -> Path:
     return verify(found, entry)
 
 
+def installed_path(entry: RegistryEntry) -> Path | None:
+    """Where ``entry``'s file would be resolved from, without verifying it."""
+    return _find_file(entry.filename, entry)
+
+
+def downloads_allowed() -> bool:
+    return os.environ.get("DFSTREAM_OFFLINE", "").strip().lower() in ("", "0", "false", "no")
+
+
+def _is_url(source: str) -> bool:
+    return urllib.parse.urlparse(source).scheme in ("http", "https", "file")
+
+
 def fetch(name: str, from_dir: str | Path | None = None) -> Path:
-    """Install a registered model into the user cache, from a folder or its URL; sha256-checked."""
-    entry = REGISTRY.get(name)
-    if entry is None:
-        raise ModelNotFoundError(f"unknown model {name!r}: expected one of {', '.join(sorted(REGISTRY))}")
+    """Install a registered model into the user cache, from a folder, a URL, or its registered URL.
+
+    The file is written to a temporary name beside its target, verified (sha256 and
+    kind), and only then renamed into place: a bad file never lands in the cache.
+    """
+    entry = get_entry(name)
     target = cache_dir() / entry.filename
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".part", delete=False) as tmp:
+    source = str(from_dir) if from_dir is not None else None
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{entry.filename}.",
+                                     suffix=".part" + Path(entry.filename).suffix,
+                                     delete=False) as tmp:
         tmp_path = Path(tmp.name)
     try:
-        if from_dir is not None:
-            source = next((p for p in sorted(Path(from_dir).rglob(entry.filename)) if p.is_file()), None)
-            if source is None:
-                raise ModelNotFoundError(f"{entry.filename} not found under {from_dir}")
-            shutil.copyfile(source, tmp_path)
-        elif entry.url:
-            with urllib.request.urlopen(entry.url, timeout=60) as response, open(tmp_path, "wb") as out:
-                shutil.copyfileobj(response, out)
+        if source is not None and not _is_url(source):
+            folder = Path(source).expanduser()
+            if folder.is_file() and folder.name == entry.filename:
+                found = folder
+            elif folder.is_dir():
+                found = next((p for p in sorted(folder.rglob(entry.filename)) if p.is_file()), None)
+            else:
+                raise ModelNotFoundError(f"{source} is not a folder")
+            if found is None:
+                raise ModelNotFoundError(f"{entry.filename} not found under {source}")
+            shutil.copyfile(found, tmp_path)
         else:
-            raise ModelNotFoundError(f"model {name!r} has no download address; use --from DIR")
+            url = source or entry.url
+            if not url:
+                raise ModelNotFoundError(f"model {name!r} has no download address; use --from DIR")
+            if not downloads_allowed() and not url.startswith("file:"):
+                raise ModelNotFoundError(f"downloads are disabled (DFSTREAM_OFFLINE is set); use --from DIR for {name!r}")
+            log.info("downloading %s from %s", entry.filename, url)
+            with urllib.request.urlopen(url, timeout=60) as response, open(tmp_path, "wb") as out:
+                shutil.copyfileobj(response, out)
         verify(tmp_path, entry)
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
     return target
+
+
+def identify(path: str | Path) -> RegistryEntry | None:
+    """The registry entry a file claims to be (by file name, then by content hash)."""
+    path = Path(path)
+    by_name = [e for e in REGISTRY.values() if e.filename == path.name]
+    if by_name:
+        return by_name[0]
+    digest = sha256_of(path)
+    return next((e for e in REGISTRY.values() if e.sha256 and e.sha256 == digest), None)
