@@ -82,6 +82,11 @@ class AnnotateConfig:
     gap_timeout_s: float = 2.0  # live streams: give up on a missing frame after this long
     draw: bool = True
     hud: bool = True
+    mode: str = "detect"  # detect or swap (swap: paste swapped crops back into the frame)
+    swap_faces: str = "all"  # all, largest, or a track id: which swapped faces are pasted back
+    crop_size: tuple[int, int] = (224, 224)  # for paste-back: how detect cut the crops
+    crop_margin: float = 1.0
+    streams: list[StreamInfo] = field(default_factory=list)
 
 
 @dataclass
@@ -93,6 +98,7 @@ class SinkConfig:
     preset: str = "veryfast"
     crf: int = 23
     encode_threads: int = 0
+    streams: list[StreamInfo] = field(default_factory=list)
 
 
 @dataclass

@@ -39,5 +39,8 @@ class Stage:
         """Stage-specific figures for the metrics report."""
         return {}
 
+    def abort(self) -> None:
+        """The run failed: :meth:`close` must discard partial outputs, not finalise them."""
+
     def close(self) -> None:
         """Release resources; must leave outputs valid (called on errors and Ctrl-C too)."""

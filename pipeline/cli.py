@@ -1,0 +1,317 @@
+"""The ``dfstream`` command line.
+
+Every command turns bad input into one line on stderr and a non-zero exit
+status; tracebacks are for bugs only (``--debug`` shows them).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.config import (
+    AnnotateConfig,
+    BatchConfig,
+    DetectConfig,
+    InferConfig,
+    RunConfig,
+    SinkConfig,
+    StreamInfo,
+)
+
+DEFAULT_DETECTOR = "detector"  # registry name of the detector model that ships with dfstream
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+def _probe_sources(sources: tuple[str, ...], live: bool, open_timeout: float) -> list[StreamInfo]:
+    from pipeline.stage import StageError
+    from stages.source import probe
+
+    streams = []
+    for stream_id, url in enumerate(sources):
+        try:
+            streams.append(probe(url, stream_id, paced=live, open_timeout=open_timeout))
+        except StageError as exc:
+            _fail(str(exc))
+    names = [s.name for s in streams]
+    for stream in streams:  # {stream} in output patterns must name each stream once
+        if names.count(stream.name) > 1:
+            stream.name = f"{stream.name}-{stream.stream_id}"
+    return streams
+
+
+def _resolve_face_detector(choice: str) -> tuple[str, str | None]:
+    """(detector kind, model path) for --face-detector."""
+    from engines.registry import REGISTRY, ModelIntegrityError, ModelNotFoundError, resolve
+
+    try:
+        if choice == "auto":
+            try:
+                return "yunet", str(resolve("yunet"))
+            except ModelNotFoundError:
+                logging.getLogger("dfstream").warning(
+                    "YuNet face detector not installed (dfstream models fetch yunet); falling back to the Haar cascade"
+                )
+                return "haar", None
+        if choice == "haar":
+            return "haar", None
+        if choice in REGISTRY:
+            return REGISTRY[choice].detector_type, str(resolve(choice))
+        path = Path(choice)
+        if not path.is_file():
+            _fail(f"face detector model not found: {choice}")
+        kind = "scrfd" if any(k in path.name.lower() for k in ("scrfd", "retinaface", "det_")) else "yunet"
+        return kind, str(path)
+    except (ModelNotFoundError, ModelIntegrityError) as exc:
+        _fail(str(exc))
+
+
+def _model_metadata(name_or_path: str, kind: str):
+    from engines.metadata import MetadataError, read_metadata
+    from engines.registry import ModelIntegrityError, ModelNotFoundError, resolve
+
+    try:
+        path = resolve(name_or_path)
+        return str(path), read_metadata(path).expect_kind(kind, path)
+    except (ModelNotFoundError, ModelIntegrityError, MetadataError) as exc:
+        _fail(str(exc))
+
+
+def _check_output_pattern(pattern: str | None, streams: list[StreamInfo]) -> None:
+    if pattern is None:
+        return
+    from stages.sink import CONTAINER_FORMATS
+
+    if len(streams) > 1 and "{stream}" not in pattern and "{index}" not in pattern:
+        _fail("with several --source options, --output must be a pattern with {stream} or {index}, e.g. out/{stream}.mp4")
+    try:
+        paths = [Path(pattern.format(stream=s.name, index=s.stream_id)) for s in streams]
+    except (KeyError, IndexError, ValueError) as exc:
+        _fail(f"bad --output pattern {pattern!r}: {exc}")
+    for path in paths:
+        if path.suffix.lower() not in CONTAINER_FORMATS:
+            _fail(f"cannot write {path}: unknown container {path.suffix!r} (use {', '.join(CONTAINER_FORMATS)})")
+        if any(Path(s.url).resolve() == path.resolve() for s in streams if s.kind == "file"):
+            _fail(f"refusing to overwrite the input {path}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]), help="How much to log on stderr.")
+@click.version_option(package_name="dfstream")
+def cli(log_level: str) -> None:
+    """dfstream: real-time deepfake detection and face swap for video streams.
+
+    Decode -> face detect -> batch -> detector/swapper engine -> annotate/encode,
+    each stage its own process, joined by ZeroMQ.
+    """
+    logging.basicConfig(level=getattr(logging, log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command("run")
+@click.option("-s", "--source", "sources", multiple=True, required=True, metavar="SOURCE",
+              help="A video file, rtsp://..., http(s)://..., or a webcam (a device path such as /dev/video0, or an "
+                   "index such as 0). Repeat for several streams in one run.")
+@click.option("--live", is_flag=True,
+              help="Read file sources at their own frame rate, as a camera delivers frames, and drop the oldest "
+                   "frame when the pipeline falls behind (webcam and RTSP sources are always live).")
+@click.option("-o", "--output", metavar="PATH", help="Write the annotated video here (.mp4, .mkv, .mov, .avi). With "
+              "several sources use a pattern: out/{stream}.mp4 ({stream} = source name, {index} = its position).")
+@click.option("--display", is_flag=True, help="Show the annotated stream in a window (the live webcam overlay); "
+              "press q or Esc in it to stop.")
+@click.option("--events", "events_path", metavar="PATH", help="Write one JSON object per face per analysed frame "
+              "(stream, frame index, pts, box, track id, score, verdict) to this JSON-lines file.")
+@click.option("--metrics-json", metavar="PATH", help="Write per-stage fps, queue depth, CPU, memory and latency "
+              "percentiles to this JSON file at the end.")
+@click.option("-m", "--model", default=DEFAULT_DETECTOR, show_default=True,
+              help="Deepfake detector model: a file (.onnx, checkpoint, engine) or a registry name.")
+@click.option("--swap", "swap_model", metavar="MODEL",
+              help="Run a face swapper instead of the detector and paste the swapped faces back into the video.")
+@click.option("--detector", "swap_detector", metavar="MODEL",
+              help="With --swap: also score each swapped face with this detector (a live self-check).")
+@click.option("--swap-faces", default="all", show_default=True, metavar="all|largest|TRACK",
+              help="With --swap: swap every face, only the largest, or only the face with this track id.")
+@click.option("--engine", default="auto", show_default=True, type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]),
+              help="Model runtime; auto picks TensorRT when CUDA and torch-tensorrt are present, else ONNX Runtime.")
+@click.option("--face-detector", default="auto", show_default=True, metavar="auto|yunet|scrfd|haar|PATH",
+              help="Face detector: YuNet (default when installed), SCRFD/RetinaFace ONNX via insightface, or the "
+                   "Haar cascade that needs no model file.")
+@click.option("--detect-every", default=3, show_default=True, type=click.IntRange(1),
+              help="Run face detection on every k-th frame; faces are tracked in between.")
+@click.option("--classify-every", "classify_every", default=None, type=click.IntRange(1),
+              help="Score each tracked face every m-th frame (a multiple of k; default: k).")
+@click.option("--detect-size", default=640, show_default=True, type=click.IntRange(64),
+              help="Frames are downscaled so their longer side is at most this before face detection.")
+@click.option("--replicas", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="Processes for the face detect stage and for the infer stage.")
+@click.option("--detect-replicas", type=click.IntRange(1, 16), help="Face detect processes (overrides --replicas).")
+@click.option("--infer-replicas", type=click.IntRange(1, 16), help="Infer processes (overrides --replicas).")
+@click.option("--max-batch", default=16, show_default=True, type=click.IntRange(1), help="Faces per model batch.")
+@click.option("--batch-timeout-ms", type=click.FloatRange(0), default=None,
+              help="Send a partial batch this long after its first face (default: one frame interval of the "
+                   "fastest live source, else 33 ms).")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="P(fake) at which a face is called fake "
+              "(default: the model's own threshold).")
+@click.option("--queue-size", default=8, show_default=True, type=click.IntRange(1),
+              help="Frames queued per hop between stages for file sources (live sources use 2).")
+@click.option("--transport", default="ipc", show_default=True, type=click.Choice(["ipc", "tcp"]),
+              help="Private ipc:// sockets (default) or tcp:// on 127.0.0.1.")
+@click.option("--open-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds to wait for a network source or webcam to answer.")
+@click.option("--metrics-interval", default=5.0, show_default=True, type=click.FloatRange(0.5),
+              help="Live runs print per-stage metrics this often (seconds).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-draw", is_flag=True, help="Do not draw boxes and the HUD on the output video.")
+def run_command(sources, live, output, display, events_path, metrics_json, model, swap_model, swap_detector,
+                swap_faces, engine, face_detector, detect_every, classify_every, detect_size, replicas,
+                detect_replicas, infer_replicas, max_batch, batch_timeout_ms, threshold, queue_size, transport,
+                open_timeout, metrics_interval, no_progress, no_draw):
+    """Run the pipeline on one or more sources.
+
+    \b
+    Examples:
+      dfstream run -s clip.mp4 -o out/annotated.mp4 --events out/events.jsonl
+      dfstream run -s rtsp://127.0.0.1:8554/cam -s rtsp://127.0.0.1:8554/door -o 'out/{stream}.mp4'
+      dfstream run -s 0 --display                      # webcam overlay
+      dfstream run -s clip.mp4 --swap swapper.onnx -o swapped.mp4
+    """
+    from engines.metadata import KIND_DETECTOR, KIND_SWAPPER
+    from pipeline.supervisor import run_pipeline
+
+    if not (output or display or events_path or metrics_json):
+        _fail("nothing to write: give --output, --display, --events or --metrics-json")
+    if swap_detector and not swap_model:
+        _fail("--detector is only used with --swap (the detector is chosen with --model)")
+    if swap_faces not in ("all", "largest") and not swap_faces.isdigit():
+        _fail(f"--swap-faces must be all, largest or a track id, not {swap_faces!r}")
+    if display and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
+        _fail("--display needs a screen (DISPLAY is not set)")
+    streams = _probe_sources(sources, live, open_timeout)
+    _check_output_pattern(output, streams)
+
+    swapping = swap_model is not None
+    model_path, metadata = _model_metadata(swap_model if swapping else model, KIND_SWAPPER if swapping else KIND_DETECTOR)
+    detector_path = _model_metadata(swap_detector, KIND_DETECTOR)[0] if swap_detector else None
+    detector_kind, detector_file = _resolve_face_detector(face_detector)
+
+    if swapping:
+        detect_every = 1  # a swapped face must be redrawn on every frame
+    classify_every = classify_every or detect_every
+    if classify_every % detect_every:
+        _fail(f"--classify-every ({classify_every}) must be a multiple of --detect-every ({detect_every})")
+    if classify_every != detect_every and swapping:
+        classify_every = detect_every
+    live_rates = [s.fps for s in streams if s.live and s.fps]
+    timeout_ms = batch_timeout_ms if batch_timeout_ms is not None else (1000.0 / max(live_rates) if live_rates else 33.0)
+
+    config = RunConfig(
+        streams=streams,
+        detect=DetectConfig(
+            face_detector=detector_kind,
+            face_detector_path=detector_file,
+            detect_every=detect_every,
+            classify_every=classify_every,
+            detect_max_side=detect_size,
+            crop_size=tuple(metadata.input_size),
+            crop_margin=metadata.crop_margin,
+        ),
+        batch=BatchConfig(max_batch=max_batch, timeout_ms=timeout_ms),
+        infer=InferConfig(model_path=model_path, mode="swap" if swapping else "detect", engine=engine,
+                          detector_path=detector_path),
+        annotate=AnnotateConfig(
+            threshold=threshold if threshold is not None else metadata.threshold,
+            mode="swap" if swapping else "detect",
+            swap_faces=swap_faces,
+            crop_size=tuple(metadata.input_size),
+            crop_margin=metadata.crop_margin,
+            draw=not no_draw,
+        ),
+        sink=SinkConfig(output_pattern=output, display=display, events_path=events_path),
+        detect_replicas=detect_replicas or replicas,
+        infer_replicas=infer_replicas or replicas,
+        queue_size=queue_size,
+        metrics_interval_s=metrics_interval,
+        metrics_json=metrics_json,
+        progress=not no_progress,
+        transport=transport,
+    )
+    result = run_pipeline(config)
+    click.echo(_summary(result.metrics), err=True)
+    for stream in result.metrics["streams"]:
+        if stream["output"]:
+            click.echo(f"wrote {stream['output']}")
+    if events_path and Path(events_path).exists():
+        click.echo(f"wrote {events_path}")
+    if metrics_json:
+        click.echo(f"wrote {metrics_json}")
+    if result.error and result.exit_code != 130:
+        _fail(result.error)
+    sys.exit(result.exit_code)
+
+
+def _summary(metrics: dict) -> str:
+    lines = []
+    for stream in metrics["streams"]:
+        lat = stream["latency_ms"] or {}
+        tracks = [t for t in stream["tracks"] if t["scores"]]
+        verdicts = ", ".join(f"#{t['track_id']} {t['verdict']} ({t['smoothed_score']:.2f})" for t in tracks) or "no faces scored"
+        lines.append(
+            f"{stream['name']}: {stream['frames_written']} frames, {stream['dropped'] or 0} dropped, "
+            f"latency p50 {lat.get('p50_ms')} ms / p99 {lat.get('p99_ms')} ms; tracks: {verdicts}"
+        )
+    lines.append(f"{'stage':<12}{'fps':>8}{'busy%':>7}{'cpu s':>8}")
+    for row in metrics["stages"]:
+        fps = "-" if row["fps"] is None else f"{row['fps']:.1f}"
+        busy = "-" if row["busy_pct"] is None else f"{row['busy_pct']:.0f}"
+        lines.append(f"{row['stage'] + '[' + str(row['replica']) + ']':<12}{fps:>8}{busy:>7}{row['cpu_s']:>8.1f}")
+    return "\n".join(lines)
+
+
+def _register_optional_commands() -> None:
+    """Commands that live beside their subsystems: engines, training, benchmarks."""
+    import importlib
+
+    train_group = click.Group("train", help="Train the models dfstream runs: detector, swapper, gan.")
+    wiring = [
+        ("pipeline.cli_engines", "export_command", cli, "export"),
+        ("pipeline.cli_engines", "build_engine_command", cli, "build-engine"),
+        ("pipeline.cli_engines", "models_group", cli, "models"),
+        ("pipeline.cli_detector", "train_detector_command", train_group, "detector"),
+        ("pipeline.cli_detector", "eval_command", cli, "eval"),
+        ("pipeline.cli_detector", "predict_command", cli, "predict"),
+        ("pipeline.cli_generate", "train_swapper_command", train_group, "swapper"),
+        ("pipeline.cli_generate", "train_gan_command", train_group, "gan"),
+        ("pipeline.cli_generate", "swapper_eval_command", cli, "eval-swap"),
+        ("pipeline.cli_bench", "bench_command", cli, "bench"),
+    ]
+    for module_name, attribute, group, name in wiring:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        group.add_command(getattr(module, attribute), name)
+    if train_group.commands:
+        cli.add_command(train_group)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("dfstream: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Click commands for the deepfake detector: ``dfstream train detector``, ``dfstream eval``, ``dfstream predict``.
+
+The lead's ``pipeline/cli.py`` adds these command objects to the ``dfstream`` group;
+``python -m train.detector`` runs :data:`train_detector_command` on its own.
+Every user mistake (missing file, not an image/video, a model of the wrong kind)
+ends in one ``click.ClickException`` line and a non-zero exit.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+
+def _fail(exc: BaseException) -> click.ClickException:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return click.ClickException(text)
+
+
+def _user_errors():
+    errors = [FileNotFoundError, ValueError, OSError]
+    try:
+        from engines.loader import MODEL_ERRORS
+
+        errors += list(MODEL_ERRORS)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from pipeline.stage import StageError
+
+        errors.append(StageError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@click.command("detector")
+@click.option("--data", multiple=True, help="Labelled folder (real/ and fake/ inside) or list file of 'path<TAB>label' lines. Repeatable.")
+@click.option("--real", multiple=True, help="Folder or file of real images/videos. Repeatable.")
+@click.option("--fake", multiple=True, help="Folder or file of fake images/videos. Repeatable.")
+@click.option("--exclude", multiple=True, help="Glob of media to leave out (e.g. held-out clips). Repeatable.")
+@click.option("--sbi/--no-sbi", default=True, show_default=True, help="Synthesise fakes from real faces by self-blending.")
+@click.option("--backbone", default="mobilenetv3_small_100", show_default=True, help="Any timm model name (efficientnet_b0, xception41, resnet18, resnext50_32x4d ...).")
+@click.option("--pretrained", is_flag=True, help="Start from timm's pretrained weights (must be in the local timm/HF cache).")
+@click.option("--input-size", type=int, default=128, show_default=True, help="Square crop size in pixels.")
+@click.option("--margin", type=float, default=1.4, show_default=True, help="Crop margin (>1 keeps the face boundary in the crop).")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--steps", type=int, default=2000, show_default=True, help="Optimiser steps in total.")
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: usable cores).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Data-loading processes (self-blending runs there).")
+@click.option("--every-n-frames", type=int, default=4, show_default=True, help="Video frame sampling for face crops.")
+@click.option("--max-frames", type=int, default=100, show_default=True, help="Sampled frames per video at most.")
+@click.option("--max-faces", type=int, default=2, show_default=True, help="Faces per frame at most.")
+@click.option("--face-detector", default="auto", show_default=True)
+@click.option("--cache-dir", default=None, help="Face-crop cache (default ~/.cache/dfstream/faces).")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Fraction of media files held out for validation.")
+@click.option("--checkpoint-every", type=int, default=250, show_default=True)
+@click.option("--log-every", type=int, default=20, show_default=True)
+@click.option("--time-limit", type=float, default=None, help="Minutes of wall time; stop and checkpoint after it.")
+@click.option("--name", default="dfstream-detector", show_default=True, help="Model name written into its metadata.")
+@click.option("--run-dir", required=True, help="Run folder: config.json, checkpoints/, TensorBoard events.")
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+@click.option("-v", "--verbose", is_flag=True)
+def train_detector_command(run_dir, resume, progress, verbose, **options):
+    """Train the frame-level deepfake detector (self-blended images by default)."""
+    _logging(verbose)
+    from train.detector import train
+
+    options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+    try:
+        last = train(options, run_dir, resume=resume, progress=progress)
+    except _user_errors() as exc:
+        raise _fail(exc) from None
+    click.echo(f"checkpoint: {last}")
+    click.echo(f"export:     dfstream export {last} -o detector.onnx")
+
+
+@click.command("eval")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-m", "--model", default="detector", show_default=True, help="Detector model: .onnx, checkpoint, or registry name.")
+@click.option("--engine", default="auto", show_default=True, type=click.Choice(["auto", "onnxruntime", "torch", "tensorrt"]))
+@click.option("--temporal", default=None, help="Temporal (CNN+LSTM) checkpoint: video scores from it instead of frame averages.")
+@click.option("--threshold", type=float, default=None, help="P(fake) threshold (default: the model's).")
+@click.option("--every-n-frames", type=int, default=10, show_default=True)
+@click.option("--max-frames", type=int, default=32, show_default=True, help="Sampled frames per video at most.")
+@click.option("--max-faces", type=int, default=4, show_default=True)
+@click.option("--video-agg", type=click.Choice(["mean", "topk"]), default="mean", show_default=True,
+              help="Video score: mean of frame scores, or mean of the top quarter.")
+@click.option("--threads", type=int, default=None)
+@click.option("-o", "--output", default="eval.json", show_default=True, help="JSON file for the metrics and per-item scores.")
+@click.option("--plot", "plot_dir", default=None, help="Folder for ROC curve and score histogram PNGs.")
+@click.option("-v", "--verbose", is_flag=True)
+def eval_command(inputs, model, engine, temporal, threshold, every_n_frames, max_frames, max_faces, video_agg, threads, output, plot_dir, verbose):
+    """Measure a detector on labelled images/videos: folders with real/ and fake/, or list files (path<TAB>label)."""
+    _logging(verbose)
+    from train.evaluate import evaluate
+
+    try:
+        report = evaluate(list(inputs), model=model, engine=engine, temporal=temporal, threshold=threshold,
+                          every_n_frames=every_n_frames, max_frames=max_frames, max_faces=max_faces,
+                          video_agg=video_agg, threads=threads, output=output, plot_dir=plot_dir)
+    except _user_errors() as exc:
+        raise _fail(exc) from None
+    click.echo(report["text"])
+    click.echo(f"written: {output}" + (f", plots in {plot_dir}" if plot_dir else ""))
+
+
+@click.command("predict")
+@click.argument("media")
+@click.option("-m", "--model", default="detector", show_default=True)
+@click.option("--engine", default="auto", show_default=True, type=click.Choice(["auto", "onnxruntime", "torch", "tensorrt"]))
+@click.option("--threshold", type=float, default=None)
+@click.option("--every-n-frames", type=int, default=5, show_default=True)
+@click.option("--max-frames", type=int, default=60, show_default=True)
+@click.option("--max-faces", type=int, default=8, show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("-v", "--verbose", is_flag=True)
+def predict_command(media, model, engine, threshold, every_n_frames, max_frames, max_faces, threads, as_json, verbose):
+    """Score the faces of an image or a video and give a verdict."""
+    _logging(verbose)
+    from train.predict import format_prediction, predict
+
+    try:
+        result = predict(media, model=model, engine=engine, threshold=threshold, every_n_frames=every_n_frames,
+                         max_frames=max_frames, max_faces=max_faces, threads=threads)
+    except _user_errors() as exc:
+        raise _fail(exc) from None
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+    else:
+        click.echo(format_prediction(result))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(train_detector_command())

@@ -1,0 +1,52 @@
+"""The stage graph of a run: which replicas exist and who talks to whom.
+
+::
+
+    source (1 per stream) -> detect (xN) -> batch -> infer (xM) -> annotate -> sink
+
+Every replica binds its own inbox; each upstream replica connects to all inboxes
+of the next stage.  ``expected_eos`` says how many end-of-stream markers a
+replica must count for each stream before that stream is done there.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pipeline.config import RunConfig, SourceConfig
+from pipeline.runner import StageSpec
+from pipeline.transport import EndpointAllocator
+
+
+def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, report: str) -> list[StageSpec]:
+    hwm = config.live_queue_size if config.live else config.queue_size
+    stream_ids = [s.stream_id for s in config.streams]
+    detect_in = [endpoints.endpoint(f"detect{i}") for i in range(config.detect_replicas)]
+    batch_in = endpoints.endpoint("batch")
+    infer_in = [endpoints.endpoint(f"infer{i}") for i in range(config.infer_replicas)]
+    annotate_in = endpoints.endpoint("annotate")
+    sink_in = endpoints.endpoint("sink")
+
+    def spec(stage, replica, stage_config, inbox, outbox, eos_per_stream):
+        return StageSpec(
+            stage=stage,
+            replica=replica,
+            config=stage_config,
+            inbox=inbox,
+            outbox=outbox,
+            expected_eos={s: eos_per_stream for s in stream_ids} if inbox else {},
+            hwm=hwm,
+            control=control,
+            report=report,
+        )
+
+    specs = [
+        spec("source", s.stream_id, SourceConfig(stream=s), None, detect_in, 0) for s in config.streams
+    ]
+    specs += [spec("detect", i, config.detect, url, [batch_in], 1) for i, url in enumerate(detect_in)]
+    specs.append(spec("batch", 0, config.batch, batch_in, infer_in, config.detect_replicas))
+    specs += [spec("infer", i, config.infer, url, [annotate_in], 1) for i, url in enumerate(infer_in)]
+    annotate = replace(config.annotate, streams=config.streams)
+    specs.append(spec("annotate", 0, annotate, annotate_in, [sink_in], config.infer_replicas))
+    sink = replace(config.sink, streams=config.streams)
+    specs.append(spec("sink", 0, sink, sink_in, [], 1))
+    return specs

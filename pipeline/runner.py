@@ -1,0 +1,285 @@
+"""Runs one stage replica in its own process: sockets in, stage, sockets out.
+
+The runner owns everything a stage should not care about: the inbox and
+outbox, counting end-of-stream markers, the supervisor's control channel
+(stop / abort), periodic stats, and turning a stage failure into one line the
+supervisor can show.  A stage replica exits when every stream it carries has
+ended, when the supervisor aborts the run, or when its parent process is gone
+(so a killed supervisor never leaves stray processes behind).
+"""
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import time
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import zmq
+
+from pipeline.messages import EndOfStream, Packet
+from pipeline.stage import Stage, StageError
+from pipeline.transport import Inbox, Outbox
+
+CONTROL_STOP = b"stop"  # sources stop reading; everything already read still flows to the sink
+CONTROL_ABORT = b"abort"  # every stage stops now; outputs in progress are discarded
+
+
+@dataclass
+class StageSpec:
+    """Everything one stage replica needs to run, sent to its process."""
+
+    stage: str  # source, detect, batch, infer, annotate, sink
+    replica: int
+    config: Any  # the stage's config dataclass
+    inbox: str | None  # endpoint this replica binds (None for sources)
+    outbox: list[str]  # endpoints of the downstream replicas (empty for the sink)
+    expected_eos: dict[int, int]  # stream id -> end-of-stream markers to wait for
+    hwm: int
+    control: str  # supervisor's PUB endpoint
+    report: str  # supervisor's PULL endpoint
+    report_interval_s: float = 1.0
+    parent_pid: int = field(default_factory=os.getpid)
+
+    @property
+    def label(self) -> str:
+        return f"{self.stage}[{self.replica}]"
+
+
+def build_stage(spec: StageSpec) -> Stage:
+    """The stage object for a spec; imports only what that stage needs."""
+    if spec.stage == "source":
+        from stages.source import SourceStage
+
+        return SourceStage(spec.config)
+    if spec.stage == "detect":
+        from stages.detect import DetectStage
+
+        return DetectStage(spec.config)
+    if spec.stage == "batch":
+        from stages.batch import BatchStage
+
+        return BatchStage(spec.config)
+    if spec.stage == "infer":
+        from stages.infer import InferStage
+
+        return InferStage(spec.config)
+    if spec.stage == "annotate":
+        from stages.annotate import AnnotateStage
+
+        return AnnotateStage(spec.config)
+    if spec.stage == "sink":
+        from stages.sink import SinkStage
+
+        return SinkStage(spec.config)
+    raise ValueError(f"unknown stage {spec.stage!r}")
+
+
+class StageRunner:
+    def __init__(self, spec: StageSpec):
+        self.spec = spec
+        self.context = zmq.Context()
+        self.reporter = self.context.socket(zmq.PUSH)
+        self.reporter.setsockopt(zmq.LINGER, 2000)
+        self.reporter.connect(spec.report)
+        self.control = self.context.socket(zmq.SUB)
+        self.control.setsockopt(zmq.SUBSCRIBE, b"")
+        self.control.setsockopt(zmq.LINGER, 0)
+        self.control.connect(spec.control)
+        self.inbox = Inbox(self.context, spec.inbox, spec.hwm) if spec.inbox else None
+        self.outbox = Outbox(self.context, spec.outbox, spec.hwm) if spec.outbox else None
+        self.stage: Stage | None = None
+        self.stopping = False  # supervisor asked sources to stop reading
+        self.aborted = False
+        self.processed = 0  # frames handled
+        self.busy_s = 0.0  # time inside stage.process
+        self.started = time.monotonic()
+        self.first_input: float | None = None
+        self.last_output: float | None = None
+        self._last_report = 0.0
+        self._eos_seen: dict[int, int] = defaultdict(int)
+        self._eos_info: dict[int, EndOfStream] = {}
+
+    # -- reporting ----------------------------------------------------------
+    def report(self, kind: str, **fields) -> None:
+        body = {"type": kind, "stage": self.spec.stage, "replica": self.spec.replica, "pid": os.getpid(), **fields}
+        self.reporter.send(msgpack.packb(body, default=str))
+
+    def report_stats(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self._last_report < self.spec.report_interval_s:
+            return
+        self._last_report = now
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.report(
+            "stats",
+            cpu_s=usage.ru_utime + usage.ru_stime,
+            max_rss_mb=usage.ru_maxrss / 1024.0,
+            final=final,
+            processed=self.processed,
+            busy_s=self.busy_s,
+            active_s=(self.last_output or now) - (self.first_input or self.started) if self.first_input else 0.0,
+            received=self.inbox.received if self.inbox else 0,
+            inbox=self.spec.inbox,
+            sent=dict(zip(self.outbox.urls, self.outbox.sent)) if self.outbox else {},
+            extra=self.stage.stats() if self.stage else {},
+        )
+
+    # -- control ------------------------------------------------------------
+    def check_control(self) -> None:
+        while self.control.poll(0):
+            command = self.control.recv()
+            if command == CONTROL_ABORT:
+                self.aborted = True
+            elif command == CONTROL_STOP:
+                self.stopping = True
+        if os.getppid() != self.spec.parent_pid:
+            self.aborted = True  # the supervisor died: do not linger as an orphan
+
+    def should_stop_sending(self) -> bool:
+        self.check_control()
+        return self.aborted
+
+    def emit(self, packets: list[Packet]) -> None:
+        for packet in packets:
+            if self.outbox is not None and packet:
+                self.outbox.send(packet, self.should_stop_sending)
+            self.last_output = time.monotonic()
+        if self.stage is not None and getattr(self.stage, "stop_requested", False):
+            self.report("stop_request")
+            self.stage.stop_requested = False
+
+    # -- main loops -----------------------------------------------------------
+    def run(self) -> int:
+        spec = self.spec
+        try:
+            self.stage = build_stage(spec)
+            self.stage.open()
+            self.report("ready")
+            if spec.stage == "source":
+                self.run_source()
+            else:
+                self.run_consumer()
+            code = 0
+        except StageError as exc:
+            self.report("error", message=str(exc))
+            code = 2
+        except Exception as exc:  # an unexpected failure is still reported as one line
+            self.report("error", message=f"{spec.label} failed: {type(exc).__name__}: {exc}", trace=traceback.format_exc())
+            code = 1
+        finally:
+            if self.stage is not None:
+                if self.aborted:
+                    self.stage.abort()
+                try:
+                    self.stage.close()
+                except Exception as exc:
+                    self.report("error", message=f"{spec.label} could not close cleanly: {exc}")
+            self.report_stats(final=True)
+            self.report("exit", aborted=self.aborted)
+            self.close_sockets()
+        return code
+
+    def run_source(self) -> None:
+        stage = self.stage
+        error = None
+        try:
+            while not stage.finished:
+                self.check_control()
+                if self.aborted:
+                    return
+                if self.stopping:
+                    stage.stop()
+                    break
+                started = time.monotonic()
+                packets = stage.process(None)
+                self.first_input = self.first_input or started
+                self.busy_s += time.monotonic() - started
+                self.processed += sum(len(p) for p in packets)
+                self.emit(packets)
+                self.report_stats()
+        except StageError as exc:
+            error = str(exc)
+            raise
+        finally:
+            if not self.aborted and self.outbox is not None:
+                stream = stage.stream.stream_id
+                self.outbox.broadcast(EndOfStream(stream, stage.frames_sent, stage.dropped, error), self.should_stop_sending)
+
+    def run_consumer(self) -> None:
+        stage, spec = self.stage, self.spec
+        open_streams = set(spec.expected_eos)
+        while open_streams:
+            self.check_control()
+            if self.aborted:
+                return
+            deadline = stage.next_deadline()
+            timeout_ms = 100 if deadline is None else max(0, min(100, int((deadline - time.monotonic()) * 1000)))
+            if self.inbox.poll(timeout_ms):
+                message = self.inbox.receive()
+                if isinstance(message, EndOfStream):
+                    self.on_end_of_stream(message, open_streams)
+                else:
+                    started = time.monotonic()
+                    self.first_input = self.first_input or started
+                    packets = stage.process(message)
+                    self.busy_s += time.monotonic() - started
+                    self.processed += len(message)
+                    self.emit(packets)
+            deadline = stage.next_deadline()
+            if deadline is not None and time.monotonic() >= deadline:
+                self.emit(stage.tick())
+            self.report_stats()
+
+    def on_end_of_stream(self, marker: EndOfStream, open_streams: set[int]) -> None:
+        stream = marker.stream_id
+        self._eos_seen[stream] += 1
+        merged = self._eos_info.setdefault(stream, marker)
+        if merged is not marker:  # every replica forwards the source's own totals
+            merged.frames = max(merged.frames, marker.frames)
+            merged.dropped = max(merged.dropped, marker.dropped)
+            merged.error = merged.error or marker.error
+        if self._eos_seen[stream] < self.spec.expected_eos.get(stream, 1):
+            return
+        info = self._eos_info[stream]
+        self.emit(self.stage.end_of_stream(stream))
+        if hasattr(self.stage, "stream_finished"):
+            self.stage.stream_finished(info)
+        if self.outbox is not None:
+            self.outbox.broadcast(info, self.should_stop_sending)
+        open_streams.discard(stream)
+
+    def close_sockets(self) -> None:
+        if self.inbox is not None:
+            self.inbox.close()
+        if self.outbox is not None:
+            self.outbox.close(linger_ms=0 if self.aborted else None)
+        self.control.close()
+        self.reporter.close()
+        self.context.term()
+
+
+def _name_process(name: str) -> None:
+    """Show the stage in ps/top (``dfs-detect0``) instead of a generic python."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # 15 = PR_SET_NAME
+    except (OSError, AttributeError):
+        pass  # not Linux: the name is cosmetic
+
+
+def run_stage_process(spec: StageSpec) -> None:
+    """Entry point of a spawned stage process."""
+    _name_process(f"dfs-{spec.stage}{spec.replica}")
+    # Ctrl-C goes to the whole process group; only the supervisor acts on it,
+    # and it tells the stages what to do over the control channel.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    runner = StageRunner(spec)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(runner, "aborted", True))
+    raise SystemExit(runner.run())

@@ -1,0 +1,215 @@
+"""Launcher and supervisor: start every stage process, watch them, stop them.
+
+The supervisor is the only process that acts on Ctrl-C and SIGTERM.  The first
+one asks the sources to stop reading; what was read still flows through and
+the sink closes a playable file.  A second one (or a stage failure) aborts:
+every stage stops at once and outputs in progress are discarded.  A stage
+process that dies without saying why is a crash: a live run restarts it, a file
+run (which must not lose frames) stops with an error.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import msgpack
+import zmq
+
+from pipeline.config import RunConfig
+from pipeline.graph import build_graph
+from pipeline.metrics import RunMetrics, write_json
+from pipeline.runner import CONTROL_ABORT, CONTROL_STOP, StageSpec, run_stage_process
+from pipeline.transport import EndpointAllocator
+
+GRACEFUL_STOP_S = 30.0  # after a stop request, abort if the graph has not drained by then
+ABORT_GRACE_S = 5.0  # after an abort, terminate processes that are still running
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    error: str | None
+    metrics: dict
+    stopped: bool
+
+
+class Supervisor:
+    def __init__(self, config: RunConfig, out=sys.stderr):
+        self.config = config
+        self.out = out
+        self.context = multiprocessing.get_context("spawn")
+        self.zmq = zmq.Context()
+        self.endpoints = EndpointAllocator(config.transport)
+        self.control_url = self.endpoints.endpoint("control")
+        self.report_url = self.endpoints.endpoint("report")
+        self.control = self.zmq.socket(zmq.PUB)
+        self.control.setsockopt(zmq.LINGER, 0)
+        self.control.bind(self.control_url)
+        self.reports = self.zmq.socket(zmq.PULL)
+        self.reports.setsockopt(zmq.LINGER, 0)
+        self.reports.bind(self.report_url)
+        self.specs = build_graph(config, self.endpoints, self.control_url, self.report_url)
+        self.processes: dict[str, multiprocessing.Process] = {}
+        self.exited: set[str] = set()
+        self.restarts: dict[str, int] = {}
+        self.metrics = RunMetrics(config)
+        self.error: str | None = None
+        self.stop_requested_at: float | None = None
+        self.abort_at: float | None = None
+        self.interrupts = 0
+
+    # -- process management ---------------------------------------------------
+    def _start(self, spec: StageSpec) -> None:
+        process = self.context.Process(target=run_stage_process, args=(spec,), name=f"dfstream-{spec.label}")
+        process.start()
+        self.processes[spec.label] = process
+        self.exited.discard(spec.label)
+
+    def _start_all(self) -> None:
+        # Children inherit "ignore SIGINT" across exec, so a Ctrl-C during
+        # start-up cannot kill a half-started stage behind our back.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for spec in reversed(self.specs):  # consumers first: their inboxes are bound before frames flow
+                self._start(spec)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.interrupts += 1
+        if self.interrupts == 1 and signum == signal.SIGINT:
+            self.request_stop("interrupted: finishing the frames already read (Ctrl-C again to abort)")
+        else:
+            self.abort("interrupted" if signum == signal.SIGINT else "terminated")
+
+    def request_stop(self, why: str) -> None:
+        if self.stop_requested_at is None:
+            print(f"dfstream: {why}", file=self.out)
+            self.stop_requested_at = time.monotonic()
+        self.control.send(CONTROL_STOP)
+
+    def abort(self, error: str) -> None:
+        self.error = self.error or error
+        if self.abort_at is None:
+            self.abort_at = time.monotonic()
+        self.control.send(CONTROL_ABORT)
+
+    # -- reports ----------------------------------------------------------------
+    def _drain_reports(self, timeout_ms: int) -> None:
+        if not self.reports.poll(timeout_ms):
+            return
+        while self.reports.poll(0):
+            report = msgpack.unpackb(self.reports.recv())
+            label = f"{report['stage']}[{report['replica']}]"
+            kind = report["type"]
+            if kind == "stats":
+                self.metrics.update(report)
+            elif kind == "error":
+                self.abort(report["message"])
+            elif kind == "stop_request":
+                self.request_stop("window closed: stopping")
+            elif kind == "exit":
+                self.exited.add(label)
+
+    def _can_restart(self, spec: StageSpec) -> bool:
+        # Sources and the sink hold per-stream state that a new process cannot
+        # take over (sequence numbers, the output file); the rest can restart.
+        restartable = spec.stage in ("detect", "batch", "infer", "annotate")
+        return restartable and self.restarts.get(spec.label, 0) < self.config.max_restarts
+
+    def _check_processes(self) -> None:
+        for spec in self.specs:
+            process = self.processes[spec.label]
+            if process.is_alive() or spec.label in self.exited:
+                continue
+            if process.exitcode == 0:
+                self.exited.add(spec.label)
+                continue
+            # died without reporting its exit: a crash (killed, segfault, out of memory)
+            if self.abort_at is None and self.config.live and self._can_restart(spec):
+                self.restarts[spec.label] = self.restarts.get(spec.label, 0) + 1
+                print(f"dfstream: stage {spec.label} crashed (exit code {process.exitcode}); restarting", file=self.out)
+                self.metrics.replaced(spec.stage, spec.replica)
+                self._start(spec)
+                continue
+            self.exited.add(spec.label)
+            if self.abort_at is None:
+                self.abort(f"stage {spec.label} crashed (exit code {process.exitcode})")
+
+    # -- the run --------------------------------------------------------------
+    def run(self) -> RunResult:
+        started = time.monotonic()
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        progress = self._progress_bar()
+        last_print = time.monotonic()
+        try:
+            self._start_all()
+            while len(self.exited) < len(self.specs):
+                self._drain_reports(100)
+                self._check_processes()
+                now = time.monotonic()
+                if self.stop_requested_at is not None and self.abort_at is None:
+                    self.control.send(CONTROL_STOP)  # late subscribers must hear it too
+                    if now - self.stop_requested_at > GRACEFUL_STOP_S:
+                        self.abort("the pipeline did not drain in time after the stop request")
+                if self.abort_at is not None:
+                    self.control.send(CONTROL_ABORT)
+                    if now - self.abort_at > ABORT_GRACE_S:
+                        self._terminate_all()
+                        break
+                if progress is not None:
+                    progress.update(self.metrics.frames_written() - progress.n)
+                elif self.config.live and now - last_print >= self.config.metrics_interval_s:
+                    last_print = now
+                    print(self.metrics.table(), file=self.out, flush=True)
+            self._drain_reports(200)  # last stats from the stages that just exited
+        finally:
+            if progress is not None:
+                progress.update(self.metrics.frames_written() - progress.n)
+                progress.close()
+            self._terminate_all()
+            for s, handler in handlers.items():
+                signal.signal(s, handler)
+            self.control.close()
+            self.reports.close()
+            self.zmq.term()
+            self.endpoints.cleanup()
+        stopped = self.stop_requested_at is not None
+        document = self.metrics.document(time.monotonic() - started, self.error, stopped)
+        if self.config.metrics_json:
+            write_json(self.config.metrics_json, document)
+        code = 0
+        if self.error:
+            code = 130 if self.error == "interrupted" else 1
+        elif stopped and self.interrupts:
+            code = 130
+        return RunResult(code, self.error, document, stopped)
+
+    def _terminate_all(self) -> None:
+        for process in self.processes.values():
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + 3.0
+        for process in self.processes.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(1.0)
+
+    def _progress_bar(self):
+        if not self.config.progress or self.config.live:
+            return None
+        counts = [s.frame_count for s in self.config.streams]
+        if any(c is None for c in counts):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=sum(counts), unit="frame", desc="dfstream", file=self.out, dynamic_ncols=True,
+                    mininterval=1.0)
+
+
+def run_pipeline(config: RunConfig, out=sys.stderr) -> RunResult:
+    return Supervisor(config, out).run()

@@ -1,0 +1,275 @@
+"""Sink stage: encode annotated video, show the live window, write events.
+
+Outputs are written to a hidden ``.partial`` file beside the target and renamed
+only when the stream ends cleanly (or is stopped with Ctrl-C), so a failed run
+never leaves a file that looks complete.  Each output keeps the input's
+resolution and timestamps, and a file source's audio is copied across packet
+for packet (no re-encode), interleaved with the video as it is written.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from pipeline.config import SinkConfig, StreamInfo
+from pipeline.messages import EndOfStream, FrameMessage, Packet
+from pipeline.stage import Stage, StageError
+
+CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
+AUDIO_LEAD_S = 0.5  # mux audio up to this far ahead of the video written so far
+
+
+def output_path(pattern: str, stream: StreamInfo) -> Path:
+    return Path(pattern.format(stream=stream.name, index=stream.stream_id))
+
+
+def partial_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.partial")
+
+
+class VideoWriter:
+    """One output file: H.264 video with the source's timestamps, plus its audio."""
+
+    def __init__(self, final: Path, stream: StreamInfo, config: SinkConfig):
+        self.final = final
+        self.partial = partial_path(final)
+        self.stream = stream
+        self.frames = 0
+        self.last_time = 0.0
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fmt = CONTAINER_FORMATS.get(final.suffix.lower())
+        if fmt is None:
+            raise StageError(f"cannot write {final}: unknown container {final.suffix!r} (use {', '.join(CONTAINER_FORMATS)})")
+        self.container = av.open(str(self.partial), "w", format=fmt)
+        self.time_base = Fraction(*stream.time_base)
+        self.video = self.container.add_stream(config.codec, rate=Fraction(stream.fps).limit_denominator(100000))
+        self.video.width, self.video.height = stream.width, stream.height
+        # 4:2:0 needs even sizes; keep odd-sized inputs at their exact size with 4:4:4
+        even = stream.width % 2 == 0 and stream.height % 2 == 0
+        self.video.pix_fmt = "yuv420p" if even else "yuv444p"
+        self.video.time_base = self.time_base
+        self.video.codec_context.time_base = self.time_base
+        options = {"preset": config.preset, "crf": str(config.crf)} if "264" in config.codec else {}
+        self.video.options = options
+        if config.encode_threads:
+            self.video.codec_context.thread_count = config.encode_threads
+        self.audio_in = None
+        self.audio_packets = None
+        self.audio_out = None
+        self.pending_audio = None
+        if stream.has_audio:
+            self._open_audio()
+
+    def _open_audio(self) -> None:
+        self.audio_in = av.open(self.stream.url)
+        source = self.audio_in.streams.audio[0]
+        self.audio_out = self.container.add_stream_from_template(source)
+        self.audio_packets = self.audio_in.demux(source)
+
+    def _mux_audio_until(self, seconds: float | None) -> None:
+        """Copy audio packets up to ``seconds`` (None: all that remain)."""
+        if self.audio_packets is None:
+            return
+        while True:
+            packet = self.pending_audio or next(self.audio_packets, None)
+            self.pending_audio = None
+            if packet is None:
+                self.audio_packets = None
+                return
+            if packet.dts is None:
+                continue  # demuxer flush packet
+            if seconds is not None and packet.pts is not None and packet.pts * packet.time_base > seconds:
+                self.pending_audio = packet
+                return
+            packet.stream = self.audio_out
+            self.container.mux(packet)
+
+    def write(self, message: FrameMessage) -> None:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(message.image), format="bgr24")
+        if message.pts is not None:
+            frame.pts = message.pts
+            frame.time_base = Fraction(*message.time_base)
+            self.last_time = float(message.pts * frame.time_base)
+        else:
+            frame.pts = round(self.frames / self.stream.fps / self.time_base)
+            frame.time_base = self.time_base
+            self.last_time = self.frames / self.stream.fps
+        self._mux_audio_until(self.last_time + AUDIO_LEAD_S)
+        for packet in self.video.encode(frame):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def finish(self, all_audio: bool) -> Path:
+        """Flush the encoder, close the file and give it its real name."""
+        for packet in self.video.encode(None):
+            self.container.mux(packet)
+        self._mux_audio_until(None if all_audio else self.last_time + AUDIO_LEAD_S)
+        self.container.close()
+        if self.audio_in is not None:
+            self.audio_in.close()
+        os.replace(self.partial, self.final)
+        return self.final
+
+    def discard(self) -> None:
+        try:
+            self.container.close()
+        except Exception:
+            pass  # the file is being thrown away anyway
+        if self.audio_in is not None:
+            self.audio_in.close()
+        self.partial.unlink(missing_ok=True)
+
+
+class SinkStage(Stage):
+    name = "sink"
+
+    def __init__(self, config: SinkConfig):
+        self.config = config
+        self.streams = {s.stream_id: s for s in config.streams}
+        self.writers: dict[int, VideoWriter] = {}
+        self.finished: dict[int, str] = {}  # stream id -> output path written
+        self.frames: dict[int, int] = {s.stream_id: 0 for s in config.streams}
+        self.next_seq: dict[int, int] = {s.stream_id: 0 for s in config.streams}
+        self.latencies: dict[int, list[float]] = {s.stream_id: [] for s in config.streams}
+        self.stage_times: dict[str, list[float]] = {}
+        self.stage_waits: dict[str, list[float]] = {}
+        self.source_totals: dict[int, dict] = {}
+        self.events = None
+        self.events_partial: Path | None = None
+        self.stop_requested = False
+        self.aborted = False
+
+    def open(self) -> None:
+        cfg = self.config
+        if cfg.output_pattern:
+            for stream in self.streams.values():
+                self.writers[stream.stream_id] = VideoWriter(output_path(cfg.output_pattern, stream), stream, cfg)
+        if cfg.events_path:
+            final = Path(cfg.events_path)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self.events_partial = partial_path(final)
+            self.events = open(self.events_partial, "w", encoding="utf-8")
+        if cfg.display:
+            import cv2
+
+            for stream in self.streams.values():
+                cv2.namedWindow(self._window(stream), cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+                cv2.resizeWindow(self._window(stream), min(stream.width, 1280), min(stream.height, 720))
+
+    def process(self, packet: Packet) -> list[Packet]:
+        for message in packet:
+            self.write(message)
+        return []
+
+    def write(self, message: FrameMessage) -> None:
+        stream_id = message.stream_id
+        if message.seq != self.next_seq[stream_id]:
+            if not self.streams[stream_id].live:
+                raise StageError(f"stream {stream_id}: frame {message.seq} arrived where {self.next_seq[stream_id]} was due")
+        self.next_seq[stream_id] = message.seq + 1
+        now = time.time()
+        self.latencies[stream_id].append(now - message.capture_time)
+        self._record_timings(message)
+        writer = self.writers.get(stream_id)
+        if writer is not None:
+            writer.write(message)
+        if self.events is not None and message.analysed:
+            self._write_events(message)
+        if self.config.display:
+            self._show(message)
+        self.frames[stream_id] += 1
+
+    def _record_timings(self, message: FrameMessage) -> None:
+        previous_end = message.capture_time
+        for timing in message.timings:
+            self.stage_times.setdefault(timing.stage, []).append(timing.end - timing.start)
+            self.stage_waits.setdefault(timing.stage, []).append(max(0.0, timing.start - previous_end))
+            previous_end = timing.end
+
+    def _write_events(self, message: FrameMessage) -> None:
+        stream = self.streams[message.stream_id]
+        seconds = float(message.pts * Fraction(*message.time_base)) if message.pts is not None else None
+        for face in message.faces:
+            record = {
+                "stream": stream.name,
+                "stream_id": message.stream_id,
+                "frame_index": message.frame_index,
+                "pts": message.pts,
+                "time_s": seconds,
+                "box": [round(float(v), 1) for v in face.box],
+                "face_score": round(float(face.score), 4),
+                "track_id": face.track_id,
+                "score": None if face.fake_score is None else round(face.fake_score, 4),
+                "smoothed_score": None if face.smoothed_score is None else round(face.smoothed_score, 4),
+                "verdict": face.verdict,
+                "swapped": face.swapped,
+            }
+            self.events.write(json.dumps(record) + "\n")
+
+    def _window(self, stream: StreamInfo) -> str:
+        return f"dfstream - {stream.name}"
+
+    def _show(self, message: FrameMessage) -> None:
+        import cv2
+
+        cv2.imshow(self._window(self.streams[message.stream_id]), message.image)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):  # q or Esc closes the overlay and stops the run
+            self.stop_requested = True
+
+    def stream_finished(self, info: EndOfStream) -> None:
+        """Called by the runner once a stream's last frame has been written."""
+        self.source_totals[info.stream_id] = {"frames": info.frames, "dropped": info.dropped, "error": info.error}
+        writer = self.writers.pop(info.stream_id, None)
+        if writer is None:
+            return
+        if info.error:
+            writer.discard()
+            return
+        self.finished[info.stream_id] = str(writer.finish(all_audio=not self.streams[info.stream_id].live))
+
+    def stats(self) -> dict:
+        def pct(values, q):
+            return round(float(np.percentile(values, q)) * 1000, 2) if values else None
+
+        latency = {}
+        for stream_id, values in self.latencies.items():
+            latency[str(stream_id)] = {"p50_ms": pct(values, 50), "p95_ms": pct(values, 95), "p99_ms": pct(values, 99)}
+        return {
+            "frames": {str(k): v for k, v in self.frames.items()},
+            "latency": latency,
+            "stage_ms": {s: {"p50": pct(v, 50), "p99": pct(v, 99)} for s, v in self.stage_times.items()},
+            "wait_ms": {s: {"p50": pct(v, 50), "p99": pct(v, 99)} for s, v in self.stage_waits.items()},
+            "outputs": {str(k): v for k, v in self.finished.items()},
+            "source_totals": {str(k): v for k, v in self.source_totals.items()},
+        }
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self) -> None:
+        # Streams still open here were cut short: by Ctrl-C (keep a playable
+        # file) or by a failure (throw it away).
+        for stream_id, writer in list(self.writers.items()):
+            if self.aborted:
+                writer.discard()
+            else:
+                self.finished[stream_id] = str(writer.finish(all_audio=False))
+        self.writers.clear()
+        if self.events is not None:
+            self.events.close()
+            final = Path(self.config.events_path)
+            if self.aborted:
+                self.events_partial.unlink(missing_ok=True)
+            else:
+                os.replace(self.events_partial, final)
+        if self.config.display:
+            import cv2
+
+            cv2.destroyAllWindows()

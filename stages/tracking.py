@@ -1,0 +1,132 @@
+"""Per-stream face tracks: IoU association, per-track score smoothing, verdicts.
+
+Used by the annotate stage, which sees each stream's frames in order.  A face
+found by the detector continues the track whose last box overlaps it most (IoU
+at least ``iou_match``); on frames where the detector did not run, each live
+track keeps its last box.  A track's P(fake) is an exponential moving average
+of its per-frame scores, and its verdict is read from that average, so one
+noisy frame does not flip a face from real to fake.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.config import AnnotateConfig
+from pipeline.messages import VERDICT_FAKE, VERDICT_REAL, VERDICT_UNSURE, Face, FrameMessage
+
+
+def iou(a, b) -> float:
+    ix1, iy1, ix2, iy2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, ix2 - ix1) * max(0.0, iy2 - iy1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class Track:
+    track_id: int
+    face: Face
+    missed: int = 0
+    scores: int = 0
+    smoothed: float | None = None
+    history: list[float] = field(default_factory=list)
+
+
+class FaceTracker:
+    """Tracks of one stream; feed it that stream's frames in order."""
+
+    def __init__(self, config: AnnotateConfig, threshold: float):
+        self.config = config
+        self.threshold = threshold
+        self.tracks: list[Track] = []
+        self.ended: list[Track] = []  # tracks that left the picture, kept for the summary
+        self._next_id = 1
+
+    def update(self, message: FrameMessage) -> None:
+        """Give every face of ``message`` a track id, smoothed score and verdict;
+        on frames without detection, fill in the faces of the live tracks."""
+        if message.detected:
+            self._associate(message.faces)
+            for face in message.faces:
+                self._score(face)
+        else:
+            # only tracks seen at the last detection: a missed one may have left the picture
+            message.faces = [self._held(track) for track in self.tracks if track.missed == 0]
+
+    def verdict(self, track: Track) -> str:
+        cfg = self.config
+        if track.smoothed is None or track.scores < cfg.min_track_scores:
+            return VERDICT_UNSURE
+        if abs(track.smoothed - self.threshold) < cfg.uncertain_band:
+            return VERDICT_UNSURE
+        return VERDICT_FAKE if track.smoothed >= self.threshold else VERDICT_REAL
+
+    def _associate(self, faces: list[Face]) -> None:
+        pairs = sorted(
+            ((iou(t.face.box, f.box), ti, fi) for ti, t in enumerate(self.tracks) for fi, f in enumerate(faces)),
+            reverse=True,
+        )
+        matched_tracks, matched_faces = set(), set()
+        for overlap, ti, fi in pairs:
+            if overlap < self.config.iou_match:
+                break
+            if ti in matched_tracks or fi in matched_faces:
+                continue
+            matched_tracks.add(ti)
+            matched_faces.add(fi)
+            track = self.tracks[ti]
+            track.face, track.missed = faces[fi], 0
+            faces[fi].track_id = track.track_id
+        survivors = []
+        for ti, track in enumerate(self.tracks):
+            if ti not in matched_tracks:
+                track.missed += 1
+                if track.missed > self.config.track_max_missed:
+                    self.ended.append(track)
+                    continue
+            survivors.append(track)
+        for fi, face in enumerate(faces):
+            if fi not in matched_faces:
+                face.track_id = self._next_id
+                survivors.append(Track(self._next_id, face))
+                self._next_id += 1
+        self.tracks = survivors
+
+    def _track(self, track_id: int) -> Track:
+        return next(t for t in self.tracks if t.track_id == track_id)
+
+    def _score(self, face: Face) -> None:
+        track = self._track(face.track_id)
+        if face.fake_score is not None:
+            alpha = self.config.ema_alpha
+            track.smoothed = face.fake_score if track.smoothed is None else alpha * face.fake_score + (1 - alpha) * track.smoothed
+            track.scores += 1
+            track.history.append(face.fake_score)
+        face.smoothed_score = track.smoothed
+        face.verdict = self.verdict(track)
+
+    def _held(self, track: Track) -> Face:
+        held = Face(
+            box=track.face.box,
+            score=track.face.score,
+            landmarks=track.face.landmarks,
+            track_id=track.track_id,
+            smoothed_score=track.smoothed,
+            verdict=self.verdict(track),
+        )
+        return held
+
+    def summary(self) -> list[dict]:
+        """Per-track figures at the end of a stream (for the report)."""
+        return [
+            {
+                "track_id": t.track_id,
+                "scores": t.scores,
+                "mean_score": float(np.mean(t.history)) if t.history else None,
+                "smoothed_score": t.smoothed,
+                "verdict": self.verdict(t),
+            }
+            for t in sorted(self.ended + self.tracks, key=lambda t: t.track_id)
+        ]
