@@ -242,6 +242,8 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
         transport=transport,
     )
     result = run_pipeline(config)
+    if result.error and result.exit_code != 130:
+        _fail(result.error)  # one line: the partial outputs are already gone
     click.echo(_summary(result.metrics), err=True)
     for stream in result.metrics["streams"]:
         if stream["output"]:
@@ -250,8 +252,6 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
         click.echo(f"wrote {events_path}")
     if metrics_json:
         click.echo(f"wrote {metrics_json}")
-    if result.error and result.exit_code != 130:
-        _fail(result.error)
     sys.exit(result.exit_code)
 
 

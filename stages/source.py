@@ -53,6 +53,11 @@ def _webcam_device(url: str) -> str:
     return f"/dev/video{url}" if url.isdigit() else url
 
 
+def _looks_like_mp4(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(12)[4:8] == b"ftyp"
+
+
 def _open_container(url: str, kind: str, open_timeout: float, read_timeout: float):
     """av.open with the options each kind of source needs; raises StageError with one line."""
     try:
@@ -73,6 +78,8 @@ def _open_container(url: str, kind: str, open_timeout: float, read_timeout: floa
     except StageError:
         raise
     except av.error.InvalidDataError:
+        if kind == SOURCE_FILE and _looks_like_mp4(path):
+            raise StageError(f"{url} cannot be opened: an MP4 without its index, probably truncated") from None
         raise StageError(f"{url} is not a video file (no decodable stream found)") from None
     except (av.error.TimeoutError, TimeoutError):
         raise StageError(f"{url} did not answer within {open_timeout:g} s") from None

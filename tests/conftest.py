@@ -1,0 +1,94 @@
+"""Shared test fixtures: where the shared data is, and small models built on the fly.
+
+Tests read real clips, images and face detectors from ``../shared/data`` (or
+``$DFSTREAM_DATA``); nothing from there is ever copied into the repository.
+Tests that need it skip, saying why, when it is absent.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("DFSTREAM_DATA", REPO.parent / "shared" / "data")).resolve()
+SHARED_MODELS = SHARED_DATA / "models"
+
+needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared test data not found at {SHARED_DATA}")
+
+
+def shared(relative: str) -> Path:
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"shared test file missing: {path}")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _model_search_path(monkeypatch, tmp_path_factory):
+    """Models come from the shared folder; the user cache is a private temp dir."""
+    if SHARED_MODELS.is_dir():
+        monkeypatch.setenv("DFSTREAM_MODELS", str(SHARED_MODELS))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def make_detector_onnx(directory: Path, name: str = "tiny", input_size=(64, 64), backbone="mobilenetv3_small_050") -> Path:
+    """An untrained detector, exported with its metadata: exercises the plumbing, not accuracy."""
+    import torch
+
+    from engines.export import export_checkpoint
+    from engines.metadata import ModelMetadata
+    from train.models import CHECKPOINT_FORMAT, build_model
+
+    torch.manual_seed(0)
+    architecture = {"family": "detector", "backbone": backbone, "pretrained": False}
+    model = build_model(architecture).eval()
+    metadata = ModelMetadata(kind="detector", name=name, input_size=input_size, crop_margin=1.3, architecture=backbone)
+    checkpoint = directory / f"{name}.pt"
+    torch.save(
+        {"format": CHECKPOINT_FORMAT, "metadata": metadata.to_dict(), "architecture": architecture,
+         "state_dict": model.state_dict()},
+        checkpoint,
+    )
+    onnx_path = directory / f"{name}.onnx"
+    export_checkpoint(checkpoint, onnx_path)
+    return onnx_path
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tmp_path_factory) -> Path:
+    return make_detector_onnx(tmp_path_factory.mktemp("models"))
+
+
+def run_dfstream(*args, env_extra: dict | None = None, timeout: float = 240, **kwargs) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it: a separate process, output captured."""
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *map(str, args)],
+        cwd=kwargs.pop("cwd", REPO),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+def processes_with_env(marker: str) -> list[int]:
+    """PIDs of live processes whose environment carries ``marker`` (to find strays)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found

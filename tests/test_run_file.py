@@ -1,0 +1,139 @@
+"""End-to-end runs on real clips: files are lossless and exact."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import needs_shared_data, run_dfstream, shared
+from tests.video_helpers import video_facts, write_clip
+
+pytestmark = needs_shared_data
+
+HAMILTON = "real/face_recognition_examples/short_hamilton_clip.mp4"  # 640x360, 29.97 fps, AAC audio, several faces
+TALKING_HEAD = "real/liveportrait_driving_videos/d0.mp4"  # 512x512, 25 fps, one frontal face, no audio
+
+
+@pytest.fixture(scope="module")
+def hamilton_run(tmp_path_factory, tiny_detector):
+    """One run with two detect and two infer replicas, shared by the assertions below."""
+    out = tmp_path_factory.mktemp("hamilton")
+    result = run_dfstream(
+        "run", "-s", shared(HAMILTON), "-m", tiny_detector, "--replicas", "2", "--no-draw",
+        "-o", out / "out.mp4", "--events", out / "events.jsonl", "--metrics-json", out / "metrics.json",
+    )
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_output_has_the_inputs_frame_count_size_and_timestamps(hamilton_run):
+    out, _ = hamilton_run
+    source, output = video_facts(shared(HAMILTON)), video_facts(out / "out.mp4")
+    assert (output.width, output.height) == (source.width, source.height)
+    assert output.frames == source.frames
+    assert np.allclose(output.times, source.times, atol=1e-3)
+
+
+def test_output_carries_the_inputs_audio(hamilton_run):
+    out, _ = hamilton_run
+    source, output = video_facts(shared(HAMILTON)), video_facts(out / "out.mp4")
+    assert source.audio_packets > 0
+    assert output.audio_packets == source.audio_packets
+    assert output.audio_seconds == pytest.approx(source.audio_seconds, abs=0.05)
+
+
+def _barcode_clip(path, frames: int = 90) -> None:
+    """A clip whose frames carry their own index as a 10-bit barcode, over real faces."""
+    photo = cv2.imread(str(shared("real/deepface_tests/couple.jpg")))
+    photo = cv2.resize(photo, (640, 448))
+    images = []
+    for index in range(frames):
+        image = np.roll(photo, index * 3, axis=1).copy()
+        for bit in range(10):
+            value = 255 if (index >> bit) & 1 else 0
+            image[448 - 32:, bit * 64:(bit + 1) * 64] = value
+        images.append(image)
+    write_clip(path, images)
+
+
+def _read_barcodes(path) -> list[int]:
+    import av
+
+    indices = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            strip = frame.to_ndarray(format="gray")[448 - 24:448 - 8]
+            bits = [strip[:, bit * 64 + 16:(bit + 1) * 64 - 16].mean() > 127 for bit in range(10)]
+            indices.append(sum(1 << bit for bit, on in enumerate(bits) if on))
+    return indices
+
+
+def test_frames_stay_in_order_with_two_replicas(tmp_path, tiny_detector):
+    clip = tmp_path / "barcode.mp4"
+    _barcode_clip(clip)
+    assert _read_barcodes(clip) == list(range(90))  # the reader itself works
+    result = run_dfstream("run", "-s", clip, "-m", tiny_detector, "--detect-replicas", "2", "--infer-replicas", "2",
+                          "--detect-every", "1", "--max-batch", "3", "--no-draw", "-o", tmp_path / "out.mp4")
+    assert result.returncode == 0, result.stderr
+    assert _read_barcodes(tmp_path / "out.mp4") == list(range(90))
+
+
+def test_events_file_has_one_valid_record_per_face_per_analysed_frame(hamilton_run):
+    out, _ = hamilton_run
+    records = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert records, "no faces found in a clip full of faces"
+    for record in records:
+        assert {"stream", "frame_index", "pts", "box", "track_id", "score", "verdict"} <= set(record)
+        x1, y1, x2, y2 = record["box"]
+        assert 0 <= x1 < x2 and 0 <= y1 < y2
+        assert 0.0 <= record["score"] <= 1.0
+        assert record["frame_index"] % 3 == 0  # analysed every 3rd frame by default
+        assert record["track_id"] >= 1
+    frames = [r["frame_index"] for r in records]
+    assert frames == sorted(frames)
+
+
+def test_metrics_json_reports_stages_and_latency(hamilton_run):
+    out, _ = hamilton_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    stages = {(row["stage"], row["replica"]) for row in metrics["stages"]}
+    assert {("detect", 0), ("detect", 1), ("infer", 0), ("infer", 1), ("sink", 0)} <= stages
+    stream = metrics["streams"][0]
+    assert stream["frames_written"] == stream["frames_sent"] == video_facts(shared(HAMILTON)).frames
+    assert stream["latency_ms"]["p50_ms"] > 0
+    assert stream["latency_ms"]["p99_ms"] >= stream["latency_ms"]["p50_ms"]
+
+
+def test_faces_are_found_and_tracked_on_a_frontal_talking_head(tmp_path, tiny_detector):
+    result = run_dfstream("run", "-s", shared(TALKING_HEAD), "-m", tiny_detector, "--events", tmp_path / "ev.jsonl")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    analysed = {r["frame_index"] for r in records}
+    frames = video_facts(shared(TALKING_HEAD)).frames
+    assert len(analysed) >= 0.9 * len(range(0, frames, 3))  # a face on (nearly) every analysed frame
+    assert len({r["track_id"] for r in records}) <= 2  # one person: one track, not one per frame
+
+
+def test_two_sources_in_one_run_each_get_their_own_output(tmp_path, tiny_detector):
+    result = run_dfstream(
+        "run", "-s", shared(TALKING_HEAD), "-s", shared("real/liveportrait_driving_videos/d12.mp4"),
+        "-m", tiny_detector, "-o", tmp_path / "{stream}.mp4", "--metrics-json", tmp_path / "m.json",
+    )
+    assert result.returncode == 0, result.stderr
+    for name, clip in (("d0", TALKING_HEAD), ("d12", "real/liveportrait_driving_videos/d12.mp4")):
+        output, source = video_facts(tmp_path / f"{name}.mp4"), video_facts(shared(clip))
+        assert output.frames == source.frames
+        assert np.allclose(output.times, source.times, atol=1e-3)
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    infer = [r for r in metrics["stages"] if r["stage"] == "batch"][0]
+    assert infer["extra"]["batches"] > 0
+
+
+def test_several_sources_need_an_output_pattern(tmp_path, tiny_detector):
+    result = run_dfstream("run", "-s", shared(TALKING_HEAD), "-s", shared(TALKING_HEAD), "-m", tiny_detector,
+                          "-o", tmp_path / "out.mp4")
+    assert result.returncode != 0
+    assert "{stream}" in result.stderr
+    assert not (tmp_path / "out.mp4").exists()
