@@ -196,11 +196,15 @@ def exports_dir() -> Path:
     return cache_root() / "onnx"
 
 
+def cached_export_path(checkpoint: str | Path, opset: int = DEFAULT_OPSET) -> Path:
+    """Where the cached export of ``checkpoint`` lives: named by its content, so a new checkpoint is re-exported."""
+    checkpoint = Path(checkpoint)
+    return exports_dir() / f"{checkpoint.stem}-{sha256_of(checkpoint)[:16]}-opset{opset}.onnx"
+
+
 def cached_export(checkpoint: str | Path, opset: int = DEFAULT_OPSET) -> Path:
     """ONNX export of ``checkpoint`` in the user cache, made (and checked) once per checkpoint content."""
-    checkpoint = Path(checkpoint)
-    digest = sha256_of(checkpoint)[:16]
-    target = exports_dir() / f"{checkpoint.stem}-{digest}-opset{opset}.onnx"
+    target = cached_export_path(checkpoint, opset)
     if target.is_file():
         return target
     log.info("exporting %s to ONNX once (cached as %s)", checkpoint, target)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -15,12 +16,27 @@ log = logging.getLogger(__name__)
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity mask), not the machine's total."""
+def _cgroup_cpu_limit() -> float | None:
+    """CPUs allowed by a cgroup v2 quota (containers), or None when unlimited or unknown."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return int(quota) / int(period)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its affinity mask, capped by a container CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    if limit is not None:
+        cores = min(cores, math.ceil(limit))
+    return max(1, cores)
 
 
 def session_options(threads: int | None = None):
@@ -37,21 +53,47 @@ def session_options(threads: int | None = None):
     return options
 
 
+def provider_list(available: list[str], fp16: bool = False) -> list:
+    """The preferred providers present in this ONNX Runtime build, with their options.
+
+    The TensorRT provider builds an engine on first use; it is told to cache it under
+    the user cache (ONNX Runtime keys it by model and GPU itself) so the next start
+    does not pay the build again.
+    """
+    from engines.registry import cache_root
+
+    chosen = []
+    for name in PREFERRED_PROVIDERS:
+        if name not in available:
+            continue
+        if name == "TensorrtExecutionProvider":
+            cache = cache_root() / "onnxruntime-trt"
+            cache.mkdir(parents=True, exist_ok=True)
+            chosen.append((name, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                                  "trt_timing_cache_enable": True, "trt_fp16_enable": fp16}))
+        else:
+            chosen.append(name)
+    return chosen
+
+
 class OnnxRuntimeEngine(Engine):
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, metadata: ModelMetadata | None = None, threads: int | None = None,
-                 providers: list[str] | None = None):
+                 providers: list | None = None, fp16: bool = False):
         import onnxruntime as ort
 
         super().__init__(metadata or read_onnx_metadata(path))
-        available = ort.get_available_providers()
-        chosen = providers or [p for p in PREFERRED_PROVIDERS if p in available]
+        chosen = providers or provider_list(ort.get_available_providers(), fp16=fp16)
         self.session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=chosen)
+        # A GPU provider compiled in but without a usable GPU is dropped by ONNX Runtime: report what it kept.
         self.providers = self.session.get_providers()
         self.backend = f"onnxruntime[{self.providers[0].replace('ExecutionProvider', '')}]"
         self._input_name = self.session.get_inputs()[0].name
         log.info("loaded %s with %s", path, ", ".join(self.providers))
 
     def run_tensor(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self._input_name: batch})[0]
+        return self.session.run(None, {self._input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+    def close(self) -> None:
+        self.session = None
