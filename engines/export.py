@@ -22,7 +22,7 @@ import numpy as np
 from engines.base import preprocess
 from engines.loader import EngineError
 from engines.metadata import KIND_TEMPORAL, ModelMetadata, write_onnx_metadata
-from engines.registry import cache_root, sha256_of
+from engines.registry import cache_lock, cache_root, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +205,8 @@ def cached_export_path(checkpoint: str | Path, opset: int = DEFAULT_OPSET) -> Pa
 def cached_export(checkpoint: str | Path, opset: int = DEFAULT_OPSET) -> Path:
     """ONNX export of ``checkpoint`` in the user cache, made (and checked) once per checkpoint content."""
     target = cached_export_path(checkpoint, opset)
-    if target.is_file():
-        return target
-    log.info("exporting %s to ONNX once (cached as %s)", checkpoint, target)
-    export_checkpoint(checkpoint, target, opset=opset, check=True)
+    with cache_lock(target):
+        if not target.is_file():
+            log.info("exporting %s to ONNX once (cached as %s)", checkpoint, target)
+            export_checkpoint(checkpoint, target, opset=opset, check=True)
     return target

@@ -13,11 +13,13 @@ moved into the cache.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -91,6 +93,21 @@ def cache_root() -> Path:
 
 def cache_dir() -> Path:
     return cache_root() / "models"
+
+
+@contextlib.contextmanager
+def cache_lock(path: Path):
+    """Exclusive lock beside a cache entry: when several processes (infer replicas) want the
+    same export or engine at once, one makes it and the others wait, then find it made."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def search_dirs() -> list[Path]:
@@ -221,8 +238,13 @@ def fetch(name: str, from_dir: str | Path | None = None) -> Path:
             if not downloads_allowed() and not url.startswith("file:"):
                 raise ModelNotFoundError(f"downloads are disabled (DFSTREAM_OFFLINE is set); use --from DIR for {name!r}")
             log.info("downloading %s from %s", entry.filename, url)
-            with urllib.request.urlopen(url, timeout=60) as response, open(tmp_path, "wb") as out:
-                shutil.copyfileobj(response, out)
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response, open(tmp_path, "wb") as out:
+                    shutil.copyfileobj(response, out)
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise ModelNotFoundError(f"could not download model {name!r} from {url}: {reason}; "
+                                         f"copy it from a folder with --from DIR") from exc
         verify(tmp_path, entry)
         os.replace(tmp_path, target)
     finally:

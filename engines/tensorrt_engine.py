@@ -50,8 +50,9 @@ from pathlib import Path
 import numpy as np
 
 from engines.base import Engine
+from engines.loader import EngineError  # the loader imports this module only inside functions: no cycle
 from engines.metadata import ModelMetadata, read_metadata
-from engines.registry import cache_root, sha256_of
+from engines.registry import cache_lock, cache_root, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,6 @@ def cuda_and_trt_available() -> bool:
     return not tensorrt_missing()
 
 
-def _error(message: str) -> Exception:
-    from engines.loader import EngineError  # loader imports this module lazily; no cycle at import time
-
-    return EngineError(message)
-
-
 @dataclass(frozen=True)
 class BuildProfile:
     """The batch range an engine accepts and the size it is tuned for."""
@@ -98,7 +93,7 @@ class BuildProfile:
 
     def __post_init__(self):
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise _error(f"batch sizes must satisfy 1 <= min ({self.min_batch}) <= opt ({self.opt_batch}) "
+            raise EngineError(f"batch sizes must satisfy 1 <= min ({self.min_batch}) <= opt ({self.opt_batch}) "
                          f"<= max ({self.max_batch})")
 
     @classmethod
@@ -194,10 +189,14 @@ def _plan_from_checkpoint(path: Path, metadata: ModelMetadata, profile: BuildPro
     with torch.no_grad():
         exported = torch.export.export(model, (example,), dynamic_shapes=dynamic)
     spec = [torch_tensorrt.Input(min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape, dtype=dtype)]
-    try:
-        plan = convert(exported, arg_inputs=spec, **precision)
-    except TypeError:  # torch-tensorrt releases before ``arg_inputs`` called it ``inputs``
-        plan = convert(exported, inputs=spec, **precision)
+    parameters = inspect.signature(convert).parameters
+    # Releases before ``arg_inputs`` called it ``inputs``; ``device`` defaults to the GPU current at import.
+    options = {"arg_inputs" if "arg_inputs" in parameters else "inputs": spec, **precision}
+    if "device" in parameters:
+        options["device"] = torch_tensorrt.Device(gpu_id=device_index)
+    plan = convert(exported, **options)
+    if not plan:
+        raise EngineError(f"torch-tensorrt produced no engine for {path} (see its log above)")
     return bytes(plan)
 
 
@@ -213,9 +212,9 @@ def _plan_from_onnx(path: Path, metadata: ModelMetadata, profile: BuildProfile) 
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise _error(f"TensorRT cannot parse {path}: {errors or 'unknown error'}")
+        raise EngineError(f"TensorRT cannot parse {path}: {errors or 'unknown error'}")
     if network.num_inputs != 1:
-        raise _error(f"{path} has {network.num_inputs} inputs; dfstream models take one batch of crops")
+        raise EngineError(f"{path} has {network.num_inputs} inputs; dfstream models take one batch of crops")
     config = builder.create_builder_config()
     if profile.fp16:
         if hasattr(trt.BuilderFlag, "FP16"):
@@ -227,7 +226,7 @@ def _plan_from_onnx(path: Path, metadata: ModelMetadata, profile: BuildProfile) 
     config.add_optimization_profile(optimisation)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise _error(f"TensorRT could not build an engine from {path} (see the TensorRT log above)")
+        raise EngineError(f"TensorRT could not build an engine from {path} (see the TensorRT log above)")
     return bytes(plan)
 
 
@@ -240,13 +239,20 @@ def build_plan(source: Path, metadata: ModelMetadata, profile: BuildProfile, dev
     index = torch.cuda.current_device() if device_index is None else device_index
     fmt = model_format(source)
     started = time.perf_counter()
-    with torch.cuda.device(index):
-        if fmt == "checkpoint":
-            plan = _plan_from_checkpoint(source, metadata, profile, index)
-        elif fmt == "onnx":
-            plan = _plan_from_onnx(source, metadata, profile)
-        else:
-            raise _error(f"{source} is already a TensorRT engine; build from its ONNX or checkpoint")
+    if fmt == "tensorrt":
+        raise EngineError(f"{source} is already a TensorRT engine; build from its ONNX or checkpoint")
+    try:
+        with torch.cuda.device(index):
+            if fmt == "checkpoint":
+                plan = _plan_from_checkpoint(source, metadata, profile, index)
+            else:
+                plan = _plan_from_onnx(source, metadata, profile)
+    except EngineError:
+        raise
+    except Exception as exc:
+        # torch-tensorrt logs the converter's traceback itself; the caller gets one line.
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise EngineError(f"building a TensorRT engine from {source} failed: {type(exc).__name__}: {first_line}") from exc
     log.info("built TensorRT engine for %s in %.1f s (batch %d..%d, opt %d, %s)", source,
              time.perf_counter() - started, profile.min_batch, profile.max_batch, profile.opt_batch,
              "fp16" if profile.fp16 else "fp32")
@@ -274,20 +280,6 @@ def write_engine(plan: bytes, path: Path, metadata: ModelMetadata, profile: Buil
     return path
 
 
-@contextlib.contextmanager
-def _build_lock(path: Path):
-    """Several infer replicas may ask for the same engine at once; one builds, the others wait."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(path.suffix + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 # ---------------------------------------------------------------------------- run
 
 def _torch_dtype(trt_dtype):
@@ -300,7 +292,7 @@ def _torch_dtype(trt_dtype):
         if hasattr(trt, name):
             table[getattr(trt, name)] = torch_dtype
     if trt_dtype not in table:
-        raise _error(f"TensorRT tensor type {trt_dtype} is not supported by dfstream")
+        raise EngineError(f"TensorRT tensor type {trt_dtype} is not supported by dfstream")
     return table[trt_dtype]
 
 
@@ -322,14 +314,14 @@ class TensorRTEngine(Engine):
         with torch.cuda.device(self.device):
             self._engine = self._runtime.deserialize_cuda_engine(plan)
             if self._engine is None:
-                raise _error(f"TensorRT could not load engine {name or ''}: it was built for another GPU or "
+                raise EngineError(f"TensorRT could not load engine {name or ''}: it was built for another GPU or "
                              f"TensorRT version, or the file is damaged")
             self._context = self._engine.create_execution_context()
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self._outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or not self._outputs:
-            raise _error(f"engine {name} has {len(inputs)} inputs and {len(self._outputs)} outputs; "
+            raise EngineError(f"engine {name} has {len(inputs)} inputs and {len(self._outputs)} outputs; "
                          f"expected one input batch and at least one output")
         self._input = inputs[0]
         self._input_dtype = _torch_dtype(self._engine.get_tensor_dtype(self._input))
@@ -346,7 +338,7 @@ class TensorRTEngine(Engine):
         path = Path(path)
         sidecar = sidecar_path(path)
         if not sidecar.is_file():
-            raise _error(f"{path} has no {sidecar.name} beside it; build engines with `dfstream build-engine`")
+            raise EngineError(f"{path} has no {sidecar.name} beside it; build engines with `dfstream build-engine`")
         info = json.loads(sidecar.read_text())
         metadata = ModelMetadata.from_dict(info)
         build = info.get(SIDECAR_KEY) or {}
@@ -356,7 +348,7 @@ class TensorRTEngine(Engine):
             return cls._rebuild_elsewhere(path, build, built_for, target, device_index)
         plan = path.read_bytes()
         if build.get("engine_sha256") and hashlib.sha256(plan).hexdigest() != build["engine_sha256"]:
-            raise _error(f"{path} does not match the sha256 recorded in {sidecar.name}; refusing a damaged engine")
+            raise EngineError(f"{path} does not match the sha256 recorded in {sidecar.name}; refusing a damaged engine")
         engine = cls(plan, metadata, device_index=device_index, name=str(path))
         log.info("loaded TensorRT engine %s (batch %d..%d) without rebuilding", path, engine.min_batch,
                  engine.max_batch)
@@ -373,7 +365,7 @@ class TensorRTEngine(Engine):
                         target.describe(), source)
             profile = BuildProfile(**build["profile"]) if "profile" in build else BuildProfile()
             return cls.from_source(source, profile=profile, device_index=device_index)
-        raise _error(f"{path} was built for {where}, not for this {target.describe()}; rebuild it with "
+        raise EngineError(f"{path} was built for {where}, not for this {target.describe()}; rebuild it with "
                      f"`dfstream build-engine` from its ONNX or checkpoint")
 
     @classmethod
@@ -386,7 +378,7 @@ class TensorRTEngine(Engine):
         digest = sha256_of(source)
         target = TargetInfo.current(device_index)
         path = engine_cache_dir() / f"{source.stem}-{cache_key(digest, target, profile, metadata)[:20]}{ENGINE_SUFFIX}"
-        with _build_lock(path):
+        with cache_lock(path):
             if path.is_file() and sidecar_path(path).is_file():
                 try:
                     return cls.from_file(path, device_index=device_index)
@@ -418,7 +410,7 @@ class TensorRTEngine(Engine):
         with torch.cuda.device(self.device):
             x = batch_cpu.to(self.device).to(self._input_dtype).contiguous()
             if not self._context.set_input_shape(self._input, tuple(x.shape)):
-                raise _error(f"engine rejected input shape {tuple(x.shape)}")
+                raise EngineError(f"engine rejected input shape {tuple(x.shape)}")
             outputs = []
             for name, dtype in zip(self._outputs, self._output_dtypes):
                 out = torch.empty(tuple(self._context.get_tensor_shape(name)), dtype=dtype, device=self.device)
@@ -427,7 +419,7 @@ class TensorRTEngine(Engine):
             self._context.set_tensor_address(self._input, x.data_ptr())
             stream = torch.cuda.current_stream(self.device)
             if not self._context.execute_async_v3(stream.cuda_stream):
-                raise _error("TensorRT execution failed")
+                raise EngineError("TensorRT execution failed")
             stream.synchronize()
             return outputs[0].float().cpu().numpy()
 
