@@ -54,7 +54,6 @@ class RegistryEntry:
     url: str | None = None  # where a machine with internet may fetch it
     packaged: bool = False  # ships inside engines/weights/
     detector_type: str = ""  # for face detectors: yunet, scrfd
-    input_size: tuple[int, int] | None = None  # (height, width), for `models list`; the file's metadata rules
 
 
 REGISTRY: dict[str, RegistryEntry] = {
