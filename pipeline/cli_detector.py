@@ -141,5 +141,34 @@ def predict_command(media, model, engine, threshold, every_n_frames, max_frames,
         click.echo(format_prediction(result))
 
 
+@click.command("temporal")
+@click.option("--detector", "detector_checkpoint", required=True, help="Frame detector checkpoint (.pt) whose backbone gives the features.")
+@click.option("--real", multiple=True, required=True, help="Folder, file or list file of real videos. Repeatable.")
+@click.option("--exclude", multiple=True, help="Glob of videos to leave out. Repeatable.")
+@click.option("--seq-len", type=int, default=8, show_default=True)
+@click.option("--steps", type=int, default=200, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--hidden", type=int, default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--cache-dir", default=None)
+@click.option("--checkpoint-every", type=int, default=50, show_default=True)
+@click.option("--run-dir", required=True)
+@click.option("--resume", is_flag=True)
+@click.option("--progress/--no-progress", default=None)
+@click.option("-v", "--verbose", is_flag=True)
+def train_temporal_command(detector_checkpoint, real, exclude, run_dir, verbose, **options):
+    """Train the temporal (CNN features -> LSTM) detector on real videos and self-blended sequences."""
+    _logging(verbose)
+    from train.temporal import train_temporal
+
+    try:
+        last = train_temporal(detector_checkpoint, list(real), run_dir, exclude=tuple(exclude), **options)
+    except _user_errors() as exc:
+        raise _fail(exc) from None
+    click.echo(f"checkpoint: {last}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(train_detector_command())

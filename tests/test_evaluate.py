@@ -1,0 +1,117 @@
+"""dfstream eval: metrics agree with scikit-learn; labelled folders and list files; clear errors."""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc_score
+
+from train.common import data_root, save_checkpoint
+from train.datasets import read_list_file
+from train.metrics import compute_metrics, equal_error_rate
+
+DATA = data_root()
+needs_data = pytest.mark.skipif(not (DATA / "real").is_dir(), reason=f"shared test data not found at {DATA} (set DFSTREAM_DATA)")
+os.environ.setdefault("DFSTREAM_MODELS", str(DATA / "models"))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models on a shared machine: one thread is faster than oversubscribed cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_detector(path: Path, size: int = 64, kind: str = "detector") -> Path:
+    from train.detector import DEFAULTS, make_metadata
+    from train.models import build_model
+
+    arch = {"family": "detector", "backbone": "mobilenetv3_small_050", "pretrained": False, "drop_rate": 0.0}
+    model = build_model(arch)
+    meta = make_metadata(dict(DEFAULTS, input_size=size, name="tiny-test")).to_dict()
+    meta["kind"] = kind
+    return save_checkpoint(path, model, arch, meta)
+
+
+def test_metrics_match_sklearn_on_known_scores():
+    y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    s = np.array([0.1, 0.4, 0.35, 0.8, 0.7, 0.2, 0.6, 0.9])
+    m = compute_metrics(y, s, threshold=0.5)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, s))
+    assert m["average_precision"] == pytest.approx(average_precision_score(y, s))
+    assert m["log_loss"] == pytest.approx(log_loss(y, s))
+    assert m["f1"] == pytest.approx(f1_score(y, s >= 0.5))
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["n_real"] == 4 and m["n_fake"] == 4 and m["threshold"] == 0.5
+
+
+def test_equal_error_rate_is_zero_for_separated_scores_and_half_for_inverted_ties():
+    assert equal_error_rate([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])[0] == 0.0
+    assert equal_error_rate([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5])[0] == pytest.approx(0.5)
+
+
+def test_ranking_metrics_are_none_with_one_class():
+    m = compute_metrics([1, 1, 1], [0.2, 0.9, 0.7])
+    assert m["roc_auc"] is None and m["eer"] is None and m["recall"] == pytest.approx(2 / 3)
+
+
+def test_list_file_reads_relative_paths_and_labels(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"")
+    (tmp_path / "list.txt").write_text("# comment\na.mp4\treal\n/abs/b.mp4\tfake\nc.jpg 1\n")
+    items = read_list_file(tmp_path / "list.txt")
+    assert [i.label for i in items] == [0, 1, 1]
+    assert items[0].path == tmp_path / "a.mp4"
+    (tmp_path / "bad.txt").write_text("a.mp4\tmaybe\n")
+    with pytest.raises(ValueError, match="unknown label"):
+        read_list_file(tmp_path / "bad.txt")
+
+
+@needs_data
+def test_eval_command_writes_json_metrics_and_plots(tmp_path):
+    from pipeline.cli_detector import eval_command
+
+    for label, files in (("real", ["face_recognition_examples/obama3.jpg", "face_recognition_examples/train__obama__obama.jpg"]),
+                         ("fake", ["../fake/dfdc_train/lynaeydofd_fr0.jpg", "face_recognition_examples/train__biden__biden.jpg"])):
+        (tmp_path / "set" / label).mkdir(parents=True)
+        for f in files:
+            (tmp_path / "set" / label / Path(f).name).symlink_to(DATA / "real" / f)
+    model = tiny_detector(tmp_path / "tiny.pt")
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(eval_command, [str(tmp_path / "set"), "-m", str(model), "--engine", "torch",
+                                               "-o", str(out), "--plot", str(tmp_path / "plots")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["video_level"]["n"] == 4 and report["frame_level"]["n_fake"] == 2
+    scores = [f["video_score"] for f in report["files"]]
+    labels = [f["label"] for f in report["files"]]
+    assert report["video_level"]["roc_auc"] == pytest.approx(roc_auc_score(labels, scores))
+    assert "roc_auc=" in result.output and "threshold" in result.output
+    assert (tmp_path / "plots" / "roc.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "hist_video.png").is_file()
+
+
+def test_eval_of_a_missing_file_is_one_clear_line(tmp_path):
+    from pipeline.cli_detector import eval_command
+
+    (tmp_path / "list.txt").write_text("nowhere.mp4\treal\n")
+    result = CliRunner().invoke(eval_command, [str(tmp_path / "list.txt"), "-m", "whatever.onnx"])
+    assert result.exit_code != 0
+    assert "no such file" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@needs_data
+def test_eval_refuses_a_model_of_the_wrong_kind(tmp_path):
+    from pipeline.cli_detector import eval_command
+
+    model = tiny_detector(tmp_path / "swapper.pt", kind="swapper")
+    (tmp_path / "list.txt").write_text(f"{DATA / 'real/face_recognition_examples/obama3.jpg'}\treal\n")
+    result = CliRunner().invoke(eval_command, [str(tmp_path / "list.txt"), "-m", str(model), "--engine", "torch"])
+    assert result.exit_code != 0
+    assert "swapper" in result.output and "Traceback" not in result.output

@@ -1,0 +1,80 @@
+"""dfstream predict: per-face scores and a verdict for an image or a video; clear errors."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from train.common import data_root, save_checkpoint
+
+DATA = data_root()
+needs_data = pytest.mark.skipif(not (DATA / "real").is_dir(), reason=f"shared test data not found at {DATA} (set DFSTREAM_DATA)")
+os.environ.setdefault("DFSTREAM_MODELS", str(DATA / "models"))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models on a shared machine: one thread is faster than oversubscribed cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_detector(path: Path, size: int = 64) -> Path:
+    from train.detector import DEFAULTS, make_metadata
+    from train.models import build_model
+
+    arch = {"family": "detector", "backbone": "mobilenetv3_small_050", "pretrained": False, "drop_rate": 0.0}
+    return save_checkpoint(path, build_model(arch), arch, make_metadata(dict(DEFAULTS, input_size=size, name="tiny-test")))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return tiny_detector(tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+@needs_data
+def test_predict_scores_each_face_of_an_image_with_two_people(model):
+    from pipeline.cli_detector import predict_command
+
+    image = DATA / "real/face_recognition_examples/two_people.jpg"
+    result = CliRunner().invoke(predict_command, [str(image), "-m", str(model), "--engine", "torch", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["type"] == "image" and len(out["faces"]) == 2
+    assert all(0.0 <= f["score"] <= 1.0 and f["verdict"] in ("real", "fake") for f in out["faces"])
+    assert out["verdict"] in ("real", "fake")
+
+
+@needs_data
+def test_predict_video_gives_per_frame_face_scores_and_a_verdict(model):
+    from pipeline.cli_detector import predict_command
+
+    video = DATA / "real/liveportrait_driving_videos/d0.mp4"
+    result = CliRunner().invoke(predict_command, [str(video), "-m", str(model), "--engine", "torch",
+                                                  "--every-n-frames", "10", "--max-frames", "3"])
+    assert result.exit_code == 0, result.output
+    assert "frame" in result.output and "verdict:" in result.output
+    frames = [line for line in result.output.splitlines() if line.strip().startswith("frame")]
+    assert 1 <= len(frames) <= 3
+
+
+def test_predict_on_a_text_file_is_one_clear_line(tmp_path, model):
+    from pipeline.cli_detector import predict_command
+
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a picture")
+    result = CliRunner().invoke(predict_command, [str(bad), "-m", str(model)])
+    assert result.exit_code != 0
+    assert "not an image or a video" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_predict_on_a_missing_file_is_one_clear_line(model):
+    from pipeline.cli_detector import predict_command
+
+    result = CliRunner().invoke(predict_command, ["/nonexistent/clip.mp4", "-m", str(model)])
+    assert result.exit_code != 0 and "no such file" in result.output

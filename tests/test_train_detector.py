@@ -1,0 +1,124 @@
+"""Detector training: the loss falls, checkpoints and TensorBoard events appear, --resume continues."""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from train.common import RunDir, data_root, load_checkpoint, save_checkpoint
+
+DATA = data_root()
+needs_data = pytest.mark.skipif(not (DATA / "real").is_dir(), reason=f"shared test data not found at {DATA} (set DFSTREAM_DATA)")
+os.environ.setdefault("DFSTREAM_MODELS", str(DATA / "models"))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models on a shared machine: one thread is faster than oversubscribed cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+TINY = ["--backbone", "mobilenetv3_small_050", "--input-size", "64", "--batch-size", "8", "--workers", "0",
+        "--threads", "1", "--log-every", "1", "--checkpoint-every", "2", "--val-fraction", "0.25", "--max-faces", "1"]
+
+
+def test_loss_falls_on_a_fixed_batch():
+    from train.detector import DEFAULTS, make_metadata
+    from train.datasets import FaceDataset, to_tensor
+    from train.models import build_model
+    from engines.alignment import template_points
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    cached = {"crops": rng.integers(0, 256, (8, 96, 96, 3), dtype=np.uint8),
+              "landmarks": np.repeat(template_points((96, 96), 2.0)[None], 8, 0).astype(np.float32),
+              "labels": np.zeros(8, np.int64), "source": np.arange(8), "frames": np.zeros(8, np.int64)}
+    ds = FaceDataset(cached, (48, 48), 1.4, sbi=True, train=False)
+    crops, labels = zip(*[ds[i] for i in range(len(ds))])
+    assert sorted(labels) == [0] * 8 + [1] * 8
+    meta = make_metadata(dict(DEFAULTS, input_size=48))
+    x, y = to_tensor(np.stack(crops), meta), torch.tensor(labels, dtype=torch.float32)
+    model = build_model({"family": "detector", "backbone": "mobilenetv3_small_050", "drop_rate": 0.0})
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    losses = []
+    for _ in range(12):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model.logits(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
+
+
+def test_checkpoint_round_trips_through_weights_only_load(tmp_path):
+    from train.models import build_model, load_checkpoint as rebuild
+
+    arch = {"family": "detector", "backbone": "mobilenetv3_small_050", "drop_rate": 0.0}
+    model = build_model(arch).eval()
+    opt = torch.optim.AdamW(model.parameters())
+    path = save_checkpoint(tmp_path / "c.pt", model, arch, {"kind": "detector", "name": "t", "input_size": [32, 32]}, opt, step=7)
+    raw = torch.load(path, weights_only=True)  # must not need unpickling of arbitrary objects
+    assert raw["format"] == "dfstream-checkpoint-v1" and raw["step"] == 7 and "optimizer" in raw
+    again, _ = rebuild(path)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(model(x), again(x))
+
+
+def test_a_fresh_run_refuses_a_folder_that_holds_a_run(tmp_path):
+    run = RunDir.create(tmp_path / "run", {"seed": 1})
+    (run.checkpoint_dir / "last.pt").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="--resume"):
+        RunDir.create(tmp_path / "run", {"seed": 1})
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 1
+
+
+@needs_data
+def test_training_writes_checkpoints_and_events_and_resume_continues(tmp_path):
+    from pipeline.cli_detector import train_detector_command
+
+    images = tmp_path / "real"
+    images.mkdir()
+    for name in ("obama3.jpg", "train__obama__obama.jpg", "train__biden__biden.jpg", "test__alex_lacamoire1.jpg",
+                 "train__rose_leslie__img1.jpg", "train__kit_harington__john1.jpeg", "two_people.jpg", "obama_partial_face.jpg"):
+        (images / name).symlink_to(DATA / "real/face_recognition_examples" / name)
+    run = tmp_path / "run"
+    common = ["--real", str(images), "--run-dir", str(run), "--cache-dir", str(tmp_path / "cache"), "--no-progress"] + TINY
+    result = CliRunner().invoke(train_detector_command, common + ["--steps", "4"])
+    assert result.exit_code == 0, result.output
+    assert (run / "checkpoints" / "last.pt").is_file() and (run / "checkpoints" / "step00000002.pt").is_file()
+    assert list(run.glob("events.out.tfevents.*"))
+    config = json.loads((run / "config.json").read_text())
+    assert config["backbone"] == "mobilenetv3_small_050" and config["steps"] == 4
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
+
+    again = CliRunner().invoke(train_detector_command, common + ["--steps", "6"])
+    assert again.exit_code != 0 and "--resume" in again.output  # never silently overwritten
+
+    resumed = CliRunner().invoke(train_detector_command, common + ["--steps", "6", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 6 and (run / "config.resume-1.json").is_file()
+    assert ckpt["metadata"]["kind"] == "detector" and ckpt["metadata"]["crop_margin"] > 1
+
+
+@needs_data
+def test_temporal_model_trains_on_video_sequences_and_scores_a_sequence(tmp_path):
+    from train.detector import DEFAULTS, make_metadata
+    from train.models import build_model
+    from train.temporal import load_temporal, train_temporal
+
+    arch = {"family": "detector", "backbone": "mobilenetv3_small_050", "pretrained": False, "drop_rate": 0.0}
+    det = save_checkpoint(tmp_path / "det.pt", build_model(arch), arch, make_metadata(dict(DEFAULTS, input_size=48)))
+    last = train_temporal(det, [str(DATA / "real/liveportrait_driving_videos/d0.mp4")], tmp_path / "trun", seq_len=3,
+                          steps=2, batch_size=2, hidden=8, every_n_frames=10, max_frames=4, cache_dir=str(tmp_path / "cache"),
+                          checkpoint_every=1, threads=1, progress=False)
+    assert load_checkpoint(last)["step"] == 2
+    scorer = load_temporal(last, expect_input=(48, 48))
+    score = scorer.score_sequence(np.zeros((5, 48, 48, 3), np.uint8))
+    assert 0.0 <= score <= 1.0

@@ -1,0 +1,261 @@
+"""Training data: labelled media -> cached wide face crops -> model crops (real, fake, self-blended).
+
+Faces come only from :class:`train.faces.FaceCropper` (the pipeline's own decode
+and detect stages).  Each face is cached once as a *wide* aligned crop
+(``CACHE_SIZE`` px at ``CACHE_MARGIN``) with its 5 landmarks in crop
+coordinates, in one ``.npz`` per media file under a cache folder outside the
+repository; epochs never run face detection again.  A training sample is then:
+
+1. the wide crop, self-blended (SBI) when a fake is wanted from a real face,
+2. re-aligned to the model's ``input_size`` / ``crop_margin`` with the same
+   5-point template the detect stage uses (plus a little jitter), so the model
+   sees crops framed exactly as the running pipeline cuts them,
+3. augmented identically for both labels (flip, JPEG re-compression, blur, noise).
+
+Sources: ``real/`` and ``fake/`` folders (images and videos, the Kaggle layout),
+or a list file of ``path<TAB>label`` lines (label ``real``/``fake`` or 0/1).
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engines.alignment import alignment_matrix, template_points
+from train.faces import FaceCropper, default_detect_config, is_image, is_video, list_media
+
+CACHE_SIZE = 224
+CACHE_MARGIN = 2.0
+CACHE_VERSION = 1
+LABELS = {"real": 0, "fake": 1, "0": 0, "1": 1, "original": 0, "manipulated": 1, "pristine": 0}
+
+
+@dataclass
+class LabelledMedia:
+    path: Path
+    label: int  # 0 real, 1 fake
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "label": self.label}
+
+
+def parse_label(text: str) -> int:
+    key = str(text).strip().lower()
+    if key not in LABELS:
+        raise ValueError(f"unknown label {text!r} (expected real/fake or 0/1)")
+    return LABELS[key]
+
+
+def read_list_file(path: str | Path) -> list[LabelledMedia]:
+    """``path<TAB>label`` lines (``#`` comments, blank lines ignored); relative paths are relative to the list."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"list file not found: {path}")
+    items = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split("\t") if "\t" in line else line.rsplit(None, 1)
+        if len(parts) != 2:
+            raise ValueError(f"{path}:{n}: expected 'path<TAB>label', got {line!r}")
+        media = Path(parts[0].strip())
+        if not media.is_absolute():
+            media = (path.parent / media)
+        items.append(LabelledMedia(media, parse_label(parts[1])))
+    return items
+
+
+def labelled_folder(folder: str | Path) -> list[LabelledMedia]:
+    """Media under ``folder/real`` (label 0) and ``folder/fake`` (label 1)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such folder: {folder}")
+    items = []
+    for name, label in (("real", 0), ("fake", 1)):
+        sub = folder / name
+        if sub.is_dir():
+            items += [LabelledMedia(p, label) for p in list_media(sub)]
+    if not items:
+        raise ValueError(f"{folder} has no real/ or fake/ folder with images or videos")
+    return items
+
+
+def gather(inputs: list[str | Path], default_label: int | None = None, exclude: tuple[str, ...] = ()) -> list[LabelledMedia]:
+    """Labelled media from list files, labelled folders, or (with ``default_label``) plain folders/files."""
+    items: list[LabelledMedia] = []
+    for entry in inputs:
+        p = Path(entry)
+        if p.is_file() and p.suffix.lower() in (".txt", ".tsv", ".list", ".csv"):
+            items += read_list_file(p)
+        elif default_label is not None:
+            items += [LabelledMedia(m, default_label) for m in list_media(p)]
+        elif p.is_dir():
+            items += labelled_folder(p)
+        else:
+            raise FileNotFoundError(f"{p}: not a labelled folder (real/, fake/) or a list file")
+    if exclude:
+        items = [i for i in items if not any(fnmatch.fnmatch(str(i.path), pat) or fnmatch.fnmatch(i.path.name, pat) for pat in exclude)]
+    return items
+
+
+# ---------------------------------------------------------------- face cache
+
+def _cache_key(path: Path, every_n_frames: int, max_frames: int | None, max_faces: int, detector: str) -> str:
+    st = path.stat()
+    key = json.dumps([str(path.resolve()), st.st_size, int(st.st_mtime), every_n_frames, max_frames, max_faces,
+                      detector, CACHE_SIZE, CACHE_MARGIN, CACHE_VERSION])
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def cache_faces(items: list[LabelledMedia], cache_dir: str | Path, every_n_frames: int = 5, max_frames: int | None = 120,
+                max_faces: int = 1, face_detector: str = "auto", progress=None) -> list[dict]:
+    """Detect and cache wide aligned crops for each media file; returns one record per file
+    ``{"path", "label", "file"}`` whose ``file`` is an ``.npz`` with ``crops`` (N x S x S x 3 uint8),
+    ``landmarks`` (N x 5 x 2, crop coordinates) and ``frames`` (frame index per crop)."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cropper = None
+    records = []
+    iterator = progress(items, desc="caching faces") if progress else items
+    for item in iterator:
+        if not item.path.is_file():
+            raise FileNotFoundError(f"no such file: {item.path}")
+        target = cache_dir / f"{item.path.stem[:40]}-{_cache_key(item.path, every_n_frames, max_frames, max_faces, face_detector)}.npz"
+        if not target.is_file():
+            if cropper is None:
+                cropper = FaceCropper(default_detect_config((CACHE_SIZE, CACHE_SIZE), CACHE_MARGIN, face_detector))
+            crops, lms, frames = [], [], []
+            kwargs = dict(max_faces=max_faces)
+            if is_video(item.path):
+                kwargs.update(every_n_frames=every_n_frames, max_frames=max_frames)
+            for face in cropper.crops_from(item.path, **kwargs):
+                m = alignment_matrix(face.landmarks, (CACHE_SIZE, CACHE_SIZE), CACHE_MARGIN)
+                lm = face.landmarks @ m[:, :2].T + m[:, 2]
+                crops.append(face.crop)
+                lms.append(lm.astype(np.float32))
+                frames.append(face.frame_index)
+            np.savez(target.with_suffix(".tmp.npz"),
+                     crops=np.asarray(crops, np.uint8).reshape(-1, CACHE_SIZE, CACHE_SIZE, 3),
+                     landmarks=np.asarray(lms, np.float32).reshape(-1, 5, 2),
+                     frames=np.asarray(frames, np.int64))
+            target.with_suffix(".tmp.npz").replace(target)
+        records.append({"path": str(item.path), "label": item.label, "file": str(target)})
+    return records
+
+
+def load_cached(records: list[dict]) -> dict:
+    """Concatenate cached records into arrays: crops, landmarks, labels, source id, frame index."""
+    crops, lms, labels, src, frames = [], [], [], [], []
+    for sid, rec in enumerate(records):
+        with np.load(rec["file"]) as z:
+            n = len(z["crops"])
+            if n == 0:
+                continue
+            crops.append(z["crops"])
+            lms.append(z["landmarks"])
+            frames.append(z["frames"])
+        labels.append(np.full(n, rec["label"], np.int64))
+        src.append(np.full(n, sid, np.int64))
+    if not crops:
+        return {"crops": np.zeros((0, CACHE_SIZE, CACHE_SIZE, 3), np.uint8), "landmarks": np.zeros((0, 5, 2), np.float32),
+                "labels": np.zeros(0, np.int64), "source": np.zeros(0, np.int64), "frames": np.zeros(0, np.int64)}
+    return {"crops": np.concatenate(crops), "landmarks": np.concatenate(lms), "labels": np.concatenate(labels),
+            "source": np.concatenate(src), "frames": np.concatenate(frames)}
+
+
+# ---------------------------------------------------------------- model crops
+
+def model_crop(wide: np.ndarray, landmarks: np.ndarray, size: tuple[int, int], margin: float,
+               rng: np.random.Generator | None = None) -> np.ndarray:
+    """Re-align a wide cached crop to the model crop with the detect stage's template (+ jitter)."""
+    lm = np.asarray(landmarks, np.float64)
+    if rng is not None:
+        face = max(np.ptp(lm[:, 0]), 8.0)
+        lm = lm + rng.normal(0, 0.015 * face, lm.shape)  # landmark noise, like a real detector's
+        scale = rng.uniform(0.93, 1.07)
+        margin = margin * scale
+    m = alignment_matrix(lm, size, margin)
+    return cv2.warpAffine(wide, m, (size[1], size[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+
+
+def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Label-independent augmentation: flip, blur, noise, JPEG (video codecs), colour."""
+    x = crop
+    if rng.random() < 0.5:
+        x = x[:, ::-1]
+    if rng.random() < 0.3:
+        x = np.clip((x.astype(np.float32) - 128) * rng.uniform(0.8, 1.2) + 128 + rng.uniform(-20, 20), 0, 255).astype(np.uint8)
+    if rng.random() < 0.2:
+        x = cv2.GaussianBlur(x, (3, 3), rng.uniform(0.3, 1.0))
+    if rng.random() < 0.15:
+        h, w = x.shape[:2]
+        f = rng.uniform(0.5, 0.85)
+        x = cv2.resize(cv2.resize(x, (int(w * f), int(h * f)), interpolation=cv2.INTER_AREA), (w, h))
+    if rng.random() < 0.6:
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(x), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 96))])
+        x = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if rng.random() < 0.1:
+        x = cv2.cvtColor(cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    return np.ascontiguousarray(x)
+
+
+def to_tensor(crops_bgr: np.ndarray, metadata) -> "torch.Tensor":
+    import torch
+
+    from engines.base import preprocess
+
+    return torch.from_numpy(preprocess(np.asarray(crops_bgr), metadata))
+
+
+class FaceDataset:
+    """Map-style dataset over cached faces.
+
+    ``sbi=True``: every real face yields two samples, itself (label 0) and a fresh
+    self-blend of it (label 1); labelled fakes (if any) yield themselves (label 1).
+    Returns uint8 BGR model crops and labels; convert with :func:`to_tensor`.
+    """
+
+    def __init__(self, cached: dict, size: tuple[int, int], margin: float, sbi: bool = True, train: bool = True, seed: int = 0):
+        self.c = cached
+        self.size = tuple(size)
+        self.margin = margin
+        self.sbi = sbi
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        real = np.nonzero(cached["labels"] == 0)[0]
+        fake = np.nonzero(cached["labels"] == 1)[0]
+        index = [(int(i), 0) for i in real] + [(int(i), 1) for i in fake]
+        if sbi:
+            index += [(int(i), 2) for i in real]  # 2: self-blended from a real face
+        self.index = index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def labels(self) -> np.ndarray:
+        return np.array([0 if kind == 0 else 1 for _, kind in self.index])
+
+    def __getitem__(self, i: int):
+        from train.sbi import self_blend
+
+        face, kind = self.index[i]
+        rng = np.random.default_rng(None if self.train else (self.seed * 1_000_003 + i))
+        wide = self.c["crops"][face]
+        lm = self.c["landmarks"][face]
+        if kind == 2:
+            wide = self_blend(wide, lm, rng)
+        crop = model_crop(wide, lm, self.size, self.margin, rng if self.train else None)
+        if self.train:
+            crop = augment(crop, rng)
+        return crop, (0 if kind == 0 else 1)
+
+
+def template_landmarks(size: tuple[int, int], margin: float) -> np.ndarray:
+    return template_points(size, margin)

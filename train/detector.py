@@ -1,0 +1,298 @@
+"""Train the frame-level deepfake detector: ``python -m train.detector`` / ``dfstream train detector``.
+
+Data: real faces (SBI synthesises the fakes on the fly -- the default), and/or
+labelled real/fake folders or list files.  Faces come from the pipeline's own
+decode + detect stages (:mod:`train.faces`) and are cached once (:mod:`train.datasets`).
+
+Run folder (``--run-dir``)::
+
+    config.json                  the configuration used (config.resume-N.json on resume)
+    events.out.tfevents.*        TensorBoard: loss, lr, accuracy, val AUC/loss, sample crops with scores
+    checkpoints/last.pt          dfstream-checkpoint-v1, model + optimizer + step (for --resume)
+    checkpoints/step00001000.pt  periodic snapshots
+    faces.json                   which media files were used for training / validation
+
+Export the result with ``dfstream export RUN/checkpoints/last.pt -o detector.onnx``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engines.metadata import KIND_DETECTOR, ModelMetadata
+from train import common
+from train.datasets import FaceDataset, cache_faces, gather, load_cached, to_tensor
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = dict(
+    data=[],  # labelled folders (real/, fake/) or list files (path<TAB>label)
+    real=[],  # folders / files of real media
+    fake=[],  # folders / files of fake media
+    exclude=[],  # glob patterns of media to leave out (held-out evaluation clips)
+    sbi=True,
+    backbone="mobilenetv3_small_100",
+    pretrained=False,
+    drop_rate=0.2,
+    input_size=128,
+    margin=1.4,
+    batch_size=32,
+    steps=2000,
+    lr=2e-3,
+    weight_decay=0.05,
+    warmup=100,
+    seed=0,
+    threads=None,
+    workers=1,
+    val_fraction=0.1,
+    val_max=256,
+    every_n_frames=4,
+    max_frames=100,
+    max_faces=2,
+    face_detector="auto",
+    cache_dir=None,
+    log_every=20,
+    checkpoint_every=250,
+    time_limit=None,  # minutes: stop (and checkpoint) after this much wall time
+    name="dfstream-detector",
+)
+
+
+def make_metadata(cfg: dict, metrics: dict | None = None, training: dict | None = None) -> ModelMetadata:
+    size = int(cfg["input_size"])
+    return ModelMetadata(
+        kind=KIND_DETECTOR,
+        name=cfg["name"],
+        input_size=(size, size),
+        color_order="RGB",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        crop_margin=float(cfg["margin"]),
+        output="p_fake",
+        labels=("real", "fake"),
+        threshold=0.5,
+        architecture=f"timm {cfg['backbone']} -> 1 logit -> sigmoid (train.models.detector.FrameDetector)",
+        training=training or {},
+        metrics=metrics or {},
+    )
+
+
+def _split_by_source(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    if fraction <= 0 or len(records) < 4:
+        return records, []
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(records))
+    n_val = max(1, int(round(fraction * len(records))))
+    val_ids = set(order[:n_val].tolist())
+    return [r for i, r in enumerate(records) if i not in val_ids], [r for i, r in enumerate(records) if i in val_ids]
+
+
+def _collate(batch):
+    crops = np.stack([b[0] for b in batch])
+    labels = np.array([b[1] for b in batch], np.float32)
+    return crops, labels
+
+
+def _score_grid(crops: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """HWC RGB uint8 grid of crops with 'label score' written on each, for TensorBoard."""
+    import cv2
+
+    tiles = []
+    for crop, s, y in zip(crops, scores, labels):
+        t = np.ascontiguousarray(crop.copy())
+        colour = (0, 0, 255) if s >= 0.5 else (0, 200, 0)
+        cv2.putText(t, f"{'F' if y else 'R'} {s:.2f}", (2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+        tiles.append(t)
+    while len(tiles) % 8:
+        tiles.append(np.zeros_like(tiles[0]))
+    rows = [np.concatenate(tiles[i:i + 8], 1) for i in range(0, len(tiles), 8)]
+    return np.concatenate(rows, 0)[..., ::-1].copy()
+
+
+def evaluate_dataset(model, dataset, metadata, batch_size: int = 64):
+    import torch
+
+    model.eval()
+    scores, labels, crops = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            batch = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
+            x, y = _collate(batch)
+            scores.append(model(to_tensor(x, metadata)).numpy())
+            labels.append(y)
+            if not crops:
+                crops = list(x[:8]) + list(x[-8:])
+    model.train()
+    return np.concatenate(scores), np.concatenate(labels), np.asarray(crops)
+
+
+def train(config: dict, run_dir: str | Path, resume: bool = False, progress: bool | None = None) -> Path:
+    """Train (or resume) a frame detector; returns the path of the last checkpoint."""
+    import torch
+    from torch.nn import functional as F
+
+    from train.metrics import compute_metrics
+    from train.models import build_model
+
+    cfg = dict(DEFAULTS)
+    cfg.update({k: v for k, v in config.items() if v is not None or k not in DEFAULTS})
+    run_dir = Path(run_dir)
+    if resume and (run_dir / "config.json").is_file():
+        saved = json.loads((run_dir / "config.json").read_text())
+        for key in ("backbone", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi"):
+            if key in saved:
+                cfg[key] = saved[key]
+    run = common.RunDir.create(run_dir, cfg, resume=resume)
+    threads = common.set_threads(cfg["threads"])
+    common.seed_everything(int(cfg["seed"]))
+
+    items = gather(cfg["data"], exclude=tuple(cfg["exclude"])) if cfg["data"] else []
+    items += gather(cfg["real"], default_label=0, exclude=tuple(cfg["exclude"])) if cfg["real"] else []
+    items += gather(cfg["fake"], default_label=1, exclude=tuple(cfg["exclude"])) if cfg["fake"] else []
+    if not items:
+        raise ValueError("no training media: give --data (real/ and fake/ folders or a list file), --real or --fake")
+    if not cfg["sbi"] and not any(i.label == 1 for i in items):
+        raise ValueError("no fake media and --no-sbi: nothing to learn 'fake' from")
+    if not any(i.label == 0 for i in items):
+        raise ValueError("no real media: self-blending and the 'real' class both need real faces")
+    cache_dir = Path(cfg["cache_dir"]) if cfg["cache_dir"] else common.cache_root() / "faces"
+    def bar(it, desc=""):
+        return common.progress(it, desc=desc, disable=None if progress is None else not progress)
+
+    records = cache_faces(items, cache_dir, cfg["every_n_frames"], cfg["max_frames"], cfg["max_faces"], cfg["face_detector"], progress=bar)
+    train_recs, val_recs = _split_by_source(records, float(cfg["val_fraction"]), int(cfg["seed"]))
+    (run.path / "faces.json").write_text(json.dumps({"train": train_recs, "val": val_recs}, indent=1))
+    train_cache = load_cached(train_recs)
+    if len(train_cache["labels"]) == 0:
+        raise ValueError("no faces found in the training media")
+    size = (int(cfg["input_size"]), int(cfg["input_size"]))
+    train_set = FaceDataset(train_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=True)
+    val_set = None
+    if val_recs:
+        val_cache = load_cached(val_recs)
+        if len(val_cache["labels"]):
+            val_set = FaceDataset(val_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=False, seed=int(cfg["seed"]))
+            if len(val_set) > cfg["val_max"]:
+                keep = np.random.default_rng(cfg["seed"]).choice(len(val_set), int(cfg["val_max"]), replace=False)
+                val_set.index = [val_set.index[i] for i in sorted(keep)]
+    log.info("%d training samples from %d faces, %d validation samples", len(train_set), len(train_cache["labels"]), len(val_set) if val_set else 0)
+
+    architecture = {"family": "detector", "backbone": cfg["backbone"], "pretrained": bool(cfg["pretrained"]), "drop_rate": float(cfg["drop_rate"])}
+    model = build_model(architecture)
+    architecture["pretrained"] = False  # the weights are in the checkpoint from now on
+    head = model.backbone.get_classifier() if hasattr(model.backbone, "get_classifier") else None
+    if isinstance(head, torch.nn.Linear):  # start at P(fake)=0.5 for every face: loss ln 2, no early swings
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+    metadata = make_metadata(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+    total = int(cfg["steps"])
+    warmup = min(int(cfg["warmup"]), max(1, total // 10))
+
+    clock = {"start": time.time()}
+    limit_s = 60 * float(cfg["time_limit"]) if cfg["time_limit"] else None
+
+    def lr_lambda(step):
+        """Linear warm-up, then cosine decay to 2% -- over the steps, or over --time-limit if that comes first."""
+        if step < warmup:
+            return (step + 1) / warmup
+        done = (step - warmup) / max(1, total - warmup)
+        if limit_s:
+            done = max(done, (time.time() - clock["start"]) / limit_s)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, done))) * 0.98 + 0.02
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    step, epoch = 0, 0
+    if resume:
+        last = run.latest_checkpoint()
+        if last is not None:
+            step, epoch = common.resume_from(common.load_checkpoint(last), model, optimizer, scheduler)
+            log.info("resumed from %s at step %d", last, step)
+    writer = common.tensorboard_writer(run.path, purge_step=step if step else None)
+    training_info = {
+        "command": run.config.get("command", ""),
+        "data": sorted({r["path"] for r in records}),
+        "faces": int(len(train_cache["labels"])),
+        "sbi": bool(cfg["sbi"]),
+        "seed": int(cfg["seed"]),
+        "backbone": cfg["backbone"],
+        "pretrained": bool(cfg["pretrained"]),
+    }
+
+    def save(path, extra=None):
+        info = dict(training_info, steps=step, epoch=epoch)
+        return common.save_checkpoint(path, model, architecture, make_metadata(cfg, training=info), optimizer, scheduler,
+                                      step=step, epoch=epoch, extra=extra)
+
+    import torch.utils.data as tud
+
+    started = clock["start"] = time.time()
+    model.train()
+    pbar = common.progress(total=total, initial=step, desc="train detector", disable=None if progress is None else not progress)
+    running = []
+    while step < total:
+        gen = torch.Generator().manual_seed(int(cfg["seed"]) * 1000 + epoch)
+        loader = tud.DataLoader(train_set, batch_size=int(cfg["batch_size"]), shuffle=True, generator=gen, drop_last=len(train_set) > cfg["batch_size"],
+                                num_workers=int(cfg["workers"]), collate_fn=_collate, persistent_workers=False,
+                                worker_init_fn=lambda w: np.random.seed((int(cfg["seed"]) + w + 1000 * epoch) % 2**32))
+        for crops, labels in loader:
+            x = to_tensor(crops, metadata)
+            y = torch.from_numpy(labels)
+            logits = model.logits(x)
+            loss = F.binary_cross_entropy_with_logits(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            acc = float(((logits.detach() > 0).float() == y).float().mean())
+            running.append((float(loss.detach()), acc))
+            pbar.update(1)
+            if step % int(cfg["log_every"]) == 0 or step == total:
+                l, a = np.mean(running, axis=0)
+                running = []
+                writer.add_scalar("train/loss", l, step)
+                writer.add_scalar("train/accuracy", a, step)
+                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+                pbar.set_postfix(loss=f"{l:.3f}", acc=f"{a:.2f}")
+                log.info("step %d loss %.4f acc %.3f", step, l, a)
+            out_of_time = cfg["time_limit"] and (time.time() - started) > 60 * float(cfg["time_limit"])
+            if step % int(cfg["checkpoint_every"]) == 0 or step == total or out_of_time:
+                extra = {}
+                if val_set is not None:
+                    s, yv, sample = evaluate_dataset(model, val_set, metadata)
+                    m = compute_metrics(yv, s)
+                    for key in ("roc_auc", "log_loss", "accuracy"):
+                        if m.get(key) is not None:
+                            writer.add_scalar(f"val/{key}", m[key], step)
+                    writer.add_image("val/samples", _score_grid(sample, np.concatenate([s[:8], s[-8:]]), np.concatenate([yv[:8], yv[-8:]])), step, dataformats="HWC")
+                    extra = {"val": m}
+                    log.info("step %d val auc %s loss %s", step, m.get("roc_auc"), m.get("log_loss"))
+                save(run.checkpoint_path(), extra)
+                if step % int(cfg["checkpoint_every"]) == 0:
+                    save(run.checkpoint_path(step), extra)
+                writer.flush()
+            if step >= total or out_of_time:
+                break
+        epoch += 1
+        if cfg["time_limit"] and (time.time() - started) > 60 * float(cfg["time_limit"]):
+            log.warning("time limit reached at step %d of %d", step, total)
+            break
+    pbar.close()
+    writer.close()
+    return run.checkpoint_path()
+
+
+def main(argv=None):
+    from pipeline.cli_detector import train_detector_command
+
+    train_detector_command.main(args=argv, prog_name="python -m train.detector")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""``dfstream eval``: frame-level and video-level metrics of a detector on labelled media.
+
+Inputs: folders with ``real/`` and ``fake/`` inside, or list files of
+``path<TAB>label`` lines (label real/fake or 0/1), images and videos mixed.
+
+Faces: the pipeline's own decode + detect stages (:mod:`train.faces`), cut with
+the model's metadata (input size, crop margin).  Scores:
+
+* **frame score** = the highest P(fake) among the faces of that frame (an image is
+  one frame); frame-level metrics use every sampled frame that has a face, with
+  the label of its file;
+* **video score** = the mean of its frame scores (``--video-agg mean``, default)
+  or the mean of the top quarter (``topk``); with ``--temporal`` it is the
+  temporal model's mean P(fake) over windows of the largest face's crop sequence.
+  An image counts as a one-frame video.  Files where no face was found are listed
+  and left out of the metrics.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from train.datasets import gather
+from train.faces import FaceCropper, default_detect_config, is_image, is_video
+from train.metrics import compute_metrics, format_metrics
+
+log = logging.getLogger(__name__)
+
+
+def load_detector(model: str, engine: str = "auto", threads: int | None = None):
+    from engines.loader import load_engine
+    from engines.metadata import KIND_DETECTOR
+
+    return load_engine(model, engine=engine, threads=threads, kind=KIND_DETECTOR)
+
+
+def aggregate(scores, how: str = "mean") -> float:
+    s = np.sort(np.asarray(scores, np.float64))[::-1]
+    if len(s) == 0:
+        return float("nan")
+    if how == "topk":
+        return float(s[: max(1, int(np.ceil(len(s) / 4)))].mean())
+    return float(s.mean())
+
+
+def score_media(engine, cropper: FaceCropper, path: Path, every_n_frames: int, max_frames: int, max_faces: int,
+                batch: int = 16) -> list[dict]:
+    """Per-face records {frame, face, score, box} of one image or video."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not (is_video(path) or is_image(path)):
+        raise ValueError(f"{path} is not an image or a video file")
+    faces = list(cropper.crops_from(path, every_n_frames=every_n_frames, max_frames=max_frames, max_faces=max_faces))
+    out = []
+    for start in range(0, len(faces), batch):
+        chunk = faces[start:start + batch]
+        scores = engine.run(np.stack([f.crop for f in chunk]))
+        for f, s in zip(chunk, scores):
+            out.append({"frame": int(f.frame_index), "face": int(f.face_index), "score": float(s),
+                        "box": [round(float(v), 1) for v in f.box], "crop": f.crop})
+    return out
+
+
+def frame_scores(faces: list[dict]) -> dict[int, float]:
+    frames: dict[int, float] = {}
+    for f in faces:
+        frames[f["frame"]] = max(frames.get(f["frame"], 0.0), f["score"])
+    return frames
+
+
+def plot(plot_dir: str | Path, results: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    plot_dir = Path(plot_dir)
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for level, (y, s) in results.items():
+        if len(np.unique(y)) == 2:
+            fpr, tpr, _ = roc_curve(y, s)
+            from sklearn.metrics import roc_auc_score
+
+            ax.plot(fpr, tpr, label=f"{level} (AUC {roc_auc_score(y, s):.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(plot_dir / "roc.png", dpi=100)
+    plt.close(fig)
+    written.append(str(plot_dir / "roc.png"))
+    for level, (y, s) in results.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        y, s = np.asarray(y), np.asarray(s)
+        bins = np.linspace(0, 1, 26)
+        ax.hist(s[y == 0], bins=bins, alpha=0.6, label="real", color="tab:green")
+        ax.hist(s[y == 1], bins=bins, alpha=0.6, label="fake", color="tab:red")
+        ax.set_xlabel("P(fake)")
+        ax.set_ylabel(f"{level}s")
+        ax.set_title(f"{level}-level scores")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(plot_dir / f"hist_{level}.png", dpi=100)
+        plt.close(fig)
+        written.append(str(plot_dir / f"hist_{level}.png"))
+    return written
+
+
+def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", temporal: str | None = None,
+             threshold: float | None = None, every_n_frames: int = 10, max_frames: int = 32, max_faces: int = 4,
+             video_agg: str = "mean", threads: int | None = None, output: str | Path | None = "eval.json",
+             plot_dir: str | Path | None = None, face_detector: str = "auto") -> dict:
+    items = gather(inputs)
+    if not items:
+        raise ValueError("nothing to evaluate")
+    for item in items:
+        if not item.path.is_file():
+            raise FileNotFoundError(f"no such file: {item.path}")
+        if not (is_video(item.path) or is_image(item.path)):
+            raise ValueError(f"{item.path} is not an image or a video file")
+    det = load_detector(model, engine, threads)
+    meta = det.metadata
+    thr = float(meta.threshold if threshold is None else threshold)
+    temporal_model = None
+    if temporal:
+        from train.temporal import load_temporal
+
+        temporal_model = load_temporal(temporal, expect_input=tuple(meta.input_size))
+    cropper = FaceCropper(default_detect_config(tuple(meta.input_size), meta.crop_margin, face_detector))
+    per_file, frame_y, frame_s, video_y, video_s, no_face = [], [], [], [], [], []
+    from train.common import progress
+
+    for item in progress(items, desc="eval"):
+        faces = score_media(det, cropper, item.path, every_n_frames, max_frames, max_faces)
+        frames = frame_scores(faces)
+        if not frames:
+            no_face.append(str(item.path))
+            continue
+        fs = [frames[k] for k in sorted(frames)]
+        frame_y += [item.label] * len(fs)
+        frame_s += fs
+        if temporal_model is not None:
+            seq = [f["crop"] for f in sorted(faces, key=lambda f: f["frame"]) if f["face"] == 0]
+            vscore = temporal_model.score_sequence(np.stack(seq))
+        else:
+            vscore = aggregate(fs, video_agg)
+        video_y.append(item.label)
+        video_s.append(vscore)
+        per_file.append({"path": str(item.path), "label": item.label, "video_score": vscore, "frames": len(fs),
+                         "faces": len(faces), "frame_scores": [round(v, 4) for v in fs]})
+    frame_m = compute_metrics(frame_y, frame_s, thr)
+    video_m = compute_metrics(video_y, video_s, thr)
+    how = "temporal model (CNN+LSTM) over the largest face's crops" if temporal_model is not None else (
+        "mean of frame scores" if video_agg == "mean" else "mean of the top quarter of frame scores")
+    report = {
+        "model": str(model),
+        "model_name": meta.name,
+        "temporal": temporal,
+        "threshold": thr,
+        "frame_score": "max P(fake) over the faces of a frame",
+        "video_score": how,
+        "sampling": {"every_n_frames": every_n_frames, "max_frames": max_frames, "max_faces": max_faces},
+        "frame_level": frame_m,
+        "video_level": video_m,
+        "files": per_file,
+        "no_face_found": no_face,
+    }
+    text = [format_metrics("frame-level", frame_m), format_metrics("video-level", video_m), f"video score: {how}"]
+    if no_face:
+        text.append(f"no face found in {len(no_face)} file(s), left out: " + ", ".join(Path(p).name for p in no_face))
+    report["text"] = "\n".join(text)
+    if plot_dir:
+        report["plots"] = plot(plot_dir, {"frame": (frame_y, frame_s), "video": (video_y, video_s)})
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps({k: v for k, v in report.items() if k != "text"}, indent=1))
+    return report

@@ -1,0 +1,61 @@
+"""``dfstream predict``: an image or a video -> per-face P(fake) and a verdict.
+
+Faces are found and cut by the pipeline's own stages with the model's metadata.
+For a video, faces are sampled every ``every_n_frames`` frames; the media score is
+the mean over sampled frames of the highest face score in each frame (as in
+``dfstream eval``), and the verdict is "fake" when it reaches the model's threshold.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from train.evaluate import aggregate, frame_scores, load_detector, score_media
+from train.faces import FaceCropper, default_detect_config, is_image, is_video
+
+
+def predict(media: str | Path, model: str = "detector", engine: str = "auto", threshold: float | None = None,
+            every_n_frames: int = 5, max_frames: int = 60, max_faces: int = 8, threads: int | None = None,
+            face_detector: str = "auto") -> dict:
+    path = Path(media)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not (is_image(path) or is_video(path)):
+        raise ValueError(f"{path} is not an image or a video file")
+    det = load_detector(model, engine, threads)
+    meta = det.metadata
+    thr = float(meta.threshold if threshold is None else threshold)
+    cropper = FaceCropper(default_detect_config(tuple(meta.input_size), meta.crop_margin, face_detector))
+    faces = score_media(det, cropper, path, every_n_frames, max_frames, max_faces)
+    for f in faces:
+        f.pop("crop", None)
+        f["score"] = round(f["score"], 4)
+        f["verdict"] = "fake" if f["score"] >= thr else "real"
+    frames = frame_scores(faces)
+    score = aggregate([frames[k] for k in sorted(frames)]) if frames else None
+    return {
+        "media": str(path),
+        "type": "video" if is_video(path) else "image",
+        "model": meta.name,
+        "threshold": thr,
+        "faces": faces,
+        "frames_with_faces": len(frames),
+        "score": None if score is None else round(score, 4),
+        "verdict": "no face found" if score is None else ("fake" if score >= thr else "real"),
+    }
+
+
+def format_prediction(result: dict) -> str:
+    lines = [f"{result['media']} ({result['type']}, model {result['model']}, threshold {result['threshold']:.2f})"]
+    faces = result["faces"]
+    shown = faces if len(faces) <= 20 else faces[:20]
+    for f in shown:
+        where = f"frame {f['frame']:5d} " if result["type"] == "video" else ""
+        box = ",".join(f"{v:.0f}" for v in f["box"])
+        lines.append(f"  {where}face {f['face']}  box [{box}]  P(fake) {f['score']:.3f}  {f['verdict']}")
+    if len(faces) > len(shown):
+        lines.append(f"  ... {len(faces) - len(shown)} more faces (use --json for all)")
+    if result["score"] is None:
+        lines.append("verdict: no face found")
+    else:
+        lines.append(f"verdict: {result['verdict'].upper()} (score {result['score']:.3f} over {result['frames_with_faces']} frame(s))")
+    return "\n".join(lines)

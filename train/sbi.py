@@ -1,0 +1,154 @@
+"""Self-blended images (SBI): fake faces made from real faces alone.
+
+After Shiohara & Yamasaki, "Detecting Deepfakes with Self-Blended Images"
+(CVPR 2022).  A face is blended onto itself: the *source* copy gets a small
+colour / sharpness change and a small shift and scale, then it is pasted back
+over the untouched *target* (the original image) inside a soft face-region mask.
+The result carries what most face swaps leave behind -- a blending boundary, a
+colour and sharpness mismatch between the inner face and its surroundings, a
+slight misregistration -- without any particular generator's fingerprint, which
+is why detectors trained on it generalise across generators.
+
+We only have YuNet's 5 landmarks (eyes, nose tip, mouth corners), so the face
+region is a convex polygon fitted to them and extended up to the brows, out to the
+cheeks and down to the chin, then randomly deformed, eroded/dilated and blurred.
+
+Everything here works on one image (uint8 BGR, H x W x 3) with its 5 landmarks
+in that image's coordinates -- in practice a wide-margin aligned crop from the
+face cache, so the blend boundary lies well inside the final model crop.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+
+
+def face_polygon(landmarks: np.ndarray, scale: float = 1.0, chin: float = 1.0, brow: float = 1.0) -> np.ndarray:
+    """A face-region polygon (K x 2) from 5 landmarks (left eye, right eye, nose, left mouth, right mouth)."""
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    eye_l, eye_r, nose, mouth_l, mouth_r = lm
+    eyes = (eye_l + eye_r) / 2
+    mouth = (mouth_l + mouth_r) / 2
+    down = mouth - eyes
+    d = max(np.linalg.norm(down), 1.0)
+    down /= d
+    right = eye_r - eye_l
+    w = max(np.linalg.norm(right), 1.0)
+    right /= w
+    centre = (eyes + mouth) / 2
+    pts = [
+        eye_l - 0.55 * w * right - 0.55 * d * brow * down,  # brows
+        eye_r + 0.55 * w * right - 0.55 * d * brow * down,
+        eyes - 0.75 * d * brow * down,  # forehead centre
+        eye_l - 0.75 * w * right + 0.15 * d * down,  # temples / cheeks
+        eye_r + 0.75 * w * right + 0.15 * d * down,
+        mouth_l - 0.55 * w * right + 0.1 * d * down,  # jaw
+        mouth_r + 0.55 * w * right + 0.1 * d * down,
+        mouth_l - 0.25 * w * right + 0.65 * d * chin * down,  # chin
+        mouth_r + 0.25 * w * right + 0.65 * d * chin * down,
+        mouth + 0.8 * d * chin * down,
+        nose,
+    ]
+    pts = np.asarray(pts)
+    pts = centre + (pts - centre) * scale
+    return cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2)
+
+
+def face_mask(shape: tuple[int, int], landmarks: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Soft face-region mask in [0, 1] (float32, H x W), randomly deformed when ``rng`` is given."""
+    h, w = shape[:2]
+    if rng is None:
+        poly = face_polygon(landmarks)
+    else:
+        poly = face_polygon(landmarks, scale=rng.uniform(0.85, 1.1), chin=rng.uniform(0.8, 1.15), brow=rng.uniform(0.7, 1.2))
+        # per-vertex jitter: an irregular hull, like a landmark-hull with noise
+        size = np.ptp(poly, axis=0).mean()
+        poly = poly + rng.normal(0, 0.03 * size, poly.shape)
+    mask = np.zeros((h, w), np.float32)
+    cv2.fillConvexPoly(mask, np.round(poly).astype(np.int32), 1.0)
+    if rng is None:
+        k = max(3, (int(0.05 * w) // 2) * 2 + 1)
+        return cv2.GaussianBlur(mask, (k, k), 0)
+    # SBI-style deformation: erode or dilate, then blur with two random kernels
+    r = int(rng.integers(0, max(2, w // 40)))
+    if r:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        mask = cv2.erode(mask, kernel) if rng.random() < 0.5 else cv2.dilate(mask, kernel)
+    for _ in range(2):
+        k = int(rng.integers(1, max(3, w // 12))) * 2 + 1
+        mask = cv2.GaussianBlur(mask, (k, k), 0)
+        mask = np.clip(mask / max(mask.max(), 1e-6), 0, 1)
+    return mask
+
+
+def _color_jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    x = img.astype(np.float32)
+    if rng.random() < 0.8:  # brightness / contrast
+        x = (x - 128) * rng.uniform(0.85, 1.15) + 128 + rng.uniform(-20, 20)
+    if rng.random() < 0.6:  # per-channel shift
+        x = x + rng.uniform(-15, 15, size=3)
+    x = np.clip(x, 0, 255).astype(np.uint8)
+    if rng.random() < 0.5:  # hue / saturation
+        hsv = cv2.cvtColor(x, cv2.COLOR_BGR2HSV).astype(np.int16)
+        hsv[..., 0] = (hsv[..., 0] + int(rng.integers(-6, 7))) % 180
+        hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.8, 1.2), 0, 255)
+        x = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)
+    return x
+
+
+def _sharpness(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    u = rng.random()
+    if u < 0.35:
+        k = int(rng.integers(1, 3)) * 2 + 1
+        return cv2.GaussianBlur(img, (k, k), 0)
+    if u < 0.6:
+        blur = cv2.GaussianBlur(img, (0, 0), 1.0)
+        return cv2.addWeighted(img, 1.0 + rng.uniform(0.3, 1.0), blur, -rng.uniform(0.3, 1.0), 0)
+    if u < 0.75:  # down-up resampling, as a generator's output resolution does
+        h, w = img.shape[:2]
+        f = rng.uniform(0.4, 0.8)
+        small = cv2.resize(img, (max(8, int(w * f)), max(8, int(h * f))), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return img
+
+
+def _small_affine(img: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = img.shape[:2]
+    lm = np.asarray(landmarks).reshape(5, 2)
+    face = max(np.ptp(lm[:, 0]), np.ptp(lm[:, 1]), 8.0)
+    centre = lm.mean(axis=0)
+    sx = rng.uniform(0.95, 1.05)
+    sy = sx * rng.uniform(0.97, 1.03)
+    tx, ty = rng.uniform(-0.04, 0.04, 2) * face
+    m = np.array([[sx, 0, (1 - sx) * centre[0] + tx], [0, sy, (1 - sy) * centre[1] + ty]], np.float64)
+    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+
+
+def self_blend(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator | None = None,
+               return_mask: bool = False):
+    """One self-blended fake from a real face image (uint8 BGR) and its 5 landmarks.
+
+    The target is the image itself, unchanged: the output equals the input wherever
+    the blend mask is 0.  Returns the fake (and the blend mask, H x W float32, if asked).
+    """
+    rng = rng if rng is not None else np.random.default_rng()
+    source = image
+    # at least one visible change, so the label is never a lie
+    for _ in range(3):
+        source = _color_jitter(source, rng) if rng.random() < 0.7 else source
+        source = _sharpness(source, rng)
+        if rng.random() < 0.7:
+            source = _small_affine(source, landmarks, rng)
+        if source is not image:
+            break
+    if source is image:
+        source = _color_jitter(image, rng)
+    mask = face_mask(image.shape, landmarks, rng) * float(rng.choice(BLEND_RATIOS))
+    m = mask[..., None]
+    fake = source.astype(np.float32) * m + image.astype(np.float32) * (1.0 - m)
+    fake = np.clip(fake + 0.5, 0, 255).astype(np.uint8)
+    # where the mask is exactly 0 keep the original bytes (no rounding drift)
+    fake[mask <= 0] = image[mask <= 0]
+    return (fake, mask) if return_mask else fake
