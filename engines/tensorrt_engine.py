@@ -42,6 +42,7 @@ import inspect
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -61,16 +62,24 @@ ENGINE_SUFFIX = ".engine"
 SIDECAR_KEY = "tensorrt"  # the sidecar is ModelMetadata JSON plus this key (ignored by ModelMetadata.from_dict)
 
 
+def _cuda_device_present() -> bool:
+    """Whether torch sees a CUDA device -- without importing torch (3 s of a stage's
+    start-up) on machines that could not run TensorRT anyway."""
+    if "torch" not in sys.modules and importlib.util.find_spec("torch_tensorrt") is None:
+        gpus = Path("/proc/driver/nvidia/gpus")
+        return gpus.is_dir() and any(gpus.iterdir())
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
 def tensorrt_missing() -> list[str]:
     """What this machine lacks to build or run TensorRT engines; empty when nothing."""
     missing = []
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            missing.append("no CUDA device")
-    except ImportError:
-        missing.append("torch is not installed")
+    if not _cuda_device_present():
+        missing.append("no CUDA device")
     if importlib.util.find_spec("torch_tensorrt") is None:
         missing.append(TENSORRT_EXTRA_HINT)
     elif importlib.util.find_spec("tensorrt") is None:

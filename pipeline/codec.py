@@ -30,7 +30,7 @@ class CodecError(ValueError):
 
 def _array_ref(array: np.ndarray, buffers: list) -> dict:
     array = np.ascontiguousarray(array)
-    buffers.append(memoryview(array).cast("B"))
+    buffers.append(memoryview(array).cast("B") if array.size else b"")  # cast() refuses empty arrays
     return {"buf": len(buffers), "shape": list(array.shape), "dtype": array.dtype.str}
 
 

@@ -112,7 +112,7 @@ class RunConfig:
     detect_replicas: int = 1
     infer_replicas: int = 1
     queue_size: int = 8  # ZeroMQ high-water mark (messages) per hop for file sources
-    live_queue_size: int = 2  # per hop when any source is live: queues are latency
+    live_queue_size: int = 1  # per hop when any source is live: queues are latency
     metrics_interval_s: float = 5.0  # live runs print metrics this often
     metrics_json: str | None = None
     progress: bool = True

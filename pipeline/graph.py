@@ -35,6 +35,7 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
             outbox=outbox,
             expected_eos={s: eos_per_stream for s in stream_ids} if inbox else {},
             hwm=hwm,
+            live=config.live,
             control=control,
             report=report,
         )
@@ -43,6 +44,13 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
         spec("source", s.stream_id, SourceConfig(stream=s), None, detect_in, 0) for s in config.streams
     ]
     specs += [spec("detect", i, config.detect, url, [batch_in], 1) for i, url in enumerate(detect_in)]
+    if config.live:
+        # live streams: a source sends a frame only to a detect replica that asked for one
+        credit = {s.stream_id: endpoints.endpoint(f"credit{s.stream_id}") for s in config.streams if s.live}
+        for source in specs[: len(config.streams)]:
+            source.credit_inbox = credit.get(source.config.stream.stream_id)
+        for detect in specs[len(config.streams):]:
+            detect.credit_outboxes = credit
     specs.append(spec("batch", 0, config.batch, batch_in, infer_in, config.detect_replicas))
     specs += [spec("infer", i, config.infer, url, [annotate_in], 1) for i, url in enumerate(infer_in)]
     annotate = replace(config.annotate, streams=config.streams)

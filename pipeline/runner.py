@@ -23,8 +23,9 @@ import zmq
 
 from pipeline.messages import EndOfStream, Packet
 from pipeline.stage import Stage, StageError
-from pipeline.transport import Inbox, Outbox
+from pipeline.transport import CreditInbox, CreditSender, Inbox, Outbox
 
+CONTROL_START = b"start"  # every stage is ready: sources may start reading
 CONTROL_STOP = b"stop"  # sources stop reading; everything already read still flows to the sink
 CONTROL_ABORT = b"abort"  # every stage stops now; outputs in progress are discarded
 
@@ -42,6 +43,9 @@ class StageSpec:
     hwm: int
     control: str  # supervisor's PUB endpoint
     report: str  # supervisor's PULL endpoint
+    live: bool = False  # any live source: keep every queue short, latency matters more than throughput
+    credit_inbox: str | None = None  # live sources: where detect replicas ask for frames
+    credit_outboxes: dict[int, str] = field(default_factory=dict)  # detect in live runs: stream -> source's credit inbox
     report_interval_s: float = 1.0
     parent_pid: int = field(default_factory=os.getpid)
 
@@ -90,9 +94,14 @@ class StageRunner:
         self.control.setsockopt(zmq.SUBSCRIBE, b"")
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.connect(spec.control)
-        self.inbox = Inbox(self.context, spec.inbox, spec.hwm) if spec.inbox else None
-        self.outbox = Outbox(self.context, spec.outbox, spec.hwm) if spec.outbox else None
+        self.inbox = Inbox(self.context, spec.inbox, spec.hwm, spec.live) if spec.inbox else None
+        self.outbox = Outbox(self.context, spec.outbox, spec.hwm, small_buffers=spec.live) if spec.outbox else None
+        self.credit_inbox = CreditInbox(self.context, spec.credit_inbox, len(spec.outbox)) if spec.credit_inbox else None
+        self.credit_sender = (
+            CreditSender(self.context, spec.credit_outboxes, spec.replica) if spec.credit_outboxes else None
+        )
         self.stage: Stage | None = None
+        self.started_flow = False  # supervisor said every stage is ready
         self.stopping = False  # supervisor asked sources to stop reading
         self.aborted = False
         self.processed = 0  # frames handled
@@ -137,6 +146,8 @@ class StageRunner:
                 self.aborted = True
             elif command == CONTROL_STOP:
                 self.stopping = True
+            elif command == CONTROL_START:
+                self.started_flow = True
         if os.getppid() != self.spec.parent_pid:
             self.aborted = True  # the supervisor died: do not linger as an orphan
 
@@ -160,6 +171,8 @@ class StageRunner:
             self.stage = build_stage(spec)
             self.stage.open()
             self.report("ready")
+            if self.credit_sender is not None:
+                self.credit_sender.give_all()
             if spec.stage == "source":
                 self.run_source()
             else:
@@ -187,6 +200,12 @@ class StageRunner:
     def run_source(self) -> None:
         stage = self.stage
         error = None
+        # Frames read before the other stages have loaded their models would
+        # wait in a queue: live latency from the very first frame.
+        while not (self.started_flow or self.stopping or self.aborted):
+            self.control.poll(100)
+            self.check_control()
+        stage.start()
         try:
             while not stage.finished:
                 self.check_control()
@@ -195,12 +214,22 @@ class StageRunner:
                 if self.stopping:
                     stage.stop()
                     break
+                if self.credit_inbox is not None:
+                    # live: read a frame only when a detect replica is free to take it at once
+                    self.credit_inbox.collect(0 if self.credit_inbox.available() else 100)
+                    if not self.credit_inbox.available():
+                        continue
                 started = time.monotonic()
                 packets = stage.process(None)
                 self.first_input = self.first_input or started
                 self.busy_s += time.monotonic() - started
                 self.processed += sum(len(p) for p in packets)
-                self.emit(packets)
+                if self.credit_inbox is not None:
+                    for packet in packets:
+                        self.outbox.send_to(self.credit_inbox.take(), packet, self.should_stop_sending)
+                    self.last_output = time.monotonic()
+                else:
+                    self.emit(packets)
                 self.report_stats()
         except StageError as exc:
             error = str(exc)
@@ -230,10 +259,16 @@ class StageRunner:
                     self.busy_s += time.monotonic() - started
                     self.processed += len(message)
                     self.emit(packets)
+                    self.return_credits(message)
             deadline = stage.next_deadline()
             if deadline is not None and time.monotonic() >= deadline:
                 self.emit(stage.tick())
             self.report_stats()
+
+    def return_credits(self, packet: Packet) -> None:
+        if self.credit_sender is not None:
+            for message in packet:
+                self.credit_sender.give(message.stream_id)
 
     def on_end_of_stream(self, marker: EndOfStream, open_streams: set[int]) -> None:
         stream = marker.stream_id
@@ -258,6 +293,9 @@ class StageRunner:
             self.inbox.close()
         if self.outbox is not None:
             self.outbox.close(linger_ms=0 if self.aborted else None)
+        for extra in (self.credit_inbox, self.credit_sender):
+            if extra is not None:
+                extra.close()
         self.control.close()
         self.reporter.close()
         self.context.term()

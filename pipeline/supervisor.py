@@ -21,7 +21,7 @@ import zmq
 from pipeline.config import RunConfig
 from pipeline.graph import build_graph
 from pipeline.metrics import RunMetrics, write_json
-from pipeline.runner import CONTROL_ABORT, CONTROL_STOP, StageSpec, run_stage_process
+from pipeline.runner import CONTROL_ABORT, CONTROL_START, CONTROL_STOP, StageSpec, run_stage_process
 from pipeline.transport import EndpointAllocator
 
 GRACEFUL_STOP_S = 30.0  # after a stop request, abort if the graph has not drained by then
@@ -54,6 +54,7 @@ class Supervisor:
         self.specs = build_graph(config, self.endpoints, self.control_url, self.report_url)
         self.processes: dict[str, multiprocessing.Process] = {}
         self.exited: set[str] = set()
+        self.ready: set[str] = set()
         self.restarts: dict[str, int] = {}
         self.metrics = RunMetrics(config)
         self.error: str | None = None
@@ -111,6 +112,8 @@ class Supervisor:
                 self.abort(report["message"])
             elif kind == "stop_request":
                 self.request_stop("window closed: stopping")
+            elif kind == "ready":
+                self.ready.add(label)
             elif kind == "exit":
                 self.exited.add(label)
 
@@ -151,6 +154,8 @@ class Supervisor:
                 self._drain_reports(100)
                 self._check_processes()
                 now = time.monotonic()
+                if self.abort_at is None and len(self.ready) == len(self.specs):
+                    self.control.send(CONTROL_START)  # repeated: a PUB message reaches only current subscribers
                 if self.stop_requested_at is not None and self.abort_at is None:
                     self.control.send(CONTROL_STOP)  # late subscribers must hear it too
                     if now - self.stop_requested_at > GRACEFUL_STOP_S:

@@ -26,6 +26,8 @@ import zmq
 from pipeline import codec
 from pipeline.codec import Message
 
+SMALL_SOCKET_BUFFER = 64 * 1024  # bytes; live runs: less than one frame waits in the kernel
+
 _URL = re.compile(r"^(ipc|tcp|inproc)://(.+)$")
 
 
@@ -89,10 +91,13 @@ class EndpointAllocator:
 class Inbox:
     """A stage's input: one bound PULL socket (fan-in from all upstream replicas)."""
 
-    def __init__(self, context: zmq.Context, url: str, hwm: int):
+    def __init__(self, context: zmq.Context, url: str, hwm: int, small_buffers: bool = False):
         self.url = url
         self.socket = context.socket(zmq.PULL)
         self.socket.setsockopt(zmq.RCVHWM, hwm)
+        if small_buffers:
+            # the kernel's socket buffer is a queue ZeroMQ's HWM does not count
+            self.socket.setsockopt(zmq.RCVBUF, SMALL_SOCKET_BUFFER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.bind(bind_url(url))
         self.received = 0
@@ -112,7 +117,8 @@ class Inbox:
 class Outbox:
     """A stage's output: one connected PUSH socket per downstream replica."""
 
-    def __init__(self, context: zmq.Context, urls: Sequence[str], hwm: int, linger_ms: int = 10000):
+    def __init__(self, context: zmq.Context, urls: Sequence[str], hwm: int, linger_ms: int = 10000,
+                 small_buffers: bool = False):
         if not urls:
             raise TransportError("an outbox needs at least one downstream endpoint")
         self.urls = [check_endpoint(u) for u in urls]
@@ -120,6 +126,8 @@ class Outbox:
         for url in self.urls:
             sock = context.socket(zmq.PUSH)
             sock.setsockopt(zmq.SNDHWM, hwm)
+            if small_buffers:
+                sock.setsockopt(zmq.SNDBUF, SMALL_SOCKET_BUFFER)
             # linger: frames already handed to ZeroMQ must still reach the next
             # stage after this one exits; bounded so a dead peer cannot hang us
             sock.setsockopt(zmq.LINGER, linger_ms)
@@ -150,6 +158,20 @@ class Outbox:
                 return False
             self._poller.poll(100)
 
+    def send_to(self, index: int, message: Message, should_stop: Callable[[], bool] = lambda: False) -> bool:
+        """Send to one chosen replica (the one that asked for a frame)."""
+        parts = codec.encode(message)
+        sock = self.sockets[index]
+        while True:
+            try:
+                sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+                self.sent[index] += 1
+                return True
+            except zmq.Again:
+                if should_stop():
+                    return False
+                sock.poll(100, zmq.POLLOUT)
+
     def broadcast(self, message: Message, should_stop: Callable[[], bool] = lambda: False) -> bool:
         """Send to every downstream replica (end-of-stream markers)."""
         parts = codec.encode(message)
@@ -169,4 +191,74 @@ class Outbox:
         for sock in self.sockets:
             if linger_ms is not None:
                 sock.setsockopt(zmq.LINGER, linger_ms)
+            sock.close()
+
+
+class CreditInbox:
+    """Live flow control, source side: a detect replica asks for a frame before it gets one.
+
+    High-water marks still let a few frames wait in each hop (and in the kernel's
+    socket buffers), which a live stream pays for in latency.  With credits, a
+    source hands a frame only to a replica that has said it is free, so a frame
+    never waits in front of face detection; the source drops the others.
+    """
+
+    def __init__(self, context: zmq.Context, url: str, replicas: int):
+        self.socket = context.socket(zmq.PULL)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind(bind_url(url))
+        self.credits = [0] * replicas
+        self._next = 0
+
+    def collect(self, timeout_ms: int) -> None:
+        if self.socket.poll(timeout_ms, zmq.POLLIN):
+            while self.socket.poll(0, zmq.POLLIN):
+                replica = int(self.socket.recv())
+                if 0 <= replica < len(self.credits):
+                    self.credits[replica] = 1  # one frame in flight per replica, however often it asks
+
+    def available(self) -> bool:
+        return any(self.credits)
+
+    def take(self) -> int:
+        """A replica with credit (round-robin), its credit spent."""
+        count = len(self.credits)
+        for offset in range(count):
+            index = (self._next + offset) % count
+            if self.credits[index]:
+                self.credits[index] = 0
+                self._next = (index + 1) % count
+                return index
+        raise RuntimeError("no credit")
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class CreditSender:
+    """Live flow control, detect side: tell each stream's source "I can take a frame"."""
+
+    def __init__(self, context: zmq.Context, urls_by_stream: dict[int, str], replica: int):
+        self.replica = str(replica).encode()
+        self.sockets = {}
+        for stream, url in urls_by_stream.items():
+            sock = context.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(check_endpoint(url))
+            self.sockets[stream] = sock
+
+    def give(self, stream_id: int) -> None:
+        sock = self.sockets.get(stream_id)
+        if sock is not None:
+            try:
+                sock.send(self.replica, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # the source is gone or flooded with credit already
+
+    def give_all(self) -> None:
+        for stream in self.sockets:
+            self.give(stream)
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
             sock.close()

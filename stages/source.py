@@ -60,6 +60,7 @@ def _looks_like_mp4(path: str) -> bool:
 
 def _open_container(url: str, kind: str, open_timeout: float, read_timeout: float):
     """av.open with the options each kind of source needs; raises StageError with one line."""
+    started = time.monotonic()
     try:
         if kind == SOURCE_FILE:
             path = url[len("file://"):] if url.startswith("file://") else url
@@ -77,12 +78,17 @@ def _open_container(url: str, kind: str, open_timeout: float, read_timeout: floa
         return av.open(url, options=options, timeout=(open_timeout, read_timeout))
     except StageError:
         raise
+    except (av.error.TimeoutError, TimeoutError):
+        raise StageError(f"{url} did not answer within {open_timeout:g} s") from None
     except av.error.InvalidDataError:
         if kind == SOURCE_FILE and _looks_like_mp4(path):
             raise StageError(f"{url} cannot be opened: an MP4 without its index, probably truncated") from None
-        raise StageError(f"{url} is not a video file (no decodable stream found)") from None
-    except (av.error.TimeoutError, TimeoutError):
-        raise StageError(f"{url} did not answer within {open_timeout:g} s") from None
+        if kind == SOURCE_FILE:
+            raise StageError(f"{url} is not a video file (no decodable stream found)") from None
+        if time.monotonic() - started >= 0.9 * open_timeout:
+            # FFmpeg reports a server that accepts the connection but never speaks as bad data
+            raise StageError(f"{url} did not answer within {open_timeout:g} s") from None
+        raise StageError(f"cannot open {url}: the server's answer is not a stream FFmpeg can read") from None
     except av.error.FFmpegError as exc:
         reason = exc.strerror or type(exc).__name__
         raise StageError(f"cannot open {url}: {reason}") from None
@@ -194,7 +200,11 @@ class SourceStage(Stage):
         if cfg.decode_threads:
             video.thread_count = cfg.decode_threads
         self._frames = self._decode(video)
-        if self.stream.live:
+
+    def start(self) -> None:
+        """Begin reading. Live sources start their reader (and a paced file its clock) only
+        now, once every stage is ready, so no frame goes stale waiting for model loading."""
+        if self.stream.live and self._reader is None:
             self._slot = _NewestFrameSlot()
             self._reader = threading.Thread(target=self._read_live, name="source-reader", daemon=True)
             self._reader.start()
@@ -203,6 +213,7 @@ class SourceStage(Stage):
         """Produce the next frame (the source has no input)."""
         if self.finished:
             return []
+        self.start()
         if self._slot is not None:
             item = None
             while item is None and not self._slot.finished:

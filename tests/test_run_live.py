@@ -1,0 +1,142 @@
+"""Live sources never build latency; Ctrl-C and crashed stages are handled cleanly."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from stages.source import _NewestFrameSlot
+from tests.conftest import REPO, needs_shared_data, processes_with_env, run_dfstream, shared
+from tests.video_helpers import video_facts
+
+LONG_CLIP = "real/liveportrait_driving_videos/d6.mp4"  # 480x480, 30 fps, 33 s, audio
+
+
+def test_newest_frame_slot_keeps_only_the_newest_and_counts_the_rest():
+    slot = _NewestFrameSlot()
+    for item in ("a", "b", "c"):
+        slot.put(item)
+    assert slot.take(timeout=0) == "c"
+    assert slot.dropped == 2
+    assert slot.take(timeout=0.01) is None
+    slot.finish()
+    assert slot.take(timeout=1.0) is None  # finished: returns at once
+
+
+@needs_shared_data
+def test_a_live_file_is_paced_and_fully_accounted_for(tmp_path, tiny_detector):
+    clip = shared("real/liveportrait_driving_videos/d0.mp4")  # 78 frames at 25 fps: about 3 s live
+    started = time.monotonic()
+    result = run_dfstream("run", "-s", clip, "--live", "-m", tiny_detector, "-o", tmp_path / "out.mp4",
+                          "--metrics-json", tmp_path / "m.json")
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started >= 3.0  # read at its own frame rate, not as fast as possible
+    stream = json.loads((tmp_path / "m.json").read_text())["streams"][0]
+    assert stream["live"] is True
+    assert stream["frames_decoded"] == video_facts(clip).frames
+    assert stream["frames_written"] + stream["dropped"] == stream["frames_decoded"]
+    assert video_facts(tmp_path / "out.mp4").frames == stream["frames_written"]
+    assert stream["latency_ms"]["p99_ms"] is not None
+
+
+@needs_shared_data
+def test_a_live_source_faster_than_the_pipeline_drops_frames_instead_of_queueing(tmp_path, tiny_detector):
+    # 1080p at 25 fps with face detection on every full-size frame cannot keep up on 2 cores
+    clip = shared("real/facenet_pytorch/video.mp4")
+    result = run_dfstream("run", "-s", clip, "--live", "-m", tiny_detector, "--detect-every", "1",
+                          "--detect-size", "1920", "-o", tmp_path / "out.mp4", "--metrics-json", tmp_path / "m.json")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    stream = metrics["streams"][0]
+    assert stream["dropped"] > 0
+    assert stream["frames_written"] + stream["dropped"] == stream["frames_decoded"]
+    # no frame waits in front of face detection: latency is the work itself, not a queue
+    assert metrics["wait_ms"]["detect"]["p99"] < 0.5 * metrics["stage_ms"]["detect"]["p50"]
+    assert stream["latency_ms"]["p50_ms"] < 2 * metrics["stage_ms"]["detect"]["p50"] + 500
+
+
+def _start_run(tmp_path, *args) -> tuple[subprocess.Popen, str]:
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, DFSTREAM_TEST_RUN=marker)
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", *map(str, args), "--no-progress"],
+                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return process, f"DFSTREAM_TEST_RUN={marker}"
+
+
+def _stage_pid(marker: str, name: str, timeout: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in processes_with_env(marker):
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == name:
+                    return pid
+            except OSError:
+                continue
+        time.sleep(0.2)
+    raise AssertionError(f"no {name} process appeared")
+
+
+def _wait_for_frames(path_hint: Path, process: subprocess.Popen, seconds: float) -> None:
+    time.sleep(seconds)
+    assert process.poll() is None, process.communicate()[1]
+
+
+@needs_shared_data
+def test_ctrl_c_stops_every_stage_and_leaves_a_playable_file(tmp_path, tiny_detector):
+    process, marker = _start_run(tmp_path, "-s", shared(LONG_CLIP), "--live", "-m", tiny_detector,
+                                 "-o", tmp_path / "out.mp4", "--events", tmp_path / "ev.jsonl")
+    _stage_pid(marker, "dfs-sink0")
+    _wait_for_frames(tmp_path, process, 6.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    facts = video_facts(tmp_path / "out.mp4")
+    assert 0 < facts.frames < video_facts(shared(LONG_CLIP)).frames
+    assert facts.audio_packets > 0
+    assert (tmp_path / "ev.jsonl").read_text().strip()
+    assert processes_with_env(marker) == []
+
+
+@needs_shared_data
+def test_a_crashed_stage_stops_a_file_run_with_a_clear_error(tmp_path, tiny_detector):
+    process, marker = _start_run(tmp_path, "-s", shared(LONG_CLIP), "-m", tiny_detector, "-o", tmp_path / "out.mp4")
+    os.kill(_stage_pid(marker, "dfs-detect0"), signal.SIGKILL)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert "detect[0] crashed" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "out.mp4").exists() and not list(tmp_path.glob(".*.partial"))
+    assert processes_with_env(marker) == []
+
+
+@needs_shared_data
+def test_a_crashed_stage_is_restarted_in_a_live_run(tmp_path, tiny_detector):
+    process, marker = _start_run(tmp_path, "-s", shared(LONG_CLIP), "--live", "-m", tiny_detector,
+                                 "-o", tmp_path / "out.mp4", "--metrics-json", tmp_path / "m.json")
+    old = _stage_pid(marker, "dfs-infer0")
+    _wait_for_frames(tmp_path, process, 6.0)
+    os.kill(old, signal.SIGKILL)
+    new = _stage_pid(marker, "dfs-infer0")
+    deadline = time.monotonic() + 20
+    while new == old and time.monotonic() < deadline:
+        time.sleep(0.2)
+        new = _stage_pid(marker, "dfs-infer0")
+    assert new != old
+    _wait_for_frames(tmp_path, process, 4.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert "infer[0] crashed" in stderr and "restarting" in stderr
+    assert process.returncode == 130, stderr
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["restarts"] == 1
+    infer = next(r for r in metrics["stages"] if r["stage"] == "infer")
+    assert infer["frames"] > 0  # the new infer process took over the stream
+    assert video_facts(tmp_path / "out.mp4").frames == metrics["streams"][0]["frames_written"]
+    assert processes_with_env(marker) == []
