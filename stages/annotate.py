@@ -148,8 +148,9 @@ class AnnotateStage(Stage):
         from engines.alignment import alignment_matrix
 
         chosen = self._faces_to_swap(message)
+        chosen_ids = {id(face) for face in chosen}
         for face in message.faces:
-            if face not in chosen:
+            if id(face) not in chosen_ids:
                 face.swapped = False  # swapped by infer, but not one the user asked for
         for face in chosen:
             if face.swapped and face.crop_index >= 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+import cv2
 import numpy as np
 
 from engines.metadata import KIND_DETECTOR, KIND_SWAPPER
@@ -63,17 +64,39 @@ class InferStage(Stage):
 
     def _swap(self, messages, crops: np.ndarray) -> None:
         swapped = self.engine.run(crops)
-        scores = self.detector.run(swapped) if self.detector is not None else None
         offset = 0
         for message in messages:
             count = len(message.crops)
             message.crops = np.ascontiguousarray(swapped[offset:offset + count])
             for face in message.faces:
-                if face.crop_index >= 0:
-                    face.swapped = True
-                    if scores is not None:
-                        face.fake_score = float(scores[offset + face.crop_index])
+                face.swapped = face.crop_index >= 0
             offset += count
+        if self.detector is not None:
+            self._score_swapped(messages)
+
+    def _score_swapped(self, messages) -> None:
+        """The detector's view of each swapped face: its own aligned crop of the frame
+        with the swapped face blended in, exactly as the viewer will see it."""
+        from engines.alignment import align_face, alignment_matrix
+        from engines.blending import paste_swapped_face
+
+        swap_meta, detect_meta = self.engine.metadata, self.detector.metadata
+        views, owners = [], []
+        for message in messages:
+            for face in message.faces:
+                if face.crop_index < 0:
+                    continue
+                landmarks = np.asarray(face.landmarks)
+                view, to_detector = align_face(message.image, landmarks, detect_meta.input_size, detect_meta.crop_margin)
+                to_swapper = alignment_matrix(landmarks, swap_meta.input_size, swap_meta.crop_margin)
+                # detector-crop coordinates -> swapper-crop coordinates
+                detector_to_swapper = _compose(to_swapper, cv2.invertAffineTransform(to_detector))
+                paste_swapped_face(view, message.crops[face.crop_index], detector_to_swapper)
+                views.append(view)
+                owners.append(face)
+        if views:
+            for face, score in zip(owners, self.detector.run(np.stack(views))):
+                face.fake_score = float(score)
 
     def stats(self) -> dict:
         return {"faces": self.faces, "batches": self.batches, "engine": self.engine.describe() if self.engine else ""}
@@ -82,3 +105,8 @@ class InferStage(Stage):
         for engine in (self.engine, self.detector):
             if engine is not None:
                 engine.close()
+
+
+def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """2x3 affine ``outer`` applied after 2x3 affine ``inner``."""
+    return (np.vstack([outer, [0, 0, 1]]) @ np.vstack([inner, [0, 0, 1]]))[:2]

@@ -92,3 +92,30 @@ def processes_with_env(marker: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def make_swapper_onnx(directory: Path, name: str = "tiny-swapper", size: int = 64) -> Path:
+    """An untrained face swapper, exported with its metadata: its output is not a face,
+    which makes the swap easy to see in a test."""
+    import torch
+
+    from engines.export import export_checkpoint
+    from engines.metadata import ModelMetadata
+    from train.models import CHECKPOINT_FORMAT, build_model
+
+    torch.manual_seed(0)
+    architecture = {"family": "swapper", "input_size": size, "encoder_channels": [16, 32, 64, 64], "latent": 64}
+    model = build_model(architecture).eval()
+    metadata = ModelMetadata(kind="swapper", name=name, input_size=(size, size), crop_margin=1.0, output="image",
+                             extra={"identities": ["a", "b"], "target": "b"})
+    checkpoint = directory / f"{name}.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "metadata": metadata.to_dict(), "architecture": architecture,
+                "state_dict": model.state_dict()}, checkpoint)
+    onnx_path = directory / f"{name}.onnx"
+    export_checkpoint(checkpoint, onnx_path)
+    return onnx_path
+
+
+@pytest.fixture(scope="session")
+def tiny_swapper(tmp_path_factory) -> Path:
+    return make_swapper_onnx(tmp_path_factory.mktemp("swapper"))

@@ -1,0 +1,43 @@
+# dfstream: the two commands of the README, and the steps they are made of.
+#   make demo   set everything up, run the pipeline on the default clips, print where the video is
+#   make test   set everything up, run the test suite (what CI runs)
+
+PYTHON ?= python3
+VENV   ?= .venv
+SHARED ?= ../shared/data
+BIN     = $(VENV)/bin
+DEMO_SOURCES ?= -s $(SHARED)/real/ffpp_c23_originals/youtube_634.mp4 -s $(SHARED)/fake/ffpp_c23/FaceSwap_634_660.mp4
+
+.PHONY: demo test venv system-deps models clean
+
+$(BIN)/dfstream: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/dfstream
+
+# Debian packages for the RTSP server, the virtual screen and screenshots used by the tests
+system-deps:
+	@missing=$$(for p in $$(grep -v '^#' .ci/apt-packages.txt); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# The YuNet face detector is not ours to ship: copy it (sha256-checked) from the shared
+# folder into the user cache, or download it on a machine with internet.
+models: venv
+	@if [ -d "$(SHARED)/models" ]; then $(BIN)/dfstream models fetch yunet --from $(SHARED)/models; \
+	else $(BIN)/dfstream models fetch yunet; fi
+
+demo: models
+	$(BIN)/dfstream run $(DEMO_SOURCES) -o 'out/demo/{stream}.mp4' --events out/demo/events.jsonl \
+		--metrics-json out/demo/metrics.json
+
+test: venv system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout 600
+
+clean:
+	rm -rf $(VENV) out *.egg-info
