@@ -1,0 +1,54 @@
+"""Batching across frames and the reorder window that restores each stream's order."""
+import time
+
+import numpy as np
+
+from pipeline.config import BatchConfig
+from pipeline.messages import FrameMessage
+from stages.annotate import StreamOrder
+from stages.batch import BatchStage
+
+
+def _frame(seq, faces, stream=0):
+    return FrameMessage(stream_id=stream, seq=seq, frame_index=seq, pts=seq, time_base=(1, 25), capture_time=0.0,
+                        image=np.zeros((2, 2, 3), np.uint8),
+                        crops=np.zeros((faces, 4, 4, 3), np.uint8) if faces else None)
+
+
+def test_a_batch_leaves_when_it_holds_max_batch_faces():
+    stage = BatchStage(BatchConfig(max_batch=4, timeout_ms=10_000))
+    assert stage.process([_frame(0, 2)]) == []
+    out = stage.process([_frame(1, 1, stream=1), _frame(2, 1)])
+    assert len(out) == 1 and [m.seq for m in out[0]] == [0, 1, 2]  # frames of two streams in one batch
+
+
+def test_a_partial_batch_leaves_after_the_timeout():
+    stage = BatchStage(BatchConfig(max_batch=64, timeout_ms=20))
+    stage.process([_frame(0, 1)])
+    deadline = stage.next_deadline()
+    assert deadline is not None and deadline > time.monotonic()
+    time.sleep(0.03)
+    assert time.monotonic() >= stage.next_deadline()
+    assert [m.seq for m in stage.tick()[0]] == [0]
+    assert stage.next_deadline() is None
+
+
+def test_frames_without_faces_pass_straight_through():
+    stage = BatchStage(BatchConfig(max_batch=64, timeout_ms=10_000))
+    out = stage.process([_frame(0, 0)])
+    assert [[m.seq for m in p] for p in out] == [[0]]
+
+
+def test_stream_order_releases_frames_only_in_sequence():
+    order = StreamOrder(window=16)
+    assert order.push(_frame(1, 0)) == []
+    assert order.push(_frame(2, 0)) == []
+    assert [m.seq for m in order.push(_frame(0, 0))] == [0, 1, 2]
+    assert [m.seq for m in order.push(_frame(3, 0))] == [3]
+
+
+def test_a_live_gap_can_be_skipped():
+    order = StreamOrder(window=16)
+    order.push(_frame(2, 0))
+    assert [m.seq for m in order.skip_gap()] == [2]
+    assert order.push(_frame(1, 0)) == []  # too late: already given up on

@@ -1,0 +1,78 @@
+"""The ZeroMQ hops: end-of-stream reaches every replica; frames go to replicas with room."""
+import numpy as np
+import zmq
+
+from pipeline.messages import EndOfStream, FrameMessage
+from pipeline.transport import CreditInbox, CreditSender, EndpointAllocator, Inbox, Outbox
+
+
+def _frame(seq):
+    return [FrameMessage(stream_id=0, seq=seq, frame_index=seq, pts=seq, time_base=(1, 25), capture_time=0.0,
+                         image=np.full((4, 4, 3), seq, np.uint8))]
+
+
+def test_private_ipc_endpoints_live_in_a_directory_only_we_can_enter():
+    import os
+    import stat
+
+    endpoints = EndpointAllocator("ipc")
+    try:
+        assert endpoints.endpoint("x").startswith("ipc://")
+        assert stat.S_IMODE(os.stat(endpoints.directory).st_mode) == 0o700
+    finally:
+        endpoints.cleanup()
+    assert not os.path.exists(endpoints.directory)
+
+
+def test_tcp_endpoints_bind_to_loopback_only():
+    assert EndpointAllocator("tcp").endpoint("x").startswith("tcp://127.0.0.1:")
+
+
+def test_end_of_stream_is_broadcast_to_every_replica_and_frames_are_shared():
+    context = zmq.Context()
+    endpoints = EndpointAllocator("ipc")
+    try:
+        urls = [endpoints.endpoint(f"r{i}") for i in range(3)]
+        inboxes = [Inbox(context, url, hwm=8) for url in urls]
+        outbox = Outbox(context, urls, hwm=8)
+        for seq in range(6):
+            outbox.send(_frame(seq))
+        outbox.broadcast(EndOfStream(0, 6, 0))
+        got = []
+        for inbox in inboxes:
+            messages = []
+            while inbox.poll(1000):
+                messages.append(inbox.receive())
+                if isinstance(messages[-1], EndOfStream):
+                    break
+            assert isinstance(messages[-1], EndOfStream)
+            got += [m[0].seq for m in messages[:-1]]
+            assert len(messages) > 1  # round-robin: every replica got frames
+        assert sorted(got) == list(range(6))
+        outbox.close(0)
+        for inbox in inboxes:
+            inbox.close()
+    finally:
+        context.term()
+        endpoints.cleanup()
+
+
+def test_credits_name_the_replica_that_asked_and_count_once():
+    context = zmq.Context()
+    endpoints = EndpointAllocator("ipc")
+    try:
+        url = endpoints.endpoint("credit")
+        inbox = CreditInbox(context, url, replicas=2)
+        sender = CreditSender(context, {0: url}, replica=1)
+        sender.give(0)
+        sender.give(0)
+        inbox.collect(1000)
+        assert inbox.available()
+        assert inbox.take() == 1
+        inbox.collect(50)
+        assert not inbox.available()  # asking twice still means one frame in flight
+        sender.close()
+        inbox.close()
+    finally:
+        context.term()
+        endpoints.cleanup()
