@@ -159,7 +159,7 @@ def cli(log_level: str) -> None:
 @click.option("--threshold", type=click.FloatRange(0, 1), help="P(fake) at which a face is called fake "
               "(default: the model's own threshold).")
 @click.option("--queue-size", default=8, show_default=True, type=click.IntRange(1),
-              help="Frames queued per hop between stages for file sources (live sources use 2).")
+              help="Frames queued per hop between stages for file sources (live sources keep 1 and hand frames to face detection only when it is free).")
 @click.option("--transport", default="ipc", show_default=True, type=click.Choice(["ipc", "tcp"]),
               help="Private ipc:// sockets (default) or tcp:// on 127.0.0.1.")
 @click.option("--open-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),

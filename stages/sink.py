@@ -8,6 +8,7 @@ for packet (no re-encode), interleaved with the video as it is written.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import time
@@ -22,7 +23,8 @@ from pipeline.messages import EndOfStream, FrameMessage, Packet
 from pipeline.stage import Stage, StageError
 
 CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
-AUDIO_LEAD_S = 0.5  # mux audio up to this far ahead of the video written so far
+AUDIO_LEAD_S = 0.5
+TIMING_SAMPLES = 20000  # latency and stage-time samples kept for the percentiles  # mux audio up to this far ahead of the video written so far
 
 
 def output_path(pattern: str, stream: StreamInfo) -> Path:
@@ -136,9 +138,10 @@ class SinkStage(Stage):
         self.finished: dict[int, str] = {}  # stream id -> output path written
         self.frames: dict[int, int] = {s.stream_id: 0 for s in config.streams}
         self.next_seq: dict[int, int] = {s.stream_id: 0 for s in config.streams}
-        self.latencies: dict[int, list[float]] = {s.stream_id: [] for s in config.streams}
-        self.stage_times: dict[str, list[float]] = {}
-        self.stage_waits: dict[str, list[float]] = {}
+        # the most recent samples only: a camera watched for a day must not grow the sink
+        self.latencies = {s.stream_id: collections.deque(maxlen=TIMING_SAMPLES) for s in config.streams}
+        self.stage_times: dict[str, collections.deque] = {}
+        self.stage_waits: dict[str, collections.deque] = {}
         self.source_totals: dict[int, dict] = {}
         self.events = None
         self.events_partial: Path | None = None
@@ -188,8 +191,9 @@ class SinkStage(Stage):
     def _record_timings(self, message: FrameMessage) -> None:
         previous_end = message.capture_time
         for timing in message.timings:
-            self.stage_times.setdefault(timing.stage, []).append(timing.end - timing.start)
-            self.stage_waits.setdefault(timing.stage, []).append(max(0.0, timing.start - previous_end))
+            self.stage_times.setdefault(timing.stage, collections.deque(maxlen=TIMING_SAMPLES)).append(timing.end - timing.start)
+            self.stage_waits.setdefault(timing.stage, collections.deque(maxlen=TIMING_SAMPLES)).append(
+                max(0.0, timing.start - previous_end))
             previous_end = timing.end
 
     def _write_events(self, message: FrameMessage) -> None:

@@ -9,12 +9,13 @@ noisy frame does not flip a face from real to fake.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import numpy as np
+from dataclasses import dataclass
 
 from pipeline.config import AnnotateConfig
 from pipeline.messages import VERDICT_FAKE, VERDICT_REAL, VERDICT_UNSURE, Face, FrameMessage
+
+
+MAX_ENDED_TRACKS = 100  # finished tracks kept for the end-of-run summary
 
 
 def iou(a, b) -> float:
@@ -31,7 +32,7 @@ class Track:
     missed: int = 0
     scores: int = 0
     smoothed: float | None = None
-    history: list[float] = field(default_factory=list)
+    score_sum: float = 0.0
 
 
 class FaceTracker:
@@ -84,7 +85,7 @@ class FaceTracker:
             if ti not in matched_tracks:
                 track.missed += 1
                 if track.missed > self.config.track_max_missed:
-                    self.ended.append(track)
+                    self.ended = (self.ended + [track])[-MAX_ENDED_TRACKS:]
                     continue
             survivors.append(track)
         for fi, face in enumerate(faces):
@@ -103,7 +104,7 @@ class FaceTracker:
             alpha = self.config.ema_alpha
             track.smoothed = face.fake_score if track.smoothed is None else alpha * face.fake_score + (1 - alpha) * track.smoothed
             track.scores += 1
-            track.history.append(face.fake_score)
+            track.score_sum += face.fake_score
         face.smoothed_score = track.smoothed
         face.verdict = self.verdict(track)
 
@@ -124,7 +125,7 @@ class FaceTracker:
             {
                 "track_id": t.track_id,
                 "scores": t.scores,
-                "mean_score": float(np.mean(t.history)) if t.history else None,
+                "mean_score": t.score_sum / t.scores if t.scores else None,
                 "smoothed_score": t.smoothed,
                 "verdict": self.verdict(t),
             }
