@@ -1,0 +1,312 @@
+"""Train a DCGAN on face crops: ``dfstream train gan --faces DIR|VIDEO`` (or ``python -m train.gan``).
+
+As Radford et al.: 64 x 64 images, z ~ N(0, 1) of 100 dimensions, transposed-conv
+generator with batch norm, strided-conv discriminator with LeakyReLU(0.2), binary
+cross-entropy, Adam(2e-4, betas 0.5/0.999), batch 128.  Faces are aligned crops cut
+by the pipeline's own source and detect stages (:mod:`train.faces`).
+
+Label convention: the discriminator is trained with 1 = *generated*, so the same
+network, exported, is a dfstream detector (crop -> P(fake)).  The checkpoint
+(``checkpoints/last.pt``) is a dfstream-checkpoint-v1 of family
+``dcgan_discriminator`` with detector metadata; the generator and both optimisers
+ride along for ``--resume`` and ``--samples-out``.  So::
+
+    dfstream train gan --faces ../shared/data/real/liveportrait_driving_videos --run-dir runs/gan
+    dfstream export runs/gan/checkpoints/last.pt gan_disc.onnx    # a detector model
+    dfstream eval -m gan_disc.onnx ...                              # judged like any detector
+    dfstream train gan --checkpoint runs/gan/checkpoints/last.pt --samples-out fakes/gan 500
+
+Each epoch TensorBoard gets both losses (per step), D(x) and D(G(z)), and a grid of
+64 samples from a fixed noise batch (also saved as ``samples/epoch_NNN.png``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("dfstream.train.gan")
+
+DEFAULTS = dict(
+    image_size=64,
+    crop_margin=1.3,
+    every_n_frames=5,
+    max_frames=None,
+    batch_size=128,
+    epochs=25,
+    minutes=None,
+    lr=2e-4,
+    beta1=0.5,
+    z_dim=100,
+    ngf=64,
+    ndf=64,
+    flip=True,
+    seed=0,
+    threads=None,
+    face_detector="auto",
+    log_every=1,
+)
+
+FIXED_SAMPLES = 64
+
+
+def _detector_metadata(config: dict, faces: int, epoch: int, step: int, metrics: dict):
+    from engines.metadata import KIND_DETECTOR, ModelMetadata
+
+    size = int(config["image_size"])
+    return ModelMetadata(
+        kind=KIND_DETECTOR,
+        name=f"dcgan-discriminator-{Path(str(config['faces']).rstrip('/')).stem}",
+        input_size=(size, size),
+        color_order="RGB",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        crop_margin=float(config["crop_margin"]),
+        output="p_fake",
+        labels=("real", "fake"),
+        threshold=0.5,
+        architecture=f"dcgan_discriminator:ndf={config['ndf']},image_size={size}",
+        training={
+            "faces": str(config["faces"]),
+            "crops": int(faces),
+            "every_n_frames": config["every_n_frames"],
+            "epochs": int(epoch),
+            "steps": int(step),
+            "batch_size": config["batch_size"],
+            "lr": config["lr"],
+            "betas": [config["beta1"], 0.999],
+            "z_dim": config["z_dim"],
+            "seed": config["seed"],
+            "fakes": "DCGAN generator samples (trained jointly); P(fake) = P(generated)",
+            "command": config.get("command", ""),
+        },
+        metrics=metrics,
+        extra={"generator": {"z_dim": config["z_dim"], "ngf": config["ngf"], "image_size": size}},
+    )
+
+
+def _grid(images, nrow: int = 8) -> np.ndarray:
+    """[-1, 1] RGB NCHW tensor -> uint8 RGB H x W x 3 grid."""
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images.detach().cpu(), nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
+    return (grid.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+
+
+def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> dict:
+    """Train (or ``resume``) a DCGAN on the faces in ``faces``; returns a summary."""
+    import cv2
+    import torch
+
+    from train.common import (RunDir, load_checkpoint, progress, resume_from, save_checkpoint, seed_everything,
+                              set_threads, tensorboard_writer)
+    from train.models.dcgan import build, build_generator
+    from train.swapper import LossWindow, collect_faces, to_tensor
+
+    config = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    config.update(faces=str(faces), run_dir=str(run_dir))
+    from train.faces import list_media
+
+    if not list_media(faces):  # before the run folder is made: a typo must not leave one behind
+        raise FileNotFoundError(f"no images or videos in {faces}")
+    run = RunDir.create(run_dir, config, resume=resume)
+    checkpoint = load_checkpoint(run.latest_checkpoint()) if run.resumed else None
+    if checkpoint is not None:
+        saved = checkpoint["extra"].get("config", {})
+        for key in ("image_size", "crop_margin", "every_n_frames", "max_frames", "z_dim", "ngf", "ndf", "face_detector"):
+            if key in saved:
+                config[key] = saved[key]
+    seed_everything(int(config["seed"]))
+    threads = set_threads(config["threads"])
+    size = int(config["image_size"])
+
+    started = time.time()
+    found = collect_faces(faces, size, float(config["crop_margin"]), int(config["every_n_frames"]), config["max_frames"],
+                          config["face_detector"], desc="faces")
+    if len(found) < 2:
+        raise ValueError(f"found {len(found)} face(s) in {faces}; a GAN needs many")
+    crops = np.stack([f.crop for f in found])
+    echo(f"faces: {len(crops)} crops {size}x{size} (margin {config['crop_margin']}) in {time.time() - started:.1f}s; {threads} threads")
+    data = to_tensor(crops, "RGB").mul_(2).sub_(1)  # [-1, 1], the generator's tanh range
+
+    z_dim = int(config["z_dim"])
+    generator = build_generator(z_dim=z_dim, ngf=int(config["ngf"]), image_size=size)
+    discriminator = build(ndf=int(config["ndf"]), image_size=size)
+    betas = (float(config["beta1"]), 0.999)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=float(config["lr"]), betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=float(config["lr"]), betas=betas)
+    step, epoch = 0, 0
+    if checkpoint is not None:
+        step, epoch = resume_from(checkpoint, discriminator, opt_d, extra_state={"generator": generator, "optimizer_g": opt_g})
+        echo(f"resumed {run.latest_checkpoint()} at epoch {epoch}, step {step}")
+    fixed_noise = torch.randn(FIXED_SAMPLES, z_dim, generator=torch.Generator().manual_seed(int(config["seed"])))
+    architecture = {"family": "dcgan_discriminator", "ndf": int(config["ndf"]), "image_size": size, "channels": 3}
+    generator_arch = {"z_dim": z_dim, "ngf": int(config["ngf"]), "image_size": size, "channels": 3}
+    writer = tensorboard_writer(run.path, purge_step=step + 1 if step else None)
+    samples_dir = run.path / "samples"
+    samples_dir.mkdir(exist_ok=True)
+    if epoch == 0:
+        real_grid = _grid(data[:FIXED_SAMPLES])
+        writer.add_image("samples/real", real_grid, 0, dataformats="HWC")
+        cv2.imwrite(str(samples_dir / "real.png"), real_grid[..., ::-1])
+
+    bce = torch.nn.BCEWithLogitsLoss()
+    batch_size = min(int(config["batch_size"]), len(data))
+    epochs = int(config["epochs"])
+    deadline = started + 60.0 * float(config["minutes"]) if config["minutes"] else None
+    window = LossWindow(max(1, min(20, (epochs * max(1, len(data) // batch_size) - step) // 5)))
+    first_losses = checkpoint["extra"].get("first_losses", {}) if checkpoint is not None else {}
+    metrics = dict(checkpoint["metadata"].get("metrics", {})) if checkpoint is not None else {}
+    steps_per_epoch = max(1, len(data) // batch_size)
+    bar = progress(total=epochs * steps_per_epoch, initial=min(step, epochs * steps_per_epoch), desc="dcgan", unit="step")
+    stopped = False
+
+    def save() -> Path:
+        summary = window.summary()
+        firsts = {**{k: v[0] for k, v in summary.items()}, **first_losses}
+        meta = _detector_metadata(config, len(data), epoch, step, metrics)
+        return save_checkpoint(run.checkpoint_path(), discriminator, architecture, meta, optimizer=opt_d, step=step,
+                               epoch=epoch, extra={"config": config, "generator_architecture": generator_arch,
+                                                   "first_losses": firsts},
+                               extra_state={"generator": generator, "optimizer_g": opt_g})
+
+    if epoch >= epochs:
+        echo(f"nothing to do: the run has already trained {epoch} of --epochs {epochs}")
+    while epoch < epochs and not stopped:
+        generator.train()
+        discriminator.train()
+        order = torch.randperm(len(data))
+        sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}
+        done = 0
+        for i in range(steps_per_epoch):
+            if deadline is not None and time.time() >= deadline:
+                echo(f"stopping in epoch {epoch + 1} at step {step}: --minutes {config['minutes']} reached")
+                stopped = True
+                break
+            real = data[order[i * batch_size:(i + 1) * batch_size]]
+            if config["flip"]:
+                flip = torch.rand(len(real)) < 0.5
+                real = torch.where(flip[:, None, None, None], real.flip(3), real)
+            n = len(real)
+            # discriminator: real -> 0 (not generated), G(z) -> 1 (generated)
+            fake = generator(torch.randn(n, z_dim))
+            real_logits = discriminator.logits(real)
+            fake_logits = discriminator.logits(fake.detach())
+            loss_d = bce(real_logits, torch.zeros_like(real_logits)) + bce(fake_logits, torch.ones_like(fake_logits))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            # generator: wants D to call its images real (the non-saturating loss of the paper)
+            gen_logits = discriminator.logits(fake)
+            loss_g = bce(gen_logits, torch.zeros_like(gen_logits))
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            step += 1
+            done += 1
+            losses = {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
+                      "d_real": torch.sigmoid(real_logits).mean().item(),  # P(fake) on real faces: low is right
+                      "d_fake": torch.sigmoid(fake_logits).mean().item()}  # P(fake) on generated: high is right
+            window.add(losses)
+            for k, v in losses.items():
+                sums[k] += v
+            if step % int(config["log_every"]) == 0:
+                writer.add_scalar("loss/discriminator", losses["loss_d"], step)
+                writer.add_scalar("loss/generator", losses["loss_g"], step)
+                writer.add_scalar("p_fake/real", losses["d_real"], step)
+                writer.add_scalar("p_fake/generated", losses["d_fake"], step)
+            bar.update(1)
+            bar.set_postfix(d=f"{losses['loss_d']:.3f}", g=f"{losses['loss_g']:.3f}", refresh=False)
+        if done == 0:
+            break
+        if not stopped:  # an epoch cut short by --minutes is not counted: --resume redoes it
+            epoch += 1
+        name = f"epoch_{epoch:03d}.png" if not stopped else f"epoch_{epoch + 1:03d}_partial.png"
+        for k, v in sums.items():
+            writer.add_scalar(f"epoch/{k}", v / done, step)
+        generator.eval()
+        with torch.no_grad():
+            grid = _grid(generator(fixed_noise))
+        writer.add_image("samples/generated", grid, step, dataformats="HWC")
+        cv2.imwrite(str(samples_dir / name), grid[..., ::-1])
+        metrics = {"epoch": epoch, "loss_d": round(sums["loss_d"] / done, 4), "loss_g": round(sums["loss_g"] / done, 4),
+                   "p_fake_real": round(sums["d_real"] / done, 4), "p_fake_generated": round(sums["d_fake"] / done, 4)}
+        save()
+    bar.close()
+    if not run.latest_checkpoint():
+        save()
+    writer.flush()
+    writer.close()
+
+    windows = window.summary()
+    for k, v in first_losses.items():
+        if k in windows:
+            windows[k] = (v, windows[k][1])
+    if windows:
+        echo(f"losses (mean of first -> last {window.size} steps): " + ", ".join(f"{k} {a:.4f} -> {b:.4f}" for k, (a, b) in windows.items()))
+    echo(f"checkpoint {run.checkpoint_path()} (epoch {epoch}, step {step}, {time.time() - started:.0f}s); "
+         f"samples in {samples_dir}; TensorBoard: tensorboard --logdir {run.path}")
+    return {"epoch": epoch, "step": step, "losses": windows, "metrics": metrics, "seconds": time.time() - started,
+            "checkpoint": str(run.checkpoint_path()), "run_dir": str(run.path)}
+
+
+def load_generator(checkpoint_path):
+    """The generator saved beside a DCGAN discriminator checkpoint (weights_only load)."""
+    from train.common import load_checkpoint
+    from train.models.dcgan import build_generator
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    arch = checkpoint.get("extra", {}).get("generator_architecture")
+    state = checkpoint.get("extra_state", {}).get("generator")
+    if arch is None or state is None:
+        raise ValueError(f"{checkpoint_path} holds no DCGAN generator (was it written by `dfstream train gan`?)")
+    generator = build_generator(**arch)
+    generator.load_state_dict(state)
+    generator.eval()
+    return generator, checkpoint
+
+
+def write_samples(checkpoint_path, out_dir, count: int, seed: int = 0, scale: int = 1, pad: float = 0.0,
+                  batch_size: int = 64, echo=print) -> list[Path]:
+    """Write ``count`` generated faces as PNGs (BGR, like any image) to ``out_dir``.
+
+    The images are aligned crops at the GAN's geometry.  ``scale`` enlarges them and ``pad``
+    adds that share of the size on each side (edge pixels replicated), which helps a face
+    detector that does not expect a face filling the whole picture find them again --
+    how they can serve as extra fakes for detector training."""
+    import cv2
+    import torch
+
+    generator, _ = load_generator(checkpoint_path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch_gen = torch.Generator().manual_seed(int(seed))
+    written = []
+    with torch.no_grad():
+        for start in range(0, count, batch_size):
+            n = min(batch_size, count - start)
+            images = generator(torch.randn(n, generator.z_dim, generator=torch_gen))
+            images = ((images.permute(0, 2, 3, 1).numpy() + 1) * 127.5 + 0.5).clip(0, 255).astype(np.uint8)[..., ::-1]
+            for i, image in enumerate(images):
+                if scale > 1:
+                    image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+                if pad > 0:
+                    p = int(round(pad * image.shape[0]))
+                    image = cv2.copyMakeBorder(image, p, p, p, p, cv2.BORDER_REPLICATE)
+                path = out / f"dcgan_{seed:04d}_{start + i:06d}.png"
+                cv2.imwrite(str(path), np.ascontiguousarray(image))
+                written.append(path)
+    echo(f"wrote {len(written)} generated faces to {out}")
+    return written
+
+
+def main(argv=None) -> None:
+    from pipeline.cli_generate import train_gan_command
+
+    train_gan_command.main(args=argv, prog_name="python -m train.gan")
+
+
+if __name__ == "__main__":
+    main()
