@@ -83,6 +83,27 @@ def _model_metadata(name_or_path: str, kind: str):
         _fail(str(exc))
 
 
+def _one_shot_swapper(model: str, sources: tuple[str, ...], embedder: str | None):
+    """An insightface inswapper-style model: it is given the new face as photos, not trained on it."""
+    from engines.inswapper import is_inswapper_onnx, load_inswapper
+    from engines.metadata import MetadataError
+
+    if not sources or not embedder:
+        _fail("a one-shot swapper needs both --swap-source IMAGE and --embedder MODEL")
+    for path in (model, embedder, *sources):
+        if not Path(path).is_file():
+            _fail(f"file not found: {path}")
+    if not is_inswapper_onnx(model):
+        _fail(f"{model} is not an inswapper-style model (inputs: a face crop and an identity vector)")
+    try:
+        engine = load_inswapper(model, embedder, list(sources))  # fails early and clearly on a bad photo
+    except MetadataError as exc:
+        _fail(str(exc))
+    metadata = engine.metadata
+    engine.close()
+    return str(model), metadata
+
+
 def _check_output_pattern(pattern: str | None, streams: list[StreamInfo]) -> None:
     if pattern is None:
         return
@@ -135,6 +156,10 @@ def cli(log_level: str) -> None:
               help="Run a face swapper instead of the detector and paste the swapped faces back into the video.")
 @click.option("--detector", "swap_detector", metavar="MODEL",
               help="With --swap: also score each swapped face with this detector (a live self-check).")
+@click.option("--swap-source", "swap_sources", multiple=True, metavar="IMAGE",
+              help="With an insightface inswapper-style --swap model: photo(s) of the face to put in (repeatable).")
+@click.option("--embedder", "embedder", metavar="MODEL",
+              help="With --swap-source: the ArcFace-style ONNX model that turns those photos into an identity.")
 @click.option("--swap-faces", default="all", show_default=True, metavar="all|largest|TRACK",
               help="With --swap: swap every face, only the largest, or only the face with this track id.")
 @click.option("--engine", default="auto", show_default=True, type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]),
@@ -169,7 +194,7 @@ def cli(log_level: str) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-draw", is_flag=True, help="Do not draw boxes and the HUD on the output video.")
 def run_command(sources, live, output, display, events_path, metrics_json, model, swap_model, swap_detector,
-                swap_faces, engine, face_detector, detect_every, classify_every, detect_size, replicas,
+                swap_sources, embedder, swap_faces, engine, face_detector, detect_every, classify_every, detect_size, replicas,
                 detect_replicas, infer_replicas, max_batch, batch_timeout_ms, threshold, queue_size, transport,
                 open_timeout, metrics_interval, no_progress, no_draw):
     """Run the pipeline on one or more sources.
@@ -196,7 +221,10 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
     _check_output_pattern(output, streams)
 
     swapping = swap_model is not None
-    model_path, metadata = _model_metadata(swap_model if swapping else model, KIND_SWAPPER if swapping else KIND_DETECTOR)
+    if swapping and (swap_sources or embedder):
+        model_path, metadata = _one_shot_swapper(swap_model, swap_sources, embedder)
+    else:
+        model_path, metadata = _model_metadata(swap_model if swapping else model, KIND_SWAPPER if swapping else KIND_DETECTOR)
     detector_path = _model_metadata(swap_detector, KIND_DETECTOR)[0] if swap_detector else None
     detector_kind, detector_file = _resolve_face_detector(face_detector)
 
@@ -223,7 +251,7 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
         ),
         batch=BatchConfig(max_batch=max_batch, timeout_ms=timeout_ms),
         infer=InferConfig(model_path=model_path, mode="swap" if swapping else "detect", engine=engine,
-                          detector_path=detector_path),
+                          detector_path=detector_path, swap_source=tuple(swap_sources), embedder_path=embedder),
         annotate=AnnotateConfig(
             threshold=threshold if threshold is not None else metadata.threshold,
             mode="swap" if swapping else "detect",

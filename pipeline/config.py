@@ -68,6 +68,8 @@ class InferConfig:
     engine: str = "auto"  # auto, tensorrt, onnxruntime, torch
     threads: int | None = None  # ONNX Runtime intra-op threads; None: the cores this process may use
     detector_path: str | None = None  # with mode=swap: also score the swapped faces
+    swap_source: tuple[str, ...] = ()  # one-shot (inswapper-style) swappers: photos of the new face
+    embedder_path: str | None = None  # and the identity embedding model for those photos
 
 
 @dataclass

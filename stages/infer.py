@@ -32,7 +32,12 @@ class InferStage(Stage):
         cfg = self.config
         kind = KIND_SWAPPER if cfg.mode == "swap" else KIND_DETECTOR
         try:
-            self.engine = load_engine(cfg.model_path, engine=cfg.engine, threads=cfg.threads, kind=kind)
+            if cfg.swap_source:
+                from engines.inswapper import load_inswapper
+
+                self.engine = load_inswapper(cfg.model_path, cfg.embedder_path, list(cfg.swap_source), threads=cfg.threads)
+            else:
+                self.engine = load_engine(cfg.model_path, engine=cfg.engine, threads=cfg.threads, kind=kind)
             if cfg.mode == "swap" and cfg.detector_path:
                 self.detector = load_engine(cfg.detector_path, engine=cfg.engine, threads=cfg.threads, kind=KIND_DETECTOR)
         except MODEL_ERRORS as exc:

@@ -48,3 +48,27 @@ def test_a_detector_given_as_swapper_is_refused(tmp_path, tiny_detector):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "not a swapper model" in result.stderr
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_a_one_shot_inswapper_style_model_runs_with_a_source_photo(tmp_path):
+    from tests.test_inswapper import make_embedder, make_inswapper
+
+    swapper = make_inswapper(tmp_path / "inswapper.onnx")
+    embedder = make_embedder(tmp_path / "arcface.onnx")
+    photo = shared("real/facenet_pytorch/angelina_jolie__1.jpg")
+    result = run_dfstream("run", "-s", shared(TALKING_HEAD), "--swap", swapper, "--swap-source", photo,
+                          "--embedder", embedder, "--events", tmp_path / "ev.jsonl", "-o", tmp_path / "out.mp4")
+    assert result.returncode == 0, result.stderr
+    assert video_facts(tmp_path / "out.mp4").frames == video_facts(shared(TALKING_HEAD)).frames
+    records = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    assert records and all(r["swapped"] for r in records)
+
+
+def test_a_one_shot_swapper_without_its_embedder_is_refused(tmp_path):
+    from tests.test_inswapper import make_inswapper
+
+    swapper = make_inswapper(tmp_path / "inswapper.onnx")
+    result = run_dfstream("run", "-s", shared(TALKING_HEAD), "--swap", swapper, "--swap-source",
+                          shared("real/facenet_pytorch/angelina_jolie__1.jpg"), "-o", tmp_path / "out.mp4")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--embedder" in result.stderr
