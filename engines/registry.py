@@ -78,8 +78,17 @@ REGISTRY: dict[str, RegistryEntry] = {
             description="SCRFD-0.5G with 5 landmarks (insightface; non-commercial weights)",
             license="non-commercial research",
         ),
-        # The default deepfake "detector" (and later the "swapper") are added here as
-        # RegistryEntry(name=..., kind="detector", filename=..., sha256=..., ...).
+        RegistryEntry(
+            name="detector",
+            kind="detector",
+            filename="dfstream_detector_sbi_mnv3s_128.onnx",
+            sha256="b3df5053fd39d2d89abd859d7cba2515e6876fd41eb05c29293c761d58154926",
+            description="dfstream default deepfake detector: MobileNetV3-small, 128 px crops, self-blended images "
+                        "(see engines/weights/MODEL_CARD.md)",
+            license="research use: trained on ../shared data of mixed, partly unclear rights (see MODEL_CARD.md)",
+            packaged=True,
+        ),
+        # (later the "swapper") are added here as RegistryEntry(name=..., kind="swapper", ...).
     )
 }
 
