@@ -184,19 +184,25 @@ def cli(log_level: str) -> None:
 @click.option("--threshold", type=click.FloatRange(0, 1), help="P(fake) at which a face is called fake "
               "(default: the model's own threshold).")
 @click.option("--queue-size", default=8, show_default=True, type=click.IntRange(1),
-              help="Frames queued per hop between stages for file sources (live sources keep 1 and hand frames to face detection only when it is free).")
+              help="Frames queued per hop between stages for file sources (live sources keep 1, and hand a "
+                   "frame to face detection only when it is free).")
 @click.option("--transport", default="ipc", show_default=True, type=click.Choice(["ipc", "tcp"]),
               help="Private ipc:// sockets (default) or tcp:// on 127.0.0.1.")
 @click.option("--open-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds to wait for a network source or webcam to answer.")
 @click.option("--metrics-interval", default=5.0, show_default=True, type=click.FloatRange(0.5),
               help="Live runs print per-stage metrics this often (seconds).")
+@click.option("--preset", default=SinkConfig.preset, show_default=True,
+              type=click.Choice(["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"]),
+              help="x264 speed/size trade-off for --output; encoding is the most expensive stage on a CPU.")
+@click.option("--crf", default=SinkConfig.crf, show_default=True, type=click.IntRange(0, 51),
+              help="x264 quality for --output (lower is better and bigger).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-draw", is_flag=True, help="Do not draw boxes and the HUD on the output video.")
 def run_command(sources, live, output, display, events_path, metrics_json, model, swap_model, swap_detector,
                 swap_sources, embedder, swap_faces, engine, face_detector, detect_every, classify_every, detect_size, replicas,
                 detect_replicas, infer_replicas, max_batch, batch_timeout_ms, threshold, queue_size, transport,
-                open_timeout, metrics_interval, no_progress, no_draw):
+                open_timeout, metrics_interval, preset, crf, no_progress, no_draw):
     """Run the pipeline on one or more sources.
 
     \b
@@ -260,7 +266,7 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
             crop_margin=metadata.crop_margin,
             draw=not no_draw,
         ),
-        sink=SinkConfig(output_pattern=output, display=display, events_path=events_path),
+        sink=SinkConfig(output_pattern=output, display=display, events_path=events_path, preset=preset, crf=crf),
         detect_replicas=detect_replicas or replicas,
         infer_replicas=infer_replicas or replicas,
         queue_size=queue_size,
