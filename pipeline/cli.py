@@ -136,7 +136,7 @@ def cli(log_level: str) -> None:
 
 
 @cli.command("run")
-@click.option("-s", "--source", "sources", multiple=True, required=True, metavar="SOURCE",
+@click.option("-s", "--source", "sources", multiple=True, metavar="SOURCE",
               help="A video file, rtsp://..., http(s)://..., or a webcam (a device path such as /dev/video0, or an "
                    "index such as 0). Repeat for several streams in one run.")
 @click.option("--live", is_flag=True,
@@ -197,12 +197,17 @@ def cli(log_level: str) -> None:
               help="x264 speed/size trade-off for --output; encoding is the most expensive stage on a CPU.")
 @click.option("--crf", default=SinkConfig.crf, show_default=True, type=click.IntRange(0, 51),
               help="x264 quality for --output (lower is better and bigger).")
+@click.option("--plan-out", metavar="FILE", help="Do not run: write the stage graph (each replica's settings and "
+              "tcp:// endpoints) to FILE, to place stages on several hosts.")
+@click.option("--plan", "plan_file", metavar="FILE", help="Run the graph of a plan written by --plan-out (no -s needed).")
+@click.option("--external", multiple=True, metavar="LABEL", help="With --plan: this stage (e.g. 'detect[1]') is started "
+              "by hand, on its host, with `dfstream stage FILE LABEL`; the supervisor waits for it. Repeatable.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-draw", is_flag=True, help="Do not draw boxes and the HUD on the output video.")
 def run_command(sources, live, output, display, events_path, metrics_json, model, swap_model, swap_detector,
                 swap_sources, embedder, swap_faces, engine, face_detector, detect_every, classify_every, detect_size, replicas,
                 detect_replicas, infer_replicas, max_batch, batch_timeout_ms, threshold, queue_size, transport,
-                open_timeout, metrics_interval, preset, crf, no_progress, no_draw):
+                open_timeout, metrics_interval, preset, crf, plan_out, plan_file, external, no_progress, no_draw):
     """Run the pipeline on one or more sources.
 
     \b
@@ -215,6 +220,12 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
     from engines.metadata import KIND_DETECTOR, KIND_SWAPPER
     from pipeline.supervisor import run_pipeline
 
+    if plan_file:
+        _run_plan(plan_file, external)
+    if external:
+        _fail("--external is only used with --plan")
+    if not sources:
+        _fail("give at least one --source (or --plan FILE)")
     if not (output or display or events_path or metrics_json):
         _fail("nothing to write: give --output, --display, --events or --metrics-json")
     if swap_detector and not swap_model:
@@ -273,8 +284,10 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
         metrics_interval_s=metrics_interval,
         metrics_json=metrics_json,
         progress=not no_progress,
-        transport=transport,
+        transport="tcp" if plan_out else transport,
     )
+    if plan_out:
+        _write_plan(plan_out, config)
     result = run_pipeline(config)
     if result.error and result.exit_code != 130:
         _fail(result.error)  # one line: the partial outputs are already gone
@@ -287,6 +300,57 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
     if metrics_json:
         click.echo(f"wrote {metrics_json}")
     sys.exit(result.exit_code)
+
+
+def _write_plan(path: str, config: RunConfig) -> None:
+    from pipeline.graph import build_graph
+    from pipeline.plan import RunPlan, save_plan
+    from pipeline.transport import EndpointAllocator
+
+    endpoints = EndpointAllocator("tcp")
+    plan = RunPlan(endpoints.endpoint("control"), endpoints.endpoint("report"), [])
+    plan.specs = build_graph(config, endpoints, plan.control, plan.report)
+    save_plan(path, config, plan)
+    click.echo(f"wrote {path}: {len(plan.specs)} stages ({', '.join(s.label for s in plan.specs)})")
+    sys.exit(0)
+
+
+def _run_plan(path: str, external: tuple[str, ...]) -> None:
+    from pipeline.plan import PlanError, load_plan
+    from pipeline.supervisor import run_pipeline
+
+    try:
+        config, plan = load_plan(path)
+        result = run_pipeline(config, plan=plan, external=external)
+    except PlanError as exc:
+        _fail(str(exc))
+    if result.error and result.exit_code != 130:
+        _fail(result.error)
+    click.echo(_summary(result.metrics), err=True)
+    sys.exit(result.exit_code)
+
+
+@cli.command("stage")
+@click.argument("plan_file", metavar="PLAN")
+@click.argument("label")
+def stage_command(plan_file, label):
+    """Run one stage replica of a plan (written by `dfstream run --plan-out`) in this process.
+
+    \b
+    Example, with face detection on a second host:
+      host A: dfstream run -s rtsp://cam/1 -o out.mp4 --plan-out plan.json   # then edit detect[0]'s address
+      host B: dfstream stage plan.json 'detect[0]'
+      host A: dfstream run --plan plan.json --external 'detect[0]'
+    """
+    from pipeline.plan import PlanError, load_plan
+    from pipeline.runner import StageRunner
+
+    try:
+        _, plan = load_plan(plan_file)
+        spec = plan.spec(label)
+    except PlanError as exc:
+        _fail(str(exc))
+    sys.exit(StageRunner(spec).run())
 
 
 def _summary(metrics: dict) -> str:

@@ -47,7 +47,7 @@ class StageSpec:
     credit_inbox: str | None = None  # live sources: where detect replicas ask for frames
     credit_outboxes: dict[int, str] = field(default_factory=dict)  # detect in live runs: stream -> source's credit inbox
     report_interval_s: float = 1.0
-    parent_pid: int = field(default_factory=os.getpid)
+    parent_pid: int = 0  # the supervisor's pid when it launched this process (0: started by hand)
 
     @property
     def label(self) -> str:
@@ -148,7 +148,7 @@ class StageRunner:
                 self.stopping = True
             elif command == CONTROL_START:
                 self.started_flow = True
-        if os.getppid() != self.spec.parent_pid:
+        if self.spec.parent_pid and os.getppid() != self.spec.parent_pid:
             self.aborted = True  # the supervisor died: do not linger as an orphan
 
     def should_stop_sending(self) -> bool:

@@ -10,10 +10,11 @@ run (which must not lose frames) stops with an error.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import msgpack
 import zmq
@@ -21,9 +22,12 @@ import zmq
 from pipeline.config import RunConfig
 from pipeline.graph import build_graph
 from pipeline.metrics import RunMetrics, write_json
+from pipeline.plan import RunPlan
 from pipeline.runner import CONTROL_ABORT, CONTROL_START, CONTROL_STOP, StageSpec, run_stage_process
 from pipeline.transport import EndpointAllocator
 
+EXTERNAL_START_S = 120.0  # stages started by hand on other hosts must report this soon
+EXTERNAL_SILENCE_S = 15.0  # ... and then keep reporting (about once a second)
 GRACEFUL_STOP_S = 30.0  # after a stop request, abort if the graph has not drained by then
 ABORT_GRACE_S = 5.0  # after an abort, terminate processes that are still running
 
@@ -37,21 +41,29 @@ class RunResult:
 
 
 class Supervisor:
-    def __init__(self, config: RunConfig, out=sys.stderr):
+    def __init__(self, config: RunConfig, out=sys.stderr, plan: RunPlan | None = None, external: tuple[str, ...] = ()):
         self.config = config
         self.out = out
         self.context = multiprocessing.get_context("spawn")
         self.zmq = zmq.Context()
-        self.endpoints = EndpointAllocator(config.transport)
-        self.control_url = self.endpoints.endpoint("control")
-        self.report_url = self.endpoints.endpoint("report")
+        if plan is None:
+            self.endpoints = EndpointAllocator(config.transport)
+            plan = RunPlan(self.endpoints.endpoint("control"), self.endpoints.endpoint("report"), [])
+            plan.specs = build_graph(config, self.endpoints, plan.control, plan.report)
+        else:
+            self.endpoints = None  # the plan's author chose the endpoints
+        for label in external:
+            plan.spec(label)  # raises PlanError for a label that is not in the plan
+        self.external = set(external)  # started by hand (on other hosts), not by us
+        self.control_url, self.report_url = plan.control, plan.report
         self.control = self.zmq.socket(zmq.PUB)
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.bind(self.control_url)
         self.reports = self.zmq.socket(zmq.PULL)
         self.reports.setsockopt(zmq.LINGER, 0)
         self.reports.bind(self.report_url)
-        self.specs = build_graph(config, self.endpoints, self.control_url, self.report_url)
+        self.specs = plan.specs
+        self.last_heard: dict[str, float] = {}
         self.processes: dict[str, multiprocessing.Process] = {}
         self.exited: set[str] = set()
         self.ready: set[str] = set()
@@ -64,6 +76,7 @@ class Supervisor:
 
     # -- process management ---------------------------------------------------
     def _start(self, spec: StageSpec) -> None:
+        spec = replace(spec, parent_pid=os.getpid())  # it exits by itself if we die
         process = self.context.Process(target=run_stage_process, args=(spec,), name=f"dfstream-{spec.label}")
         process.start()
         self.processes[spec.label] = process
@@ -75,7 +88,8 @@ class Supervisor:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             for spec in reversed(self.specs):  # consumers first: their inboxes are bound before frames flow
-                self._start(spec)
+                if spec.label not in self.external:
+                    self._start(spec)
         finally:
             signal.signal(signal.SIGINT, previous)
 
@@ -106,6 +120,7 @@ class Supervisor:
             report = msgpack.unpackb(self.reports.recv())
             label = f"{report['stage']}[{report['replica']}]"
             kind = report["type"]
+            self.last_heard[label] = time.monotonic()
             if kind == "stats":
                 self.metrics.update(report)
             elif kind == "error":
@@ -123,8 +138,19 @@ class Supervisor:
         restartable = spec.stage in ("detect", "batch", "infer", "annotate")
         return restartable and self.restarts.get(spec.label, 0) < self.config.max_restarts
 
+    def _check_external(self, started: float) -> None:
+        now = time.monotonic()
+        for label in self.external - self.exited:
+            heard = self.last_heard.get(label)
+            if heard is None and now - started > EXTERNAL_START_S:
+                self.abort(f"stage {label} never reported: start it with `dfstream stage PLAN '{label}'`")
+            elif heard is not None and now - heard > EXTERNAL_SILENCE_S:
+                self.abort(f"stage {label} stopped reporting for {EXTERNAL_SILENCE_S:g} s")
+
     def _check_processes(self) -> None:
         for spec in self.specs:
+            if spec.label in self.external:
+                continue
             process = self.processes[spec.label]
             if process.is_alive() or spec.label in self.exited:
                 continue
@@ -153,6 +179,8 @@ class Supervisor:
             while len(self.exited) < len(self.specs):
                 self._drain_reports(100)
                 self._check_processes()
+                if self.abort_at is None:
+                    self._check_external(started)
                 now = time.monotonic()
                 if self.abort_at is None and len(self.ready) == len(self.specs):
                     self.control.send(CONTROL_START)  # repeated: a PUB message reaches only current subscribers
@@ -181,7 +209,8 @@ class Supervisor:
             self.control.close()
             self.reports.close()
             self.zmq.term()
-            self.endpoints.cleanup()
+            if self.endpoints is not None:
+                self.endpoints.cleanup()
         stopped = self.stop_requested_at is not None
         document = self.metrics.document(time.monotonic() - started, self.error, stopped)
         if self.config.metrics_json:
@@ -216,5 +245,5 @@ class Supervisor:
                     mininterval=1.0)
 
 
-def run_pipeline(config: RunConfig, out=sys.stderr) -> RunResult:
-    return Supervisor(config, out).run()
+def run_pipeline(config: RunConfig, out=sys.stderr, plan: RunPlan | None = None, external: tuple[str, ...] = ()) -> RunResult:
+    return Supervisor(config, out, plan, external).run()

@@ -1,0 +1,55 @@
+"""Plans: the stage graph in a file, and a stage started by hand as on another host."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from pipeline.plan import load_plan
+from tests.conftest import REPO, needs_shared_data, run_dfstream, shared
+from tests.video_helpers import video_facts
+
+CLIP = "real/liveportrait_driving_videos/d0.mp4"
+
+
+@needs_shared_data
+def test_plan_out_writes_every_replica_with_tcp_endpoints_and_reads_back(tmp_path, tiny_detector):
+    plan_file = tmp_path / "plan.json"
+    result = run_dfstream("run", "-s", shared(CLIP), "-m", tiny_detector, "--replicas", "2",
+                          "-o", tmp_path / "out.mp4", "--plan-out", plan_file)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "out.mp4").exists()  # a plan is not a run
+    config, plan = load_plan(plan_file)
+    labels = [s.label for s in plan.specs]
+    assert labels == ["source[0]", "detect[0]", "detect[1]", "batch[0]", "infer[0]", "infer[1]", "annotate[0]", "sink[0]"]
+    assert all(s.inbox.startswith("tcp://") for s in plan.specs if s.inbox)
+    assert config.streams[0].url == str(shared(CLIP))
+    assert plan.spec("detect[1]").config.crop_size == (64, 64)
+
+
+@needs_shared_data
+def test_a_stage_started_by_hand_joins_the_run_of_a_plan(tmp_path, tiny_detector):
+    plan_file = tmp_path / "plan.json"
+    out = tmp_path / "out.mp4"
+    assert run_dfstream("run", "-s", shared(CLIP), "-m", tiny_detector, "-o", out, "--plan-out", plan_file).returncode == 0
+    env = dict(os.environ)
+    remote = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stage", str(plan_file), "detect[0]"],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        result = run_dfstream("run", "--plan", plan_file, "--external", "detect[0]", timeout=180)
+        assert result.returncode == 0, result.stderr
+        assert remote.wait(timeout=30) == 0
+    finally:
+        if remote.poll() is None:
+            remote.kill()
+    assert video_facts(out).frames == video_facts(shared(CLIP)).frames
+
+
+@needs_shared_data
+def test_an_unknown_external_stage_is_refused(tmp_path, tiny_detector):
+    plan_file = tmp_path / "plan.json"
+    assert run_dfstream("run", "-s", shared(CLIP), "-m", tiny_detector, "-o", tmp_path / "o.mp4",
+                        "--plan-out", plan_file).returncode == 0
+    result = run_dfstream("run", "--plan", plan_file, "--external", "detect[7]")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "detect[7]" in result.stderr
