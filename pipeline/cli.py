@@ -46,6 +46,30 @@ def _probe_sources(sources: tuple[str, ...], live: bool, open_timeout: float) ->
     return streams
 
 
+def _check_x_display(name: str, timeout: float = 3.0) -> None:
+    """Fail in one line when the X server in DISPLAY does not take connections (OpenCV's Qt
+    would otherwise abort the sink process with a page of Qt messages)."""
+    import re
+    import socket
+
+    match = re.fullmatch(r"(?:(unix|[^:/]*)/?)?:(\d+)(?:\.\d+)?", name)
+    if match is None:
+        return  # a form we do not parse: let the window library judge
+    host, number = match.group(1) or "", int(match.group(2))
+    try:
+        if host in ("", "unix"):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(timeout)
+                try:  # Linux X servers listen on an abstract socket and on the path
+                    sock.connect(f"\0/tmp/.X11-unix/X{number}")
+                except OSError:
+                    sock.connect(f"/tmp/.X11-unix/X{number}")
+        else:
+            socket.create_connection((host, 6000 + number), timeout=timeout).close()
+    except OSError as exc:
+        _fail(f"--display: cannot connect to the X display {name} ({exc.strerror or exc})")
+
+
 def _resolve_face_detector(choice: str) -> tuple[str, str | None]:
     """(detector kind, model path) for --face-detector."""
     from engines.registry import REGISTRY, ModelIntegrityError, ModelNotFoundError, resolve
@@ -234,6 +258,8 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
         _fail(f"--swap-faces must be all, largest or a track id, not {swap_faces!r}")
     if display and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
         _fail("--display needs a screen (DISPLAY is not set)")
+    if display and sys.platform.startswith("linux"):
+        _check_x_display(os.environ["DISPLAY"])
     streams = _probe_sources(sources, live, open_timeout)
     _check_output_pattern(output, streams)
 
@@ -285,6 +311,7 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
         metrics_json=metrics_json,
         progress=not no_progress,
         transport="tcp" if plan_out else transport,
+        open_timeout_s=open_timeout,
     )
     if plan_out:
         _write_plan(plan_out, config)

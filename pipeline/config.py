@@ -119,6 +119,7 @@ class RunConfig:
     metrics_json: str | None = None
     progress: bool = True
     transport: str = "ipc"  # ipc or tcp (127.0.0.1)
+    open_timeout_s: float = 10.0  # --open-timeout: network sources and webcams, in the probe and in the source stage
     max_restarts: int = 3  # per stage, live runs only
 
     @property

@@ -26,6 +26,10 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
     annotate_in = endpoints.endpoint("annotate")
     sink_in = endpoints.endpoint("sink")
 
+    def source_config(stream):
+        return SourceConfig(stream=stream, open_timeout_s=config.open_timeout_s,
+                            read_timeout_s=max(config.open_timeout_s, 10.0))
+
     def spec(stage, replica, stage_config, inbox, outbox, eos_per_stream):
         return StageSpec(
             stage=stage,
@@ -41,7 +45,7 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
         )
 
     specs = [
-        spec("source", s.stream_id, SourceConfig(stream=s), None, detect_in, 0) for s in config.streams
+        spec("source", s.stream_id, source_config(s), None, detect_in, 0) for s in config.streams
     ]
     specs += [spec("detect", i, config.detect, url, [batch_in], 1) for i, url in enumerate(detect_in)]
     if config.live:

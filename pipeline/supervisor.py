@@ -28,6 +28,7 @@ from pipeline.transport import EndpointAllocator
 
 EXTERNAL_START_S = 120.0  # stages started by hand on other hosts must report this soon
 EXTERNAL_SILENCE_S = 15.0  # ... and then keep reporting (about once a second)
+STARTUP_S = 180.0  # a stage that has not opened (models, sources, windows) by then is stuck
 GRACEFUL_STOP_S = 30.0  # after a stop request, abort if the graph has not drained by then
 ABORT_GRACE_S = 5.0  # after an abort, terminate processes that are still running
 
@@ -147,6 +148,12 @@ class Supervisor:
             elif heard is not None and now - heard > EXTERNAL_SILENCE_S:
                 self.abort(f"stage {label} stopped reporting for {EXTERNAL_SILENCE_S:g} s")
 
+    def _check_startup(self, started: float) -> None:
+        if len(self.ready) < len(self.specs) and time.monotonic() - started > STARTUP_S:
+            stuck = [s.label for s in self.specs if s.label not in self.ready and s.label not in self.external]
+            if stuck:
+                self.abort(f"stage {', '.join(stuck)} did not start within {STARTUP_S:g} s")
+
     def _check_processes(self) -> None:
         for spec in self.specs:
             if spec.label in self.external:
@@ -181,6 +188,7 @@ class Supervisor:
                 self._check_processes()
                 if self.abort_at is None:
                     self._check_external(started)
+                    self._check_startup(started)
                 now = time.monotonic()
                 if self.abort_at is None and len(self.ready) == len(self.specs):
                     self.control.send(CONTROL_START)  # repeated: a PUB message reaches only current subscribers
@@ -242,7 +250,7 @@ class Supervisor:
         from tqdm import tqdm
 
         return tqdm(total=sum(counts), unit="frame", desc="dfstream", file=self.out, dynamic_ncols=True,
-                    mininterval=1.0)
+                    mininterval=1.0, disable=not getattr(self.out, "isatty", lambda: False)())
 
 
 def run_pipeline(config: RunConfig, out=sys.stderr, plan: RunPlan | None = None, external: tuple[str, ...] = ()) -> RunResult:

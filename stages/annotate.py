@@ -138,7 +138,8 @@ class AnnotateStage(Stage):
         if self.config.draw:
             self._draw_faces(message)
             if self.config.hud:
-                fps, latency = self.meters[message.stream_id].add(started, started - message.capture_time)
+                # the rate frames were captured at (what the viewer gets), not annotate's burst rate
+                fps, latency = self.meters[message.stream_id].add(message.capture_time, started - message.capture_time)
                 self._draw_hud(message, fps, latency)
         message.crops = None  # the sink needs only the picture
         message.timings.append(StageTiming(self.name, started, time.time()))

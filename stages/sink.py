@@ -15,6 +15,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import cv2  # noqa: F401  before av, see below
 import av
 import numpy as np
 
@@ -22,9 +23,14 @@ from pipeline.config import SinkConfig, StreamInfo
 from pipeline.messages import EndOfStream, FrameMessage, Packet
 from pipeline.stage import Stage, StageError
 
+# cv2 is imported before av on purpose: both wheels bundle a libxcb-shm-0be6dfbf.so.0
+# (same name, different builds: OpenCV's uses the system libxcb, PyAV's its own copy).
+# With PyAV's loaded first, OpenCV's Qt gets it, mixes two libxcbs, and the --display
+# window hangs forever inside cv2.namedWindow (spinning in xcb_wait_for_reply).
+
 CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
-AUDIO_LEAD_S = 0.5
-TIMING_SAMPLES = 20000  # latency and stage-time samples kept for the percentiles  # mux audio up to this far ahead of the video written so far
+AUDIO_LEAD_S = 0.5  # mux audio up to this far ahead of the video written so far
+TIMING_SAMPLES = 20000  # latency and stage-time samples kept for the percentiles
 
 
 def output_path(pattern: str, stream: StreamInfo) -> Path:
@@ -162,7 +168,8 @@ class SinkStage(Stage):
             import cv2
 
             for stream in self.streams.values():
-                cv2.namedWindow(self._window(stream), cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+                # GUI_NORMAL: no Qt toolbar eating into the picture
+                cv2.namedWindow(self._window(stream), cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
                 cv2.resizeWindow(self._window(stream), min(stream.width, 1280), min(stream.height, 720))
 
     def process(self, packet: Packet) -> list[Packet]:

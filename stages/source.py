@@ -78,7 +78,7 @@ def _open_container(url: str, kind: str, open_timeout: float, read_timeout: floa
         return av.open(url, options=options, timeout=(open_timeout, read_timeout))
     except StageError:
         raise
-    except (av.error.TimeoutError, TimeoutError):
+    except (av.error.TimeoutError, av.error.ExitError, TimeoutError):  # ExitError: PyAV's timeout= fired
         raise StageError(f"{url} did not answer within {open_timeout:g} s") from None
     except av.error.InvalidDataError:
         if kind == SOURCE_FILE and _looks_like_mp4(path):
@@ -188,6 +188,8 @@ class SourceStage(Stage):
         self._reader: threading.Thread | None = None
         self._stop = threading.Event()
         self._first_pts: int | None = None
+        self._last_pts: int | None = None
+        self._last_index = 0
 
     # -- life cycle ---------------------------------------------------------
     def open(self) -> None:
@@ -264,7 +266,7 @@ class SourceStage(Stage):
                 yield frame
                 if self._stop.is_set():
                     return
-        except (av.error.TimeoutError, TimeoutError):
+        except (av.error.TimeoutError, av.error.ExitError, TimeoutError):  # ExitError: PyAV's timeout= fired
             raise StageError(f"{url} stopped sending frames (no data for {self.config.read_timeout_s:g} s)") from None
         except av.error.FFmpegError as exc:
             raise StageError(f"{url}: decoding failed after {self.frames_decoded} frames ({exc.strerror or exc})") from None
@@ -294,15 +296,29 @@ class SourceStage(Stage):
         except Exception as exc:  # the reader must always release the stage
             self._slot.finish(f"{self.stream.url}: {type(exc).__name__}: {exc}")
 
+    def _live_pts(self, pts: int | None, time_base: Fraction, index: int) -> int:
+        """Cameras and RTSP count from an arbitrary origin, and FFmpeg gives RTSP's first
+        frame no pts at all: restart at 0, fill a missing pts from the frame index, and
+        always move forward, so the sink's encoder never sees a repeated timestamp."""
+        step = max(1, round(1 / ((self.stream.fps or 30.0) * time_base)))
+        expected = 0 if self._last_pts is None else self._last_pts + max(1, index - self._last_index) * step
+        if pts is None:
+            pts = expected
+        else:
+            if self._first_pts is None:
+                self._first_pts = pts - expected
+            pts -= self._first_pts
+            if self._last_pts is not None and pts <= self._last_pts:
+                pts = self._last_pts + 1
+        self._last_pts, self._last_index = pts, index
+        return pts
+
     def _message(self, frame: av.VideoFrame, capture_time: float, index: int) -> FrameMessage:
         started = time.time()
-        pts = frame.pts
-        if self.stream.kind in LIVE_KINDS and pts is not None:
-            # cameras and RTSP count from an arbitrary origin: restart at 0 for the output
-            if self._first_pts is None:
-                self._first_pts = pts
-            pts -= self._first_pts
         time_base = frame.time_base or Fraction(*self.stream.time_base)
+        pts = frame.pts
+        if self.stream.kind in LIVE_KINDS:
+            pts = self._live_pts(pts, time_base, index)
         image = frame.to_ndarray(format="bgr24")
         message = FrameMessage(
             stream_id=self.stream.stream_id,
