@@ -235,6 +235,8 @@ class StageRunner:
             error = str(exc)
             raise
         finally:
+            if stage.warning:
+                self.report("warning", message=stage.warning)
             if not self.aborted and self.outbox is not None:
                 stream = stage.stream.stream_id
                 self.outbox.broadcast(EndOfStream(stream, stage.frames_sent, stage.dropped, error), self.should_stop_sending)

@@ -126,6 +126,8 @@ class Supervisor:
                 self.metrics.update(report)
             elif kind == "error":
                 self.abort(report["message"])
+            elif kind == "warning":
+                print(f"dfstream: warning: {report['message']}", file=self.out)
             elif kind == "stop_request":
                 self.request_stop("window closed: stopping")
             elif kind == "ready":

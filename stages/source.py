@@ -181,6 +181,7 @@ class SourceStage(Stage):
         self.stream = config.stream
         self.container = None
         self.finished = False
+        self.warning: str | None = None  # why a live stream ended early, if it did
         self.frames_sent = 0
         self.frames_decoded = 0
         self._frames = None
@@ -224,8 +225,10 @@ class SourceStage(Stage):
                 item = self._slot.take(timeout=0)
             if item is None:
                 self.finished = True
-                if self._slot.error:
+                if self._slot.error and self.frames_sent == 0:
                     raise StageError(self._slot.error)
+                # a camera that goes quiet mid-run ends its stream; what was recorded is kept
+                self.warning = self._slot.error
                 return []
             frame, capture_time, index = item
         else:
