@@ -122,3 +122,32 @@ def test_temporal_model_trains_on_video_sequences_and_scores_a_sequence(tmp_path
     scorer = load_temporal(last, expect_input=(48, 48))
     score = scorer.score_sequence(np.zeros((5, 48, 48, 3), np.uint8))
     assert 0.0 <= score <= 1.0
+
+
+@needs_data
+def test_init_from_warm_starts_weights_with_a_fresh_schedule(tmp_path):
+    """--init-from: a new run that starts from another run's weights, at step 0, with its own optimiser and LR schedule."""
+    from pipeline.cli_detector import train_detector_command
+    from train.detector import main
+
+    images = tmp_path / "real"
+    images.mkdir()
+    for name in ("obama3.jpg", "train__obama__obama.jpg", "train__biden__biden.jpg", "test__alex_lacamoire1.jpg"):
+        (images / name).symlink_to(DATA / "real/face_recognition_examples" / name)
+    common = ["--real", str(images), "--cache-dir", str(tmp_path / "cache"), "--no-progress"] + TINY
+    first = CliRunner().invoke(train_detector_command, common + ["--run-dir", str(tmp_path / "a"), "--steps", "4"])
+    assert first.exit_code == 0, first.output
+    source = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    assert source["step"] == 4
+
+    # lr 0: the weights cannot move, so the new run's parameters must be exactly the source's
+    with pytest.raises(SystemExit) as done:
+        main(common + ["--run-dir", str(tmp_path / "b"), "--steps", "2", "--lr", "0",
+                       "--init-from", str(tmp_path / "a" / "checkpoints" / "last.pt")])
+    assert done.value.code == 0
+    warm = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert warm["step"] == 2  # counted from 0, not continued from 4
+    assert warm["scheduler"]["last_epoch"] == 2  # a fresh schedule (warm-up starts again)
+    assert warm["metadata"]["training"]["init_from"].endswith("last.pt")
+    params = [k for k in source["state_dict"] if "running_" not in k and "num_batches_tracked" not in k]
+    assert params and all(torch.equal(source["state_dict"][k], warm["state_dict"][k]) for k in params)

@@ -9,6 +9,8 @@ Run folder (``--run-dir``)::
     config.json                  the configuration used (config.resume-N.json on resume)
     events.out.tfevents.*        TensorBoard: loss, lr, accuracy, val AUC/loss, sample crops with scores
     checkpoints/last.pt          dfstream-checkpoint-v1, model + optimizer + step (for --resume)
+                                 (--init-from CKPT instead starts a new run from CKPT's weights only:
+                                 fresh optimiser and learning-rate schedule, step 0)
     checkpoints/step00001000.pt  periodic snapshots
     faces.json                   which media files were used for training / validation
 
@@ -59,6 +61,7 @@ DEFAULTS = dict(
     log_every=20,
     checkpoint_every=250,
     time_limit=None,  # minutes: stop (and checkpoint) after this much wall time
+    init_from=None,  # checkpoint whose weights start this run (fresh optimiser, schedule and step count)
     name="dfstream-detector",
 )
 
@@ -208,11 +211,18 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     step, epoch = 0, 0
-    if resume:
-        last = run.latest_checkpoint()
-        if last is not None:
-            step, epoch = common.resume_from(common.load_checkpoint(last), model, optimizer, scheduler)
-            log.info("resumed from %s at step %d", last, step)
+    last = run.latest_checkpoint() if resume else None
+    if last is not None:
+        step, epoch = common.resume_from(common.load_checkpoint(last), model, optimizer, scheduler)
+        log.info("resumed from %s at step %d", last, step)
+    elif cfg["init_from"]:
+        # warm start: weights only; the optimiser, the schedule (warm-up + cosine) and the step count start afresh
+        init = common.load_checkpoint(cfg["init_from"])
+        saved_arch = init.get("architecture") or {}
+        if saved_arch.get("backbone", cfg["backbone"]) != cfg["backbone"]:
+            raise ValueError(f"--init-from {cfg['init_from']} is a {saved_arch.get('backbone')} checkpoint, not {cfg['backbone']}")
+        model.load_state_dict(init["state_dict"])
+        log.info("initialised from %s (its step %s); fresh optimiser and schedule", cfg["init_from"], init.get("step"))
     writer = common.tensorboard_writer(run.path, purge_step=step if step else None)
     training_info = {
         "command": run.config.get("command", ""),
@@ -223,6 +233,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         "backbone": cfg["backbone"],
         "pretrained": bool(cfg["pretrained"]),
     }
+    if cfg["init_from"]:
+        training_info["init_from"] = str(cfg["init_from"])
 
     def save(path, extra=None):
         info = dict(training_info, steps=step, epoch=epoch)
@@ -288,10 +300,22 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     return run.checkpoint_path()
 
 
+INIT_FROM_OPTION = dict(default=None, type=str,
+                        help="Checkpoint whose weights start a new run (fresh optimiser, learning-rate schedule and step count; "
+                             "unlike --resume, which continues the old schedule).")
+
+
 def main(argv=None):
+    import copy
+
+    import click
+
     from pipeline.cli_detector import train_detector_command
 
-    train_detector_command.main(args=argv, prog_name="python -m train.detector")
+    command = copy.copy(train_detector_command)
+    if not any(p.name == "init_from" for p in command.params):
+        command.params = [*command.params, click.Option(["--init-from"], **INIT_FROM_OPTION)]
+    command.main(args=argv, prog_name="python -m train.detector")
 
 
 if __name__ == "__main__":
