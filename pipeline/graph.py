@@ -37,6 +37,7 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
             config=stage_config,
             inbox=inbox,
             outbox=outbox,
+            downstream=[],
             expected_eos={s: eos_per_stream for s in stream_ids} if inbox else {},
             hwm=hwm,
             live=config.live,
@@ -61,4 +62,7 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
     specs.append(spec("annotate", 0, annotate, annotate_in, [sink_in], config.infer_replicas))
     sink = replace(config.sink, streams=config.streams)
     specs.append(spec("sink", 0, sink, sink_in, [], 1))
+    label_of = {s.inbox: s.label for s in specs if s.inbox}
+    for s in specs:
+        s.downstream = [label_of[url] for url in s.outbox]
     return specs

@@ -27,7 +27,8 @@ from pipeline.transport import CreditInbox, CreditSender, Inbox, Outbox
 
 CONTROL_START = b"start"  # every stage is ready: sources may start reading
 CONTROL_STOP = b"stop"  # sources stop reading; everything already read still flows to the sink
-CONTROL_ABORT = b"abort"  # every stage stops now; outputs in progress are discarded
+CONTROL_ABORT = b"abort"
+CONTROL_EXITED = b"exited "  # + a stage label: that stage has taken all its input and left  # every stage stops now; outputs in progress are discarded
 
 
 @dataclass
@@ -39,6 +40,7 @@ class StageSpec:
     config: Any  # the stage's config dataclass
     inbox: str | None  # endpoint this replica binds (None for sources)
     outbox: list[str]  # endpoints of the downstream replicas (empty for the sink)
+    downstream: list[str]  # labels of those replicas: this one keeps its sockets open until they have left
     expected_eos: dict[int, int]  # stream id -> end-of-stream markers to wait for
     hwm: int
     control: str  # supervisor's PUB endpoint
@@ -102,6 +104,7 @@ class StageRunner:
         )
         self.stage: Stage | None = None
         self.started_flow = False  # supervisor said every stage is ready
+        self.downstream_exited: set[str] = set()
         self.stopping = False  # supervisor asked sources to stop reading
         self.aborted = False
         self.processed = 0  # frames handled
@@ -148,6 +151,8 @@ class StageRunner:
                 self.stopping = True
             elif command == CONTROL_START:
                 self.started_flow = True
+            elif command.startswith(CONTROL_EXITED):
+                self.downstream_exited.add(command[len(CONTROL_EXITED):].decode())
         if self.spec.parent_pid and os.getppid() != self.spec.parent_pid:
             self.aborted = True  # the supervisor died: do not linger as an orphan
 
@@ -194,8 +199,21 @@ class StageRunner:
                     self.report("error", message=f"{spec.label} could not close cleanly: {exc}")
             self.report_stats(final=True)
             self.report("exit", aborted=self.aborted)
+            self.wait_for_downstream()
             self.close_sockets()
         return code
+
+    def wait_for_downstream(self) -> None:
+        """Keep the connections open until every stage we feed has left.
+
+        ZeroMQ does not promise delivery once the sending process is gone: a message
+        still in the kernel's socket buffer, behind a receiver whose queue is full,
+        was seen to be dropped when the sender exited -- an end-of-stream marker lost
+        that way hangs the run.  So a stage leaves only after its consumers have."""
+        waiting = set(self.spec.downstream)
+        while waiting - self.downstream_exited and not self.aborted:
+            self.control.poll(100)
+            self.check_control()
 
     def run_source(self) -> None:
         stage = self.stage

@@ -23,7 +23,14 @@ from pipeline.config import RunConfig
 from pipeline.graph import build_graph
 from pipeline.metrics import RunMetrics, write_json
 from pipeline.plan import RunPlan
-from pipeline.runner import CONTROL_ABORT, CONTROL_START, CONTROL_STOP, StageSpec, run_stage_process
+from pipeline.runner import (
+    CONTROL_ABORT,
+    CONTROL_EXITED,
+    CONTROL_START,
+    CONTROL_STOP,
+    StageSpec,
+    run_stage_process,
+)
 from pipeline.transport import EndpointAllocator
 
 EXTERNAL_START_S = 120.0  # stages started by hand on other hosts must report this soon
@@ -194,6 +201,8 @@ class Supervisor:
                 now = time.monotonic()
                 if self.abort_at is None and len(self.ready) == len(self.specs):
                     self.control.send(CONTROL_START)  # repeated: a PUB message reaches only current subscribers
+                for label in self.exited:  # repeated too: upstream stages wait for these to close
+                    self.control.send(CONTROL_EXITED + label.encode())
                 if self.stop_requested_at is not None and self.abort_at is None:
                     self.control.send(CONTROL_STOP)  # late subscribers must hear it too
                     if now - self.stop_requested_at > GRACEFUL_STOP_S:

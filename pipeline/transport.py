@@ -117,7 +117,7 @@ class Inbox:
 class Outbox:
     """A stage's output: one connected PUSH socket per downstream replica."""
 
-    def __init__(self, context: zmq.Context, urls: Sequence[str], hwm: int, linger_ms: int = 10000,
+    def __init__(self, context: zmq.Context, urls: Sequence[str], hwm: int, linger_ms: int = -1,
                  small_buffers: bool = False):
         if not urls:
             raise TransportError("an outbox needs at least one downstream endpoint")
@@ -128,8 +128,11 @@ class Outbox:
             sock.setsockopt(zmq.SNDHWM, hwm)
             if small_buffers:
                 sock.setsockopt(zmq.SNDBUF, SMALL_SOCKET_BUFFER)
-            # linger: frames already handed to ZeroMQ must still reach the next
-            # stage after this one exits; bounded so a dead peer cannot hang us
+            # Linger without limit: the last frames and the end-of-stream marker must
+            # reach the next stage however long it stays busy (a slow encoder behind a
+            # bounded linger once lost an end-of-stream and hung the run). A dead or stuck
+            # peer is the supervisor's to end: it aborts (closing with linger 0) or
+            # terminates what is left when the run is over.
             sock.setsockopt(zmq.LINGER, linger_ms)
             sock.connect(url)
             self.sockets.append(sock)

@@ -140,3 +140,20 @@ def test_a_crashed_stage_is_restarted_in_a_live_run(tmp_path, tiny_detector):
     assert infer["frames"] > 0  # the new infer process took over the stream
     assert video_facts(tmp_path / "out.mp4").frames == metrics["streams"][0]["frames_written"]
     assert processes_with_env(marker) == []
+
+
+@needs_shared_data
+def test_four_live_streams_all_reach_the_end_and_the_run_exits(tmp_path, tiny_detector):
+    # Regression: a stage that exited right after its last send could lose that send
+    # (an end-of-stream marker) inside ZeroMQ, and the run then waited for ever.
+    clip = shared("real/liveportrait_driving_videos/d0.mp4")
+    for attempt in range(2):
+        out = tmp_path / str(attempt)
+        result = run_dfstream("run", *[a for _ in range(4) for a in ("-s", clip)], "--live", "-m", tiny_detector,
+                              "-o", out / "{index}.mp4", "--metrics-json", out / "m.json", timeout=90)
+        assert result.returncode == 0, result.stderr
+        streams = json.loads((out / "m.json").read_text())["streams"]
+        assert len(streams) == 4
+        for stream in streams:
+            assert stream["frames_written"] + stream["dropped"] == stream["frames_decoded"]
+            assert video_facts(out / f"{stream['stream_id']}.mp4").frames == stream["frames_written"]
