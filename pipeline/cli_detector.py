@@ -68,6 +68,8 @@ def _logging(verbose: bool) -> None:
 @click.option("--name", default="dfstream-detector", show_default=True, help="Model name written into its metadata.")
 @click.option("--run-dir", required=True, help="Run folder: config.json, checkpoints/, TensorBoard events.")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint.")
+@click.option("--init-from", default=None, help="Checkpoint whose weights start a new run (fresh optimiser, learning-rate "
+              "schedule and step count; unlike --resume, which continues the old schedule).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
 @click.option("-v", "--verbose", is_flag=True)
 def train_detector_command(run_dir, resume, progress, verbose, **options):

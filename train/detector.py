@@ -300,22 +300,10 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     return run.checkpoint_path()
 
 
-INIT_FROM_OPTION = dict(default=None, type=str,
-                        help="Checkpoint whose weights start a new run (fresh optimiser, learning-rate schedule and step count; "
-                             "unlike --resume, which continues the old schedule).")
-
-
 def main(argv=None):
-    import copy
-
-    import click
-
     from pipeline.cli_detector import train_detector_command
 
-    command = copy.copy(train_detector_command)
-    if not any(p.name == "init_from" for p in command.params):
-        command.params = [*command.params, click.Option(["--init-from"], **INIT_FROM_OPTION)]
-    command.main(args=argv, prog_name="python -m train.detector")
+    train_detector_command.main(args=argv, prog_name="python -m train.detector")
 
 
 if __name__ == "__main__":
