@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 SHARED ?= ../shared/data
 BIN     = $(VENV)/bin
-DEMO_SOURCES ?= -s $(SHARED)/real/ffpp_c23_originals/youtube_634.mp4 -s $(SHARED)/fake/ffpp_c23/FaceSwap_634_660.mp4
+DEMO_SOURCES ?= -s $(SHARED)/real/liveportrait_driving_videos/d20.mp4 -s $(SHARED)/fake/dfdc_train/widuwuoiur.mp4
 
 .PHONY: demo test venv system-deps models clean
 

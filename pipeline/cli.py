@@ -197,6 +197,8 @@ def cli(log_level: str) -> None:
               help="Score each tracked face every m-th frame (a multiple of k; default: k).")
 @click.option("--detect-size", default=640, show_default=True, type=click.IntRange(64),
               help="Frames are downscaled so their longer side is at most this before face detection.")
+@click.option("--min-face-score", default=DetectConfig.min_face_score, show_default=True, type=click.FloatRange(0, 1),
+              help="Face detector confidence below which a detection is ignored.")
 @click.option("--replicas", default=1, show_default=True, type=click.IntRange(1, 16),
               help="Processes for the face detect stage and for the infer stage.")
 @click.option("--detect-replicas", type=click.IntRange(1, 16), help="Face detect processes (overrides --replicas).")
@@ -229,7 +231,7 @@ def cli(log_level: str) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-draw", is_flag=True, help="Do not draw boxes and the HUD on the output video.")
 def run_command(sources, live, output, display, events_path, metrics_json, model, swap_model, swap_detector,
-                swap_sources, embedder, swap_faces, engine, face_detector, detect_every, classify_every, detect_size, replicas,
+                swap_sources, embedder, swap_faces, engine, face_detector, detect_every, classify_every, detect_size, min_face_score, replicas,
                 detect_replicas, infer_replicas, max_batch, batch_timeout_ms, threshold, queue_size, transport,
                 open_timeout, metrics_interval, preset, crf, plan_out, plan_file, external, no_progress, no_draw):
     """Run the pipeline on one or more sources.
@@ -289,6 +291,7 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
             detect_every=detect_every,
             classify_every=classify_every,
             detect_max_side=detect_size,
+            min_face_score=min_face_score,
             crop_size=tuple(metadata.input_size),
             crop_margin=metadata.crop_margin,
         ),

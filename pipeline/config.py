@@ -48,7 +48,7 @@ class DetectConfig:
     detect_every: int = 3  # run the face detector on every k-th frame, track in between
     classify_every: int = 3  # cut crops for the model on every m-th frame (a multiple of k)
     detect_max_side: int = 640  # frames are downscaled to this before face detection
-    min_face_score: float = 0.6
+    min_face_score: float = 0.8  # YuNet scores clear faces above 0.9; lower lets in corners and textures
     min_face_size: int = 24  # pixels, in the full frame; smaller faces are ignored
     max_faces: int = 8
     crop_size: tuple[int, int] = (224, 224)  # from the model's metadata
