@@ -35,6 +35,17 @@ def _model_search_path(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models on a shared machine: one thread is faster than oversubscribed cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_detector_onnx(directory: Path, name: str = "tiny", input_size=(64, 64), backbone="mobilenetv3_small_050") -> Path:
     """An untrained detector, exported with its metadata: exercises the plumbing, not accuracy."""
     import torch

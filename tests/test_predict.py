@@ -1,27 +1,18 @@
 """dfstream predict: per-face scores and a verdict for an image or a video; clear errors."""
 import json
-import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from train.common import data_root, save_checkpoint
+from tests.conftest import SHARED_DATA, needs_shared_data
+from train.common import save_checkpoint
 
-DATA = data_root()
-needs_data = pytest.mark.skipif(not (DATA / "real").is_dir(), reason=f"shared test data not found at {DATA} (set DFSTREAM_DATA)")
-os.environ.setdefault("DFSTREAM_MODELS", str(DATA / "models"))
+DATA = SHARED_DATA
+needs_data = needs_shared_data
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared machine: one thread is faster than oversubscribed cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_detector(path: Path, size: int = 64) -> Path:

@@ -1,6 +1,5 @@
 """Detector training: the loss falls, checkpoints and TensorBoard events appear, --resume continues."""
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -8,22 +7,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from train.common import RunDir, data_root, load_checkpoint, save_checkpoint
+from tests.conftest import SHARED_DATA, needs_shared_data
+from train.common import RunDir, load_checkpoint, save_checkpoint
 
-DATA = data_root()
-needs_data = pytest.mark.skipif(not (DATA / "real").is_dir(), reason=f"shared test data not found at {DATA} (set DFSTREAM_DATA)")
-os.environ.setdefault("DFSTREAM_MODELS", str(DATA / "models"))
+DATA = SHARED_DATA
+needs_data = needs_shared_data
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared machine: one thread is faster than oversubscribed cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = ["--backbone", "mobilenetv3_small_050", "--input-size", "64", "--batch-size", "8", "--workers", "0",
         "--threads", "1", "--log-every", "1", "--checkpoint-every", "2", "--val-fraction", "0.25", "--max-faces", "1"]
 
