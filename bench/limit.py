@@ -1,0 +1,91 @@
+"""The limit: decode -> BGR ndarray -> encode, one process, nothing in between.
+
+This is the least work any pipeline that reads a video and writes an annotated
+one must do: what dfstream's source and sink stages do with no stage between
+them.  Decoding is set up as the source stage sets it up (PyAV, frame+slice
+threads) and encoding goes through the sink's own :class:`stages.sink.VideoWriter`
+with the run's :class:`pipeline.config.SinkConfig` (libx264, its preset and crf),
+so the encoder settings are the pipeline's by construction.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+
+from pipeline.config import SinkConfig
+from pipeline.messages import FrameMessage
+
+
+def frame_message(frame: av.VideoFrame, image: np.ndarray, seq: int) -> FrameMessage:
+    """What the sink's writer needs from a decoded frame (pts and time base kept)."""
+    tb = frame.time_base
+    return FrameMessage(stream_id=0, seq=seq, frame_index=seq, pts=frame.pts,
+                        time_base=(tb.numerator, tb.denominator) if tb else (1, 90000),
+                        capture_time=time.time(), image=image)
+
+
+def open_decoder(path: str):
+    container = av.open(path)
+    video = container.streams.video[0]
+    video.thread_type = "AUTO"  # as stages.source.SourceStage.open does
+    return container, video
+
+
+def ms(values: list[float]) -> dict:
+    if not values:
+        return {"mean": None, "p50": None, "p99": None}
+    arr = np.asarray(values) * 1000.0
+    return {"mean": round(float(arr.mean()), 3), "p50": round(float(np.percentile(arr, 50)), 3),
+            "p99": round(float(np.percentile(arr, 99)), 3)}
+
+
+def run_limit(clip: str, out_dir: str, sink: SinkConfig | None = None) -> dict:
+    """Decode every frame of ``clip`` to bgr24 and encode it again; frames per second."""
+    from stages.sink import VideoWriter
+    from stages.source import probe
+
+    sink = sink or SinkConfig()
+    stream = probe(clip)
+    output = Path(out_dir) / "limit.mp4"
+    writer = VideoWriter(output, stream, sink)
+    container, video = open_decoder(clip)
+    decode_s, convert_s, encode_s = [], [], []
+    frames = 0
+    started, cpu0 = time.perf_counter(), time.process_time()
+    try:
+        decoder = container.decode(video)
+        while True:
+            t0 = time.perf_counter()
+            frame = next(decoder, None)
+            if frame is None:
+                break
+            t1 = time.perf_counter()
+            image = frame.to_ndarray(format="bgr24")
+            t2 = time.perf_counter()
+            writer.write(frame_message(frame, image, frames))
+            t3 = time.perf_counter()
+            decode_s.append(t1 - t0)
+            convert_s.append(t2 - t1)
+            encode_s.append(t3 - t2)
+            frames += 1
+        flush0 = time.perf_counter()
+        writer.finish(all_audio=True)
+        flush_s = time.perf_counter() - flush0
+    finally:
+        container.close()
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu0
+    return {
+        "frames": frames,
+        "seconds": round(elapsed, 3),
+        "fps": round(frames / elapsed, 2),
+        "cpu_s": round(cpu, 2),
+        "cpu_cores": round(cpu / elapsed, 2),
+        "parts_ms": {"decode": ms(decode_s), "to_bgr24": ms(convert_s), "encode": ms(encode_s)},
+        "encoder_flush_s": round(flush_s, 3),
+        "encoder": {"codec": sink.codec, "preset": sink.preset, "crf": sink.crf, "threads": sink.encode_threads or "auto"},
+        "output_bytes": output.stat().st_size if output.exists() else None,
+    }

@@ -1,0 +1,169 @@
+"""dfstream itself, run the way ``dfstream run`` runs it, with the clock started at the first frame.
+
+The configuration is built as the ``run`` command builds it (probed sources,
+the stage configs' defaults, the model's crop size and margin from its
+metadata, the batch timeout from the fastest live source) with only the swept
+knobs changed.  The supervisor is the pipeline's own, with two clocks added: the
+moment every stage has reported ready (sources start reading then) and the
+moment the sink has exited (last frame encoded, file closed).  Throughput is
+frames written over that span, so model loading and process start-up are not
+counted -- as they are not counted for the limit and the baseline either, whose
+clocks start at their first decoded frame.  Start-up is reported separately.
+"""
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+from bench.measure import cpu_s_of
+
+
+def _timed_supervisor_class():
+    from pipeline.supervisor import Supervisor
+
+    class TimedSupervisor(Supervisor):
+        """The pipeline's supervisor, noting when frames start to flow and when the sink is done."""
+
+        flow_started: float | None = None
+        sink_done: float | None = None
+        cpu_at_flow: float | None = None
+
+        def _drain_reports(self, timeout_ms: int) -> None:
+            super()._drain_reports(timeout_ms)
+            now = time.monotonic()
+            if self.flow_started is None and self.specs and len(self.ready) == len(self.specs):
+                self.flow_started = now
+                times = os.times()
+                self.cpu_at_flow = times.user + times.system + sum(
+                    cpu_s_of(p.pid) for p in self.processes.values() if p.pid
+                )
+            if self.sink_done is None and any(label.startswith("sink[") for label in self.exited):
+                self.sink_done = now
+
+    return TimedSupervisor
+
+
+def build_config(clips: list[str], live: bool, model_path: str, engine: str, face_detector: str,
+                 face_detector_path: str | None, out_dir: str, detect_every: int = 3,
+                 classify_every: int | None = None, detect_size: int = 640, replicas: int = 1,
+                 detect_replicas: int | None = None, infer_replicas: int | None = None,
+                 max_batch: int | None = None, transport: str = "ipc", queue_size: int | None = None,
+                 draw: bool = True, video_output: bool = True, batch_timeout_ms: float | None = None,
+                 preset: str | None = None, infer_threads: int | None = None):
+    """A RunConfig as ``dfstream run -s CLIP... -o OUT/{index}.mp4 [--live] ...`` would make it
+    (``video_output=False``: ``--events OUT/events.jsonl`` instead of ``-o``: no encoding)."""
+    from engines.metadata import KIND_DETECTOR, read_metadata
+    from pipeline.config import (AnnotateConfig, BatchConfig, DetectConfig, InferConfig, RunConfig,
+                                 SinkConfig)
+    from stages.source import probe
+
+    streams = [probe(path, i, paced=live) for i, path in enumerate(clips)]
+    names = [s.name for s in streams]
+    for stream in streams:
+        if names.count(stream.name) > 1:
+            stream.name = f"{stream.name}-{stream.stream_id}"
+    metadata = read_metadata(model_path).expect_kind(KIND_DETECTOR, model_path)
+    classify_every = classify_every or detect_every
+    if classify_every % detect_every:
+        raise ValueError(f"classify_every ({classify_every}) must be a multiple of detect_every ({detect_every})")
+    live_rates = [s.fps for s in streams if s.live and s.fps]
+    defaults = RunConfig(streams=[])
+    return RunConfig(
+        streams=streams,
+        detect=DetectConfig(face_detector=face_detector, face_detector_path=face_detector_path,
+                            detect_every=detect_every, classify_every=classify_every,
+                            detect_max_side=detect_size, crop_size=tuple(metadata.input_size),
+                            crop_margin=metadata.crop_margin),
+        batch=BatchConfig(max_batch=max_batch or BatchConfig().max_batch,
+                          timeout_ms=batch_timeout_ms if batch_timeout_ms is not None
+                          else (1000.0 / max(live_rates) if live_rates else 33.0)),
+        infer=InferConfig(model_path=model_path, mode="detect", engine=engine, threads=infer_threads),
+        annotate=AnnotateConfig(threshold=metadata.threshold, crop_size=tuple(metadata.input_size),
+                                crop_margin=metadata.crop_margin, draw=draw),
+        sink=SinkConfig(output_pattern=str(Path(out_dir) / "dfstream-{index}.mp4") if video_output else None,
+                        events_path=None if video_output else str(Path(out_dir) / "events.jsonl"),
+                        preset=preset or SinkConfig.preset),
+        detect_replicas=detect_replicas or replicas,
+        infer_replicas=infer_replicas or replicas,
+        queue_size=queue_size or defaults.queue_size,
+        progress=False,
+        transport=transport,
+    )
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    import numpy as np
+
+    return round(float(np.percentile(values, q)), 2) if values else None
+
+
+def run_dfstream(clips: list[str], **options) -> dict:
+    """Run the pipeline on ``clips`` (one stream each) and return its figures."""
+    config = build_config(clips, **options)
+    log = io.StringIO()
+    supervisor = _timed_supervisor_class()(config, out=log)
+    created = time.monotonic()
+    result = supervisor.run()
+    metrics = result.metrics
+    if result.error:
+        said = " | ".join(line for line in log.getvalue().splitlines()[-8:] if line.strip())
+        raise RuntimeError(f"dfstream run failed: {result.error}" + (f" (supervisor said: {said})" if said else ""))
+    times = os.times()
+    cpu_total = times.user + times.system + times.children_user + times.children_system
+    start, end = supervisor.flow_started, supervisor.sink_done
+    streams = metrics["streams"]
+    written = sum(s["frames_written"] or 0 for s in streams)
+    decoded = sum(s["frames_decoded"] or 0 for s in streams)
+    dropped = sum(s["dropped"] or 0 for s in streams)
+    span = (end - start) if start is not None and end is not None and end > start else metrics["wall_s"]
+    cpu_window = cpu_total - supervisor.cpu_at_flow if supervisor.cpu_at_flow is not None else None
+    stages = [
+        {k: row[k] for k in ("stage", "replica", "frames", "fps", "busy_pct", "cpu_s", "max_rss_mb")}
+        | {"extra": row.get("extra", {})}
+        for row in metrics["stages"]
+    ]
+    per_stream = []
+    for s in streams:
+        lat = s["latency_ms"] or {}
+        per_stream.append({
+            "name": s["name"], "live": s["live"], "frames_decoded": s["frames_decoded"],
+            "frames_written": s["frames_written"], "dropped": s["dropped"] or 0,
+            "dropped_pct": round(100.0 * (s["dropped"] or 0) / s["frames_decoded"], 2) if s["frames_decoded"] else None,
+            "latency_ms": {k: lat.get(k) for k in ("p50_ms", "p95_ms", "p99_ms")},
+        })
+    worst = lambda key: max((p["latency_ms"][key] for p in per_stream if p["latency_ms"][key] is not None), default=None)
+    return {
+        "streams": len(streams),
+        "live": config.live,
+        "frames": written,
+        "frames_decoded": decoded,
+        "dropped": dropped,
+        "dropped_pct": round(100.0 * dropped / decoded, 2) if decoded else None,
+        "seconds": round(span, 3),
+        "fps": round(written / span, 2) if span else None,
+        "fps_per_stream": round(written / span / len(streams), 2) if span else None,
+        "cpu_s": round(cpu_window, 2) if cpu_window is not None else None,
+        "cpu_cores": round(cpu_window / span, 2) if cpu_window is not None and span else None,
+        "startup_s": round(start - created, 2) if start is not None else None,
+        "run_wall_s": metrics["wall_s"],
+        "latency_ms": {"p50_ms": worst("p50_ms"), "p95_ms": worst("p95_ms"), "p99_ms": worst("p99_ms")},
+        "per_stream": per_stream,
+        "stages": stages,
+        "stage_ms": metrics.get("stage_ms", {}),
+        "wait_ms": metrics.get("wait_ms", {}),
+        "max_rss_mb_sum": metrics.get("max_rss_mb_sum"),
+        "restarts": metrics.get("restarts", 0),
+        "settings": {
+            "detect_every": config.detect.detect_every, "classify_every": config.detect.classify_every,
+            "detect_size": config.detect.detect_max_side, "detect_replicas": config.detect_replicas,
+            "infer_replicas": config.infer_replicas, "max_batch": config.batch.max_batch,
+            "batch_timeout_ms": round(config.batch.timeout_ms, 2), "transport": config.transport,
+            "queue_size": config.live_queue_size if config.live else config.queue_size,
+            "engine": config.infer.engine, "infer_threads": config.infer.threads or "usable cores",
+            "face_detector": config.detect.face_detector,
+            "output": "video" if config.sink.output_pattern else "events only (no encoding)",
+            "preset": config.sink.preset, "crf": config.sink.crf,
+        },
+    }

@@ -1,0 +1,489 @@
+"""The benchmark, end to end: one sitting, one process tree, one measurement at a time.
+
+Order: the limit (decode -> encode), the baseline (one-process loop), dfstream
+with its defaults and a sweep (replicas, detection interval, batch size), a live
+run paced at the clip's frame rate, live scaling over 1, 2, 4 ... streams until
+frames drop, and the stage micro-benchmarks.  Every ratio in the result is
+computed from figures measured in this same run, and says which ones.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import clips as clips_mod
+from bench import report
+from bench.measure import loadavg, machine_busy_s, measure
+
+PARTS = ("limit", "baseline", "dfstream", "sweep", "live", "scaling", "micro")
+DEFAULT_MODEL = "detector"  # the registry name `dfstream run` uses by default
+
+
+class BenchError(RuntimeError):
+    """Bad input to the benchmark: one line for the user."""
+
+
+@dataclass
+class BenchOptions:
+    clip: str | None = None
+    seconds: float | None = None  # None: 10 (3 with quick); 0: the whole clip
+    model: str = DEFAULT_MODEL
+    engine: str = "auto"
+    face_detector: str = "auto"
+    json_path: str | None = None
+    plot_path: str | None = None
+    quick: bool = False
+    parts: tuple[str, ...] = PARTS
+    max_streams: int = 8
+    out_dir: str | None = None
+    wait_idle: float | None = None  # wait before each measurement until other processes use less than this many cores
+    command: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+# -- inputs ----------------------------------------------------------------------------
+def _stand_in_detector() -> tuple[Path, Path]:
+    """An untrained detector with the shipped detector's architecture, input size and
+    margin (``train.detector.DEFAULTS``), exported to ONNX once and cached: the same
+    compute as the default model, for machines where it is not installed yet."""
+    import torch
+
+    from engines.export import export_checkpoint
+    from train.detector import DEFAULTS, make_metadata
+    from train.models import CHECKPOINT_FORMAT, build_model
+
+    cfg = dict(DEFAULTS, name=f"bench-stand-in-{DEFAULTS['backbone']}-untrained")
+    key = f"{DEFAULTS['backbone']}-{DEFAULTS['input_size']}-{DEFAULTS['margin']}"
+    folder = clips_mod.cache_dir() / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint, onnx_path = folder / f"stand-in-{key}.pt", folder / f"stand-in-{key}.onnx"
+    if not onnx_path.is_file():
+        torch.manual_seed(0)
+        architecture = {"family": "detector", "backbone": DEFAULTS["backbone"], "pretrained": False,
+                        "drop_rate": float(DEFAULTS["drop_rate"])}
+        model = build_model(architecture).eval()
+        metadata = make_metadata(cfg)
+        torch.save({"format": CHECKPOINT_FORMAT, "metadata": metadata.to_dict(), "architecture": architecture,
+                    "state_dict": model.state_dict()}, checkpoint)
+        export_checkpoint(checkpoint, onnx_path)
+    return onnx_path, checkpoint
+
+
+def resolve_model(name: str) -> dict:
+    from engines.metadata import KIND_DETECTOR, MetadataError, read_metadata
+    from engines.registry import ModelIntegrityError, ModelNotFoundError, resolve
+
+    try:
+        path = resolve(name)
+        note = "as given" if Path(name).expanduser().is_file() else f"registry model {name!r}"
+        checkpoint = str(path) if path.suffix.lower() in (".pt", ".pth", ".ckpt") else None
+        stand_in = False
+    except ModelNotFoundError as exc:
+        if name != DEFAULT_MODEL:
+            raise BenchError(str(exc)) from None
+        try:
+            onnx_path, pt = _stand_in_detector()
+        except ImportError as missing:
+            raise BenchError(f"the default detector is not installed ({exc}) and the stand-in needs torch and timm: "
+                             f"{missing}; give --model PATH") from None
+        path, checkpoint, stand_in = onnx_path, str(pt), True
+        note = ("STAND-IN: the default detector is not installed here; an untrained network with its "
+                "architecture, input size and margin (same compute)")
+    except ModelIntegrityError as exc:
+        raise BenchError(str(exc)) from None
+    try:
+        metadata = read_metadata(path).expect_kind(KIND_DETECTOR, path)
+    except MetadataError as exc:
+        raise BenchError(str(exc)) from None
+    return {"name": name, "path": str(path), "checkpoint": checkpoint, "stand_in": stand_in, "note": note,
+            "input_size": list(metadata.input_size), "crop_margin": metadata.crop_margin,
+            "architecture": metadata.architecture, "model_name": metadata.name}
+
+
+def resolve_face_detector(choice: str) -> dict:
+    """As ``dfstream run --face-detector`` resolves it (auto: YuNet if installed, else Haar)."""
+    import click
+
+    from pipeline.cli import _resolve_face_detector
+
+    try:
+        kind, path = _resolve_face_detector(choice)
+    except click.ClickException as exc:
+        raise BenchError(exc.message) from None
+    return {"choice": choice, "kind": kind, "path": path}
+
+
+def micro_detectors(chosen: dict, detect_size: int) -> list:
+    """(label, kind, path, max side) for each face detector found on this machine."""
+    from engines.registry import resolve
+
+    found = []
+    for name in ("yunet", "scrfd"):
+        try:
+            path = str(resolve(name))
+        except Exception:
+            path = chosen["path"] if chosen["kind"] == name else None
+        if path:
+            found.append((f"{name}@{detect_size}", name, path, detect_size))
+            if name == "yunet":
+                found.append(("yunet@full frame", name, path, None))
+        else:
+            found.append((f"{name}@{detect_size}", name, None, detect_size))  # reported as skipped
+    found.append((f"haar@{detect_size}", "haar", None, detect_size))
+    return found
+
+
+def micro_engines(model: dict, engine: str) -> list[tuple[str, str]]:
+    from engines.tensorrt_engine import tensorrt_missing
+
+    engines = [("onnxruntime", model["path"])]
+    if model["checkpoint"]:
+        engines.append(("torch", model["checkpoint"]))
+    if not tensorrt_missing() or engine == "tensorrt":
+        engines.append(("tensorrt", model["path"]))
+    return engines
+
+
+def sweep_plan(quick: bool, clip: dict, parts: tuple[str, ...]) -> list[tuple[str, str, dict]]:
+    """(name, what it shows, overrides of the defaults) for each dfstream configuration."""
+    full = max(clip["width"], clip["height"])
+    plan = []
+    if "dfstream" in parts:
+        plan += [
+            ("defaults", "dfstream run defaults: detect every 3rd frame on a 640 px copy, classify every 3rd, "
+                         "1 detect + 1 infer replica, batch 16", {}),
+            ("every frame", "detect and classify every frame (640 px detection)", {"detect_every": 1}),
+        ]
+        if not quick:
+            plan.append(("same work as baseline", "every frame, detection on the full frame: the baseline's work, "
+                                                  "only organised as a pipeline", {"detect_every": 1, "detect_size": full}))
+    if "sweep" in parts:
+        plan += [("replicas 2", "2 detect + 2 infer replicas", {"replicas": 2})]
+        if not quick:
+            plan += [
+                ("detect replicas 2", "2 detect replicas, 1 infer", {"detect_replicas": 2, "infer_replicas": 1}),
+                ("every frame, replicas 2", "every frame, 2 detect + 2 infer", {"detect_every": 1, "replicas": 2}),
+                ("detect every 6", "detect and classify every 6th frame", {"detect_every": 6}),
+                ("classify every 6", "detect every 3rd, classify every 6th", {"classify_every": 6}),
+                ("batch 1", "max batch 1 face", {"max_batch": 1}),
+                ("batch 4", "max batch 4 faces", {"max_batch": 4}),
+                ("tcp", "tcp://127.0.0.1 between stages instead of ipc", {"transport": "tcp"}),
+                ("infer threads 1", "one ONNX Runtime thread in the infer stage (no spinning thread pool)",
+                 {"infer_threads": 1}),
+            ]
+    return plan
+
+
+# Live settings that isolate the proposed pipeline patches: no batch wait for live streams
+# (the batch stage holds every analysed frame for a full frame interval, which never
+# gathers a second frame of a single stream), and one ONNX Runtime thread in the infer
+# stage (its idle thread pool spins ~40 ms of CPU after every small batch).
+PROPOSED = {"batch_timeout_ms": 0.0, "infer_threads": 1}
+LIVE_VARIANTS = [
+    ("batch timeout 0", {"batch_timeout_ms": 0.0}),
+    ("infer threads 1", {"infer_threads": 1}),
+    ("batch timeout 0, infer threads 1", PROPOSED),
+]
+SCALING_VARIANTS = [
+    ("batch timeout 0, infer threads 1", PROPOSED, True),
+    ("batch timeout 0, infer threads 1, events only (no video encoding)", PROPOSED, False),
+]
+
+
+# -- the run -----------------------------------------------------------------------------
+class Bench:
+    def __init__(self, options: BenchOptions, echo=None):
+        self.options = options
+        self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.step = 0
+
+    def wait_for_idle(self) -> dict:
+        """With --wait-idle N: wait (at most 10 minutes) until other processes use fewer than N cores."""
+        threshold = self.options.wait_idle
+        if not threshold:
+            return {}
+        import os
+
+        # niced processes give way to the benchmark's (unless it is niced itself): count the others only
+        niced = False if os.nice(0) == 0 else None
+        waited, started = None, time.monotonic()
+        while True:
+            b0, t0 = machine_busy_s(niced), time.monotonic()
+            time.sleep(2.0)
+            b1 = machine_busy_s(niced)
+            busy = (b1 - b0) / (time.monotonic() - t0) if b0 is not None and b1 is not None else 0.0
+            if busy < threshold or time.monotonic() - started > 600:
+                return {"busy_cores_before": round(busy, 2), "waited_s": round(time.monotonic() - started, 1),
+                        "busy_counted": "not niced" if niced is False else "all"}
+            if waited is None:
+                self.echo(f"      waiting for the machine to be idle ({busy:.2f} cores busy, want < {threshold})")
+                waited = True
+
+    def run_one(self, label: str, target: str, timeout_s: float, **kwargs) -> dict:
+        self.step += 1
+        idle = self.wait_for_idle()
+        self.echo(f"[{self.step:2d}] {label} (load {loadavg()[:1]}) ...")
+        result = measure(target, timeout_s=timeout_s, **kwargs)
+        if result.get("error") and target.endswith("run_dfstream"):
+            # once more: a run killed from outside (another user's SIGTERM) says nothing about dfstream
+            self.echo(f"     failed ({result['error']}); running it once more")
+            first = result["error"]
+            result = measure(target, timeout_s=timeout_s, **kwargs)
+            result["first_attempt_error"] = first
+        result.update(idle)
+        if result.get("error"):
+            self.echo(f"     FAILED: {result['error']}")
+        else:
+            bits = []
+            if result.get("fps") is not None:
+                bits.append(f"{result['fps']:.1f} fps")
+            lat = result.get("latency_ms") or {}
+            if lat.get("p99_ms") is not None:
+                bits.append(f"p50/p99 {lat['p50_ms']}/{lat['p99_ms']} ms")
+            if result.get("dropped") is not None and result.get("live"):
+                bits.append(f"{result['dropped']} dropped ({result.get('dropped_pct')}%)")
+            if result.get("cpu_cores") is not None:
+                bits.append(f"{result['cpu_cores']:.2f} cores")
+            if result.get("peak_rss_mb") is not None:
+                bits.append(f"peak {result['peak_rss_mb']:.0f} MB")
+            bits.append(f"others {result.get('others_busy_cores')} cores")
+            self.echo("     " + ", ".join(bits))
+        return result
+
+    def run(self) -> dict:
+        opts = self.options
+        started = _dt.datetime.now(_dt.timezone.utc)
+        seconds = opts.seconds if opts.seconds is not None else (3.0 if opts.quick else 10.0)
+        try:
+            clip = clips_mod.prepare_clip(opts.clip, seconds).to_dict()
+        except clips_mod.ClipError as exc:
+            raise BenchError(str(exc)) from None
+        model = resolve_model(opts.model)
+        face = resolve_face_detector(opts.face_detector)
+        from pipeline.config import DetectConfig, SinkConfig
+
+        sink = SinkConfig()
+        detect_size = DetectConfig().detect_max_side
+        doc: dict = {
+            "format": "dfstream-bench-v1",
+            "command": opts.command,
+            "started": started.isoformat(timespec="seconds"),
+            "load_at_start": loadavg(),
+            "machine": report.machine_info(),
+            "versions": report.versions(),
+            "clip": clip,
+            "model": model,
+            "face_detector": face,
+            "settings": {"engine": opts.engine, "quick": opts.quick, "seconds": seconds, "parts": list(opts.parts),
+                         "max_streams": opts.max_streams, "encoder": {"codec": sink.codec, "preset": sink.preset,
+                                                                     "crf": sink.crf},
+                         "wait_idle": opts.wait_idle},
+        }
+        if model["stand_in"]:
+            self.echo(f"note: {model['note']}: {model['path']}")
+        self.echo(f"clip: {clip['path']} ({clip['width']}x{clip['height']}, {clip['fps']:.2f} fps, {clip['frames']} frames)")
+        out_root = Path(opts.out_dir) if opts.out_dir else Path(tempfile.mkdtemp(prefix="dfstream-bench-"))
+        out_root.mkdir(parents=True, exist_ok=True)
+        budget = 300 + 30 * clip["seconds"]
+        common = dict(model_path=model["path"], engine=opts.engine, face_detector=face["kind"],
+                      face_detector_path=face["path"])
+
+        def out(name: str) -> str:
+            folder = out_root / name.replace(" ", "-").replace(",", "")
+            folder.mkdir(parents=True, exist_ok=True)
+            return str(folder)
+
+        try:
+            if "limit" in opts.parts:
+                doc["limit"] = self.run_one("limit: decode -> bgr24 -> encode, 1 process", "bench.limit:run_limit",
+                                            budget, clip=clip["path"], out_dir=out("limit"))
+            if "baseline" in opts.parts:
+                doc["baseline"] = self.run_one(
+                    "baseline: decode, detect + classify every frame, draw, encode, 1 process",
+                    "bench.baseline:run_baseline", budget * 3, clip=clip["path"], out_dir=out("baseline"), **common)
+            runs = []
+            for name, description, overrides in sweep_plan(opts.quick, clip, opts.parts):
+                result = self.run_one(f"dfstream {name}", "bench.pipeline_runs:run_dfstream", budget * 2,
+                                      clips=[clip["path"]], live=False, out_dir=out(f"dfstream-{name}"),
+                                      **common, **overrides)
+                runs.append({"name": name, "description": description, "overrides": overrides, **result})
+            if runs:
+                doc["dfstream"] = runs
+            if "live" in opts.parts or "scaling" in opts.parts:
+                live = self.run_one(f"live: 1 stream paced at {clip['fps']:.2f} fps, defaults",
+                                    "bench.pipeline_runs:run_dfstream", budget * 2, clips=[clip["path"]], live=True,
+                                    out_dir=out("live-1"), **common)
+                live["source_fps"] = clip["fps"]
+                doc["live"] = live
+                if "live" in opts.parts and not opts.quick:
+                    # the settings the proposed pipeline patches would make the default (see BENCHMARKS.md)
+                    variants = []
+                    for name, overrides in LIVE_VARIANTS:
+                        r = self.run_one(f"live: 1 stream, {name}", "bench.pipeline_runs:run_dfstream", budget * 2,
+                                         clips=[clip["path"]], live=True, out_dir=out(f"live-1-{name}"),
+                                         **common, **overrides)
+                        variants.append({"name": name, "overrides": overrides, **r})
+                    doc["live_variants"] = variants
+                if "scaling" in opts.parts:
+                    doc["scaling"] = self.scaling(live, clip, common, budget, out)
+                    most = max((s["streams"] for s in doc["scaling"] if _keeps_up(s)), default=0)
+                    if not opts.quick and most < 4:
+                        # what limits the stream count: the proposed settings, with and without video to encode
+                        doc["scaling_variants"] = [
+                            {"name": name, "overrides": overrides, "video_output": video,
+                             "runs": self.scaling(None, clip, common, budget, out, video_output=video,
+                                                  overrides=overrides, label=name)}
+                            for name, overrides, video in SCALING_VARIANTS
+                        ]
+            if "micro" in opts.parts:
+                doc["micro"] = self.micro(clip, model, face, detect_size)
+        finally:
+            if not opts.out_dir:
+                shutil.rmtree(out_root, ignore_errors=True)
+        doc["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        doc["load_at_end"] = loadavg()
+        doc["ratios"] = ratios(doc)
+        doc["targets"] = targets(doc)
+        return doc
+
+    def scaling(self, live: dict | None, clip: dict, common: dict, budget: float, out,
+                video_output: bool = True, overrides: dict | None = None, label: str = "") -> list[dict]:
+        """N copies of the clip as N live streams in one run: 1, 2, 4 ... until more than 1% drop."""
+        cap = min(self.options.max_streams, 2 if self.options.quick else self.options.max_streams)
+        what = f", {label}" if label else ""
+
+        def run(n: int) -> dict:
+            r = self.run_one(f"scaling: {n} live streams{what}", "bench.pipeline_runs:run_dfstream",
+                             budget * 2 + 20 * n, clips=[clip["path"]] * n, live=True,
+                             out_dir=out(f"live-{n}-{label or 'defaults'}"), video_output=video_output,
+                             **common, **(overrides or {}))
+            r.setdefault("streams", n)
+            return r
+
+        ok = _keeps_up
+        results = {1: dict(live, streams=1, note="the live run above") if live is not None else run(1)}
+
+        good, n = (1 if ok(results[1]) else 0), 1
+        while ok(results[n]) and n * 2 <= cap:
+            n *= 2
+            results[n] = run(n)
+            if ok(results[n]):
+                good = n
+        if not ok(results[n]) and n - good > 1 and good:
+            lo, hi = good, n  # find the largest count that still keeps up
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                results[mid] = run(mid)
+                lo, hi = (mid, hi) if ok(results[mid]) else (lo, mid)
+        return [results[k] for k in sorted(results)]
+
+    def micro(self, clip: dict, model: dict, face: dict, detect_size: int) -> dict:
+        quick = self.options.quick
+        micro = {}
+        r = self.run_one("micro: transport per hop (ipc, tcp; 720p, 1080p)", "bench.micro:run_transport", 600,
+                         quick=quick)
+        micro["transport"] = r.get("results") or [{"error": r.get("error")}]
+        micro["transport_load"] = {k: r.get(k) for k in ("load_before", "others_busy_cores")}
+        r = self.run_one("micro: face detection per detector", "bench.micro:run_face_detection", 600,
+                         clip=clip["path"], detectors=micro_detectors(face, detect_size), quick=quick)
+        micro["face_detection"] = r.get("results") or [{"error": r.get("error")}]
+        micro["face_detection_load"] = {k: r.get(k) for k in ("load_before", "others_busy_cores")}
+        r = self.run_one("micro: infer faces/s per engine and batch", "bench.micro:run_infer", 600,
+                         models=micro_engines(model, self.options.engine), quick=quick)
+        micro["infer"] = r.get("results") or [{"error": r.get("error")}]
+        micro["infer_load"] = {k: r.get(k) for k in ("load_before", "others_busy_cores")}
+        return micro
+
+
+# -- figures from figures --------------------------------------------------------------
+def _keeps_up(run: dict) -> bool:
+    """A live run that kept up: under 1% of its frames dropped."""
+    return not run.get("error") and run.get("dropped_pct") is not None and run["dropped_pct"] < 1.0
+
+
+def _fps(doc: dict, where: str) -> float | None:
+    if where in ("limit", "baseline"):
+        item = doc.get(where) or {}
+    else:
+        item = next((r for r in doc.get("dfstream", []) if r["name"] == where), {})
+    return None if item.get("error") else item.get("fps")
+
+
+def ratios(doc: dict) -> dict:
+    """Every ratio names the two figures (from this document) it was computed from."""
+    out = {}
+    runs = [r for r in doc.get("dfstream", []) if not r.get("error") and r.get("fps")]
+    best = max(runs, key=lambda r: r["fps"], default=None)
+    pairs = []
+    for name in ("defaults", "every frame", "same work as baseline"):
+        pairs += [(name, "baseline"), (name, "limit")]
+    if best is not None:
+        pairs += [(best["name"], "baseline"), (best["name"], "limit")]
+    pairs.append(("baseline", "limit"))
+    for num, den in pairs:
+        a, b = _fps(doc, num), _fps(doc, den)
+        if a and b:
+            label = f"{'dfstream ' + num if num not in ('baseline', 'limit') else num} / {den}"
+            ref = lambda n: f"{n}.fps" if n in ("baseline", "limit") else f"dfstream[{n}].fps"
+            out[label] = {"value": round(a / b, 3), "numerator": ref(num), "numerator_value": a,
+                          "denominator": ref(den), "denominator_value": b}
+    return out
+
+
+def targets(doc: dict) -> list[dict]:
+    found = []
+    r = doc.get("ratios", {})
+    clip = doc.get("clip", {})
+    on = f"{clip.get('width')}x{clip.get('height')} {clip.get('fps', 0):.2f} fps clip"
+    if "dfstream defaults / baseline" in r:
+        v = r["dfstream defaults / baseline"]["value"]
+        found.append({"target": "dfstream (defaults) >= 3x the baseline's fps", "measured": f"{v:.2f}x on {on}",
+                      "value": v, "met": v >= 3.0})
+    if "dfstream defaults / limit" in r:
+        v = r["dfstream defaults / limit"]["value"]
+        found.append({"target": "dfstream (defaults) >= 60% of the decode->encode limit",
+                      "measured": f"{100 * v:.0f}%", "value": v, "met": v >= 0.6})
+    live = doc.get("live")
+    if live and not live.get("error"):
+        p99 = live["latency_ms"]["p99_ms"]
+        found.append({"target": "live: p99 capture-to-output latency <= 100 ms", "measured": f"{p99} ms",
+                      "value": p99, "met": p99 is not None and p99 <= 100.0})
+        found.append({"target": f"live: no dropped frames at {live.get('source_fps', 0):.2f} fps",
+                      "measured": f"{live['dropped']} of {live['frames_decoded']}", "value": live["dropped"],
+                      "met": live["dropped"] == 0})
+    for variant in doc.get("live_variants") or []:
+        if variant.get("overrides") == PROPOSED and not variant.get("error"):
+            p99 = variant["latency_ms"]["p99_ms"]
+            found.append({"target": f"  (with {variant['name']}) live p99 <= 100 ms, no drops",
+                          "measured": f"{p99} ms, {variant['dropped']} dropped", "value": p99, "proposed": True,
+                          "met": p99 is not None and p99 <= 100.0 and variant["dropped"] == 0})
+    scaling = [s for s in doc.get("scaling") or [] if not s.get("error")]
+    if scaling:
+        keeping_up = [s["streams"] for s in scaling if s.get("dropped_pct") is not None and s["dropped_pct"] < 1.0]
+        most = max(keeping_up, default=0)
+        tried = max(s["streams"] for s in scaling)
+        found.append({"target": ">= 4 concurrent live streams with < 1% dropped frames",
+                      "measured": f"{most} streams (tried up to {tried})", "value": most, "met": most >= 4})
+    for variant in doc.get("scaling_variants") or []:
+        runs = [s for s in variant["runs"] if not s.get("error")]
+        if runs:
+            most = max((s["streams"] for s in runs if _keeps_up(s)), default=0)
+            found.append({"target": f"  (with {variant['name']}) >= 4 live streams, < 1% dropped"[:90],
+                          "measured": f"{most} streams (tried up to {max(s['streams'] for s in runs)})",
+                          "value": most, "proposed": True, "met": most >= 4})
+    return found
+
+
+def run_bench(options: BenchOptions, echo=None) -> dict:
+    """Run the benchmark; write --json / --plot; return the document."""
+    doc = Bench(options, echo).run()
+    if options.json_path:
+        report.write_json(options.json_path, doc)
+    if options.plot_path:
+        report.plot(options.plot_path, doc)
+    return doc
