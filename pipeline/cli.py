@@ -295,7 +295,8 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
             crop_size=tuple(metadata.input_size),
             crop_margin=metadata.crop_margin,
         ),
-        batch=BatchConfig(max_batch=max_batch, timeout_ms=timeout_ms),
+        batch=BatchConfig(max_batch=max_batch, timeout_ms=timeout_ms,
+                          live_streams=len(streams) if all(s.live for s in streams) else 0),
         infer=InferConfig(model_path=model_path, mode="swap" if swapping else "detect", engine=engine,
                           detector_path=detector_path, swap_source=tuple(swap_sources), embedder_path=embedder),
         annotate=AnnotateConfig(

@@ -59,6 +59,9 @@ class DetectConfig:
 class BatchConfig:
     max_batch: int = 16  # faces
     timeout_ms: float = 33.0  # send a partial batch this long after its first face arrived
+    # Live runs: send as soon as every live stream has a frame in the batch. The source hands
+    # detect one frame per stream at a time, so waiting longer only adds latency.
+    live_streams: int = 0
 
 
 @dataclass

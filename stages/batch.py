@@ -2,7 +2,8 @@
 
 A batch leaves when it holds ``max_batch`` faces, or ``timeout_ms`` after its
 first face arrived -- whichever comes first -- so a quiet stream never waits for
-a busy one.  Frames with no crops to classify are passed on at once.
+a busy one.  In a live run it also leaves once every live stream has a frame in
+it: no more faces can come before the next frame interval.  Frames with no crops to classify are passed on at once.
 """
 from __future__ import annotations
 
@@ -38,9 +39,13 @@ class BatchStage(Stage):
             message.timings.append(StageTiming(self.name, started, started))  # end set when the batch leaves
             self.pending.append(message)
             self.pending_faces += faces
-            if self.pending_faces >= self.config.max_batch:
+            if self.pending_faces >= self.config.max_batch or self._every_live_stream_waiting():
                 out.append(self._flush())
         return out
+
+    def _every_live_stream_waiting(self) -> bool:
+        live = self.config.live_streams
+        return live > 0 and len({m.stream_id for m in self.pending}) >= live
 
     def next_deadline(self) -> float | None:
         if self.first_face_at is None:

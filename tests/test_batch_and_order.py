@@ -52,3 +52,10 @@ def test_a_live_gap_can_be_skipped():
     order.push(_frame(2, 0))
     assert [m.seq for m in order.skip_gap()] == [2]
     assert order.push(_frame(1, 0)) == []  # too late: already given up on
+
+
+def test_a_live_batch_leaves_once_every_live_stream_has_a_frame_in_it():
+    stage = BatchStage(BatchConfig(max_batch=64, timeout_ms=10_000, live_streams=2))
+    assert stage.process([_frame(0, 1, stream=0)]) == []
+    out = stage.process([_frame(0, 1, stream=1)])
+    assert [(m.stream_id, m.seq) for m in out[0]] == [(0, 0), (1, 0)]
