@@ -173,6 +173,21 @@ def test_two_rtsp_streams_at_once_write_one_output_each(rtsp_ready, tiny_detecto
     assert sizes == {"head": (512, 512), "obama": (388, 512)}
 
 
+def test_swap_runs_on_an_rtsp_source(rtsp_ready, tiny_swapper, tiny_detector, clips, tmp_path):
+    with rtsp_server({"cam": clips["head"]}) as server:
+        run = run_cli(["run", "-s", server.url("cam"), "--swap", tiny_swapper, "--detector", tiny_detector,
+                       "-o", tmp_path / "swapped.mp4", "--events", tmp_path / "events.jsonl",
+                       "--metrics-json", tmp_path / "metrics.json", "--no-progress"], timeout=RUN_TIMEOUT_S)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.strays == []
+    stream = json.loads((tmp_path / "metrics.json").read_text())["streams"][0]
+    assert stream["frames_written"] + stream["dropped"] == stream["frames_decoded"]
+    images, _ = decode_frames(tmp_path / "swapped.mp4")
+    assert len(images) == stream["frames_written"] > 0
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert events and all(e["swapped"] and e["score"] is not None for e in events)
+
+
 def _assert_one_line_error(run, timeout: float) -> str:
     assert run.returncode != 0
     assert "Traceback" not in run.stderr
