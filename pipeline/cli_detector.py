@@ -44,6 +44,10 @@ def _logging(verbose: bool) -> None:
 @click.option("--data", multiple=True, help="Labelled folder (real/ and fake/ inside) or list file of 'path<TAB>label' lines. Repeatable.")
 @click.option("--real", multiple=True, help="Folder or file of real images/videos. Repeatable.")
 @click.option("--fake", multiple=True, help="Folder or file of fake images/videos. Repeatable.")
+@click.option("--extra-fakes", multiple=True, help="Folder of already aligned fake face crops (e.g. `dfstream train gan "
+              "--samples-out`, our swapper's output) added to the training fakes, without face detection. Repeatable.")
+@click.option("--extra-fakes-margin", type=float, default=1.3, show_default=True,
+              help="Alignment margin the --extra-fakes crops were cut with.")
 @click.option("--exclude", multiple=True, help="Glob of media to leave out (e.g. held-out clips). Repeatable.")
 @click.option("--sbi/--no-sbi", default=True, show_default=True, help="Synthesise fakes from real faces by self-blending.")
 @click.option("--backbone", default="mobilenetv3_small_100", show_default=True, help="Any timm model name (efficientnet_b0, xception41, resnet18, resnext50_32x4d ...).")

@@ -142,3 +142,32 @@ def test_init_from_warm_starts_weights_with_a_fresh_schedule(tmp_path):
     assert warm["metadata"]["training"]["init_from"].endswith("last.pt")
     params = [k for k in source["state_dict"] if "running_" not in k and "num_batches_tracked" not in k]
     assert params and all(torch.equal(source["state_dict"][k], warm["state_dict"][k]) for k in params)
+
+
+@needs_data
+def test_extra_fakes_are_aligned_crops_used_without_face_detection(tmp_path):
+    import cv2
+
+    from pipeline.cli_detector import train_detector_command
+    from train.datasets import cache_aligned_fakes, load_cached
+
+    fakes = tmp_path / "gan_samples"
+    fakes.mkdir()
+    noise = np.random.default_rng(0)
+    for i in range(5):  # blobs no face detector would accept: they must be used all the same
+        cv2.imwrite(str(fakes / f"{i}.png"), noise.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    record = cache_aligned_fakes(fakes, tmp_path / "cache", margin=1.3)
+    cached = load_cached([record])
+    assert len(cached["crops"]) == 5 and set(cached["labels"]) == {1}
+
+    images = tmp_path / "real"
+    images.mkdir()
+    for name in ("obama3.jpg", "train__biden__biden.jpg", "two_people.jpg"):
+        (images / name).symlink_to(DATA / "real/face_recognition_examples" / name)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(train_detector_command, ["--real", str(images), "--extra-fakes", str(fakes),
+                                                         "--run-dir", str(run), "--cache-dir", str(tmp_path / "cache"),
+                                                         "--no-progress", "--steps", "2", "--val-fraction", "0"] + TINY)
+    assert result.exit_code == 0, result.output
+    faces = json.loads((run / "faces.json").read_text())
+    assert any(r["path"] == str(fakes) and r["label"] == 1 for r in faces["train"])

@@ -149,6 +149,31 @@ def cache_faces(items: list[LabelledMedia], cache_dir: str | Path, every_n_frame
     return records
 
 
+def cache_aligned_fakes(folder: str | Path, cache_dir: str | Path, margin: float) -> dict:
+    """A record for a folder of face images that are *already aligned crops* (samples of our
+    DCGAN, swaps written by ``eval-swap``): no face detection -- such faces are often not
+    found by a detector at all -- the template landmarks at ``margin`` stand in for detected ones."""
+    files = [p for p in list_media(folder) if is_image(p)]
+    if not files:
+        raise FileNotFoundError(f"no images in {folder}")
+    key = hashlib.sha1(json.dumps([[str(p), p.stat().st_size, int(p.stat().st_mtime)] for p in files]
+                                  + [margin, CACHE_SIZE]).encode()).hexdigest()[:16]
+    target = Path(cache_dir) / f"aligned-{Path(folder).name[:40]}-{key}.npz"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        crops = []
+        for path in files:
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise ValueError(f"{path} is not an image file")
+            crops.append(cv2.resize(image, (CACHE_SIZE, CACHE_SIZE), interpolation=cv2.INTER_CUBIC))
+        landmarks = np.repeat(template_landmarks((CACHE_SIZE, CACHE_SIZE), margin)[None].astype(np.float32), len(crops), 0)
+        np.savez(target.with_suffix(".tmp.npz"), crops=np.asarray(crops, np.uint8), landmarks=landmarks,
+                 frames=np.zeros(len(crops), np.int64))
+        target.with_suffix(".tmp.npz").replace(target)
+    return {"path": str(folder), "label": 1, "file": str(target)}
+
+
 def load_cached(records: list[dict]) -> dict:
     """Concatenate cached records into arrays: crops, landmarks, labels, source id, frame index."""
     crops, lms, labels, src, frames = [], [], [], [], []

@@ -28,7 +28,7 @@ import numpy as np
 
 from engines.metadata import KIND_DETECTOR, ModelMetadata
 from train import common
-from train.datasets import FaceDataset, cache_faces, gather, load_cached, to_tensor
+from train.datasets import FaceDataset, cache_aligned_fakes, cache_faces, gather, load_cached, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ DEFAULTS = dict(
     data=[],  # labelled folders (real/, fake/) or list files (path<TAB>label)
     real=[],  # folders / files of real media
     fake=[],  # folders / files of fake media
+    extra_fakes=[],  # folders of already aligned fake face crops (our DCGAN samples, our swaps): training only
+    extra_fakes_margin=1.3,  # the alignment margin those crops were cut with
     exclude=[],  # glob patterns of media to leave out (held-out evaluation clips)
     sbi=True,
     backbone="mobilenetv3_small_100",
@@ -169,6 +171,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
 
     records = cache_faces(items, cache_dir, cfg["every_n_frames"], cfg["max_frames"], cfg["max_faces"], cfg["face_detector"], progress=bar)
     train_recs, val_recs = _split_by_source(records, float(cfg["val_fraction"]), int(cfg["seed"]))
+    # our own fakes only teach; validation stays on the media the user gave
+    train_recs += [cache_aligned_fakes(folder, cache_dir, float(cfg["extra_fakes_margin"])) for folder in cfg["extra_fakes"]]
     (run.path / "faces.json").write_text(json.dumps({"train": train_recs, "val": val_recs}, indent=1))
     train_cache = load_cached(train_recs)
     if len(train_cache["labels"]) == 0:
