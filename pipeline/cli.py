@@ -421,15 +421,8 @@ def _register_optional_commands() -> None:
         ("pipeline.cli_bench", "bench_command", cli, "bench"),
     ]
     for module_name, attribute, group, name in wiring:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        group.add_command(getattr(module, attribute), name)
-    if train_group.commands:
-        cli.add_command(train_group)
+        group.add_command(getattr(importlib.import_module(module_name), attribute), name)
+    cli.add_command(train_group)
 
 
 _register_optional_commands()
