@@ -29,7 +29,7 @@ from pipeline.config import AnnotateConfig, DetectConfig, SinkConfig
 
 def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_detector: str,
                  face_detector_path: str | None, sink: SinkConfig | None = None,
-                 detect_max_side: int | None = None) -> dict:
+                 detect_max_side: int | None = None, infer_threads: int | None = None) -> dict:
     """Decode, detect, align, classify, draw and encode every frame of ``clip`` in this process.
 
     ``detect_max_side``: None detects on the full frame (the obvious loop); a number
@@ -51,7 +51,7 @@ def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_det
     stream = probe(clip)
     load0 = time.perf_counter()
     detector = create_face_detector(face_detector, face_detector_path, detect_defaults.min_face_score)
-    model = load_engine(model_path, engine=engine, kind=KIND_DETECTOR)  # threads: the usable cores
+    model = load_engine(model_path, engine=engine, kind=KIND_DETECTOR, threads=infer_threads)  # None: usable cores
     load_s = time.perf_counter() - load0
     metadata = model.metadata
     crop_size = tuple(metadata.input_size)
@@ -118,6 +118,7 @@ def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_det
         "load_s": round(load_s, 2),
         "engine": model.describe(),
         "face_detector": face_detector,
+        "infer_threads": infer_threads or "usable cores",
         "detect_on": f"downscaled to {detect_max_side} px" if detect_max_side else "full frame",
         "output_bytes": output.stat().st_size if output.exists() else None,
     }

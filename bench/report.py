@@ -127,7 +127,9 @@ def results_rows(doc: dict) -> list[dict]:
     limit, baseline = doc.get("limit"), doc.get("baseline")
     base_fps = baseline.get("fps") if baseline and not baseline.get("error") else None
     limit_fps = limit.get("fps") if limit and not limit.get("error") else None
-    for name, item in [("limit (decode->encode)", limit), ("baseline (1 process)", baseline)] + [
+    for name, item in [("limit (decode->encode)", limit)] + [
+        (f"limit, {v['name']}", v) for v in doc.get("limit_variants", [])] + [("baseline (1 process)", baseline)] + [
+        (f"baseline, {v['name']}", v) for v in doc.get("baseline_variants", [])] + [
         (f"dfstream {r['name']}", r) for r in doc.get("dfstream", [])
     ]:
         if not item:
@@ -199,6 +201,11 @@ def table(doc: dict) -> str:
     lines.append("(fps: frames written per second from the first frame read to the output file closed; "
                  "cores: CPU seconds / those seconds, all processes; load: 1-min load average before the run; "
                  "others: cores busy with other processes meanwhile)")
+    repeated = [(name, item) for name, item in [("limit", doc.get("limit")), ("baseline", doc.get("baseline"))]
+                + [(f"dfstream {r['name']}", r) for r in doc.get("dfstream", [])] if item and item.get("fps_runs")]
+    if repeated:
+        lines.append("repeated runs (median shown above): " + "; ".join(
+            f"{name} " + "/".join(_f(v) for v in item["fps_runs"]) for name, item in repeated))
     runs = doc.get("dfstream", [])
     if runs:
         lines.append("")
@@ -267,14 +274,16 @@ def table(doc: dict) -> str:
             lines.append(f"{d['detector']:<22}{d['input']:>11}{_f(d['fps']):>8}{_f(d['ms_per_frame'], '{:.2f}'):>10}{_f(d['faces_per_frame'], '{:.2f}'):>13}")
     if micro.get("infer"):
         lines.append("")
-        lines.append(f"{'infer engine':<40}{'threads':>8}{'batch':>6}{'faces/s':>10}{'ms/batch':>10}{'CPU ms/batch, 1 per 100 ms':>28}")
+        lines.append(f"{'infer engine':<40}{'threads':>12}{'batch':>6}{'faces/s':>10}{'ms/batch':>10}{'CPU ms/batch, 1 per 100 ms':>28}")
         for i in micro["infer"]:
             if i.get("skipped") or i.get("error"):
                 lines.append(f"{i.get('engine', '?'):<40}  skipped: {i.get('skipped') or i.get('error')}")
                 continue
             where = i["backend"].rsplit(" on ", 1)[-1]
             threads = "auto" if i.get("threads") in (None, "usable cores") else str(i["threads"])
-            lines.append(f"{(i['engine'] + ' ' + where + ' ' + i['input'])[:39]:<40}{threads:>8}{i['batch']:>6}"
+            if i.get("spinning") is False:
+                threads += ",nospin"
+            lines.append(f"{(i['engine'] + ' ' + where + ' ' + i['input'])[:39]:<40}{threads:>12}{i['batch']:>6}"
                          f"{_f(i['faces_per_s']):>10}{_f(i['ms_per_batch'], '{:.2f}'):>10}"
                          f"{_f(i.get('cpu_ms_per_batch_every_100ms'), '{:.2f}'):>28}")
     if doc.get("ratios"):
@@ -333,28 +342,32 @@ def plot(path: str | Path, doc: dict) -> Path:
                  f"{doc.get('machine', {}).get('usable_cores')} CPU cores", fontsize=10)
     ax.set_xlim(0, max([r["fps"] for r in rows] + [1]) * 1.45)
     ax = axes[1]
-    if scaling:
-        n = [s["streams"] for s in scaling]
-        for key, style in (("p50_ms", "o-"), ("p95_ms", "s--"), ("p99_ms", "^-")):
-            ax.plot(n, [s["latency_ms"][key] for s in scaling], style, label=key.replace("_ms", ""))
-        for variant, style in zip(doc.get("scaling_variants") or [], ("x:", "+-.")):
-            runs = [s for s in variant["runs"] if not s.get("error")]
-            if runs:
-                ax.plot([s["streams"] for s in runs], [s["latency_ms"]["p99_ms"] for s in runs], style,
-                        label=f"p99, {variant['name']}"[:60])
+    series = [("defaults", scaling)] + [
+        (v["name"], [s for s in v["runs"] if not s.get("error")]) for v in doc.get("scaling_variants") or []]
+    series = [(name, runs) for name, runs in series if runs]
+    if series:
+        twin = ax.twinx()
+        colours = ("#2b6cd9", "#d9822b", "#3a9a3a", "#9a3a9a")
+        counts = sorted({s["streams"] for _, runs in series for s in runs})
+        for (name, runs), colour in zip(series, colours):
+            runs = sorted(runs, key=lambda s: s["streams"])
+            n = [s["streams"] for s in runs]
+            short = name.replace(", events only (no video encoding)", ", no video")
+            ax.plot(n, [s["latency_ms"]["p99_ms"] for s in runs], "o-", color=colour, label=f"p99, {short}")
+            ax.plot(n, [s["latency_ms"]["p50_ms"] for s in runs], ".:", color=colour, label=f"p50, {short}")
+            twin.plot(n, [s["dropped_pct"] or 0 for s in runs], "s--", color=colour, alpha=0.45,
+                      label=f"dropped %, {short}")
         ax.axhline(100, color="#aaaaaa", linestyle=":", linewidth=1)
         ax.set_xscale("log", base=2)
-        ax.set_xticks(n, [str(v) for v in n])
+        ax.set_xticks(counts, [str(v) for v in counts])
         ax.set_xlabel("concurrent live streams (paced at the clip's rate)")
-        ax.set_ylabel("capture-to-output latency, ms (worst stream)")
+        ax.set_ylabel("capture-to-output latency, ms (worst stream; log)")
         ax.set_yscale("log")
-        twin = ax.twinx()
-        twin.bar(n, [s["dropped_pct"] or 0 for s in scaling], width=[v * 0.25 for v in n], alpha=0.25, color="red",
-                 label="dropped %")
-        twin.set_ylabel("dropped frames, %")
+        twin.set_ylabel("dropped frames, % (dashed)")
+        twin.axhline(1.0, color="#ffaaaa", linestyle=":", linewidth=1)
         lines, labels = ax.get_legend_handles_labels()
         l2, lb2 = twin.get_legend_handles_labels()
-        ax.legend(lines + l2, labels + lb2, fontsize=8, loc="upper left")
+        ax.legend(lines + l2, labels + lb2, fontsize=6.5, loc="upper left")
         ax.set_title("live latency and drops per stream count", fontsize=10)
     else:
         ax.text(0.5, 0.5, "no scaling runs", ha="center", va="center")

@@ -50,10 +50,13 @@ def _command_line() -> str:
 @click.option("--max-streams", default=8, show_default=True, type=click.IntRange(1, 64),
               help="Most concurrent live streams the scaling part tries.")
 @click.option("--out-dir", metavar="DIR", help="Keep the encoded outputs here (default: a temporary folder, removed).")
+@click.option("--repeat", type=click.IntRange(1, 9), default=None,
+              help="Measure the limit, the baseline and dfstream's defaults this many times, interleaved, and keep "
+                   "each one's median (default 3, 1 with --quick).")
 @click.option("--wait-idle", type=click.FloatRange(0), default=None, metavar="CORES",
               help="Before each measurement wait (up to 10 min) until the machine has fewer than CORES cores busy.")
 def bench_command(clip, seconds, model, engine, face_detector, json_path, plot_path, quick, parts, max_streams,
-                  out_dir, wait_idle):
+                  out_dir, repeat, wait_idle):
     """Benchmark dfstream against the decode->encode limit and a single-process baseline.
 
     \b
@@ -88,7 +91,7 @@ def bench_command(clip, seconds, model, engine, face_detector, json_path, plot_p
         json_path = str(cache_dir() / "bench-results" / time.strftime("bench-%Y%m%d-%H%M%S.json"))
     options = BenchOptions(clip=clip, seconds=seconds, model=model, engine=engine, face_detector=face_detector,
                            json_path=json_path, plot_path=plot_path, quick=quick, parts=chosen,
-                           max_streams=max_streams, out_dir=out_dir, wait_idle=wait_idle, command=_command_line())
+                           max_streams=max_streams, out_dir=out_dir, wait_idle=wait_idle, repeat=repeat, command=_command_line())
     try:
         doc = run_bench(options)
     except BenchError as exc:

@@ -89,6 +89,7 @@ def test_ratios_come_from_figures_of_the_same_run(quick_run):
     doc = json.loads((tmp / "bench.json").read_text())
     fps = {"baseline.fps": doc["baseline"]["fps"], "limit.fps": doc["limit"]["fps"]}
     fps.update({f"dfstream[{r['name']}].fps": r["fps"] for r in doc["dfstream"]})
+    fps.update({f"baseline_variants[{r['name']}].fps": r["fps"] for r in doc.get("baseline_variants", [])})
     assert {"dfstream defaults / baseline", "dfstream defaults / limit"} <= set(doc["ratios"])
     for name, ratio in doc["ratios"].items():
         assert ratio["numerator_value"] == fps[ratio["numerator"]], name
