@@ -295,6 +295,9 @@ def table(doc: dict) -> str:
     if doc.get("targets"):
         lines.append("")
         lines.append("targets:")
+        if doc.get("settings", {}).get("quick"):
+            lines.append("  (--quick: a short clip, where pipeline fill and drain weigh more and each figure is one run;"
+                         " the targets are judged on a full run)")
         for t in doc["targets"]:
             mark = "MET   " if t["met"] else ("MISSED" if t["met"] is False else "n/a   ")
             lines.append(f"  {mark} {t['target']:<70} measured: {t['measured']}")
