@@ -78,7 +78,8 @@ def build_config(clips: list[str], live: bool, model_path: str, engine: str, fac
                             crop_margin=metadata.crop_margin),
         batch=BatchConfig(max_batch=max_batch or BatchConfig().max_batch,
                           timeout_ms=batch_timeout_ms if batch_timeout_ms is not None
-                          else (1000.0 / max(live_rates) if live_rates else 33.0)),
+                          else (1000.0 / max(live_rates) if live_rates else 33.0),
+                          live_streams=len(streams) if all(s.live for s in streams) else 0),
         infer=InferConfig(model_path=model_path, mode="detect", engine=engine, threads=infer_threads),
         annotate=AnnotateConfig(threshold=metadata.threshold, crop_size=tuple(metadata.input_size),
                                 crop_margin=metadata.crop_margin, draw=draw),

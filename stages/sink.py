@@ -15,7 +15,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-import cv2  # noqa: F401  before av, see below
+import cv2  # before av, see below
 import av
 import numpy as np
 
@@ -99,7 +99,12 @@ class VideoWriter:
             self.container.mux(packet)
 
     def write(self, message: FrameMessage) -> None:
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(message.image), format="bgr24")
+        image = np.ascontiguousarray(message.image)
+        if self.video.pix_fmt == "yuv420p":
+            # OpenCV converts a 720p frame in 0.3 ms, swscale's bgr24 path in 4.4 ms (dfstream bench)
+            frame = av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+        else:
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
         if message.pts is not None:
             frame.pts = message.pts
             frame.time_base = Fraction(*message.time_base)
