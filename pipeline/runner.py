@@ -9,6 +9,7 @@ ended, when the supervisor aborts the run, or when its parent process is gone
 """
 from __future__ import annotations
 
+import importlib
 import os
 import resource
 import signal
@@ -56,33 +57,23 @@ class StageSpec:
         return f"{self.stage}[{self.replica}]"
 
 
+# stage name -> (module, class); imported lazily so a stage process loads only its own stage
+STAGE_CLASSES = {
+    "source": ("stages.source", "SourceStage"),
+    "detect": ("stages.detect", "DetectStage"),
+    "batch": ("stages.batch", "BatchStage"),
+    "infer": ("stages.infer", "InferStage"),
+    "annotate": ("stages.annotate", "AnnotateStage"),
+    "sink": ("stages.sink", "SinkStage"),
+}
+
+
 def build_stage(spec: StageSpec) -> Stage:
     """The stage object for a spec; imports only what that stage needs."""
-    if spec.stage == "source":
-        from stages.source import SourceStage
-
-        return SourceStage(spec.config)
-    if spec.stage == "detect":
-        from stages.detect import DetectStage
-
-        return DetectStage(spec.config)
-    if spec.stage == "batch":
-        from stages.batch import BatchStage
-
-        return BatchStage(spec.config)
-    if spec.stage == "infer":
-        from stages.infer import InferStage
-
-        return InferStage(spec.config)
-    if spec.stage == "annotate":
-        from stages.annotate import AnnotateStage
-
-        return AnnotateStage(spec.config)
-    if spec.stage == "sink":
-        from stages.sink import SinkStage
-
-        return SinkStage(spec.config)
-    raise ValueError(f"unknown stage {spec.stage!r}")
+    if spec.stage not in STAGE_CLASSES:
+        raise ValueError(f"unknown stage {spec.stage!r}")
+    module_name, class_name = STAGE_CLASSES[spec.stage]
+    return getattr(importlib.import_module(module_name), class_name)(spec.config)
 
 
 class StageRunner:

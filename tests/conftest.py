@@ -46,27 +46,30 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def make_detector_onnx(directory: Path, name: str = "tiny", input_size=(64, 64), backbone="mobilenetv3_small_050") -> Path:
-    """An untrained detector, exported with its metadata: exercises the plumbing, not accuracy."""
+def export_untrained(directory: Path, name: str, architecture: dict, metadata) -> Path:
+    """Save an untrained model of ``architecture`` as a dfstream checkpoint and export it to ONNX."""
     import torch
 
     from engines.export import export_checkpoint
-    from engines.metadata import ModelMetadata
     from train.models import CHECKPOINT_FORMAT, build_model
 
     torch.manual_seed(0)
-    architecture = {"family": "detector", "backbone": backbone, "pretrained": False}
     model = build_model(architecture).eval()
-    metadata = ModelMetadata(kind="detector", name=name, input_size=input_size, crop_margin=1.3, architecture=backbone)
     checkpoint = directory / f"{name}.pt"
-    torch.save(
-        {"format": CHECKPOINT_FORMAT, "metadata": metadata.to_dict(), "architecture": architecture,
-         "state_dict": model.state_dict()},
-        checkpoint,
-    )
+    torch.save({"format": CHECKPOINT_FORMAT, "metadata": metadata.to_dict(), "architecture": architecture,
+                "state_dict": model.state_dict()}, checkpoint)
     onnx_path = directory / f"{name}.onnx"
     export_checkpoint(checkpoint, onnx_path)
     return onnx_path
+
+
+def make_detector_onnx(directory: Path, name: str = "tiny", input_size=(64, 64), backbone="mobilenetv3_small_050") -> Path:
+    """An untrained detector, exported with its metadata: exercises the plumbing, not accuracy."""
+    from engines.metadata import ModelMetadata
+
+    architecture = {"family": "detector", "backbone": backbone, "pretrained": False}
+    metadata = ModelMetadata(kind="detector", name=name, input_size=input_size, crop_margin=1.3, architecture=backbone)
+    return export_untrained(directory, name, architecture, metadata)
 
 
 @pytest.fixture(scope="session")
@@ -108,23 +111,12 @@ def processes_with_env(marker: str) -> list[int]:
 def make_swapper_onnx(directory: Path, name: str = "tiny-swapper", size: int = 64) -> Path:
     """An untrained face swapper, exported with its metadata: its output is not a face,
     which makes the swap easy to see in a test."""
-    import torch
-
-    from engines.export import export_checkpoint
     from engines.metadata import ModelMetadata
-    from train.models import CHECKPOINT_FORMAT, build_model
 
-    torch.manual_seed(0)
     architecture = {"family": "swapper", "input_size": size, "encoder_channels": [16, 32, 64, 64], "latent": 64}
-    model = build_model(architecture).eval()
     metadata = ModelMetadata(kind="swapper", name=name, input_size=(size, size), crop_margin=1.0, output="image",
                              extra={"identities": ["a", "b"], "target": "b"})
-    checkpoint = directory / f"{name}.pt"
-    torch.save({"format": CHECKPOINT_FORMAT, "metadata": metadata.to_dict(), "architecture": architecture,
-                "state_dict": model.state_dict()}, checkpoint)
-    onnx_path = directory / f"{name}.onnx"
-    export_checkpoint(checkpoint, onnx_path)
-    return onnx_path
+    return export_untrained(directory, name, architecture, metadata)
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.rtsp_server import stop_process
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("DFSTREAM_DATA", REPO.parent / "shared" / "data")).resolve()
 SHARED_MODELS = SHARED_DATA / "models"
@@ -366,13 +368,7 @@ def xvfb(size: str = "1280x800x24", start_timeout: float = 15.0):
         yield f":{number.strip().decode()}"
     finally:
         os.close(read_fd)
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stop_process(process)
 
 
 def parse_xwd(data: bytes) -> np.ndarray:

@@ -86,7 +86,8 @@ class RtspServer:
         return f"rtsp://{self.host}:{self.port}/{mount}"
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate, then kill after 5 s; close its pipes."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -131,7 +132,7 @@ def rtsp_server(mounts: dict[str, Path | str], port: int = 0, start_timeout: flo
                 line = process.stdout.readline()
                 break
         if not line.startswith("READY "):
-            _stop(process)
+            stop_process(process)
             error = process.stderr.read() if process.stderr and not process.stderr.closed else ""
             raise RuntimeError(f"RTSP server did not start (exit {process.returncode}): {line.strip()} {error[-2000:]}")
         bound = int(line.split()[1])
@@ -139,7 +140,7 @@ def rtsp_server(mounts: dict[str, Path | str], port: int = 0, start_timeout: flo
             raise RuntimeError(f"RTSP server on port {bound} does not accept connections")
         yield RtspServer(bound, process, mounts)
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 # -- the server side: run with /usr/bin/python3 -------------------------------------
