@@ -26,11 +26,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import REPO, SHARED_DATA, SHARED_MODELS
 from tests.rtsp_server import stop_process
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("DFSTREAM_DATA", REPO.parent / "shared" / "data")).resolve()
-SHARED_MODELS = SHARED_DATA / "models"
 MARKER_VAR = "DFSTREAM_TEST_MARKER"  # set in every CLI run started here; children inherit it
 
 
