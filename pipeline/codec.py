@@ -50,7 +50,7 @@ def _frame_header(msg: FrameMessage, buffers: list) -> dict:
         "pts": msg.pts,
         "tb": list(msg.time_base),
         "capture": msg.capture_time,
-        "image": _array_ref(msg.image, buffers),
+        "image": None if msg.image is None else _array_ref(msg.image, buffers),
         "crops": None if msg.crops is None else _array_ref(msg.crops, buffers),
         "faces": [f.to_dict() for f in msg.faces],
         "detected": msg.detected,

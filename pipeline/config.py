@@ -39,6 +39,10 @@ class SourceConfig:
     open_timeout_s: float = 10.0  # network sources that do not answer in time fail clearly
     read_timeout_s: float = 10.0
     decode_threads: int = 0  # 0: let FFmpeg choose
+    # Attach the picture only to every n-th frame. With no video output, no stage after
+    # detect needs pixels, so only the frames the face detector looks at carry them: the
+    # others skip the colour conversion and cross every hop as a few hundred bytes.
+    pixels_every: int = 1
 
 
 @dataclass
@@ -53,6 +57,7 @@ class DetectConfig:
     max_faces: int = 8
     crop_size: tuple[int, int] = (224, 224)  # from the model's metadata
     crop_margin: float = 1.0  # from the model's metadata
+    keep_image: bool = True  # False: drop the picture once crops are cut (no video output)
 
 
 @dataclass
@@ -124,6 +129,11 @@ class RunConfig:
     transport: str = "ipc"  # ipc or tcp (127.0.0.1)
     open_timeout_s: float = 10.0  # --open-timeout: network sources and webcams, in the probe and in the source stage
     max_restarts: int = 3  # per stage, live runs only
+
+    @property
+    def pixels_after_detect(self) -> bool:
+        """Whether any stage after detect needs the frames' pixels."""
+        return bool(self.sink.output_pattern or self.sink.display or self.infer.mode == "swap")
 
     @property
     def live(self) -> bool:

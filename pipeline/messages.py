@@ -77,7 +77,7 @@ class FrameMessage:
     pts: int | None
     time_base: tuple[int, int]
     capture_time: float  # wall clock when the source had the frame
-    image: np.ndarray  # H x W x 3 uint8, BGR
+    image: np.ndarray | None  # H x W x 3 uint8, BGR; None once no later stage needs pixels
     faces: list[Face] = field(default_factory=list)
     crops: np.ndarray | None = None  # N x h x w x 3 uint8 BGR, aligned
     detected: bool = False  # the face detector ran on this frame

@@ -41,12 +41,15 @@ class StageSpec:
     config: Any  # the stage's config dataclass
     inbox: str | None  # endpoint this replica binds (None for sources)
     outbox: list[str]  # endpoints of the downstream replicas (empty for the sink)
-    downstream: list[str]  # labels of those replicas: this one keeps its sockets open until they have left
+    downstream: list[str]  # labels of the replicas it feeds: this one keeps its sockets open until they have left
     expected_eos: dict[int, int]  # stream id -> end-of-stream markers to wait for
     hwm: int
     control: str  # supervisor's PUB endpoint
     report: str  # supervisor's PULL endpoint
     live: bool = False  # any live source: keep every queue short, latency matters more than throughput
+    # Endpoints that take the packets with no face crops (detect -> annotate): such frames
+    # have nothing for the stages in between. End-of-stream markers go both ways.
+    bypass: list[str] = field(default_factory=list)
     credit_inbox: str | None = None  # live sources: where detect replicas ask for frames
     credit_outboxes: dict[int, str] = field(default_factory=dict)  # detect in live runs: stream -> source's credit inbox
     report_interval_s: float = 1.0
@@ -89,6 +92,7 @@ class StageRunner:
         self.control.connect(spec.control)
         self.inbox = Inbox(self.context, spec.inbox, spec.hwm, spec.live) if spec.inbox else None
         self.outbox = Outbox(self.context, spec.outbox, spec.hwm, small_buffers=spec.live) if spec.outbox else None
+        self.bypass = Outbox(self.context, spec.bypass, spec.hwm, small_buffers=spec.live) if spec.bypass else None
         self.credit_inbox = CreditInbox(self.context, spec.credit_inbox, len(spec.outbox)) if spec.credit_inbox else None
         self.credit_sender = (
             CreditSender(self.context, spec.credit_outboxes, spec.replica) if spec.credit_outboxes else None
@@ -128,7 +132,7 @@ class StageRunner:
             active_s=(self.last_output or now) - (self.first_input or self.started) if self.first_input else 0.0,
             received=self.inbox.received if self.inbox else 0,
             inbox=self.spec.inbox,
-            sent=dict(zip(self.outbox.urls, self.outbox.sent)) if self.outbox else {},
+            sent={url: n for box in (self.outbox, self.bypass) if box for url, n in zip(box.urls, box.sent)},
             extra=self.stage.stats() if self.stage else {},
         )
 
@@ -153,8 +157,11 @@ class StageRunner:
 
     def emit(self, packets: list[Packet]) -> None:
         for packet in packets:
-            if self.outbox is not None and packet:
-                self.outbox.send(packet, self.should_stop_sending)
+            outbox = self.outbox
+            if self.bypass is not None and all(message.crops is None for message in packet):
+                outbox = self.bypass
+            if outbox is not None and packet:
+                outbox.send(packet, self.should_stop_sending)
             self.last_output = time.monotonic()
         if self.stage is not None and getattr(self.stage, "stop_requested", False):
             self.report("stop_request")
@@ -295,15 +302,17 @@ class StageRunner:
         self.emit(self.stage.end_of_stream(stream))
         if hasattr(self.stage, "stream_finished"):
             self.stage.stream_finished(info)
-        if self.outbox is not None:
-            self.outbox.broadcast(info, self.should_stop_sending)
+        for outbox in (self.outbox, self.bypass):
+            if outbox is not None:
+                outbox.broadcast(info, self.should_stop_sending)
         open_streams.discard(stream)
 
     def close_sockets(self) -> None:
         if self.inbox is not None:
             self.inbox.close()
-        if self.outbox is not None:
-            self.outbox.close(linger_ms=0 if self.aborted else None)
+        for outbox in (self.outbox, self.bypass):
+            if outbox is not None:
+                outbox.close(linger_ms=0 if self.aborted else None)
         for extra in (self.credit_inbox, self.credit_sender):
             if extra is not None:
                 extra.close()

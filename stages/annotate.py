@@ -130,6 +130,10 @@ class AnnotateStage(Stage):
     def annotate(self, message: FrameMessage) -> FrameMessage:
         started = time.time()
         self.trackers[message.stream_id].update(message)
+        if message.image is None:  # no video output: nothing to draw on
+            message.crops = None
+            message.timings.append(StageTiming(self.name, started, time.time()))
+            return message
         needs_pixels = self.config.draw or (self._paste is not None and message.crops is not None)
         if needs_pixels:
             message.image = np.array(message.image)  # received buffers are read-only

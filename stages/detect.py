@@ -48,6 +48,8 @@ class DetectStage(Stage):
             message.detected = True
             if force or message.seq % cfg.classify_every == 0:
                 self.cut_crops(message)
+        if not cfg.keep_image:
+            message.image = None
         message.timings.append(StageTiming(self.name, started, time.time()))
         return message
 

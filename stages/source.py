@@ -183,6 +183,7 @@ class SourceStage(Stage):
         self.finished = False
         self.warning: str | None = None  # why a live stream ended early, if it did
         self.frames_sent = 0
+        self.pictures_sent = 0  # frames sent with their pixels (see SourceConfig.pixels_every)
         self.frames_decoded = 0
         self._frames = None
         self._slot: _NewestFrameSlot | None = None
@@ -257,7 +258,7 @@ class SourceStage(Stage):
         return self._slot.dropped if self._slot is not None else 0
 
     def stats(self) -> dict:
-        return {"decoded": self.frames_decoded, "dropped": self.dropped}
+        return {"decoded": self.frames_decoded, "dropped": self.dropped, "pictures_sent": self.pictures_sent}
 
     # -- decoding -----------------------------------------------------------
     def _decode(self, video):
@@ -322,7 +323,10 @@ class SourceStage(Stage):
         pts = frame.pts
         if self.stream.kind in LIVE_KINDS:
             pts = self._live_pts(pts, time_base, index)
-        image = frame.to_ndarray(format="bgr24")
+        image = None
+        if self.frames_sent % self.config.pixels_every == 0:
+            image = frame.to_ndarray(format="bgr24")
+            self.pictures_sent += 1
         message = FrameMessage(
             stream_id=self.stream.stream_id,
             seq=self.frames_sent,

@@ -106,6 +106,36 @@ def test_metrics_json_reports_stages_and_latency(hamilton_run):
     assert stream["latency_ms"]["p99_ms"] >= stream["latency_ms"]["p50_ms"]
 
 
+def test_only_frames_with_face_crops_pass_through_batch_and_infer(hamilton_run):
+    out, _ = hamilton_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    frames = video_facts(shared(HAMILTON)).frames
+    processed = {}
+    for row in metrics["stages"]:
+        processed[row["stage"]] = processed.get(row["stage"], 0) + row["frames"]
+    assert processed["detect"] == processed["annotate"] == processed["sink"] == frames
+    # crops are cut on every 3rd frame; the other frames go from detect straight to annotate
+    assert 0 < processed["infer"] == processed["batch"] <= len(range(0, frames, 3))
+
+
+def _event_facts(path) -> list[tuple]:
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return [(r["frame_index"], r["track_id"], tuple(round(v) for v in r["box"]), round(r["score"], 4)) for r in records]
+
+
+def test_events_only_run_sends_pixels_only_to_the_face_detector_and_finds_the_same_faces(hamilton_run, tmp_path,
+                                                                                        tiny_detector):
+    out, _ = hamilton_run
+    result = run_dfstream("run", "-s", shared(HAMILTON), "-m", tiny_detector, "--replicas", "2",
+                          "--events", tmp_path / "events.jsonl", "--metrics-json", tmp_path / "metrics.json")
+    assert result.returncode == 0, result.stderr
+    assert _event_facts(tmp_path / "events.jsonl") == _event_facts(out / "events.jsonl")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    source = [row for row in metrics["stages"] if row["stage"] == "source"][0]
+    frames = video_facts(shared(HAMILTON)).frames
+    assert source["extra"]["pictures_sent"] == len(range(0, frames, 3))  # detection runs on every 3rd frame
+
+
 def test_faces_are_found_and_tracked_on_a_frontal_talking_head(tmp_path, tiny_detector):
     result = run_dfstream("run", "-s", shared(TALKING_HEAD), "-m", tiny_detector, "--events", tmp_path / "ev.jsonl")
     assert result.returncode == 0, result.stderr
