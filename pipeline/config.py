@@ -39,10 +39,12 @@ class SourceConfig:
     open_timeout_s: float = 10.0  # network sources that do not answer in time fail clearly
     read_timeout_s: float = 10.0
     decode_threads: int = 0  # 0: let FFmpeg choose
-    # Attach the picture only to every n-th frame. With no video output, no stage after
-    # detect needs pixels, so only the frames the face detector looks at carry them: the
-    # others skip the colour conversion and cross every hop as a few hundred bytes.
-    pixels_every: int = 1
+    # The face detector looks at every n-th frame (by sequence number); in a run, the
+    # others go from the source straight to annotate.
+    detect_every: int = 1
+    # False (no video output): only the frames the face detector looks at carry pixels; the
+    # others skip the colour conversion and cross the processes as a few hundred bytes.
+    all_pixels: bool = True
 
 
 @dataclass

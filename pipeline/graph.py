@@ -3,14 +3,18 @@
 ::
 
     source (1 per stream) -> detect (xN) -> batch -> infer (xM) -> annotate -> sink
-                                 \______________________________/
-                                   frames with no crops to score
+          |                      \______________________________/^
+          |                        frames with no crops to score  |
+           \______________________________________________________/
+             frames the face detector skips
 
 Every replica binds its own inbox; each upstream replica connects to all inboxes
-of the next stage.  Detect sends the frames it cut no crops from (most of them:
-crops are cut on every ``classify_every``-th frame) straight to annotate, sparing
-them two hops of a full picture.  ``expected_eos`` says how many end-of-stream
-markers a replica must count for each stream before that stream is done there.
+of the next stage.  Frames go round the stages that have nothing to do with them:
+the source sends the frames the face detector skips (it runs on every
+``detect_every``-th) straight to annotate, and detect does the same with the frames
+it cut no crops from, sparing them the hops of a full picture.  ``expected_eos``
+says how many end-of-stream markers a replica must count for each stream before
+that stream is done there.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
     def source_config(stream):
         return SourceConfig(stream=stream, open_timeout_s=config.open_timeout_s,
                             read_timeout_s=max(config.open_timeout_s, 10.0),
-                            pixels_every=1 if pixels else config.detect.detect_every)
+                            detect_every=config.detect.detect_every, all_pixels=pixels)
 
     def spec(stage, replica, stage_config, inbox, outbox, eos_per_stream):
         return StageSpec(
@@ -57,8 +61,8 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
     ]
     detect = replace(config.detect, keep_image=pixels)
     specs += [spec("detect", i, detect, url, [batch_in], 1) for i, url in enumerate(detect_in)]
-    for detect_spec in specs[len(config.streams):]:
-        detect_spec.bypass = [annotate_in]
+    for source_or_detect in specs:
+        source_or_detect.bypass = [annotate_in]
     if config.live:
         # live streams: a source sends a frame only to a detect replica that asked for one
         credit = {s.stream_id: endpoints.endpoint(f"credit{s.stream_id}") for s in config.streams if s.live}
@@ -69,7 +73,8 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
     specs.append(spec("batch", 0, config.batch, batch_in, infer_in, config.detect_replicas))
     specs += [spec("infer", i, config.infer, url, [annotate_in], 1) for i, url in enumerate(infer_in)]
     annotate = replace(config.annotate, streams=config.streams)
-    specs.append(spec("annotate", 0, annotate, annotate_in, [sink_in], config.infer_replicas + config.detect_replicas))
+    # end-of-stream markers reach annotate from every infer and detect replica, and from the source
+    specs.append(spec("annotate", 0, annotate, annotate_in, [sink_in], config.infer_replicas + config.detect_replicas + 1))
     sink = replace(config.sink, streams=config.streams)
     specs.append(spec("sink", 0, sink, sink_in, [], 1))
     label_of = {s.inbox: s.label for s in specs if s.inbox}

@@ -47,8 +47,9 @@ class StageSpec:
     control: str  # supervisor's PUB endpoint
     report: str  # supervisor's PULL endpoint
     live: bool = False  # any live source: keep every queue short, latency matters more than throughput
-    # Endpoints that take the packets with no face crops (detect -> annotate): such frames
-    # have nothing for the stages in between. End-of-stream markers go both ways.
+    # Where packets go that have nothing for the next stages (Stage.takes_bypass): the
+    # annotate stage, for frames the face detector skips (from the source) and frames
+    # with no face crops (from detect). End-of-stream markers go both ways.
     bypass: list[str] = field(default_factory=list)
     credit_inbox: str | None = None  # live sources: where detect replicas ask for frames
     credit_outboxes: dict[int, str] = field(default_factory=dict)  # detect in live runs: stream -> source's credit inbox
@@ -158,7 +159,7 @@ class StageRunner:
     def emit(self, packets: list[Packet]) -> None:
         for packet in packets:
             outbox = self.outbox
-            if self.bypass is not None and all(message.crops is None for message in packet):
+            if self.bypass is not None and all(self.stage.takes_bypass(message) for message in packet):
                 outbox = self.bypass
             if outbox is not None and packet:
                 outbox.send(packet, self.should_stop_sending)
@@ -230,8 +231,11 @@ class StageRunner:
                 if self.stopping:
                     stage.stop()
                     break
-                if self.credit_inbox is not None:
-                    # live: read a frame only when a detect replica is free to take it at once
+                # live: read a frame for the face detector only when a detect replica is free
+                # to take it at once (frames it skips go round it, without waiting)
+                to_detect = self.bypass is None or not stage.skips_detect(stage.frames_sent)
+                needs_credit = self.credit_inbox is not None and to_detect
+                if needs_credit:
                     self.credit_inbox.collect(0 if self.credit_inbox.available() else 100)
                     if not self.credit_inbox.available():
                         continue
@@ -240,7 +244,7 @@ class StageRunner:
                 self.first_input = self.first_input or started
                 self.busy_s += time.monotonic() - started
                 self.processed += sum(len(p) for p in packets)
-                if self.credit_inbox is not None:
+                if needs_credit:
                     for packet in packets:
                         self.outbox.send_to(self.credit_inbox.take(), packet, self.should_stop_sending)
                     self.last_output = time.monotonic()
@@ -253,9 +257,11 @@ class StageRunner:
         finally:
             if stage.warning:
                 self.report("warning", message=stage.warning)
-            if not self.aborted and self.outbox is not None:
-                stream = stage.stream.stream_id
-                self.outbox.broadcast(EndOfStream(stream, stage.frames_sent, stage.dropped, error), self.should_stop_sending)
+            if not self.aborted:
+                marker = EndOfStream(stage.stream.stream_id, stage.frames_sent, stage.dropped, error)
+                for outbox in (self.outbox, self.bypass):
+                    if outbox is not None:
+                        outbox.broadcast(marker, self.should_stop_sending)
 
     def run_consumer(self) -> None:
         stage, spec = self.stage, self.spec

@@ -6,7 +6,7 @@ and detect stages in-process to turn videos into face crops.
 """
 from __future__ import annotations
 
-from pipeline.messages import Packet
+from pipeline.messages import FrameMessage, Packet
 
 
 class StageError(RuntimeError):
@@ -22,6 +22,11 @@ class Stage:
     def process(self, packet: Packet) -> list[Packet]:
         """Handle one incoming packet; return the packets to send downstream."""
         raise NotImplementedError
+
+    def takes_bypass(self, message: FrameMessage) -> bool:
+        """Whether ``message`` may skip the next stages and take the runner's bypass
+        (see ``StageSpec.bypass``): it holds nothing those stages would work on."""
+        return False
 
     def end_of_stream(self, stream_id: int) -> list[Packet]:
         """Every upstream replica has finished ``stream_id``: flush what is held for it."""

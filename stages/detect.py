@@ -74,5 +74,8 @@ class DetectStage(Stage):
             face.crop_index = index
         message.analysed = True
 
+    def takes_bypass(self, message: FrameMessage) -> bool:
+        return message.crops is None  # nothing for the batch and infer stages
+
     def stats(self) -> dict:
         return {"faces": self.faces_found}

@@ -183,7 +183,7 @@ class SourceStage(Stage):
         self.finished = False
         self.warning: str | None = None  # why a live stream ended early, if it did
         self.frames_sent = 0
-        self.pictures_sent = 0  # frames sent with their pixels (see SourceConfig.pixels_every)
+        self.pictures_sent = 0  # frames sent with their pixels (see SourceConfig.all_pixels)
         self.frames_decoded = 0
         self._frames = None
         self._slot: _NewestFrameSlot | None = None
@@ -257,6 +257,13 @@ class SourceStage(Stage):
     def dropped(self) -> int:
         return self._slot.dropped if self._slot is not None else 0
 
+    def skips_detect(self, seq: int) -> bool:
+        """Whether the face detector leaves the frame with this sequence number alone."""
+        return seq % self.config.detect_every != 0
+
+    def takes_bypass(self, message: FrameMessage) -> bool:
+        return self.skips_detect(message.seq)
+
     def stats(self) -> dict:
         return {"decoded": self.frames_decoded, "dropped": self.dropped, "pictures_sent": self.pictures_sent}
 
@@ -324,7 +331,7 @@ class SourceStage(Stage):
         if self.stream.kind in LIVE_KINDS:
             pts = self._live_pts(pts, time_base, index)
         image = None
-        if self.frames_sent % self.config.pixels_every == 0:
+        if self.config.all_pixels or not self.skips_detect(self.frames_sent):
             image = frame.to_ndarray(format="bgr24")
             self.pictures_sent += 1
         message = FrameMessage(
