@@ -42,37 +42,8 @@ def ms(values: list[float]) -> dict:
             "p99": round(float(np.percentile(arr, 99)), 3)}
 
 
-class _Cv2ColourWriter:
-    """The sink's writer with one change: BGR -> YUV 4:2:0 by OpenCV (SIMD, ~0.3 ms at 720p)
-    instead of FFmpeg's swscale inside PyAV (~4 ms at 720p for bgr24 input) -- the change the
-    benchmark proposes for stages/sink.py, measured here without touching the pipeline."""
-
-    def __init__(self, writer):
-        self.writer = writer
-
-    def write(self, message: FrameMessage) -> None:
-        import cv2
-
-        writer = self.writer
-        if writer.video.pix_fmt != "yuv420p":
-            return writer.write(message)
-        yuv = cv2.cvtColor(np.ascontiguousarray(message.image), cv2.COLOR_BGR2YUV_I420)
-        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-        frame.pts = message.pts
-        frame.time_base = __import__("fractions").Fraction(*message.time_base)
-        writer.last_time = float(message.pts * frame.time_base)
-        writer._mux_audio_until(writer.last_time + 0.5)
-        for packet in writer.video.encode(frame):
-            writer.container.mux(packet)
-        writer.frames += 1
-
-    def finish(self, all_audio: bool):
-        return self.writer.finish(all_audio)
-
-
-def run_limit(clip: str, out_dir: str, sink: SinkConfig | None = None, colour: str = "sink") -> dict:
-    """Decode every frame of ``clip`` to bgr24 and encode it again; frames per second.
-    ``colour="cv2"``: convert to YUV with OpenCV before the encoder (the proposed sink change)."""
+def run_limit(clip: str, out_dir: str, sink: SinkConfig | None = None) -> dict:
+    """Decode every frame of ``clip`` to bgr24 and encode it again with the sink's writer; frames per second."""
     from stages.sink import VideoWriter
     from stages.source import probe
 
@@ -80,8 +51,6 @@ def run_limit(clip: str, out_dir: str, sink: SinkConfig | None = None, colour: s
     stream = probe(clip)
     output = Path(out_dir) / "limit.mp4"
     writer = VideoWriter(output, stream, sink)
-    if colour == "cv2":
-        writer = _Cv2ColourWriter(writer)
     container, video = open_decoder(clip)
     decode_s, convert_s, encode_s = [], [], []
     frames = 0
@@ -118,6 +87,5 @@ def run_limit(clip: str, out_dir: str, sink: SinkConfig | None = None, colour: s
         "parts_ms": {"decode": ms(decode_s), "to_bgr24": ms(convert_s), "encode": ms(encode_s)},
         "encoder_flush_s": round(flush_s, 3),
         "encoder": {"codec": sink.codec, "preset": sink.preset, "crf": sink.crf, "threads": sink.encode_threads or "auto"},
-        "colour_conversion": "OpenCV before the encoder" if colour == "cv2" else "the sink's (PyAV/swscale)",
         "output_bytes": output.stat().st_size if output.exists() else None,
     }

@@ -325,10 +325,6 @@ class Bench:
             for key in ("limit", "baseline"):
                 if trio[key]:
                     doc[key] = median_run(trio[key])
-            if "limit" in opts.parts and not opts.quick:
-                doc["limit_variants"] = [{"name": "cv2 colour conversion", **self.run_one(
-                    "limit, BGR->YUV by OpenCV instead of swscale (proposed sink change)", "bench.limit:run_limit",
-                    budget, clip=clip["path"], out_dir=out("limit"), colour="cv2")}]
             if "baseline" in opts.parts and not opts.quick:
                 # the baseline with the same one-thread ONNX Runtime, so the proposed infer setting
                 # is compared with a baseline that has it too
