@@ -240,10 +240,10 @@ class StageRunner:
                     self.credit_inbox.collect(0 if self.credit_inbox.available() else 100)
                     if not self.credit_inbox.available():
                         continue
-                started = time.monotonic()
+                started, waited = time.monotonic(), stage.waited_s
                 packets = stage.process(None)
                 self.first_input = self.first_input or started
-                self.busy_s += time.monotonic() - started
+                self.busy_s += time.monotonic() - started - (stage.waited_s - waited)
                 self.processed += sum(len(p) for p in packets)
                 if needs_credit:
                     for packet in packets:

@@ -184,6 +184,7 @@ class SourceStage(Stage):
         self.warning: str | None = None  # why a live stream ended early, if it did
         self.frames_sent = 0
         self.pictures_sent = 0  # frames sent with their pixels (see SourceConfig.all_pixels)
+        self.waited_s = 0.0  # live: time spent waiting for the camera's next frame (not work)
         self.frames_decoded = 0
         self._frames = None
         self._slot: _NewestFrameSlot | None = None
@@ -219,11 +220,12 @@ class SourceStage(Stage):
             return []
         self.start()
         if self._slot is not None:
-            item = None
+            item, wait_started = None, time.monotonic()
             while item is None and not self._slot.finished:
                 item = self._slot.take(timeout=0.5)
             if item is None:
                 item = self._slot.take(timeout=0)
+            self.waited_s += time.monotonic() - wait_started
             if item is None:
                 self.finished = True
                 if self._slot.error and self.frames_sent == 0:
