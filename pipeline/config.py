@@ -109,6 +109,9 @@ class SinkConfig:
     codec: str = "libx264"
     preset: str = "superfast"  # x264: twice veryfast's speed for ~35% more bytes; encoding is the costliest stage
     crf: int = 23
+    # x264 tune for live streams: zerolatency drops B-frames and frame threads, so each frame
+    # leaves the encoder at once (no frames held back) and costs ~17% less CPU for ~15% more bytes
+    live_tune: str | None = "zerolatency"
     encode_threads: int = 0
     streams: list[StreamInfo] = field(default_factory=list)
 

@@ -64,6 +64,8 @@ class VideoWriter:
         self.video.time_base = self.time_base
         self.video.codec_context.time_base = self.time_base
         options = {"preset": config.preset, "crf": str(config.crf)} if "264" in config.codec else {}
+        if options and stream.live and config.live_tune:
+            options["tune"] = config.live_tune
         self.video.options = options
         if config.encode_threads:
             self.video.codec_context.thread_count = config.encode_threads

@@ -46,6 +46,25 @@ def test_a_live_file_is_paced_and_fully_accounted_for(tmp_path, tiny_detector):
     assert stream["latency_ms"]["p99_ms"] is not None
 
 
+def test_a_live_stream_is_encoded_without_b_frames(tmp_path, tiny_detector):
+    """x264's zerolatency tune for live sources: every frame leaves the encoder at once."""
+    import av
+
+    clip = shared("real/liveportrait_driving_videos/d0.mp4")
+    for mode in ("--live", None):
+        output = tmp_path / f"{mode or 'file'}.mp4"
+        result = run_dfstream("run", "-s", clip, *([mode] if mode else []), "-m", tiny_detector, "-o", output)
+        assert result.returncode == 0, result.stderr
+
+    def picture_types(path):
+        with av.open(str(path)) as container:
+            return {av.video.frame.PictureType(frame.pict_type) for frame in container.decode(video=0)}
+
+    b_frame = av.video.frame.PictureType.B
+    assert b_frame in picture_types(tmp_path / "file.mp4")  # files keep the preset's B-frames
+    assert b_frame not in picture_types(tmp_path / "--live.mp4")
+
+
 @needs_shared_data
 def test_a_live_source_faster_than_the_pipeline_drops_frames_instead_of_queueing(tmp_path, tiny_detector):
     # 1080p at 25 fps with face detection on every full-size frame cannot keep up on 2 cores
