@@ -355,7 +355,7 @@ def plot(path: str | Path, doc: dict) -> Path:
         for (name, runs), colour in zip(series, colours):
             runs = sorted(runs, key=lambda s: s["streams"])
             n = [s["streams"] for s in runs]
-            short = name.replace(", events only (no video encoding)", ", no video")
+            short = name.replace("events only (no video encoding)", "no video")
             ax.plot(n, [s["latency_ms"]["p99_ms"] for s in runs], "o-", color=colour, label=f"p99, {short}")
             ax.plot(n, [s["latency_ms"]["p50_ms"] for s in runs], ".:", color=colour, label=f"p50, {short}")
             twin.plot(n, [s["dropped_pct"] or 0 for s in runs], "s--", color=colour, alpha=0.45,
