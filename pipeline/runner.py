@@ -113,6 +113,10 @@ class StageRunner:
         self._eos_seen: dict[int, int] = defaultdict(int)
         self._eos_info: dict[int, EndOfStream] = {}
 
+    def outboxes(self) -> list[Outbox]:
+        """Every output socket set: end-of-stream markers go down each of them."""
+        return [box for box in (self.outbox, self.bypass) if box is not None]
+
     # -- reporting ----------------------------------------------------------
     def report(self, kind: str, **fields) -> None:
         body = {"type": kind, "stage": self.spec.stage, "replica": self.spec.replica, "pid": os.getpid(), **fields}
@@ -134,7 +138,7 @@ class StageRunner:
             active_s=(self.last_output or now) - (self.first_input or self.started) if self.first_input else 0.0,
             received=self.inbox.received if self.inbox else 0,
             inbox=self.spec.inbox,
-            sent={url: n for box in (self.outbox, self.bypass) if box for url, n in zip(box.urls, box.sent)},
+            sent={url: n for box in self.outboxes() for url, n in zip(box.urls, box.sent)},
             extra=self.stage.stats() if self.stage else {},
         )
 
@@ -260,9 +264,8 @@ class StageRunner:
                 self.report("warning", message=stage.warning)
             if not self.aborted:
                 marker = EndOfStream(stage.stream.stream_id, stage.frames_sent, stage.dropped, error)
-                for outbox in (self.outbox, self.bypass):
-                    if outbox is not None:
-                        outbox.broadcast(marker, self.should_stop_sending)
+                for outbox in self.outboxes():
+                    outbox.broadcast(marker, self.should_stop_sending)
 
     def run_consumer(self) -> None:
         stage, spec = self.stage, self.spec
@@ -309,17 +312,15 @@ class StageRunner:
         self.emit(self.stage.end_of_stream(stream))
         if hasattr(self.stage, "stream_finished"):
             self.stage.stream_finished(info)
-        for outbox in (self.outbox, self.bypass):
-            if outbox is not None:
-                outbox.broadcast(info, self.should_stop_sending)
+        for outbox in self.outboxes():
+            outbox.broadcast(info, self.should_stop_sending)
         open_streams.discard(stream)
 
     def close_sockets(self) -> None:
         if self.inbox is not None:
             self.inbox.close()
-        for outbox in (self.outbox, self.bypass):
-            if outbox is not None:
-                outbox.close(linger_ms=0 if self.aborted else None)
+        for outbox in self.outboxes():
+            outbox.close(linger_ms=0 if self.aborted else None)
         for extra in (self.credit_inbox, self.credit_sender):
             if extra is not None:
                 extra.close()
