@@ -253,3 +253,29 @@ def cache_root() -> Path:
     """Per-user cache for derived training data (face crops), outside the repository."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "dfstream"
+
+
+def p_fake_metadata(name: str, size: int, crop_margin: float, architecture: str, training: dict | None = None,
+                    metrics: dict | None = None, extra: dict | None = None):
+    """Metadata of one of our P(fake) models (the frame detector, the DCGAN discriminator).
+
+    They see RGB crops scaled to [-1, 1]. This is the one place that is decided: training
+    (:func:`train.datasets.to_tensor`) and the pipeline both read it back from the metadata."""
+    from engines.metadata import KIND_DETECTOR, ModelMetadata
+
+    return ModelMetadata(
+        kind=KIND_DETECTOR,
+        name=name,
+        input_size=(int(size), int(size)),
+        color_order="RGB",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        crop_margin=float(crop_margin),
+        output="p_fake",
+        labels=("real", "fake"),
+        threshold=0.5,
+        architecture=architecture,
+        training=training or {},
+        metrics=metrics or {},
+        extra=extra or {},
+    )

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.metadata import KIND_DETECTOR, ModelMetadata
+from engines.metadata import ModelMetadata
 from train import common
 from train.datasets import FaceDataset, cache_aligned_fakes, cache_faces, gather, load_cached, to_tensor
 
@@ -69,22 +69,9 @@ DEFAULTS = dict(
 
 
 def make_metadata(cfg: dict, metrics: dict | None = None, training: dict | None = None) -> ModelMetadata:
-    size = int(cfg["input_size"])
-    return ModelMetadata(
-        kind=KIND_DETECTOR,
-        name=cfg["name"],
-        input_size=(size, size),
-        color_order="RGB",
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        crop_margin=float(cfg["margin"]),
-        output="p_fake",
-        labels=("real", "fake"),
-        threshold=0.5,
-        architecture=f"timm {cfg['backbone']} -> 1 logit -> sigmoid (train.models.detector.FrameDetector)",
-        training=training or {},
-        metrics=metrics or {},
-    )
+    return common.p_fake_metadata(
+        cfg["name"], cfg["input_size"], cfg["margin"],
+        f"timm {cfg['backbone']} -> 1 logit -> sigmoid (train.models.detector.FrameDetector)", training, metrics)
 
 
 def _split_by_source(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:

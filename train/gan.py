@@ -53,21 +53,12 @@ FIXED_SAMPLES = 64
 
 
 def _detector_metadata(config: dict, faces: int, epoch: int, step: int, metrics: dict):
-    from engines.metadata import KIND_DETECTOR, ModelMetadata
+    from train.common import p_fake_metadata
 
     size = int(config["image_size"])
-    return ModelMetadata(
-        kind=KIND_DETECTOR,
-        name=f"dcgan-discriminator-{Path(str(config['faces']).rstrip('/')).stem}",
-        input_size=(size, size),
-        color_order="RGB",
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        crop_margin=float(config["crop_margin"]),
-        output="p_fake",
-        labels=("real", "fake"),
-        threshold=0.5,
-        architecture=f"dcgan_discriminator:ndf={config['ndf']},image_size={size}",
+    return p_fake_metadata(
+        f"dcgan-discriminator-{Path(str(config['faces']).rstrip('/')).stem}", size, config["crop_margin"],
+        f"dcgan_discriminator:ndf={config['ndf']},image_size={size}",
         training={
             "faces": str(config["faces"]),
             "crops": int(faces),
