@@ -44,7 +44,7 @@ def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_det
     from stages.sink import VideoWriter
     from stages.source import probe
 
-    from bench.limit import frame_message, ms, open_decoder
+    from bench.limit import decoded_frames, frame_message, ms, open_decoder
 
     sink = sink or SinkConfig()
     detect_defaults = DetectConfig()
@@ -65,13 +65,7 @@ def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_det
     frames = faces_total = 0
     started, cpu0 = time.perf_counter(), time.process_time()
     try:
-        decoder = container.decode(video)
-        while True:
-            t0 = time.perf_counter()
-            frame = next(decoder, None)
-            if frame is None:
-                break
-            image = frame.to_ndarray(format="bgr24")
+        for frame, image, decode, convert in decoded_frames(container, video):
             t1 = time.perf_counter()
             if detect_max_side:
                 found = detector.detect_downscaled(image, detect_max_side)
@@ -96,7 +90,7 @@ def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_det
             t5 = time.perf_counter()
             writer.write(message)
             t6 = time.perf_counter()
-            for key, span in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
+            for key, span in zip(parts, (decode + convert, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
                 parts[key].append(span)
             frames += 1
             faces_total += len(found)

@@ -34,6 +34,19 @@ def open_decoder(path: str):
     return container, video
 
 
+def decoded_frames(container, video):
+    """Yield ``(frame, BGR image, seconds decoding, seconds converting to BGR)`` for every frame."""
+    decoder = container.decode(video)
+    while True:
+        t0 = time.perf_counter()
+        frame = next(decoder, None)
+        if frame is None:
+            return
+        t1 = time.perf_counter()
+        image = frame.to_ndarray(format="bgr24")
+        yield frame, image, t1 - t0, time.perf_counter() - t1
+
+
 def ms(values: list[float]) -> dict:
     if not values:
         return {"mean": None, "p50": None, "p99": None}
@@ -56,20 +69,12 @@ def run_limit(clip: str, out_dir: str, sink: SinkConfig | None = None) -> dict:
     frames = 0
     started, cpu0 = time.perf_counter(), time.process_time()
     try:
-        decoder = container.decode(video)
-        while True:
+        for frame, image, decode, convert in decoded_frames(container, video):
             t0 = time.perf_counter()
-            frame = next(decoder, None)
-            if frame is None:
-                break
-            t1 = time.perf_counter()
-            image = frame.to_ndarray(format="bgr24")
-            t2 = time.perf_counter()
             writer.write(frame_message(frame, image, frames))
-            t3 = time.perf_counter()
-            decode_s.append(t1 - t0)
-            convert_s.append(t2 - t1)
-            encode_s.append(t3 - t2)
+            decode_s.append(decode)
+            convert_s.append(convert)
+            encode_s.append(time.perf_counter() - t0)
             frames += 1
         flush0 = time.perf_counter()
         writer.finish(all_audio=True)
