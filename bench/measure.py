@@ -18,6 +18,8 @@ import time
 import traceback
 from pathlib import Path
 
+from pipeline.metrics import rss_mb
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -44,17 +46,6 @@ def process_tree(root: int) -> list[int]:
         seen.append(pid)
         todo.extend(children_of(pid))
     return seen
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    """Resident memory of one process (``VmHWM``: its peak since it started or exec'd)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0.0
 
 
 def cpu_s_of(pid: int) -> float:

@@ -127,8 +127,7 @@ def results_rows(doc: dict) -> list[dict]:
     limit, baseline = doc.get("limit"), doc.get("baseline")
     base_fps = baseline.get("fps") if baseline and not baseline.get("error") else None
     limit_fps = limit.get("fps") if limit and not limit.get("error") else None
-    for name, item in [("limit (decode->encode)", limit)] + [
-        (f"limit, {v['name']}", v) for v in doc.get("limit_variants", [])] + [("baseline (1 process)", baseline)] + [
+    for name, item in [("limit (decode->encode)", limit), ("baseline (1 process)", baseline)] + [
         (f"baseline, {v['name']}", v) for v in doc.get("baseline_variants", [])] + [
         (f"dfstream {r['name']}", r) for r in doc.get("dfstream", [])
     ]:

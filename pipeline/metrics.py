@@ -12,6 +12,19 @@ from pathlib import Path
 
 from pipeline.config import RunConfig
 
+
+def rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
+    """Resident memory of one process from /proc (``VmHWM``: its peak since it started or
+    exec'd -- unlike ``ru_maxrss``, which Linux carries over exec from the spawning parent).
+    0.0 where /proc has no such process or field."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
 STAGE_ORDER = ("source", "detect", "batch", "infer", "annotate", "sink")
 
 

@@ -17,13 +17,13 @@ import time
 import traceback
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import msgpack
 import zmq
 
 from pipeline.messages import EndOfStream, Packet
+from pipeline.metrics import rss_mb
 from pipeline.stage import Stage, StageError
 from pipeline.transport import CreditInbox, CreditSender, Inbox, Outbox
 
@@ -131,7 +131,7 @@ class StageRunner:
         self.report(
             "stats",
             cpu_s=usage.ru_utime + usage.ru_stime,
-            max_rss_mb=_peak_rss_mb(usage),
+            max_rss_mb=rss_mb(field="VmHWM") or usage.ru_maxrss / 1024.0,  # ru_maxrss: not Linux
             final=final,
             processed=self.processed,
             busy_s=self.busy_s,
@@ -327,18 +327,6 @@ class StageRunner:
         self.control.close()
         self.reporter.close()
         self.context.term()
-
-
-def _peak_rss_mb(usage) -> float:
-    """This process's peak resident memory. ``VmHWM`` rather than ``ru_maxrss``: Linux
-    carries ru_maxrss over exec, so a spawned stage would report the supervisor's peak."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    return usage.ru_maxrss / 1024.0  # not Linux: the best there is
 
 
 def _name_process(name: str) -> None:

@@ -130,10 +130,14 @@ class AnnotateStage(Stage):
     def annotate(self, message: FrameMessage) -> FrameMessage:
         started = time.time()
         self.trackers[message.stream_id].update(message)
-        if message.image is None:  # no video output: nothing to draw on
-            message.crops = None
-            message.timings.append(StageTiming(self.name, started, time.time()))
-            return message
+        if message.image is not None:  # None: no video output, nothing to draw on
+            self._render(message, started)
+        message.crops = None  # the sink needs only the picture
+        message.timings.append(StageTiming(self.name, started, time.time()))
+        return message
+
+    def _render(self, message: FrameMessage, started: float) -> None:
+        """Paste swapped faces back and draw boxes and the HUD onto the frame."""
         needs_pixels = self.config.draw or (self._paste is not None and message.crops is not None)
         if needs_pixels:
             message.image = np.array(message.image)  # received buffers are read-only
@@ -145,9 +149,6 @@ class AnnotateStage(Stage):
                 # the rate frames were captured at (what the viewer gets), not annotate's burst rate
                 fps, latency = self.meters[message.stream_id].add(message.capture_time, started - message.capture_time)
                 self._draw_hud(message, fps, latency)
-        message.crops = None  # the sink needs only the picture
-        message.timings.append(StageTiming(self.name, started, time.time()))
-        return message
 
     def _paste_swaps(self, message: FrameMessage) -> None:
         from engines.alignment import alignment_matrix
