@@ -27,12 +27,15 @@ def shared(relative: str) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _model_search_path(monkeypatch, tmp_path_factory):
-    """Models come from the shared folder; the user cache is a private temp dir."""
-    if SHARED_MODELS.is_dir():
-        monkeypatch.setenv("DFSTREAM_MODELS", str(SHARED_MODELS))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _model_search_path(tmp_path_factory):
+    """Models come from the shared folder; the user cache is a private temp dir. Session-wide,
+    so module-scoped fixtures (which run before function-scoped ones) see it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        if SHARED_MODELS.is_dir():
+            patch.setenv("DFSTREAM_MODELS", str(SHARED_MODELS))
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
 
 
 @pytest.fixture
