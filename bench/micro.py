@@ -164,7 +164,9 @@ def run_face_detection(clip: str, detectors: list[tuple[str, str, str | None, in
             fn = lambda image: len(detector.detect_downscaled(image, max_side))
         else:
             fn = lambda image: len(detector.detect(image))
+        cpu_before = time.process_time()
         seconds, done, faces = _timed_loop(fn, frames, 0.5 if quick else 3.0)
+        cpu_seconds = time.process_time() - cpu_before  # includes the warm-up calls: a slight overestimate
         height, width = frames[0].shape[:2]
         factor = max(1.0, max(height, width) / max_side) if max_side else 1.0
         results.append({
@@ -173,27 +175,13 @@ def run_face_detection(clip: str, detectors: list[tuple[str, str, str | None, in
             "input": f"{round(width / factor)}x{round(height / factor)}",
             "fps": round(done / seconds, 1),
             "ms_per_frame": round(1000 * seconds / done, 2),
+            "cpu_ms_per_frame": round(1000 * cpu_seconds / done, 2),
             "faces_per_frame": round(float(np.mean(faces)), 2),
         })
     return results
 
 
 # -- inference --------------------------------------------------------------------
-def _no_spinning(engine) -> None:
-    """Rebuild an ONNX Runtime engine's session with its idle threads sleeping instead of spinning
-    (``session.intra_op.allow_spinning = 0``): the change proposed for engines/onnxruntime_engine.py."""
-    import onnxruntime as ort
-
-    from engines.onnxruntime_engine import session_options
-
-    options = session_options(None)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    path = engine.session._model_path
-    engine.session = ort.InferenceSession(path, sess_options=options, providers=engine.session.get_providers())
-    engine.backend += " no-spin"
-
-
 def run_infer(models: list[tuple[str, str]], batches=(1, 4, 16), quick: bool = False) -> list[dict]:
     """``models``: (engine, model path) pairs; faces per second at each batch size."""
     from engines.loader import load_engine
@@ -202,15 +190,12 @@ def run_infer(models: list[tuple[str, str]], batches=(1, 4, 16), quick: bool = F
     results = []
     runs = []
     for engine_name, path in models:
-        runs.append((engine_name, path, None, True))
+        runs.append((engine_name, path, None))
         if engine_name == "onnxruntime":
-            runs.append((engine_name, path, 1, True))  # one intra-op thread: no thread pool to spin
-            runs.append((engine_name, path, None, False))  # the usable cores, spinning switched off
-    for engine_name, path, threads, spinning in runs:
+            runs.append((engine_name, path, 1))  # one intra-op thread: no thread pool
+    for engine_name, path, threads in runs:
         try:
             engine = load_engine(path, engine=engine_name, kind=KIND_DETECTOR, threads=threads)
-            if not spinning:
-                _no_spinning(engine)
         except Exception as exc:
             results.append({"engine": engine_name, "model": path, "skipped": f"{type(exc).__name__}: {exc}"})
             continue
@@ -230,7 +215,6 @@ def run_infer(models: list[tuple[str, str]], batches=(1, 4, 16), quick: bool = F
             results.append({
                 "engine": engine_name,
                 "threads": threads or "usable cores",
-                "spinning": spinning if engine_name == "onnxruntime" else None,
                 "backend": engine.describe(),
                 "input": f"{width}x{height}",
                 "batch": batch,

@@ -1,6 +1,10 @@
 """Face detectors: image -> boxes, confidences and 5 landmarks.
 
-- ``yunet``: OpenCV's YuNet through ``cv2.FaceDetectorYN`` (the default);
+- ``yunet``: YuNet (the default). The dynamic-input export runs through ONNX
+  Runtime with its outputs decoded here, as OpenCV decodes them; a fixed-size
+  export (OpenCV Zoo's ``face_detection_yunet_2023mar.onnx``) runs through
+  ``cv2.FaceDetectorYN``, which reshapes it. Same weights, but OpenCV's DNN
+  module took 2.6x the CPU per 640x360 frame on our 2-core VM (29 vs 11 ms);
 - ``scrfd``: SCRFD / RetinaFace ONNX files through insightface's model zoo;
 - ``haar``: OpenCV's Haar cascade, shipped inside opencv-python 4.x, so it needs
   no model file; it finds no landmarks, so they are placed from the box with the
@@ -53,6 +57,8 @@ class FaceDetector(ABC):
 
 
 class YuNetDetector(FaceDetector):
+    """YuNet through OpenCV's DNN module (fixed-size exports)."""
+
     name = "yunet"
 
     def __init__(self, model_path: str | Path, min_score: float = 0.6, nms_threshold: float = 0.3, top_k: int = 50):
@@ -75,17 +81,93 @@ class YuNetDetector(FaceDetector):
         return faces
 
 
+class YuNetOnnxDetector(FaceDetector):
+    """YuNet's dynamic-input export through ONNX Runtime.
+
+    The network is anchor-free: for each stride it scores every grid cell and
+    regresses a box and 5 landmarks relative to it. Decoding and NMS follow
+    OpenCV's ``FaceDetectorYN`` so both runtimes find the same faces.
+    """
+
+    name = "yunet"
+    STRIDES = (8, 16, 32)
+
+    def __init__(self, model_path: str | Path, min_score: float = 0.6, nms_threshold: float = 0.3, top_k: int = 50,
+                 threads: int | None = None):
+        import onnxruntime as ort
+
+        from engines.onnxruntime_engine import session_options
+
+        try:
+            self._session = ort.InferenceSession(str(model_path), sess_options=session_options(threads),
+                                                 providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
+            raise FaceDetectorError(f"{model_path} is not an ONNX model ONNX Runtime can load ({exc})") from None
+        self._input_name = self._session.get_inputs()[0].name
+        self._output_names = [o.name for o in self._session.get_outputs()]
+        expected = {f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stride in self.STRIDES}
+        if not expected <= set(self._output_names):
+            raise FaceDetectorError(f"{model_path} is not a YuNet face detector model (outputs {self._output_names})")
+        self._min_score = min_score
+        self._nms_threshold = nms_threshold
+        self._top_k = top_k
+
+    def detect(self, image_bgr):
+        height, width = image_bgr.shape[:2]
+        # The strides need sides divisible by 32: pad bottom and right with black, as OpenCV does.
+        padded = np.zeros((1, 3, -(-height // 32) * 32, -(-width // 32) * 32), np.float32)
+        padded[0, :, :height, :width] = image_bgr.transpose(2, 0, 1)
+        outputs = dict(zip(self._output_names, self._session.run(None, {self._input_name: padded})))
+        boxes, scores, landmarks = [], [], []
+        for stride in self.STRIDES:
+            score = np.sqrt(np.clip(outputs[f"cls_{stride}"][0, :, 0], 0, 1) * np.clip(outputs[f"obj_{stride}"][0, :, 0], 0, 1))
+            cells = np.nonzero(score >= self._min_score)[0]
+            if not len(cells):
+                continue
+            row, col = np.divmod(cells, padded.shape[3] // stride)
+            origin = np.column_stack([col, row]).astype(np.float64)
+            box = outputs[f"bbox_{stride}"][0, cells].astype(np.float64)
+            centre = (origin + box[:, :2]) * stride
+            size = np.exp(box[:, 2:]) * stride
+            boxes.append(np.column_stack([centre - size / 2, size]))  # x, y, w, h
+            kps = outputs[f"kps_{stride}"][0, cells].astype(np.float64).reshape(-1, 5, 2)
+            landmarks.append((kps + origin[:, None, :]) * stride)
+            scores.append(score[cells])
+        if not boxes:
+            return []
+        boxes, scores, landmarks = np.concatenate(boxes), np.concatenate(scores), np.concatenate(landmarks)
+        keep = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), self._min_score, self._nms_threshold, top_k=self._top_k)
+        faces = []
+        for i in np.ravel(keep):
+            x, y, w, h = boxes[i]
+            faces.append(DetectedFace((x, y, x + w, y + h), float(scores[i]), landmarks[i]))
+        return faces
+
+
+def has_dynamic_input(model_path: str | Path) -> bool:
+    """Whether an ONNX model's input height and width are left open (symbolic)."""
+    import onnx
+
+    try:
+        graph_input = onnx.load(str(model_path), load_external_data=False).graph.input[0]
+    except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX file
+        raise FaceDetectorError(f"{model_path} is not an ONNX model ({exc.__class__.__name__})") from None
+    dims = graph_input.type.tensor_type.shape.dim
+    return len(dims) == 4 and not (dims[2].HasField("dim_value") and dims[3].HasField("dim_value"))
+
+
 class ScrfdDetector(FaceDetector):
     """SCRFD or RetinaFace ONNX files, decoded by insightface's model zoo."""
 
     name = "scrfd"
 
-    def __init__(self, model_path: str | Path, min_score: float = 0.5, input_size: tuple[int, int] = (640, 640)):
+    def __init__(self, model_path: str | Path, min_score: float = 0.5, input_size: tuple[int, int] = (640, 640),
+                 threads: int | None = None):
         from insightface.model_zoo import get_model
 
         from engines.onnxruntime_engine import session_options
 
-        model = get_model(str(model_path), providers=["CPUExecutionProvider"], sess_options=session_options())
+        model = get_model(str(model_path), providers=["CPUExecutionProvider"], sess_options=session_options(threads))
         if model is None or not hasattr(model, "detect"):
             raise FaceDetectorError(f"{model_path} is not a face detector insightface recognises")
         model.prepare(ctx_id=-1, input_size=input_size, det_thresh=min_score)
@@ -132,8 +214,10 @@ def _landmarks_from_box(box) -> np.ndarray:
     return np.column_stack([x1 + (0.3 + 0.4 * unit[:, 0]) * (x2 - x1), y1 + (0.3 + 0.55 * unit[:, 1]) * (y2 - y1)])
 
 
-def create_face_detector(kind: str, model_path: str | Path | None, min_score: float = 0.6) -> FaceDetector:
-    """Build the face detector ``kind`` ("yunet", "scrfd", "haar")."""
+def create_face_detector(kind: str, model_path: str | Path | None, min_score: float = 0.6,
+                         threads: int | None = None) -> FaceDetector:
+    """Build the face detector ``kind`` ("yunet", "scrfd", "haar"); ``threads``: ONNX Runtime
+    intra-op threads (None or 0: one per usable core)."""
     if kind == "haar":
         return HaarDetector()
     if model_path is None:
@@ -141,7 +225,9 @@ def create_face_detector(kind: str, model_path: str | Path | None, min_score: fl
     if not Path(model_path).is_file():
         raise FaceDetectorError(f"face detector model not found: {model_path}")
     if kind == "yunet":
+        if has_dynamic_input(model_path):
+            return YuNetOnnxDetector(model_path, min_score=min_score, threads=threads)
         return YuNetDetector(model_path, min_score=min_score)
     if kind == "scrfd":
-        return ScrfdDetector(model_path, min_score=min_score)
+        return ScrfdDetector(model_path, min_score=min_score, threads=threads)
     raise FaceDetectorError(f"unknown face detector {kind!r} (expected yunet, scrfd or haar)")
