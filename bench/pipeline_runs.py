@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from bench.measure import cpu_s_of
+from pipeline.config import DetectConfig
 
 
 def _timed_supervisor_class():
@@ -51,12 +52,12 @@ def build_config(clips: list[str], live: bool, model_path: str, engine: str, fac
                  detect_replicas: int | None = None, infer_replicas: int | None = None,
                  max_batch: int | None = None, transport: str = "ipc", queue_size: int | None = None,
                  draw: bool = True, video_output: bool = True, batch_timeout_ms: float | None = None,
-                 preset: str | None = None, infer_threads: int | None = None):
+                 preset: str | None = None, infer_threads: int | None = None,
+                 detect_threads: int = DetectConfig.threads):
     """A RunConfig as ``dfstream run -s CLIP... -o OUT/{index}.mp4 [--live] ...`` would make it
     (``video_output=False``: ``--events OUT/events.jsonl`` instead of ``-o``: no encoding)."""
     from engines.metadata import KIND_DETECTOR, read_metadata
-    from pipeline.config import (AnnotateConfig, BatchConfig, DetectConfig, InferConfig, RunConfig,
-                                 SinkConfig)
+    from pipeline.config import AnnotateConfig, BatchConfig, InferConfig, RunConfig, SinkConfig
     from stages.source import probe
 
     streams = [probe(path, i, paced=live) for i, path in enumerate(clips)]
@@ -75,7 +76,7 @@ def build_config(clips: list[str], live: bool, model_path: str, engine: str, fac
         detect=DetectConfig(face_detector=face_detector, face_detector_path=face_detector_path,
                             detect_every=detect_every, classify_every=classify_every,
                             detect_max_side=detect_size, crop_size=tuple(metadata.input_size),
-                            crop_margin=metadata.crop_margin),
+                            crop_margin=metadata.crop_margin, threads=detect_threads),
         batch=BatchConfig(max_batch=max_batch or BatchConfig().max_batch,
                           timeout_ms=batch_timeout_ms if batch_timeout_ms is not None
                           else (1000.0 / max(live_rates) if live_rates else 33.0),
@@ -118,6 +119,7 @@ def run_dfstream(clips: list[str], **options) -> dict:
     written = sum(s["frames_written"] or 0 for s in streams)
     decoded = sum(s["frames_decoded"] or 0 for s in streams)
     dropped = sum(s["dropped"] or 0 for s in streams)
+    to_detect = sum(s.get("frames_to_detect") or 0 for s in streams)
     span = (end - start) if start is not None and end is not None and end > start else metrics["wall_s"]
     cpu_window = cpu_total - supervisor.cpu_at_flow if supervisor.cpu_at_flow is not None else None
     stages = [
@@ -142,6 +144,10 @@ def run_dfstream(clips: list[str], **options) -> dict:
         "frames_decoded": decoded,
         "dropped": dropped,
         "dropped_pct": round(100.0 * dropped / decoded, 2) if decoded else None,
+        # live: the face detector runs on every detect_every-th frame at most, less often when busy
+        "frames_to_detect": to_detect,
+        "frames_per_detection": round(written / to_detect, 2) if to_detect else None,
+        "detections_postponed": sum(s.get("detections_postponed") or 0 for s in streams),
         "seconds": round(span, 3),
         "fps": round(written / span, 2) if span else None,
         "fps_per_stream": round(written / span / len(streams), 2) if span else None,

@@ -219,7 +219,8 @@ def table(doc: dict) -> str:
     if live:
         lines.append("")
         lines.append(f"live, 1 stream paced at {live.get('source_fps', 0):.2f} fps (capture-to-output latency):")
-        lines.append(f"{'settings':<42}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'dropped':>14}{'cores':>7}{'load':>6}{'others':>7}")
+        lines.append(f"{'settings':<42}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'dropped':>14}{'detect 1 in':>12}"
+                     f"{'cores':>7}{'load':>6}{'others':>7}")
         for name, r in [("defaults", live)] + [(v["name"], v) for v in doc.get("live_variants") or []]:
             if r.get("error"):
                 lines.append(f"{name:<42}  FAILED: {r['error']}")
@@ -227,7 +228,7 @@ def table(doc: dict) -> str:
             lat = r["latency_ms"]
             dropped = f"{r['dropped']}/{r['frames_decoded']}"
             lines.append(f"{name:<42}{_f(lat['p50_ms']):>8}{_f(lat['p95_ms']):>8}{_f(lat['p99_ms']):>8}{dropped:>14}"
-                         f"{_f(r.get('cpu_cores'), '{:.2f}'):>7}{_f((r.get('load_before') or [None])[0], '{:.2f}'):>6}"
+                         f"{_f(r.get('frames_per_detection'), '{:.2f}'):>12}{_f(r.get('cpu_cores'), '{:.2f}'):>7}{_f((r.get('load_before') or [None])[0], '{:.2f}'):>6}"
                          f"{_f(r.get('others_busy_cores'), '{:.2f}'):>7}")
     series = [("defaults", doc.get("scaling"))] + [(v["name"], v["runs"]) for v in doc.get("scaling_variants") or []]
     for label, scaling in series:
@@ -236,14 +237,15 @@ def table(doc: dict) -> str:
         title = "live streams"
         lines.append("")
         lines.append(f"scaling, {label}:")
-        lines.append(f"{title:<14}{'agg fps':>9}{'fps/stream':>11}{'dropped %':>10}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'cores':>7}{'peak MB':>9}{'load':>6}")
+        lines.append(f"{title:<14}{'agg fps':>9}{'fps/stream':>11}{'dropped %':>10}{'detect 1 in':>12}{'p50 ms':>8}{'p95 ms':>8}"
+                     f"{'p99 ms':>8}{'cores':>7}{'peak MB':>9}{'load':>6}")
         for s in scaling:
             if s.get("error"):
                 lines.append(f"{s.get('streams', '?'):<14}  FAILED: {s['error']}")
                 continue
             lat = s["latency_ms"]
             lines.append(f"{s['streams']:<14}{_f(s['fps']):>9}{_f(s['fps_per_stream']):>11}{_f(s['dropped_pct'], '{:.2f}'):>10}"
-                         f"{_f(lat['p50_ms']):>8}{_f(lat['p95_ms']):>8}{_f(lat['p99_ms']):>8}{_f(s.get('cpu_cores'), '{:.2f}'):>7}"
+                         f"{_f(s.get('frames_per_detection'), '{:.2f}'):>12}{_f(lat['p50_ms']):>8}{_f(lat['p95_ms']):>8}{_f(lat['p99_ms']):>8}{_f(s.get('cpu_cores'), '{:.2f}'):>7}"
                          f"{_f(s.get('peak_rss_mb'), '{:.0f}'):>9}{_f((s.get('load_before') or [None])[0], '{:.2f}'):>6}")
         lines.append("(latency: worst stream's percentile, capture to written)")
         runs = [s for s in scaling if not s.get("error")]
@@ -265,12 +267,13 @@ def table(doc: dict) -> str:
                          f"{_f(t['cpu_ms_per_msg']['total'], '{:.2f}'):>11}{(_f(ul['p50'], '{:.2f}') + ' / ' + _f(ul['p99'], '{:.2f}')):>22}")
     if micro.get("face_detection"):
         lines.append("")
-        lines.append(f"{'face detector':<22}{'input':>11}{'fps':>8}{'ms/frame':>10}{'faces/frame':>13}")
+        lines.append(f"{'face detector':<22}{'input':>11}{'fps':>8}{'ms/frame':>10}{'CPU ms':>8}{'faces/frame':>13}")
         for d in micro["face_detection"]:
             if d.get("skipped") or d.get("error"):
                 lines.append(f"{d.get('detector', '?'):<22}  skipped: {d.get('skipped') or d.get('error')}")
                 continue
-            lines.append(f"{d['detector']:<22}{d['input']:>11}{_f(d['fps']):>8}{_f(d['ms_per_frame'], '{:.2f}'):>10}{_f(d['faces_per_frame'], '{:.2f}'):>13}")
+            lines.append(f"{d['detector']:<22}{d['input']:>11}{_f(d['fps']):>8}{_f(d['ms_per_frame'], '{:.2f}'):>10}"
+                         f"{_f(d.get('cpu_ms_per_frame'), '{:.1f}'):>8}{_f(d['faces_per_frame'], '{:.2f}'):>13}")
     if micro.get("infer"):
         lines.append("")
         lines.append(f"{'infer engine':<40}{'threads':>12}{'batch':>6}{'faces/s':>10}{'ms/batch':>10}{'CPU ms/batch, 1 per 100 ms':>28}")
@@ -280,8 +283,6 @@ def table(doc: dict) -> str:
                 continue
             where = i["backend"].rsplit(" on ", 1)[-1]
             threads = "auto" if i.get("threads") in (None, "usable cores") else str(i["threads"])
-            if i.get("spinning") is False:
-                threads += ",nospin"
             lines.append(f"{(i['engine'] + ' ' + where + ' ' + i['input'])[:39]:<40}{threads:>12}{i['batch']:>6}"
                          f"{_f(i['faces_per_s']):>10}{_f(i['ms_per_batch'], '{:.2f}'):>10}"
                          f"{_f(i.get('cpu_ms_per_batch_every_100ms'), '{:.2f}'):>28}")

@@ -65,7 +65,8 @@ def bench_command(clip, seconds, model, engine, face_detector, json_path, plot_p
       baseline   one process: decode, detect + classify every face of every frame, draw, encode
       dfstream   its defaults, and a sweep of replicas, detection interval and batch size
       live       the clip paced at its frame rate: latency p50/p95/p99, dropped frames
-      scaling    1, 2, 4 ... live streams until more than 1% of frames drop
+      scaling    1, 2, 4 ... live streams until over 1% of frames drop, or faces are
+                 looked for on fewer than half the frames the settings ask for
       micro      transport per hop, face detectors, infer faces/s per engine and batch size
 
     \b

@@ -39,9 +39,16 @@ class SourceConfig:
     open_timeout_s: float = 10.0  # network sources that do not answer in time fail clearly
     read_timeout_s: float = 10.0
     decode_threads: int = 0  # 0: let FFmpeg choose
-    # The face detector looks at every n-th frame (by sequence number); in a run, the
-    # others go from the source straight to annotate.
+    # The face detector looks at every detect_every-th frame and crops are cut on every
+    # classify_every-th (a multiple); in a run, the others go from the source straight to
+    # annotate, their faces tracked.
     detect_every: int = 1
+    classify_every: int = 1
+    # Live streams: when the frame due for detection finds every detect replica busy, it goes
+    # round the detector too and the next frame is due instead. The detector then runs as
+    # often as it can keep up (at most every detect_every-th frame) and the stream drops no
+    # frames for it. Off for swapping, which must see every face on every frame: it waits.
+    detect_when_free: bool = False
     # False (no video output): only the frames the face detector looks at carry pixels; the
     # others skip the colour conversion and cross the processes as a few hundred bytes.
     all_pixels: bool = True
@@ -55,6 +62,10 @@ class DetectConfig:
     classify_every: int = 3  # cut crops for the model on every m-th frame (a multiple of k)
     detect_max_side: int = 640  # frames are downscaled to this before face detection
     min_face_score: float = 0.8  # YuNet scores clear faces above 0.9; lower lets in corners and textures
+    # ONNX Runtime threads per detect replica (0: one per usable core). The detector shares
+    # the cores with decoding, encoding and the model: one thread costs least CPU per frame
+    # (11 ms for 640x360 on our 2-core VM, 15 ms with two), and replicas add parallelism.
+    threads: int = 1
     min_face_size: int = 24  # pixels, in the full frame; smaller faces are ignored
     max_faces: int = 8
     crop_size: tuple[int, int] = (224, 224)  # from the model's metadata

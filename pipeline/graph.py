@@ -39,7 +39,9 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
     def source_config(stream):
         return SourceConfig(stream=stream, open_timeout_s=config.open_timeout_s,
                             read_timeout_s=max(config.open_timeout_s, 10.0),
-                            detect_every=config.detect.detect_every, all_pixels=pixels)
+                            detect_every=config.detect.detect_every,
+                            classify_every=config.detect.classify_every,
+                            detect_when_free=config.infer.mode != "swap", all_pixels=pixels)
 
     def spec(stage, replica, stage_config, inbox, outbox, eos_per_stream):
         return StageSpec(

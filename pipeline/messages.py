@@ -80,6 +80,10 @@ class FrameMessage:
     image: np.ndarray | None  # H x W x 3 uint8, BGR; None once no later stage needs pixels
     faces: list[Face] = field(default_factory=list)
     crops: np.ndarray | None = None  # N x h x w x 3 uint8 BGR, aligned
+    # The source decides which frames the face detector looks at (and which of those are
+    # classified): one place for the schedule, which live streams adapt to the detector's load.
+    to_detect: bool = False
+    to_classify: bool = False
     detected: bool = False  # the face detector ran on this frame
     analysed: bool = False  # crops were made for classification on this frame
     timings: list[StageTiming] = field(default_factory=list)

@@ -101,6 +101,9 @@ class RunMetrics:
                     "frames_sent": totals.get("frames"),
                     "frames_written": sink.get("frames", {}).get(sid, 0),
                     "dropped": sources.get(stream.stream_id, {}).get("dropped", totals.get("dropped", 0)),
+                    # frames sent to the face detector, and due ones sent round it while it was busy
+                    "frames_to_detect": sources.get(stream.stream_id, {}).get("to_detect"),
+                    "detections_postponed": sources.get(stream.stream_id, {}).get("detections_postponed", 0),
                     "latency_ms": sink.get("latency", {}).get(sid, {}),
                     "output": sink.get("outputs", {}).get(sid),
                     "tracks": tracks.get(sid, []),

@@ -227,6 +227,8 @@ class StageRunner:
         while not (self.started_flow or self.stopping or self.aborted):
             self.control.poll(100)
             self.check_control()
+        if self.credit_inbox is not None:
+            stage.detector_free = self.detect_replica_free
         stage.start()
         try:
             while not stage.finished:
@@ -236,11 +238,10 @@ class StageRunner:
                 if self.stopping:
                     stage.stop()
                     break
-                # live: read a frame for the face detector only when a detect replica is free
-                # to take it at once (frames it skips go round it, without waiting)
-                to_detect = self.bypass is None or not stage.skips_detect(stage.frames_sent)
-                needs_credit = self.credit_inbox is not None and to_detect
-                if needs_credit:
+                # live: a frame goes to the face detector only when a detect replica is free
+                # to take it at once. Either the stage sends a due frame round a busy detector
+                # (detect_when_free), or the source waits here, dropping frames, until one is free.
+                if self.credit_inbox is not None and stage.detect_due() and not stage.config.detect_when_free:
                     self.credit_inbox.collect(0 if self.credit_inbox.available() else 100)
                     if not self.credit_inbox.available():
                         continue
@@ -249,12 +250,12 @@ class StageRunner:
                 self.first_input = self.first_input or started
                 self.busy_s += time.monotonic() - started - (stage.waited_s - waited)
                 self.processed += sum(len(p) for p in packets)
-                if needs_credit:
-                    for packet in packets:
+                for packet in packets:
+                    if self.credit_inbox is not None and any(message.to_detect for message in packet):
                         self.outbox.send_to(self.credit_inbox.take(), packet, self.should_stop_sending)
-                    self.last_output = time.monotonic()
-                else:
-                    self.emit(packets)
+                        self.last_output = time.monotonic()
+                    else:
+                        self.emit([packet])
                 self.report_stats()
         except StageError as exc:
             error = str(exc)
@@ -266,6 +267,11 @@ class StageRunner:
                 marker = EndOfStream(stage.stream.stream_id, stage.frames_sent, stage.dropped, error)
                 for outbox in self.outboxes():
                     outbox.broadcast(marker, self.should_stop_sending)
+
+    def detect_replica_free(self) -> bool:
+        """Live sources: whether a detect replica has asked for a frame and not yet had one."""
+        self.credit_inbox.collect(0)
+        return self.credit_inbox.available()
 
     def run_consumer(self) -> None:
         stage, spec = self.stage, self.spec

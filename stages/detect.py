@@ -1,8 +1,8 @@
 """Detect stage: find faces and cut aligned crops for the model.
 
 Each frame is handled on its own, so detect replicas can share frames in any
-order.  Face detection runs on every ``detect_every``-th frame of a stream, on a
-downscaled copy; crops are cut on every ``classify_every``-th frame.  Carrying
+order.  Faces are found on the frames the source marked ``to_detect``, on a
+downscaled copy; crops are cut from those marked ``to_classify``.  Carrying
 boxes across the frames in between (tracking) needs frames in order, so it
 happens after the reorder point, in the annotate stage.
 """
@@ -30,7 +30,8 @@ class DetectStage(Stage):
     def open(self) -> None:
         cfg = self.config
         try:
-            self.detector = create_face_detector(cfg.face_detector, cfg.face_detector_path, cfg.min_face_score)
+            self.detector = create_face_detector(cfg.face_detector, cfg.face_detector_path, cfg.min_face_score,
+                                                 threads=cfg.threads)
         except FaceDetectorError as exc:
             raise StageError(str(exc)) from None
 
@@ -40,13 +41,13 @@ class DetectStage(Stage):
         return [packet]
 
     def process_frame(self, message: FrameMessage, force: bool = False) -> FrameMessage:
-        """Detect (and crop) on this frame if its sequence number says so, or if ``force``."""
+        """Detect (and crop) on this frame if the source asked for it, or if ``force``."""
         started = time.time()
         cfg = self.config
-        if force or message.seq % cfg.detect_every == 0:
+        if force or message.to_detect:
             message.faces = self.find_faces(message.image)
             message.detected = True
-            if force or message.seq % cfg.classify_every == 0:
+            if force or message.to_classify:
                 self.cut_crops(message)
         if not cfg.keep_image:
             message.image = None

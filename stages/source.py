@@ -14,6 +14,7 @@ import threading
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 import av
 
@@ -184,6 +185,11 @@ class SourceStage(Stage):
         self.warning: str | None = None  # why a live stream ended early, if it did
         self.frames_sent = 0
         self.pictures_sent = 0  # frames sent with their pixels (see SourceConfig.all_pixels)
+        self.frames_to_detect = 0
+        self.detections_postponed = 0  # due frames sent round a busy detector (SourceConfig.detect_when_free)
+        self._next_detect_seq = 0  # the first frame sent from this one on goes to the face detector
+        # Live runs: the runner's answer to "is a detect replica free for a frame now?"
+        self.detector_free: Callable[[], bool] | None = None
         self.waited_s = 0.0  # live: time spent waiting for the camera's next frame (not work)
         self.frames_decoded = 0
         self._frames = None
@@ -201,7 +207,10 @@ class SourceStage(Stage):
         if not self.container.streams.video:
             raise StageError(f"{self.stream.url} has no video stream")
         video = self.container.streams.video[0]
-        video.thread_type = "AUTO"  # frame + slice threads: decoding is the source's whole job
+        # Files: frame + slice threads, decoding is the source's whole job. Live: slice threads
+        # only, since frame threads hold back one decoded frame per extra thread (~33 ms each
+        # at 30 fps) before the first one comes out.
+        video.thread_type = "SLICE" if self.stream.live else "AUTO"
         if cfg.decode_threads:
             video.thread_count = cfg.decode_threads
         self._frames = self._decode(video)
@@ -259,15 +268,29 @@ class SourceStage(Stage):
     def dropped(self) -> int:
         return self._slot.dropped if self._slot is not None else 0
 
-    def skips_detect(self, seq: int) -> bool:
-        """Whether the face detector leaves the frame with this sequence number alone."""
-        return seq % self.config.detect_every != 0
+    def detect_due(self) -> bool:
+        """Whether the next frame sent is due for face detection."""
+        return self.frames_sent >= self._next_detect_seq
+
+    def _schedule_detection(self) -> tuple[bool, bool]:
+        """(to_detect, to_classify) for the next frame, and move the schedule on."""
+        cfg = self.config
+        if not self.detect_due():
+            return False, False
+        if cfg.detect_when_free and self.detector_free is not None and not self.detector_free():
+            self.detections_postponed += 1
+            return False, False
+        to_classify = self.frames_to_detect % max(1, cfg.classify_every // cfg.detect_every) == 0
+        self.frames_to_detect += 1
+        self._next_detect_seq = self.frames_sent + cfg.detect_every
+        return True, to_classify
 
     def takes_bypass(self, message: FrameMessage) -> bool:
-        return self.skips_detect(message.seq)
+        return not message.to_detect
 
     def stats(self) -> dict:
-        return {"decoded": self.frames_decoded, "dropped": self.dropped, "pictures_sent": self.pictures_sent}
+        return {"decoded": self.frames_decoded, "dropped": self.dropped, "pictures_sent": self.pictures_sent,
+                "to_detect": self.frames_to_detect, "detections_postponed": self.detections_postponed}
 
     # -- decoding -----------------------------------------------------------
     def _decode(self, video):
@@ -332,8 +355,9 @@ class SourceStage(Stage):
         pts = frame.pts
         if self.stream.kind in LIVE_KINDS:
             pts = self._live_pts(pts, time_base, index)
+        to_detect, to_classify = self._schedule_detection()
         image = None
-        if self.config.all_pixels or not self.skips_detect(self.frames_sent):
+        if self.config.all_pixels or to_detect:
             image = frame.to_ndarray(format="bgr24")
             self.pictures_sent += 1
         message = FrameMessage(
@@ -344,6 +368,8 @@ class SourceStage(Stage):
             time_base=(time_base.numerator, time_base.denominator),
             capture_time=capture_time,
             image=image,
+            to_detect=to_detect,
+            to_classify=to_classify,
         )
         message.timings.append(StageTiming(self.name, started, time.time()))
         self.frames_sent += 1

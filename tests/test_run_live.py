@@ -176,3 +176,59 @@ def test_four_live_streams_all_reach_the_end_and_the_run_exits(tmp_path, tiny_de
         for stream in streams:
             assert stream["frames_written"] + stream["dropped"] == stream["frames_decoded"]
             assert video_facts(out / f"{stream['stream_id']}.mp4").frames == stream["frames_written"]
+
+
+def _schedule(config_overrides: dict, detector_answers: list[bool], frames: int) -> tuple[list, list, object]:
+    """Which of the first ``frames`` frames of a clip a source sends to detection and classification."""
+    from pipeline.config import SourceConfig
+    from stages.source import SourceStage, probe
+
+    source = SourceStage(SourceConfig(probe(str(shared("real/liveportrait_driving_videos/d0.mp4"))), **config_overrides))
+    answers = iter(detector_answers)
+    source.detector_free = lambda: next(answers)
+    source.open()
+    try:
+        messages = [source.process(None)[0][0] for _ in range(frames)]
+    finally:
+        source.close()
+    detected = [m.seq for m in messages if m.to_detect]
+    classified = [m.seq for m in messages if m.to_classify]
+    assert all(m.image is not None for m in messages if m.to_detect)
+    return detected, classified, source
+
+
+@needs_shared_data
+def test_a_due_frame_goes_round_a_busy_detector_and_the_next_frame_is_detected():
+    # frame 3 is due but finds the detector busy: it is sent round it, and frame 4 is detected
+    detected, classified, source = _schedule(
+        {"detect_every": 3, "classify_every": 6, "detect_when_free": True, "all_pixels": False},
+        [True, False, True, True, True], frames=12)
+    assert detected == [0, 4, 7, 10]
+    assert classified == [0, 7]  # every 2nd detection, whichever frames they fell on
+    assert source.detections_postponed == 1 and source.frames_to_detect == 4
+    assert source.pictures_sent == 4  # events only: pixels only for the detector
+
+
+@needs_shared_data
+def test_without_detect_when_free_the_schedule_is_every_nth_frame():
+    detected, classified, source = _schedule({"detect_every": 3, "classify_every": 6}, [True] * 12, frames=12)
+    assert detected == [0, 3, 6, 9] and classified == [0, 6]
+    assert source.detections_postponed == 0 and source.pictures_sent == 12
+
+
+@needs_shared_data
+def test_a_live_stream_keeps_its_frames_when_the_face_detector_cannot_keep_up(tmp_path, tiny_detector):
+    # 1080p at 25 fps with detection asked on every full-size frame: the detector takes several
+    # frame times per frame, so most due frames go round it, tracked instead of dropped
+    clip = shared("real/facenet_pytorch/video.mp4")
+    result = run_dfstream("run", "-s", clip, "--live", "-m", tiny_detector, "--detect-every", "1",
+                          "--detect-size", "1920", "--events", tmp_path / "events.jsonl",
+                          "--metrics-json", tmp_path / "m.json")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    stream = metrics["streams"][0]
+    source = [row for row in metrics["stages"] if row["stage"] == "source"][0]["extra"]
+    detect = [row for row in metrics["stages"] if row["stage"] == "detect"][0]
+    assert stream["frames_written"] + stream["dropped"] == stream["frames_decoded"]
+    assert 0 < source["to_detect"] == detect["frames"] < 0.5 * stream["frames_decoded"]
+    assert source["detections_postponed"] > stream["dropped"]
