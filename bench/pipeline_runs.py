@@ -86,7 +86,7 @@ def build_config(clips: list[str], live: bool, model_path: str, engine: str, fac
                                 crop_margin=metadata.crop_margin, draw=draw),
         sink=SinkConfig(output_pattern=str(Path(out_dir) / "dfstream-{index}.mp4") if video_output else None,
                         events_path=None if video_output else str(Path(out_dir) / "events.jsonl"),
-                        preset=preset or SinkConfig.preset),
+                        **({"preset": preset, "live_preset": preset} if preset else {})),
         detect_replicas=detect_replicas or replicas,
         infer_replicas=infer_replicas or replicas,
         queue_size=queue_size or defaults.queue_size,
@@ -171,6 +171,6 @@ def run_dfstream(clips: list[str], **options) -> dict:
             "engine": config.infer.engine, "infer_threads": config.infer.threads or "usable cores",
             "face_detector": config.detect.face_detector,
             "output": "video" if config.sink.output_pattern else "events only (no encoding)",
-            "preset": config.sink.preset, "crf": config.sink.crf,
+            "preset": config.sink.live_preset if config.live else config.sink.preset, "crf": config.sink.crf,
         },
     }

@@ -227,6 +227,8 @@ def table(doc: dict) -> str:
                 continue
             lat = r["latency_ms"]
             dropped = f"{r['dropped']}/{r['frames_decoded']}"
+            if r.get("p99_ms_runs"):
+                name = f"{name} (p99 of {len(r['p99_ms_runs'])} runs: " + "/".join(_f(v) for v in r["p99_ms_runs"]) + ")"
             lines.append(f"{name:<42}{_f(lat['p50_ms']):>8}{_f(lat['p95_ms']):>8}{_f(lat['p99_ms']):>8}{dropped:>14}"
                          f"{_f(r.get('frames_per_detection'), '{:.2f}'):>12}{_f(r.get('cpu_cores'), '{:.2f}'):>7}{_f((r.get('load_before') or [None])[0], '{:.2f}'):>6}"
                          f"{_f(r.get('others_busy_cores'), '{:.2f}'):>7}")

@@ -218,9 +218,10 @@ def cli(log_level: str) -> None:
               help="Seconds to wait for a network source or webcam to answer.")
 @click.option("--metrics-interval", default=5.0, show_default=True, type=click.FloatRange(0.5),
               help="Live runs print per-stage metrics this often (seconds).")
-@click.option("--preset", default=SinkConfig.preset, show_default=True,
+@click.option("--preset", default=None,
               type=click.Choice(["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"]),
-              help="x264 speed/size trade-off for --output; encoding is the most expensive stage on a CPU.")
+              help=f"x264 speed/size trade-off for --output; encoding is the most expensive stage on a CPU. "
+                   f"[default: {SinkConfig.preset} for files, {SinkConfig.live_preset} for live streams]")
 @click.option("--crf", default=SinkConfig.crf, show_default=True, type=click.IntRange(0, 51),
               help="x264 quality for --output (lower is better and bigger).")
 @click.option("--plan-out", metavar="FILE", help="Do not run: write the stage graph (each replica's settings and "
@@ -307,7 +308,8 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
             crop_margin=metadata.crop_margin,
             draw=not no_draw,
         ),
-        sink=SinkConfig(output_pattern=output, display=display, events_path=events_path, preset=preset, crf=crf),
+        sink=SinkConfig(output_pattern=output, display=display, events_path=events_path, crf=crf,
+                        **({"preset": preset, "live_preset": preset} if preset else {})),
         detect_replicas=detect_replicas or replicas,
         infer_replicas=infer_replicas or replicas,
         queue_size=queue_size,

@@ -63,7 +63,8 @@ class VideoWriter:
         self.video.pix_fmt = "yuv420p" if even else "yuv444p"
         self.video.time_base = self.time_base
         self.video.codec_context.time_base = self.time_base
-        options = {"preset": config.preset, "crf": str(config.crf)} if "264" in config.codec else {}
+        preset = config.live_preset if stream.live else config.preset
+        options = {"preset": preset, "crf": str(config.crf)} if "264" in config.codec else {}
         if options and stream.live and config.live_tune:
             options["tune"] = config.live_tune
         self.video.options = options

@@ -46,8 +46,9 @@ def test_a_live_file_is_paced_and_fully_accounted_for(tmp_path, tiny_detector):
     assert stream["latency_ms"]["p99_ms"] is not None
 
 
-def test_a_live_stream_is_encoded_without_b_frames(tmp_path, tiny_detector):
-    """x264's zerolatency tune for live sources: every frame leaves the encoder at once."""
+def test_a_live_stream_is_encoded_without_b_frames_with_the_fastest_preset(tmp_path, tiny_detector):
+    """x264's zerolatency tune for live sources: every frame leaves the encoder at once; and its
+    ultrafast preset, which (unlike the files' superfast) turns CABAC off."""
     import av
 
     clip = shared("real/liveportrait_driving_videos/d0.mp4")
@@ -63,6 +64,9 @@ def test_a_live_stream_is_encoded_without_b_frames(tmp_path, tiny_detector):
     b_frame = av.video.frame.PictureType.B
     assert b_frame in picture_types(tmp_path / "file.mp4")  # files keep the preset's B-frames
     assert b_frame not in picture_types(tmp_path / "--live.mp4")
+    # x264 writes the settings it used into the stream
+    assert b"cabac=1" in (tmp_path / "file.mp4").read_bytes()
+    assert b"cabac=0" in (tmp_path / "--live.mp4").read_bytes()
 
 
 @needs_shared_data
