@@ -213,6 +213,21 @@ def resolve(name_or_path: str | Path) -> Path:
     return verify(found, entry)
 
 
+# --face-detector auto: the first of these that is installed, else OpenCV's Haar cascade
+AUTO_FACE_DETECTORS = ("yunet", "yunet-opencv")
+
+
+def auto_face_detector() -> tuple[str, str | None]:
+    """(detector kind, model path) for ``--face-detector auto``: YuNet through ONNX Runtime, else
+    through OpenCV (a cache filled before the ONNX Runtime export was the default), else Haar."""
+    for name in AUTO_FACE_DETECTORS:
+        try:
+            return REGISTRY[name].detector_type, str(resolve(name))
+        except ModelNotFoundError:
+            continue
+    return "haar", None
+
+
 def installed_path(entry: RegistryEntry) -> Path | None:
     """Where ``entry``'s file would be resolved from, without verifying it."""
     return _find_file(entry.filename, entry)

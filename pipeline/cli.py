@@ -72,17 +72,16 @@ def _check_x_display(name: str, timeout: float = 3.0) -> None:
 
 def _resolve_face_detector(choice: str) -> tuple[str, str | None]:
     """(detector kind, model path) for --face-detector."""
-    from engines.registry import REGISTRY, ModelIntegrityError, ModelNotFoundError, resolve
+    from engines.registry import REGISTRY, ModelIntegrityError, ModelNotFoundError, auto_face_detector, resolve
 
     try:
         if choice == "auto":
-            try:
-                return "yunet", str(resolve("yunet"))
-            except ModelNotFoundError:
+            kind, path = auto_face_detector()
+            if kind == "haar":
                 logging.getLogger("dfstream").warning(
                     "YuNet face detector not installed (dfstream models fetch yunet); falling back to the Haar cascade"
                 )
-                return "haar", None
+            return kind, path
         if choice == "haar":
             return "haar", None
         if choice in REGISTRY:
@@ -188,7 +187,7 @@ def cli(log_level: str) -> None:
               help="With --swap: swap every face, only the largest, or only the face with this track id.")
 @click.option("--engine", default="auto", show_default=True, type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]),
               help="Model runtime; auto picks TensorRT when CUDA and torch-tensorrt are present, else ONNX Runtime.")
-@click.option("--face-detector", default="auto", show_default=True, metavar="auto|yunet|scrfd|haar|PATH",
+@click.option("--face-detector", default="auto", show_default=True, metavar="auto|yunet|yunet-opencv|scrfd|haar|PATH",
               help="Face detector: YuNet (default when installed), SCRFD/RetinaFace ONNX via insightface, or the "
                    "Haar cascade that needs no model file.")
 @click.option("--detect-every", default=3, show_default=True, type=click.IntRange(1),

@@ -38,7 +38,7 @@ def _command_line() -> str:
                    "results say so.")
 @click.option("--engine", default="auto", show_default=True, type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]),
               help="Model runtime for dfstream, the baseline and the micro-benchmarks (on a GPU machine: tensorrt).")
-@click.option("--face-detector", default="auto", show_default=True, metavar="auto|yunet|scrfd|haar|PATH",
+@click.option("--face-detector", default="auto", show_default=True, metavar="auto|yunet|yunet-opencv|scrfd|haar|PATH",
               help="Face detector for dfstream and the baseline.")
 @click.option("--json", "json_path", metavar="PATH", help="Write every figure, machine facts and versions here "
               "(default: bench-results/bench-<time>.json under the user cache).")

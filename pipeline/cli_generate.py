@@ -55,7 +55,7 @@ def _write_json(path: str | None, result: dict) -> None:
 
 
 _face_detector_option = click.option(
-    "--face-detector", default="auto", show_default=True, metavar="auto|yunet|scrfd|haar|PATH",
+    "--face-detector", default="auto", show_default=True, metavar="auto|yunet|yunet-opencv|scrfd|haar|PATH",
     help="Face detector used to cut the crops (the pipeline's detect stage).")
 _threads_option = click.option("--threads", type=click.IntRange(1), default=None,
                                help="torch CPU threads (default: the cores this process may use).")

@@ -148,3 +148,16 @@ def test_models_fetch_of_an_unknown_model_fails_clearly():
     result = CliRunner().invoke(models_group, ["fetch", "nonesuch"])
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: unknown model 'nonesuch'")
+
+
+def test_auto_face_detector_prefers_onnx_runtime_yunet_then_opencv_yunet_then_haar(monkeypatch):
+    from tests.conftest import SHARED_MODELS
+
+    shared_yunet = SHARED_MODELS / "face" / "libfacedetection_train"
+    if not shared_yunet.is_dir():
+        pytest.skip(f"shared face detectors not found at {shared_yunet}")
+    assert registry.auto_face_detector() == ("haar", None)  # nothing installed
+    fetch("yunet-opencv", from_dir=shared_yunet)  # a cache filled before the ONNX Runtime export was the default
+    assert registry.auto_face_detector() == ("yunet", str(registry.cache_dir() / "face_detection_yunet_2023mar.onnx"))
+    fetch("yunet", from_dir=shared_yunet)
+    assert registry.auto_face_detector() == ("yunet", str(registry.cache_dir() / "yunet_s_dynamic.onnx"))

@@ -37,15 +37,12 @@ class FaceCrop:
 
 def default_detect_config(crop_size: tuple[int, int], crop_margin: float, face_detector: str = "auto") -> DetectConfig:
     """Detect settings for offline work: resolve the face detector as the launcher does."""
-    from engines.registry import ModelNotFoundError, REGISTRY, resolve
+    from engines.registry import REGISTRY, auto_face_detector, resolve
 
     path = None
     kind = face_detector
     if face_detector == "auto":
-        try:
-            path, kind = str(resolve("yunet")), "yunet"
-        except ModelNotFoundError:
-            kind = "haar"
+        kind, path = auto_face_detector()
     elif face_detector in REGISTRY:
         path, kind = str(resolve(face_detector)), REGISTRY[face_detector].detector_type
     elif face_detector != "haar":
