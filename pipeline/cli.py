@@ -191,7 +191,8 @@ def cli(log_level: str) -> None:
               help="Face detector: YuNet (default when installed), SCRFD/RetinaFace ONNX via insightface, or the "
                    "Haar cascade that needs no model file.")
 @click.option("--detect-every", default=3, show_default=True, type=click.IntRange(1),
-              help="Run face detection on every k-th frame; faces are tracked in between.")
+              help="Run face detection on every k-th frame; faces are tracked in between. Live streams: "
+                   "at most every k-th, less often while every detect replica is busy (no frame is dropped for it).")
 @click.option("--classify-every", "classify_every", default=None, type=click.IntRange(1),
               help="Score each tracked face every m-th frame (a multiple of k; default: k).")
 @click.option("--detect-size", default=640, show_default=True, type=click.IntRange(64),
