@@ -1,7 +1,6 @@
 """What the benchmark writes: machine facts, versions, the table, the JSON, the plot."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -307,15 +306,6 @@ def table(doc: dict) -> str:
 
 
 # -- files -----------------------------------------------------------------------------
-def write_json(path: str | Path, doc: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(doc, indent=2, default=str))
-    tmp.replace(path)
-    return path
-
-
 def plot(path: str | Path, doc: dict) -> Path:
     """fps per configuration (bars, limit as a line) and latency / drops per live stream count."""
     import matplotlib

@@ -19,6 +19,7 @@ from pathlib import Path
 from bench import clips as clips_mod
 from bench import report
 from bench.measure import loadavg, machine_busy_s, measure
+from pipeline.metrics import write_json
 
 PARTS = ("limit", "baseline", "dfstream", "sweep", "live", "scaling", "micro")
 DEFAULT_MODEL = "detector"  # the registry name `dfstream run` uses by default
@@ -588,7 +589,7 @@ def run_bench(options: BenchOptions, echo=None) -> dict:
     """Run the benchmark; write --json / --plot; return the document."""
     doc = Bench(options, echo).run()
     if options.json_path:
-        report.write_json(options.json_path, doc)
+        write_json(options.json_path, doc)
     if options.plot_path:
         report.plot(options.plot_path, doc)
     return doc

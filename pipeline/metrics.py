@@ -145,9 +145,11 @@ class RunMetrics:
         return "\n".join(lines)
 
 
-def write_json(path: str | Path, document: dict) -> None:
+def write_json(path: str | Path, document: dict) -> Path:
+    """Write ``document`` as JSON through a hidden partial file: a reader never sees half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
     tmp.write_text(json.dumps(document, indent=2, default=str))
     tmp.replace(path)
+    return path
