@@ -1,4 +1,4 @@
-"""The stage graph of a run: which replicas exist and who talks to whom.
+r"""The stage graph of a run: which replicas exist and who talks to whom.
 
 ::
 

@@ -236,3 +236,23 @@ def test_a_live_stream_keeps_its_frames_when_the_face_detector_cannot_keep_up(tm
     assert stream["frames_written"] + stream["dropped"] == stream["frames_decoded"]
     assert 0 < source["to_detect"] == detect["frames"] < 0.5 * stream["frames_decoded"]
     assert source["detections_postponed"] > stream["dropped"]
+
+
+def test_only_swapping_sources_wait_for_the_face_detector():
+    """Detection runs as often as it can for detection runs; a swap must see every face on every frame."""
+    from pipeline.config import InferConfig, RunConfig, StreamInfo
+    from pipeline.graph import build_graph
+    from pipeline.transport import EndpointAllocator
+
+    camera = StreamInfo(stream_id=0, url="rtsp://127.0.0.1/cam", kind="rtsp", live=True, name="cam",
+                        width=1280, height=720, fps=30.0, time_base=(1, 90000), frame_count=None)
+    endpoints = EndpointAllocator("ipc")
+    try:
+        for mode, waits in (("detect", False), ("swap", True)):
+            specs = build_graph(RunConfig(streams=[camera], infer=InferConfig(mode=mode)), endpoints,
+                                "ipc://control", "ipc://report")
+            source = next(s for s in specs if s.stage == "source")
+            assert source.config.detect_when_free is not waits
+            assert source.credit_inbox  # either way, a frame goes to detect only when a replica asked for one
+    finally:
+        endpoints.cleanup()
