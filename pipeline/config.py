@@ -58,6 +58,7 @@ class SourceConfig:
 class DetectConfig:
     face_detector: str = "auto"  # yunet, scrfd, haar, auto (yunet if installed, else haar), or a path
     face_detector_path: str | None = None  # resolved by the launcher
+    # The source schedules these (SourceConfig); the detect stage does what each frame asks.
     detect_every: int = 3  # run the face detector on every k-th frame, track in between
     classify_every: int = 3  # cut crops for the model on every m-th frame (a multiple of k)
     detect_max_side: int = 640  # frames are downscaled to this before face detection

@@ -7,7 +7,7 @@ in-process (no ZeroMQ), the same classes the pipeline runs as processes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -50,8 +50,6 @@ def default_detect_config(crop_size: tuple[int, int], crop_margin: float, face_d
     return DetectConfig(
         face_detector=kind,
         face_detector_path=path,
-        detect_every=1,
-        classify_every=1,
         crop_size=tuple(crop_size),
         crop_margin=crop_margin,
     )
@@ -79,8 +77,8 @@ class FaceCropper:
     """Turns image and video files into aligned face crops with the detect stage."""
 
     def __init__(self, detect_config: DetectConfig):
-        self.config = replace(detect_config, detect_every=1, classify_every=1)
-        self.detect = DetectStage(self.config)
+        self.config = detect_config
+        self.detect = DetectStage(self.config)  # every frame it is given: process_frame(force=True)
         self.detect.open()
 
     def crops_from_image(self, path: str | Path, max_faces: int = 1, keep_frames: bool = False) -> list[FaceCrop]:
