@@ -387,17 +387,16 @@ def stage_command(plan_file, label):
 
 
 def _summary(metrics: dict) -> str:
+    from pipeline.metrics import busy_detector_note
+
     lines = []
     for stream in metrics["streams"]:
         lat = stream["latency_ms"] or {}
         tracks = [t for t in stream["tracks"] if t["scores"]]
         verdicts = ", ".join(f"#{t['track_id']} {t['verdict']} ({t['smoothed_score']:.2f})" for t in tracks) or "no faces scored"
-        busy_detector = ""
-        if stream.get("detections_postponed"):
-            busy_detector = (f", faces looked for on {stream['frames_to_detect']} frames "
-                             f"({stream['detections_postponed']} due while the face detector was busy)")
         lines.append(
-            f"{stream['name']}: {stream['frames_written']} frames, {stream['dropped'] or 0} dropped{busy_detector}, "
+            f"{stream['name']}: {stream['frames_written']} frames, {stream['dropped'] or 0} dropped"
+            f"{busy_detector_note(stream)}, "
             f"latency p50 {lat.get('p50_ms')} ms / p99 {lat.get('p99_ms')} ms; tracks: {verdicts}"
         )
     lines.append(f"{'stage':<12}{'fps':>8}{'busy%':>7}{'cpu s':>8}")

@@ -138,15 +138,20 @@ class RunMetrics:
             lines.append(f"{label:<12}{r['frames']:>8}{fps:>9}{busy:>7}{queue:>7}{r['cpu_s']:>8.1f}{r['max_rss_mb']:>8.0f}")
         for s in self.streams():
             lat = s["latency_ms"] or {}
-            busy_detector = ""
-            if s.get("detections_postponed"):  # live: the face detector is not keeping up with --detect-every
-                busy_detector = (f", faces looked for on {s['frames_to_detect']} "
-                                 f"({s['detections_postponed']} due while the detector was busy)")
             lines.append(
-                f"stream {s['name']}: {s['frames_written']} frames written, {s['dropped'] or 0} dropped{busy_detector}, "
+                f"stream {s['name']}: {s['frames_written']} frames written, {s['dropped'] or 0} dropped{busy_detector_note(s)}, "
                 f"latency p50 {lat.get('p50_ms')} ms p99 {lat.get('p99_ms')} ms"
             )
         return "\n".join(lines)
+
+
+def busy_detector_note(stream: dict) -> str:
+    """", faces looked for on N frames (M due ...)" for a live stream whose face detector did not
+    keep up with --detect-every (see SourceConfig.detect_when_free); "" otherwise."""
+    if not stream.get("detections_postponed"):
+        return ""
+    return (f", faces looked for on {stream['frames_to_detect']} frames "
+            f"({stream['detections_postponed']} due while the face detector was busy)")
 
 
 def write_json(path: str | Path, document: dict) -> Path:
