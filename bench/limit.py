@@ -1,4 +1,4 @@
-"""The limit: decode -> BGR ndarray -> encode, one process, nothing in between.
+"""The limit: decode -> ndarray (I420, as the source sends it) -> encode, one process, nothing in between.
 
 This is the least work any pipeline that reads a video and writes an annotated
 one must do: what dfstream's source and sink stages do with no stage between
@@ -15,16 +15,17 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pipeline import pictures
 from pipeline.config import SinkConfig
 from pipeline.messages import FrameMessage
 
 
-def frame_message(frame: av.VideoFrame, image: np.ndarray, seq: int) -> FrameMessage:
+def frame_message(frame: av.VideoFrame, image: np.ndarray, seq: int, pixel_format: str = pictures.BGR24) -> FrameMessage:
     """What the sink's writer needs from a decoded frame (pts and time base kept)."""
     tb = frame.time_base
     return FrameMessage(stream_id=0, seq=seq, frame_index=seq, pts=frame.pts,
                         time_base=(tb.numerator, tb.denominator) if tb else (1, 90000),
-                        capture_time=time.time(), image=image)
+                        capture_time=time.time(), image=image, pixel_format=pixel_format)
 
 
 def open_decoder(path: str):
@@ -34,8 +35,9 @@ def open_decoder(path: str):
     return container, video
 
 
-def decoded_frames(container, video):
-    """Yield ``(frame, BGR image, seconds decoding, seconds converting to BGR)`` for every frame."""
+def decoded_frames(container, video, pixel_format: str | None = pictures.BGR24):
+    """Yield ``(frame, image, seconds decoding, seconds converting)`` for every frame; the image is
+    BGR, or with ``pixel_format=None`` in the format the pipeline's source sends."""
     decoder = container.decode(video)
     while True:
         t0 = time.perf_counter()
@@ -43,7 +45,7 @@ def decoded_frames(container, video):
         if frame is None:
             return
         t1 = time.perf_counter()
-        image = frame.to_ndarray(format="bgr24")
+        image = frame.to_ndarray(format=pixel_format or pictures.wire_format(frame.width, frame.height))
         yield frame, image, t1 - t0, time.perf_counter() - t1
 
 
@@ -56,7 +58,9 @@ def ms(values: list[float]) -> dict:
 
 
 def run_limit(clip: str, out_dir: str, sink: SinkConfig | None = None) -> dict:
-    """Decode every frame of ``clip`` to bgr24 and encode it again with the sink's writer; frames per second."""
+    """Decode every frame of ``clip`` and encode it again with the sink's writer; frames per second.
+    Frames are taken from the decoder as the pipeline's source takes them (I420 for even sizes),
+    so the limit does no colour conversion the pipeline does not do."""
     from stages.sink import VideoWriter
     from stages.source import probe
 
@@ -69,9 +73,9 @@ def run_limit(clip: str, out_dir: str, sink: SinkConfig | None = None) -> dict:
     frames = 0
     started, cpu0 = time.perf_counter(), time.process_time()
     try:
-        for frame, image, decode, convert in decoded_frames(container, video):
+        for frame, image, decode, convert in decoded_frames(container, video, pixel_format=None):
             t0 = time.perf_counter()
-            writer.write(frame_message(frame, image, frames))
+            writer.write(frame_message(frame, image, frames, pictures.wire_format(frame.width, frame.height)))
             decode_s.append(decode)
             convert_s.append(convert)
             encode_s.append(time.perf_counter() - t0)
@@ -89,7 +93,7 @@ def run_limit(clip: str, out_dir: str, sink: SinkConfig | None = None) -> dict:
         "fps": round(frames / elapsed, 2),
         "cpu_s": round(cpu, 2),
         "cpu_cores": round(cpu / elapsed, 2),
-        "parts_ms": {"decode": ms(decode_s), "to_bgr24": ms(convert_s), "encode": ms(encode_s)},
+        "parts_ms": {"decode": ms(decode_s), "to_ndarray": ms(convert_s), "encode": ms(encode_s)},
         "encoder_flush_s": round(flush_s, 3),
         "encoder": {"codec": sink.codec, "preset": sink.preset, "crf": sink.crf, "threads": sink.encode_threads or "auto"},
         "output_bytes": output.stat().st_size if output.exists() else None,

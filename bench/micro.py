@@ -2,7 +2,8 @@
 
 - **transport**: a sender process pushes frame messages (``pipeline.codec`` over
   ``pipeline.transport`` Outbox -> Inbox, as between two stages) of 720p and
-  1080p frames, over ipc and tcp.  Saturated: messages per second and the CPU
+  1080p frames, over ipc and tcp, in the I420 layout frames travel in (and 720p
+  BGR for comparison).  Saturated: messages per second and the CPU
   both ends spend per message.  Unloaded: one message every 20 ms, one-way
   latency (sender's send time -> receiver has decoded it).
 - **face detection**: frames of the clip through each face detector at the
@@ -20,7 +21,15 @@ SIZES = {"720p": (720, 1280), "1080p": (1080, 1920)}
 
 
 # -- transport ------------------------------------------------------------------
-def _sender(url: str, transport: str, shape: tuple, count: int, hwm: int, interval_s: float, conn) -> None:
+def _frame_shape(size: str, pixel_format: str) -> tuple:
+    from pipeline import pictures
+
+    height, width = SIZES[size]
+    return (height * 3 // 2, width) if pixel_format == pictures.YUV420P else (height, width, 3)
+
+
+def _sender(url: str, transport: str, shape: tuple, pixel_format: str, count: int, hwm: int, interval_s: float,
+            conn) -> None:
     import zmq
 
     from pipeline.messages import FrameMessage
@@ -33,7 +42,7 @@ def _sender(url: str, transport: str, shape: tuple, count: int, hwm: int, interv
     cpu0, t0 = time.process_time(), time.perf_counter()
     for seq in range(count):
         message = FrameMessage(stream_id=0, seq=seq, frame_index=seq, pts=seq, time_base=(1, 30),
-                               capture_time=time.time(), image=image)
+                               capture_time=time.time(), image=image, pixel_format=pixel_format)
         outbox.send([message])
         if interval_s:
             time.sleep(interval_s)
@@ -42,7 +51,8 @@ def _sender(url: str, transport: str, shape: tuple, count: int, hwm: int, interv
     context.term()
 
 
-def transport_hop(transport: str, size: str, count: int, hwm: int = 8, interval_s: float = 0.0) -> dict:
+def transport_hop(transport: str, size: str, count: int, hwm: int = 8, interval_s: float = 0.0,
+                  pixel_format: str = "yuv420p") -> dict:
     import multiprocessing
 
     import zmq
@@ -55,7 +65,8 @@ def transport_hop(transport: str, size: str, count: int, hwm: int = 8, interval_
     inbox = Inbox(context, url, hwm)
     spawn = multiprocessing.get_context("spawn")
     here, there = spawn.Pipe()
-    sender = spawn.Process(target=_sender, args=(url, transport, SIZES[size] + (3,), count, hwm, interval_s, there))
+    sender = spawn.Process(target=_sender, args=(url, transport, _frame_shape(size, pixel_format), pixel_format, count, hwm,
+                                                         interval_s, there))
     sender.start()
     try:
         here.send("go")
@@ -71,7 +82,7 @@ def transport_hop(transport: str, size: str, count: int, hwm: int = 8, interval_
             first = first or time.perf_counter()
             last = time.perf_counter()
             latencies.append(now - packet[0].capture_time)
-            checksum += int(packet[0].image[0, 0, 0])  # touch the buffer, as a stage would
+            checksum += int(packet[0].image.flat[0])  # touch the buffer, as a stage would
         cpu_receiver = time.process_time() - cpu0
         sent = here.recv()
     finally:
@@ -81,12 +92,13 @@ def transport_hop(transport: str, size: str, count: int, hwm: int = 8, interval_
         inbox.close()
         context.term()
         endpoints.cleanup()
-    nbytes = int(np.prod(SIZES[size])) * 3
+    nbytes = int(np.prod(_frame_shape(size, pixel_format)))
     span = (last - first) if last and first and last > first else None
     lat = np.asarray(latencies) * 1000.0
     out = {
         "transport": transport,
         "size": size,
+        "pixel_format": pixel_format,
         "frame_mb": round(nbytes / 1e6, 2),
         "messages": count,
         "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3), "p99": round(float(np.percentile(lat, 99)), 3)},
@@ -107,13 +119,13 @@ def transport_hop(transport: str, size: str, count: int, hwm: int = 8, interval_
 
 def run_transport(quick: bool = False) -> list[dict]:
     results = []
-    for transport in ("ipc", "tcp"):
-        for size in ("720p", "1080p"):
-            saturated = transport_hop(transport, size, count=40 if quick else 400)
-            unloaded = transport_hop(transport, size, count=10 if quick else 100, interval_s=0.02)
-            saturated["unloaded_latency_ms"] = unloaded["latency_ms"]
-            saturated["saturated_latency_ms"] = saturated.pop("latency_ms")
-            results.append(saturated)
+    cases = [(t, s, "yuv420p") for t in ("ipc", "tcp") for s in ("720p", "1080p")] + [("ipc", "720p", "bgr24")]
+    for transport, size, pixel_format in cases:
+        saturated = transport_hop(transport, size, count=40 if quick else 400, pixel_format=pixel_format)
+        unloaded = transport_hop(transport, size, count=10 if quick else 100, interval_s=0.02, pixel_format=pixel_format)
+        saturated["unloaded_latency_ms"] = unloaded["latency_ms"]
+        saturated["saturated_latency_ms"] = saturated.pop("latency_ms")
+        results.append(saturated)
     return results
 
 

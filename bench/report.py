@@ -258,13 +258,14 @@ def table(doc: dict) -> str:
     micro = doc.get("micro") or {}
     if micro.get("transport"):
         lines.append("")
-        lines.append(f"{'transport hop':<16}{'msgs/s':>9}{'GB/s':>7}{'CPU ms/msg':>11}{'unloaded p50/p99 ms':>22}")
+        lines.append(f"{'transport hop':<24}{'msgs/s':>9}{'GB/s':>7}{'CPU ms/msg':>11}{'unloaded p50/p99 ms':>22}")
         for t in micro["transport"]:
             if t.get("error"):
                 lines.append(f"FAILED: {t['error']}")
                 continue
             ul = t["unloaded_latency_ms"]
-            lines.append(f"{t['transport'] + ' ' + t['size']:<16}{_f(t['msgs_per_s']):>9}{_f(t['gb_per_s'], '{:.2f}'):>7}"
+            hop = f"{t['transport']} {t['size']} {t.get('pixel_format', 'bgr24')}"
+            lines.append(f"{hop:<24}{_f(t['msgs_per_s']):>9}{_f(t['gb_per_s'], '{:.2f}'):>7}"
                          f"{_f(t['cpu_ms_per_msg']['total'], '{:.2f}'):>11}{(_f(ul['p50'], '{:.2f}') + ' / ' + _f(ul['p99'], '{:.2f}')):>22}")
     if micro.get("face_detection"):
         lines.append("")

@@ -331,7 +331,7 @@ class Bench:
             for round_ in range(repeat):
                 tag = f" (round {round_ + 1}/{repeat})" if repeat > 1 else ""
                 if "limit" in opts.parts:
-                    trio["limit"].append(self.run_one(f"limit: decode -> bgr24 -> encode, 1 process{tag}",
+                    trio["limit"].append(self.run_one(f"limit: decode -> yuv420p -> encode, 1 process{tag}",
                                                       "bench.limit:run_limit", budget, clip=clip["path"],
                                                       out_dir=out("limit")))
                 if "baseline" in opts.parts:

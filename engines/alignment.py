@@ -38,11 +38,31 @@ def alignment_matrix(landmarks: np.ndarray, size: tuple[int, int], margin: float
     return transform.params[:2]
 
 
+def warp_crop(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The crop of ``size`` = (height, width) that ``matrix`` (frame -> crop) cuts from ``image``."""
+    return cv2.warpAffine(image, matrix, (size[1], size[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+
+
 def align_face(image: np.ndarray, landmarks, size: tuple[int, int], margin: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Cut the aligned crop for one face; returns (crop, matrix frame->crop)."""
     matrix = alignment_matrix(np.asarray(landmarks), size, margin)
-    crop = cv2.warpAffine(image, matrix, (size[1], size[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-    return crop, matrix
+    return warp_crop(image, matrix, size), matrix
+
+
+def crop_footprint(matrix: np.ndarray, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The frame box (x1, y1, x2, y2) a crop's pixels are sampled from, with a pixel to spare
+    for interpolation: cutting the crop from just this box gives the same crop."""
+    height, width = size
+    inverse = cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64))
+    corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], np.float64) @ inverse.T
+    return (corners[:, 0].min() - 2, corners[:, 1].min() - 2, corners[:, 0].max() + 2, corners[:, 1].max() + 2)
+
+
+def shift_matrix(matrix: np.ndarray, origin) -> np.ndarray:
+    """``matrix`` (frame -> crop) for a region of the frame whose top-left corner is ``origin``."""
+    shifted = np.array(matrix, dtype=np.float64)
+    shifted[:, 2] += shifted[:, :2] @ np.asarray(origin, dtype=np.float64)
+    return shifted
 
 
 def align_faces(image: np.ndarray, landmarks_list, size: tuple[int, int], margin: float = 1.0) -> np.ndarray:

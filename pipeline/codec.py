@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.messages import EndOfStream, Face, FrameMessage, StageTiming
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: frames say their pixel format
 
 Message = Union[list[FrameMessage], EndOfStream]
 
@@ -52,6 +52,7 @@ def _frame_header(msg: FrameMessage, buffers: list) -> dict:
         "capture": msg.capture_time,
         "image": None if msg.image is None else _array_ref(msg.image, buffers),
         "crops": None if msg.crops is None else _array_ref(msg.crops, buffers),
+        "fmt": msg.pixel_format,
         "faces": [f.to_dict() for f in msg.faces],
         "to_detect": msg.to_detect,
         "to_classify": msg.to_classify,
@@ -71,6 +72,7 @@ def _frame_from(h: dict, parts: Sequence) -> FrameMessage:
         capture_time=h["capture"],
         image=_array_from(h["image"], parts),
         crops=_array_from(h["crops"], parts),
+        pixel_format=h["fmt"],
         faces=[Face.from_dict(f) for f in h["faces"]],
         to_detect=h["to_detect"],
         to_classify=h["to_classify"],

@@ -77,9 +77,10 @@ class FrameMessage:
     pts: int | None
     time_base: tuple[int, int]
     capture_time: float  # wall clock when the source had the frame
-    image: np.ndarray | None  # H x W x 3 uint8, BGR; None once no later stage needs pixels
+    image: np.ndarray | None  # the picture (see pipeline.pictures); None once no later stage needs pixels
     faces: list[Face] = field(default_factory=list)
     crops: np.ndarray | None = None  # N x h x w x 3 uint8 BGR, aligned
+    pixel_format: str = "bgr24"  # of ``image``: "yuv420p" (I420, as decoded) or "bgr24"
     # The source decides which frames the face detector looks at (and which of those are
     # classified): one place for the schedule, which live streams adapt to the detector's load.
     to_detect: bool = False

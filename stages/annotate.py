@@ -15,6 +15,7 @@ import time
 import cv2
 import numpy as np
 
+from pipeline import pictures
 from pipeline.config import AnnotateConfig
 from pipeline.messages import VERDICT_FAKE, VERDICT_REAL, FrameMessage, Packet, StageTiming
 from pipeline.stage import Stage, StageError
@@ -151,7 +152,7 @@ class AnnotateStage(Stage):
                 self._draw_hud(message, fps, latency)
 
     def _paste_swaps(self, message: FrameMessage) -> None:
-        from engines.alignment import alignment_matrix
+        from engines.alignment import alignment_matrix, crop_footprint, shift_matrix
 
         chosen = self._faces_to_swap(message)
         chosen_ids = {id(face) for face in chosen}
@@ -160,8 +161,12 @@ class AnnotateStage(Stage):
                 face.swapped = False  # swapped by infer, but not one the user asked for
         for face in chosen:
             if face.swapped and face.crop_index >= 0:
-                matrix = alignment_matrix(np.asarray(face.landmarks), tuple(self.config.crop_size), self.config.crop_margin)
-                self._paste(message.image, message.crops[face.crop_index], matrix)
+                size = tuple(self.config.crop_size)
+                matrix = alignment_matrix(np.asarray(face.landmarks), size, self.config.crop_margin)
+                region = pictures.read_region(message.image, message.pixel_format, crop_footprint(matrix, size))
+                if region is not None:
+                    self._paste(region.bgr, message.crops[face.crop_index], shift_matrix(matrix, region.origin))
+                    pictures.write_region(message.image, message.pixel_format, region)
 
     def _faces_to_swap(self, message: FrameMessage):
         choice = self.config.swap_faces
@@ -171,14 +176,15 @@ class AnnotateStage(Stage):
             return message.faces[:1]  # detect sorts faces by area, largest first
         return [f for f in message.faces if str(f.track_id) == str(choice)]
 
+    # Drawing goes through pipeline.pictures: on an I420 frame box outlines are drawn into its
+    # planes, and labels and the HUD on BGR copies of just their regions.
     def _draw_faces(self, message: FrameMessage) -> None:
-        image = message.image
-        thickness = max(2, image.shape[1] // 480)
-        scale = max(0.5, image.shape[1] / 1600)
+        width, _ = pictures.frame_size(message.image, message.pixel_format)
+        thickness = max(2, width // 480)
+        scale = max(0.5, width / 1600)
         for face in message.faces:
             colour = COLOURS.get(face.verdict, UNSURE_COLOUR)
             x1, y1, x2, y2 = (int(round(v)) for v in face.box)
-            cv2.rectangle(image, (x1, y1), (x2, y2), colour, thickness)
             score = face.smoothed_score if face.smoothed_score is not None else face.fake_score
             label = f"#{face.track_id} {face.verdict or 'uncertain'}"
             if score is not None:
@@ -187,14 +193,24 @@ class AnnotateStage(Stage):
                 label += " swapped"
             (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
             top = max(0, y1 - th - base - 4)
-            cv2.rectangle(image, (x1, top), (x1 + tw + 6, top + th + base + 4), colour, -1)
-            cv2.putText(image, label, (x1 + 3, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+            pictures.draw_rectangle(message.image, message.pixel_format, (x1, y1), (x2, y2), colour, thickness)
+            label_box = (x1, top, x1 + tw + 7, top + th + base + 5)
+            region = pictures.read_region(message.image, message.pixel_format, label_box)
+            if region is None:
+                continue  # the label lies outside the frame
+            dx, dy = region.x0, region.y0
+            cv2.rectangle(region.bgr, (x1 - dx, top - dy), (x1 + tw + 6 - dx, top + th + base + 4 - dy), colour, -1)
+            cv2.putText(region.bgr, label, (x1 + 3 - dx, top + th + 2 - dy), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                        (255, 255, 255), 1, cv2.LINE_AA)
+            pictures.write_region(message.image, message.pixel_format, region)
 
     def _draw_hud(self, message: FrameMessage, fps: float, latency: float) -> None:
         stream = self.streams[message.stream_id]
         text = f"dfstream  {stream.name}  {fps:4.1f} fps  {latency * 1000:4.0f} ms  faces {len(message.faces)}"
-        scale = max(0.45, message.image.shape[1] / 2000)
+        width, _ = pictures.frame_size(message.image, message.pixel_format)
+        scale = max(0.45, width / 2000)
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        overlay = message.image[0:th + base + 10, 0:tw + 12]
-        overlay[:] = (overlay * 0.4).astype(np.uint8)
-        cv2.putText(message.image, text, (6, th + 5), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        region = pictures.read_region(message.image, message.pixel_format, (0, 0, tw + 12, th + base + 10))
+        region.bgr[:] = (region.bgr * 0.4).astype(np.uint8)
+        cv2.putText(region.bgr, text, (6, th + 5), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        pictures.write_region(message.image, message.pixel_format, region)

@@ -9,11 +9,13 @@ happens after the reorder point, in the annotate stage.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
-from engines.alignment import align_faces
+from engines.alignment import alignment_matrix
 from engines.face_detectors import FaceDetector, FaceDetectorError, create_face_detector
+from pipeline import pictures
 from pipeline.config import DetectConfig
 from pipeline.messages import Face, FrameMessage, Packet, StageTiming
 from pipeline.stage import Stage, StageError
@@ -45,7 +47,7 @@ class DetectStage(Stage):
         started = time.time()
         cfg = self.config
         if force or message.to_detect:
-            message.faces = self.find_faces(message.image)
+            message.faces = self.find_faces(message.image, message.pixel_format)
             message.detected = True
             if force or message.to_classify:
                 self.cut_crops(message)
@@ -54,9 +56,14 @@ class DetectStage(Stage):
         message.timings.append(StageTiming(self.name, started, time.time()))
         return message
 
-    def find_faces(self, image: np.ndarray) -> list[Face]:
+    def find_faces(self, image: np.ndarray, pixel_format: str = pictures.BGR24) -> list[Face]:
         cfg = self.config
-        found = self.detector.detect_downscaled(image, cfg.detect_max_side)
+        small, factor = pictures.downscaled_bgr(image, pixel_format, cfg.detect_max_side)
+        width, height = pictures.frame_size(image, pixel_format)
+        # a face cut by the frame's edge gets a box that reaches past it: keep boxes inside the
+        # frame (events and drawing); landmarks stay where the detector put them, for alignment
+        found = [face.scaled(factor) for face in self.detector.detect(small)]
+        found = [replace(f, box=_inside(f.box, width, height)) for f in found]
         found = [f for f in found if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= cfg.min_face_size]
         found.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
         self.faces_found += min(len(found), cfg.max_faces)
@@ -70,7 +77,9 @@ class DetectStage(Stage):
         if not message.faces:
             message.analysed = True
             return
-        message.crops = align_faces(message.image, [f.landmarks for f in message.faces], tuple(cfg.crop_size), cfg.crop_margin)
+        size = tuple(cfg.crop_size)
+        matrices = [alignment_matrix(np.asarray(f.landmarks), size, cfg.crop_margin) for f in message.faces]
+        message.crops = pictures.cut_crops(message.image, message.pixel_format, matrices, size)
         for index, face in enumerate(message.faces):
             face.crop_index = index
         message.analysed = True
@@ -80,3 +89,8 @@ class DetectStage(Stage):
 
     def stats(self) -> dict:
         return {"faces": self.faces_found}
+
+
+def _inside(box, width: int, height: int) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = box
+    return (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from engines.metadata import KIND_DETECTOR, KIND_SWAPPER
+from pipeline import pictures
 from pipeline.config import InferConfig
 from pipeline.messages import Packet, StageTiming
 from pipeline.stage import Stage, StageError
@@ -82,7 +83,7 @@ class InferStage(Stage):
     def _score_swapped(self, messages) -> None:
         """The detector's view of each swapped face: its own aligned crop of the frame
         with the swapped face blended in, exactly as the viewer will see it."""
-        from engines.alignment import align_face, alignment_matrix
+        from engines.alignment import alignment_matrix
         from engines.blending import paste_swapped_face
 
         swap_meta, detect_meta = self.engine.metadata, self.detector.metadata
@@ -92,7 +93,8 @@ class InferStage(Stage):
                 if face.crop_index < 0:
                     continue
                 landmarks = np.asarray(face.landmarks)
-                view, to_detector = align_face(message.image, landmarks, detect_meta.input_size, detect_meta.crop_margin)
+                to_detector = alignment_matrix(landmarks, detect_meta.input_size, detect_meta.crop_margin)
+                view = pictures.cut_crops(message.image, message.pixel_format, [to_detector], detect_meta.input_size)[0]
                 to_swapper = alignment_matrix(landmarks, swap_meta.input_size, swap_meta.crop_margin)
                 # detector-crop coordinates -> swapper-crop coordinates
                 detector_to_swapper = _compose(to_swapper, cv2.invertAffineTransform(to_detector))

@@ -18,6 +18,7 @@ from typing import Callable
 
 import av
 
+from pipeline import pictures
 from pipeline.config import (
     LIVE_KINDS,
     SOURCE_FILE,
@@ -357,8 +358,9 @@ class SourceStage(Stage):
             pts = self._live_pts(pts, time_base, index)
         to_detect, to_classify = self._schedule_detection()
         image = None
+        pixel_format = pictures.wire_format(frame.width, frame.height)
         if self.config.all_pixels or to_detect:
-            image = frame.to_ndarray(format="bgr24")
+            image = frame.to_ndarray(format=pixel_format)
             self.pictures_sent += 1
         message = FrameMessage(
             stream_id=self.stream.stream_id,
@@ -368,6 +370,7 @@ class SourceStage(Stage):
             time_base=(time_base.numerator, time_base.denominator),
             capture_time=capture_time,
             image=image,
+            pixel_format=pixel_format,
             to_detect=to_detect,
             to_classify=to_classify,
         )

@@ -49,3 +49,12 @@ def test_end_of_stream_round_trips():
 def test_foreign_messages_are_refused(parts):
     with pytest.raises(codec.CodecError):
         codec.decode(parts)
+
+
+def test_an_i420_picture_round_trips_with_its_pixel_format():
+    message = _frame(0, crops=False)
+    message.image = np.random.default_rng(1).integers(0, 255, (72, 64), dtype=np.uint8)  # 64 x 48 as I420
+    message.pixel_format = "yuv420p"
+    back = codec.decode([bytes(p) for p in codec.encode([message])])[0]
+    assert back.pixel_format == "yuv420p" and np.array_equal(back.image, message.image)
+    assert codec.decode([bytes(p) for p in codec.encode([_frame(1)])])[0].pixel_format == "bgr24"

@@ -71,18 +71,21 @@ def test_a_live_stream_is_encoded_without_b_frames_with_the_fastest_preset(tmp_p
 
 @needs_shared_data
 def test_a_live_source_faster_than_the_pipeline_drops_frames_instead_of_queueing(tmp_path, tiny_detector):
-    # 1080p at 25 fps with face detection on every full-size frame cannot keep up on 2 cores
-    clip = shared("real/facenet_pytorch/video.mp4")
+    # 1080p at 25 fps encoded with x264 "medium" (about 6 fps here), face detection on every
+    # full-size frame: two cores cannot keep up
+    clip = shared("real/facenet_pytorch/video.mp4")  # 105 frames, 4.2 s
     result = run_dfstream("run", "-s", clip, "--live", "-m", tiny_detector, "--detect-every", "1",
-                          "--detect-size", "1920", "-o", tmp_path / "out.mp4", "--metrics-json", tmp_path / "m.json")
+                          "--detect-size", "1920", "--preset", "medium", "-o", tmp_path / "out.mp4",
+                          "--metrics-json", tmp_path / "m.json")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "m.json").read_text())
     stream = metrics["streams"][0]
-    assert stream["dropped"] > 0
+    assert stream["dropped"] > 0.3 * stream["frames_decoded"]
     assert stream["frames_written"] + stream["dropped"] == stream["frames_decoded"]
     # no frame waits in front of face detection: latency is the work itself, not a queue
     assert metrics["wait_ms"]["detect"]["p99"] < 0.5 * metrics["stage_ms"]["detect"]["p50"]
-    assert stream["latency_ms"]["p50_ms"] < 2 * metrics["stage_ms"]["detect"]["p50"] + 500
+    # had every frame queued, the last ones would come out 10 s or more after capture
+    assert stream["latency_ms"]["p99_ms"] < 4000
 
 
 def _start_run(tmp_path, *args) -> tuple[subprocess.Popen, str]:
@@ -256,3 +259,4 @@ def test_only_swapping_sources_wait_for_the_face_detector():
             assert source.credit_inbox  # either way, a frame goes to detect only when a replica asked for one
     finally:
         endpoints.cleanup()
+

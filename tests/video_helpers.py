@@ -56,3 +56,9 @@ def write_clip(path, frames: list[np.ndarray], fps: int = 25) -> None:
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+
+
+def first_frame_i420(path) -> np.ndarray:
+    """A file's first frame in the I420 layout the source stage sends."""
+    with av.open(str(path)) as container:
+        return next(container.decode(video=0)).to_ndarray(format="yuv420p")

@@ -14,6 +14,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from pipeline import pictures
 from pipeline.config import DetectConfig, SourceConfig
 from pipeline.messages import FrameMessage
 from pipeline.stage import StageError
@@ -136,7 +137,7 @@ class FaceCropper:
                     face_index=face.crop_index,
                     box=face.box,
                     landmarks=np.asarray(face.landmarks, dtype=np.float64),
-                    frame=message.image if keep_frames else None,
+                    frame=pictures.to_bgr(message.image, message.pixel_format) if keep_frames else None,
                 )
             )
         return out

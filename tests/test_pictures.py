@@ -1,0 +1,97 @@
+"""Pictures travel as I420; stages see BGR copies of just the parts they use, exactly."""
+import cv2
+import numpy as np
+import pytest
+
+from engines.alignment import alignment_matrix, warp_crop
+from pipeline import pictures
+from tests.conftest import shared
+from tests.video_helpers import first_frame_i420
+
+
+@pytest.fixture(scope="module")
+def i420():
+    """A real decoded 720p frame with two faces, in the layout the source sends."""
+    return first_frame_i420(shared("real/deepfacelive_sample_videos/Ben_Stiller_Owen_Wilson.mp4"))
+
+
+def test_frames_travel_as_i420_unless_a_side_is_odd():
+    assert pictures.wire_format(1280, 720) == pictures.YUV420P
+    assert pictures.wire_format(641, 480) == pictures.BGR24
+    assert pictures.wire_format(640, 481) == pictures.BGR24
+
+
+def test_frame_size_reads_the_picture_not_the_array(i420):
+    assert i420.shape == (1080, 1280)
+    assert pictures.frame_size(i420, pictures.YUV420P) == (1280, 720)
+    assert pictures.frame_size(np.zeros((720, 1280, 3), np.uint8), pictures.BGR24) == (1280, 720)
+
+
+def test_a_region_of_an_i420_picture_is_that_region_of_the_whole_picture_in_bgr(i420):
+    whole = pictures.to_bgr(i420, pictures.YUV420P)
+    region = pictures.read_region(i420, pictures.YUV420P, (101.4, 53, 333, 287.2))
+    # widened to whole chroma samples, never narrowed
+    assert (region.x0, region.y0, region.x1, region.y1) == (100, 52, 334, 288)
+    assert np.array_equal(region.bgr, whole[52:288, 100:334])
+
+
+def test_crops_cut_from_an_i420_region_equal_crops_cut_from_the_whole_frame(i420):
+    whole = pictures.to_bgr(i420, pictures.YUV420P)
+    landmarks = [np.array([[600, 300], [680, 300], [640, 340], [610, 380], [670, 380]], float),
+                 np.array([[5, 700], [40, 702], [22, 715], [8, 730], [36, 731]], float)]  # over the bottom edge
+    matrices = [alignment_matrix(lm, (128, 128), 1.4) for lm in landmarks]
+    crops = pictures.cut_crops(i420, pictures.YUV420P, matrices, (128, 128))
+    for crop, matrix in zip(crops, matrices):
+        assert np.array_equal(crop, warp_crop(whole, matrix, (128, 128)))
+
+
+def test_the_downscaled_copy_for_the_face_detector_matches_resizing_the_bgr_frame(i420):
+    whole = pictures.to_bgr(i420, pictures.YUV420P)
+    small, factor = pictures.downscaled_bgr(i420, pictures.YUV420P, 640)
+    assert small.shape == (360, 640, 3) and factor == 2.0
+    reference = cv2.resize(whole, (640, 360), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - reference).mean() < 1.0
+
+
+def test_drawing_on_an_i420_region_changes_only_the_pixels_drawn(i420):
+    picture = i420.copy()
+    region = pictures.read_region(picture, pictures.YUV420P, (200, 100, 420, 330))
+    cv2.rectangle(region.bgr, (10, 10), (200, 200), (40, 40, 230), 3)
+    pictures.write_region(picture, pictures.YUV420P, region)
+    after = pictures.to_bgr(picture, pictures.YUV420P)
+    before = pictures.to_bgr(i420, pictures.YUV420P)
+    # the line is there, red, in the full-frame conversion
+    line = after[100 + 110, 200 + 9:200 + 12]
+    assert (line[:, 2].astype(int) - line[:, 1] > 100).all()
+    # the face inside the box and everything outside the region are untouched
+    y, _, _ = pictures.planes(picture)
+    y0, _, _ = pictures.planes(i420)
+    assert np.array_equal(y[100 + 20:100 + 190, 200 + 20:200 + 190], y0[100 + 20:100 + 190, 200 + 20:200 + 190])
+    assert np.array_equal(after[:, :190], before[:, :190]) and np.array_equal(after[340:], before[340:])
+
+
+def test_a_bgr_region_is_a_view_drawing_on_it_draws_on_the_picture():
+    picture = np.zeros((100, 120, 3), np.uint8)
+    region = pictures.read_region(picture, pictures.BGR24, (10, 10, 50, 60))
+    cv2.rectangle(region.bgr, (0, 0), (20, 20), (255, 255, 255), -1)
+    pictures.write_region(picture, pictures.BGR24, region)
+    assert picture[15, 15].tolist() == [255, 255, 255] and picture[5, 5].tolist() == [0, 0, 0]
+
+
+def test_a_region_outside_the_picture_is_none(i420):
+    assert pictures.read_region(i420, pictures.YUV420P, (1300, 10, 1400, 50)) is None
+
+
+def test_an_unknown_pixel_format_is_refused():
+    with pytest.raises(ValueError, match="unknown pixel format"):
+        pictures.to_bgr(np.zeros((4, 4, 3), np.uint8), "rgb48")
+
+
+def test_a_box_outline_drawn_into_i420_planes_has_its_colour_and_leaves_the_inside_alone(i420):
+    picture = i420.copy()
+    pictures.draw_rectangle(picture, pictures.YUV420P, (400, 200), (600, 450), (40, 40, 230), 4)
+    after, before = pictures.to_bgr(picture, pictures.YUV420P), pictures.to_bgr(i420, pictures.YUV420P)
+    edge = after[300, 398:402].astype(int)  # the left line, 4 px wide, centred on x = 400
+    assert (edge[:, 2] - edge[:, 1] > 120).all() and (edge[:, 2] > 150).all()
+    assert np.array_equal(after[210:440, 410:590], before[210:440, 410:590])
+    assert np.array_equal(after[:190], before[:190])
