@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.measure import cpu_s_of
 from pipeline.config import DetectConfig
+from pipeline.graph import infer_threads
 
 
 def _timed_supervisor_class():
@@ -168,7 +169,7 @@ def run_dfstream(clips: list[str], **options) -> dict:
             "infer_replicas": config.infer_replicas, "max_batch": config.batch.max_batch,
             "batch_timeout_ms": round(config.batch.timeout_ms, 2), "transport": config.transport,
             "queue_size": config.live_queue_size if config.live else config.queue_size,
-            "engine": config.infer.engine, "infer_threads": config.infer.threads or "usable cores",
+            "engine": config.infer.engine, "infer_threads": infer_threads(config) or "usable cores",
             "face_detector": config.detect.face_detector,
             "output": "video" if config.sink.output_pattern else "events only (no encoding)",
             "preset": config.sink.live_preset if config.live else config.sink.preset, "crf": config.sink.crf,

@@ -88,7 +88,9 @@ class InferConfig:
     model_path: str = ""
     mode: str = "detect"  # detect or swap
     engine: str = "auto"  # auto, tensorrt, onnxruntime, torch
-    threads: int | None = None  # ONNX Runtime intra-op threads; None: the cores this process may use
+    # ONNX Runtime intra-op threads; None: 1 for file runs, the cores this process may use for
+    # live runs (see pipeline.graph.infer_threads)
+    threads: int | None = None
     detector_path: str | None = None  # with mode=swap: also score the swapped faces
     swap_source: tuple[str, ...] = ()  # one-shot (inswapper-style) swappers: photos of the new face
     embedder_path: str | None = None  # and the identity embedding model for those photos
