@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.messages import EndOfStream, Face, FrameMessage, StageTiming
 
-WIRE_VERSION = 2  # 2: frames say their pixel format
+WIRE_VERSION = 2  # 2: frames say their pixel format, and which part of a split frame they are
 
 Message = Union[list[FrameMessage], EndOfStream]
 
@@ -58,6 +58,7 @@ def _frame_header(msg: FrameMessage, buffers: list) -> dict:
         "to_classify": msg.to_classify,
         "detected": msg.detected,
         "analysed": msg.analysed,
+        "part": msg.part,
         "timings": [[t.stage, t.start, t.end] for t in msg.timings],
     }
 
@@ -78,6 +79,7 @@ def _frame_from(h: dict, parts: Sequence) -> FrameMessage:
         to_classify=h["to_classify"],
         detected=h["detected"],
         analysed=h["analysed"],
+        part=h["part"],
         timings=[StageTiming(*t) for t in h["timings"]],
     )
 

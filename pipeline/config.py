@@ -72,6 +72,9 @@ class DetectConfig:
     crop_size: tuple[int, int] = (224, 224)  # from the model's metadata
     crop_margin: float = 1.0  # from the model's metadata
     keep_image: bool = True  # False: drop the picture once crops are cut (no video output)
+    # send the picture of a frame with crops straight to annotate, its crops through batch and
+    # infer (FrameMessage.part); set by the graph for detection runs with video output
+    split_frames: bool = False
 
 
 @dataclass

@@ -4,7 +4,8 @@ r"""The stage graph of a run: which replicas exist and who talks to whom.
 
     source (1 per stream) -> detect (xN) -> batch -> infer (xM) -> annotate -> sink
           |                      \______________________________/^
-          |                        frames with no crops to score  |
+          |                        frames with no crops to score, |
+          |                        pictures of frames with crops  |
            \______________________________________________________/
              frames the face detector skips
 
@@ -12,7 +13,9 @@ Every replica binds its own inbox; each upstream replica connects to all inboxes
 of the next stage.  Frames go round the stages that have nothing to do with them:
 the source sends the frames the face detector skips (it runs on every
 ``detect_every``-th) straight to annotate, and detect does the same with the frames
-it cut no crops from, sparing them the hops of a full picture.  ``expected_eos``
+it cut no crops from, sparing them the hops of a full picture.  A frame with crops
+is split in detection runs with video output: its picture goes straight to
+annotate, its crops through batch and infer, and annotate joins the two.  ``expected_eos``
 says how many end-of-stream markers a replica must count for each stream before
 that stream is done there.
 """
@@ -61,7 +64,8 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
     specs = [
         spec("source", s.stream_id, source_config(s), None, detect_in, 0) for s in config.streams
     ]
-    detect = replace(config.detect, keep_image=pixels)
+    # swapping needs the picture in infer (the swap's self-check) and the crops in annotate (pasting)
+    detect = replace(config.detect, keep_image=pixels, split_frames=pixels and config.infer.mode == "detect")
     specs += [spec("detect", i, detect, url, [batch_in], 1) for i, url in enumerate(detect_in)]
     for source_or_detect in specs:
         source_or_detect.bypass = [annotate_in]

@@ -15,6 +15,9 @@ VERDICT_REAL = "real"
 VERDICT_FAKE = "fake"
 VERDICT_UNSURE = "uncertain"
 
+PICTURE_PART = "picture"
+SCORES_PART = "scores"
+
 
 @dataclass
 class Face:
@@ -87,6 +90,11 @@ class FrameMessage:
     to_classify: bool = False
     detected: bool = False  # the face detector ran on this frame
     analysed: bool = False  # crops were made for classification on this frame
+    # A frame whose faces are being scored travels in two parts, so its picture need not ride
+    # through batch and infer: PICTURE_PART (picture, faces) goes from detect straight to
+    # annotate, SCORES_PART (faces, crops, no picture) through batch and infer; annotate joins
+    # them by stream and sequence number. "" is a whole frame.
+    part: str = ""
     timings: list[StageTiming] = field(default_factory=list)
 
     @property

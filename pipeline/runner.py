@@ -291,7 +291,7 @@ class StageRunner:
                     self.first_input = self.first_input or started
                     packets = stage.process(message)
                     self.busy_s += time.monotonic() - started
-                    self.processed += len(message)
+                    self.processed += stage.frames_in(message)
                     self.emit(packets)
                     self.return_credits(message)
             deadline = stage.next_deadline()

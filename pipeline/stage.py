@@ -23,6 +23,10 @@ class Stage:
         """Handle one incoming packet; return the packets to send downstream."""
         raise NotImplementedError
 
+    def frames_in(self, packet: Packet) -> int:
+        """How many frames ``packet`` brings, for the stage's frame count and fps."""
+        return len(packet)
+
     def takes_bypass(self, message: FrameMessage) -> bool:
         """Whether ``message`` may skip the next stages and take the runner's bypass
         (see ``StageSpec.bypass``): it holds nothing those stages would work on."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline import pictures
 from pipeline.config import AnnotateConfig
-from pipeline.messages import VERDICT_FAKE, VERDICT_REAL, FrameMessage, Packet, StageTiming
+from pipeline.messages import PICTURE_PART, SCORES_PART, VERDICT_FAKE, VERDICT_REAL, FrameMessage, Packet, StageTiming
 from pipeline.stage import Stage, StageError
 from stages.tracking import FaceTracker
 
@@ -26,17 +26,25 @@ UNSURE_COLOUR = (0, 190, 255)
 
 
 class StreamOrder:
-    """Hands out one stream's frames strictly by sequence number."""
+    """Hands out one stream's frames strictly by sequence number, each one whole: the two
+    parts of a split frame (FrameMessage.part) are joined before it counts as arrived."""
 
     def __init__(self, window: int):
         self.window = window
         self.next_seq = 0
         self.held: dict[int, FrameMessage] = {}
+        self.parts: dict[int, FrameMessage] = {}  # one part of a split frame, waiting for the other
         self.waiting_since: float | None = None  # when we started waiting for next_seq
 
     def push(self, message: FrameMessage) -> list[FrameMessage]:
         if message.seq < self.next_seq:
             return []  # a frame we already gave up on (live gap timeout)
+        if message.part:
+            other = self.parts.pop(message.seq, None)
+            if other is None:
+                self.parts[message.seq] = message
+                return self.pop_ready()
+            message = _join(message, other)
         self.held[message.seq] = message
         return self.pop_ready()
 
@@ -45,20 +53,40 @@ class StreamOrder:
         while self.next_seq in self.held:
             ready.append(self.held.pop(self.next_seq))
             self.next_seq += 1
-        self.waiting_since = time.monotonic() if self.held else None
+        self.waiting_since = time.monotonic() if self.held or self.parts else None
         return ready
 
     def skip_gap(self) -> list[FrameMessage]:
-        """Give up on the missing frame(s) and release what follows (live streams only)."""
+        """Give up on the missing frame(s) and release what follows (live streams only). A
+        picture whose scores never came is shown without them; scores without a picture go."""
+        first_whole = min(self.held, default=None)
+        for seq in sorted(self.parts):
+            if first_whole is not None and seq > first_whole:
+                break
+            part = self.parts.pop(seq)
+            if part.part == PICTURE_PART:
+                part.part = ""
+                self.held[seq] = part
         if self.held:
             self.next_seq = min(self.held)
         return self.pop_ready()
 
     def drain(self) -> list[FrameMessage]:
         out = []
-        while self.held:
+        while self.held or self.parts:
             out.extend(self.skip_gap())
         return out
+
+
+def _join(one: FrameMessage, other: FrameMessage) -> FrameMessage:
+    """The whole frame from its picture part and its scores part (in either order)."""
+    picture, scores = (one, other) if one.part == PICTURE_PART else (other, one)
+    picture.faces = scores.faces
+    picture.analysed = scores.analysed
+    # both parts carry the stages up to detect; the scores part then went through batch and infer
+    picture.timings = sorted(picture.timings + scores.timings[len(picture.timings):], key=lambda t: t.start)
+    picture.part = ""
+    return picture
 
 
 class RateMeter:
@@ -104,6 +132,9 @@ class AnnotateStage(Stage):
                 raise StageError(f"stream {message.stream_id}: frame {order.next_seq} never arrived")
             out.extend([m] for m in map(self.annotate, order.push(message)))
         return out
+
+    def frames_in(self, packet: Packet) -> int:
+        return sum(1 for message in packet if message.part != SCORES_PART)  # a split frame counts once
 
     def next_deadline(self) -> float | None:
         waits = [o.waiting_since for sid, o in self.order.items() if o.waiting_since and self.streams[sid].live]

@@ -4,7 +4,10 @@ Each frame is handled on its own, so detect replicas can share frames in any
 order.  Faces are found on the frames the source marked ``to_detect``, on a
 downscaled copy; crops are cut from those marked ``to_classify``.  Carrying
 boxes across the frames in between (tracking) needs frames in order, so it
-happens after the reorder point, in the annotate stage.
+happens after the reorder point, in the annotate stage.  With video output, a frame
+with crops leaves in two parts: its picture straight to annotate, its crops through
+batch and infer, so the picture is not carried through two stages that never look
+at it; annotate joins the parts.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from engines.alignment import alignment_matrix
 from engines.face_detectors import FaceDetector, FaceDetectorError, create_face_detector
 from pipeline import pictures
 from pipeline.config import DetectConfig
-from pipeline.messages import Face, FrameMessage, Packet, StageTiming
+from pipeline.messages import PICTURE_PART, SCORES_PART, Face, FrameMessage, Packet, StageTiming
 from pipeline.stage import Stage, StageError
 
 
@@ -38,9 +41,16 @@ class DetectStage(Stage):
             raise StageError(str(exc)) from None
 
     def process(self, packet: Packet) -> list[Packet]:
+        out = []
         for message in packet:
             self.process_frame(message)
-        return [packet]
+            if self.config.split_frames and message.crops is not None and message.image is not None:
+                # the picture goes round batch and infer (takes_bypass), the crops through them
+                out.append([replace(message, crops=None, part=PICTURE_PART)])
+                out.append([replace(message, image=None, part=SCORES_PART)])
+            else:
+                out.append([message])
+        return out
 
     def process_frame(self, message: FrameMessage, force: bool = False) -> FrameMessage:
         """Detect (and crop) on this frame if the source asked for it, or if ``force``."""

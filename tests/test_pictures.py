@@ -6,13 +6,13 @@ import pytest
 from engines.alignment import alignment_matrix, warp_crop
 from pipeline import pictures
 from tests.conftest import shared
-from tests.video_helpers import first_frame_i420
+from tests.video_helpers import frame_i420
 
 
 @pytest.fixture(scope="module")
 def i420():
-    """A real decoded 720p frame with two faces, in the layout the source sends."""
-    return first_frame_i420(shared("real/deepfacelive_sample_videos/Ben_Stiller_Owen_Wilson.mp4"))
+    """A real decoded 720p frame with faces, in the layout the source sends."""
+    return frame_i420(shared("real/deepfacelive_sample_videos/Ben_Stiller_Owen_Wilson.mp4"), index=90)
 
 
 def test_frames_travel_as_i420_unless_a_side_is_odd():
@@ -95,3 +95,23 @@ def test_a_box_outline_drawn_into_i420_planes_has_its_colour_and_leaves_the_insi
     assert (edge[:, 2] - edge[:, 1] > 120).all() and (edge[:, 2] > 150).all()
     assert np.array_equal(after[210:440, 410:590], before[210:440, 410:590])
     assert np.array_equal(after[:190], before[:190])
+
+
+def test_detect_sends_a_frame_with_crops_in_two_parts_picture_round_batch_and_infer(i420):
+    from engines.registry import auto_face_detector
+    from pipeline.config import DetectConfig
+    from pipeline.messages import FrameMessage
+    from stages.detect import DetectStage
+
+    kind, path = auto_face_detector()
+    stage = DetectStage(DetectConfig(face_detector=kind, face_detector_path=path, crop_size=(64, 64), split_frames=True))
+    stage.open()
+    message = FrameMessage(stream_id=0, seq=7, frame_index=7, pts=7, time_base=(1, 30), capture_time=0.0, image=i420,
+                           pixel_format=pictures.YUV420P, to_detect=True, to_classify=True)
+    (picture,), (scores,) = stage.process([message])
+    assert picture.part == "picture" and picture.image is i420 and picture.crops is None
+    assert scores.part == "scores" and scores.image is None and len(scores.crops) == len(scores.faces) > 0
+    assert stage.takes_bypass(picture) and not stage.takes_bypass(scores)
+    # a frame the detector only looks at (no crops) stays whole
+    message.to_classify, message.part, message.crops = False, "", None
+    assert [p[0].part for p in stage.process([message])] == [""]

@@ -58,7 +58,10 @@ def write_clip(path, frames: list[np.ndarray], fps: int = 25) -> None:
             container.mux(packet)
 
 
-def first_frame_i420(path) -> np.ndarray:
-    """A file's first frame in the I420 layout the source stage sends."""
+def frame_i420(path, index: int = 0) -> np.ndarray:
+    """One frame of a file in the I420 layout the source stage sends."""
     with av.open(str(path)) as container:
-        return next(container.decode(video=0)).to_ndarray(format="yuv420p")
+        for number, frame in enumerate(container.decode(video=0)):
+            if number == index:
+                return frame.to_ndarray(format="yuv420p")
+    raise IndexError(f"{path} has no frame {index}")
