@@ -6,7 +6,7 @@ process and written to ``--metrics-json`` as it was used.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 SOURCE_FILE = "file"
 SOURCE_RTSP = "rtsp"
@@ -135,6 +135,10 @@ class SinkConfig:
     live_preset: str = "ultrafast"
     encode_threads: int = 0
     streams: list[StreamInfo] = field(default_factory=list)
+
+    def with_preset(self, preset: str | None) -> "SinkConfig":
+        """One x264 preset for files and live streams alike (``--preset``); None keeps both defaults."""
+        return replace(self, preset=preset, live_preset=preset) if preset else self
 
 
 @dataclass
