@@ -93,7 +93,7 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
 def infer_threads(config: RunConfig) -> int | None:
     """ONNX Runtime threads for the model, unless the user chose: one for file runs, where the
     other processes keep every core busy and a second thread costs more in hand-offs than it
-    saves (bench: about 10 % more frames per second with one); the usable cores (None) for live
+    saves (bench: 6-9 % more frames per second with one); the usable cores (None) for live
     runs, where each batch is waited for and its run time is the stream's latency."""
     if config.infer.threads is not None:
         return config.infer.threads
