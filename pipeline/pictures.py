@@ -63,13 +63,6 @@ def to_bgr(image: np.ndarray, pixel_format: str) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420)
 
 
-def from_bgr(image_bgr: np.ndarray, pixel_format: str) -> np.ndarray:
-    """A BGR picture in ``pixel_format`` (used by tests and tools that make frames)."""
-    if check_format(pixel_format) == BGR24:
-        return image_bgr
-    return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2YUV_I420)
-
-
 def downscaled_bgr(image: np.ndarray, pixel_format: str, max_side: int) -> tuple[np.ndarray, float]:
     """A BGR copy no larger than ``max_side``, and the factor that takes its coordinates back
     to the picture's.  I420 planes are shrunk before converting, so only the small copy is."""
@@ -83,9 +76,9 @@ def downscaled_bgr(image: np.ndarray, pixel_format: str, max_side: int) -> tuple
     # even sizes, so the small copy is I420 too; the factor follows the width
     small_w, small_h = max(2, 2 * round(width / factor / 2)), max(2, 2 * round(height / factor / 2))
     y, u, v = planes(image)
-    shrink = lambda plane, w, h: cv2.resize(plane, (w, h), interpolation=cv2.INTER_AREA)  # noqa: E731
-    small = _stack_i420(shrink(y, small_w, small_h), shrink(u, small_w // 2, small_h // 2),
-                        shrink(v, small_w // 2, small_h // 2))
+    small = _stack_i420(cv2.resize(y, (small_w, small_h), interpolation=cv2.INTER_AREA),
+                        cv2.resize(u, (small_w // 2, small_h // 2), interpolation=cv2.INTER_AREA),
+                        cv2.resize(v, (small_w // 2, small_h // 2), interpolation=cv2.INTER_AREA))
     return cv2.cvtColor(small, cv2.COLOR_YUV2BGR_I420), width / small_w
 
 
@@ -161,6 +154,7 @@ def write_region(image: np.ndarray, pixel_format: str, region: Region) -> None:
 def cut_crops(image: np.ndarray, pixel_format: str, matrices, size: tuple[int, int]) -> np.ndarray:
     """The N x H x W x 3 BGR crops that frame -> crop ``matrices`` cut from the picture, converting
     only the part of it they come from; the same crops as cutting from the whole BGR frame."""
+    # imported here: alignment pulls in scikit-image, which the source and sink never need
     from engines.alignment import crop_footprint, shift_matrix, warp_crop
 
     crops = np.empty((len(matrices), size[0], size[1], 3), dtype=np.uint8)
