@@ -169,3 +169,33 @@ def test_several_sources_need_an_output_pattern(tmp_path, tiny_detector):
     assert result.returncode != 0
     assert "{stream}" in result.stderr
     assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize("size, pix_fmt", [((321, 321), "yuv444p"), ((512, 512), "yuv422p10le")])
+def test_odd_sizes_and_other_pixel_formats_run_through_with_faces_found(tmp_path, tiny_detector, size, pix_fmt):
+    """Frames travel as I420 only when both sides are even (odd ones as BGR), and the decoder's
+    other layouts are converted once, in the source."""
+    import av
+    from fractions import Fraction
+
+    clip = tmp_path / f"in-{pix_fmt}.mkv"
+    with av.open(str(shared(TALKING_HEAD))) as src, av.open(str(clip), "w") as dst:
+        stream = dst.add_stream("libx264", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], pix_fmt
+        for number, frame in enumerate(src.decode(video=0)):
+            if number == 30:
+                break
+            frame = frame.reformat(width=size[0], height=size[1], format=pix_fmt)
+            frame.pts = None
+            for packet in stream.encode(frame):
+                dst.mux(packet)
+        for packet in stream.encode():
+            dst.mux(packet)
+    result = run_dfstream("run", "-s", clip, "-m", tiny_detector, "-o", tmp_path / "out.mp4",
+                          "--events", tmp_path / "events.jsonl")
+    assert result.returncode == 0, result.stderr
+    facts = video_facts(tmp_path / "out.mp4")
+    assert (facts.width, facts.height, facts.frames) == (size[0], size[1], 30)
+    records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert len({r["frame_index"] for r in records}) == 10  # the one face, on every 3rd frame
+    assert all(0 <= r["box"][0] < r["box"][2] <= size[0] and 0 <= r["box"][1] < r["box"][3] <= size[1] for r in records)
