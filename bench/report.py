@@ -197,7 +197,7 @@ def table(doc: dict) -> str:
             f"{_f(row['load'], '{:.2f}'):>6}{_f(row['others'], '{:.2f}'):>7}"
         )
     lines.append("(fps: frames written per second from the first frame read to the output file closed; "
-                 "cores: CPU seconds / those seconds, all processes; load: 1-min load average before the run; "
+                 "cores: CPU seconds of all processes from the first frame read until they exited / that time; load: 1-min load average before the run; "
                  "others: cores busy with other processes meanwhile)")
     repeated = [(name, item) for name, item in [("limit", doc.get("limit")), ("baseline", doc.get("baseline"))]
                 + [(f"dfstream {r['name']}", r) for r in doc.get("dfstream", [])] if item and item.get("fps_runs")]
