@@ -46,13 +46,12 @@ class FaceDetector(ABC):
     def detect(self, image_bgr: np.ndarray) -> list[DetectedFace]:
         """Faces in a BGR image, in that image's pixel coordinates."""
 
-    def detect_downscaled(self, image_bgr: np.ndarray, max_side: int) -> list[DetectedFace]:
-        """Detect on a copy no larger than ``max_side`` (faster), report full-size coordinates."""
-        height, width = image_bgr.shape[:2]
-        factor = max(height, width) / float(max_side)
-        if factor <= 1.0:
-            return self.detect(image_bgr)
-        small = cv2.resize(image_bgr, (round(width / factor), round(height / factor)), interpolation=cv2.INTER_AREA)
+    def detect_downscaled(self, image: np.ndarray, max_side: int, pixel_format: str = "bgr24") -> list[DetectedFace]:
+        """Detect on a BGR copy no larger than ``max_side`` (faster), report full-size coordinates.
+        ``image`` is a BGR picture or, with ``pixel_format="yuv420p"``, an I420 one (pipeline.pictures)."""
+        from pipeline.pictures import downscaled_bgr
+
+        small, factor = downscaled_bgr(image, pixel_format, max_side)
         return [face.scaled(factor) for face in self.detect(small)]
 
 

@@ -68,11 +68,10 @@ class DetectStage(Stage):
 
     def find_faces(self, image: np.ndarray, pixel_format: str = pictures.BGR24) -> list[Face]:
         cfg = self.config
-        small, factor = pictures.downscaled_bgr(image, pixel_format, cfg.detect_max_side)
         width, height = pictures.frame_size(image, pixel_format)
         # a face cut by the frame's edge gets a box that reaches past it: keep boxes inside the
         # frame (events and drawing); landmarks stay where the detector put them, for alignment
-        found = [face.scaled(factor) for face in self.detector.detect(small)]
+        found = self.detector.detect_downscaled(image, cfg.detect_max_side, pixel_format)
         found = [replace(f, box=_inside(f.box, width, height)) for f in found]
         found = [f for f in found if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= cfg.min_face_size]
         found.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
