@@ -109,10 +109,11 @@ def _bounds(box, width: int, height: int, even: bool) -> tuple[int, int, int, in
     return x0, y0, x1, y1
 
 
-def read_region(image: np.ndarray, pixel_format: str, box) -> Region | None:
+def read_region(image: np.ndarray, pixel_format: str, box, write_back: bool = True) -> Region | None:
     """The part of the picture inside ``box`` (x1, y1, x2, y2, clipped to the frame) as BGR,
     or None when the box lies outside it.  A BGR picture gives a view: drawing on it draws on
-    the picture.  An I420 picture gives a converted copy: hand it back with :func:`write_region`."""
+    the picture.  An I420 picture gives a converted copy: hand it back with :func:`write_region`
+    (``write_back=False``: it will only be read, so nothing is kept to tell what changed)."""
     width, height = frame_size(image, pixel_format)
     bounds = _bounds(box, width, height, even=pixel_format == YUV420P)
     if bounds is None:
@@ -123,7 +124,7 @@ def read_region(image: np.ndarray, pixel_format: str, box) -> Region | None:
     y, u, v = planes(image)
     cut = _stack_i420(y[y0:y1, x0:x1], u[y0 // 2:y1 // 2, x0 // 2:x1 // 2], v[y0 // 2:y1 // 2, x0 // 2:x1 // 2])
     bgr = cv2.cvtColor(cut, cv2.COLOR_YUV2BGR_I420)
-    return Region(bgr, x0, y0, x1, y1, as_read=bgr.copy())
+    return Region(bgr, x0, y0, x1, y1, as_read=bgr.copy() if write_back else None)
 
 
 def write_region(image: np.ndarray, pixel_format: str, region: Region) -> None:
@@ -136,6 +137,8 @@ def write_region(image: np.ndarray, pixel_format: str, region: Region) -> None:
         if not np.shares_memory(region.bgr, image):
             image[region.y0:region.y1, region.x0:region.x1] = region.bgr
         return
+    if region.as_read is None:
+        raise ValueError("this region was read with write_back=False")
     height, width = region.bgr.shape[:2]
     # OpenCV for the masks: numpy's reductions over 3 channels or 2 x 2 blocks cost 10x more
     difference = cv2.transform(cv2.absdiff(region.bgr, region.as_read), np.ones((1, 3), np.float32))
@@ -162,10 +165,10 @@ def cut_crops(image: np.ndarray, pixel_format: str, matrices, size: tuple[int, i
         return crops
     footprints = np.array([crop_footprint(m, size) for m in matrices])
     box = (*footprints[:, :2].min(axis=0), *footprints[:, 2:].max(axis=0))
-    region = read_region(image, pixel_format, box)
+    region = read_region(image, pixel_format, box, write_back=False)
     if region is None:  # every crop lies outside the frame: sample the frame's border, as before
         width, height = frame_size(image, pixel_format)
-        region = read_region(image, pixel_format, (0, 0, width, height))
+        region = read_region(image, pixel_format, (0, 0, width, height), write_back=False)
     for index, matrix in enumerate(matrices):
         crops[index] = warp_crop(region.bgr, shift_matrix(matrix, region.origin), size)
     return crops
