@@ -16,6 +16,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from engines.alignment import crop_footprint, warp_crop
+
 
 @lru_cache(maxsize=16)
 def face_mask(height: int, width: int, feather: float = 0.12) -> np.ndarray:
@@ -68,20 +70,17 @@ def paste_swapped_face(
     mask = face_mask(height, width)
     matrix = np.asarray(matrix_frame_to_crop, dtype=np.float64).reshape(2, 3)
     if original_crop is None:  # the frame still holds the original face: cut it again (crop-sized, cheap)
-        original_crop = cv2.warpAffine(frame, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        original_crop = warp_crop(frame, matrix, (height, width))
     if original_crop.shape != crop.shape:
         raise ValueError(f"original crop {original_crop.shape} and swapped crop {crop.shape} differ in shape")
     crop = color_transfer(crop, original_crop, mask)
 
     inverse = cv2.invertAffineTransform(matrix)
-    # The crop's corners in the frame bound everything the paste can touch.
-    corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], np.float64)
-    xy = corners @ inverse.T
+    # The crop's footprint in the frame bounds everything the paste can touch.
+    left, top, right, bottom = crop_footprint(matrix, (height, width))
     frame_h, frame_w = frame.shape[:2]
-    x0 = max(int(np.floor(xy[:, 0].min())), 0)
-    y0 = max(int(np.floor(xy[:, 1].min())), 0)
-    x1 = min(int(np.ceil(xy[:, 0].max())) + 1, frame_w)
-    y1 = min(int(np.ceil(xy[:, 1].max())) + 1, frame_h)
+    x0, y0 = max(int(np.floor(left)), 0), max(int(np.floor(top)), 0)
+    x1, y1 = min(int(np.ceil(right)), frame_w), min(int(np.ceil(bottom)), frame_h)
     if x1 <= x0 or y1 <= y0:
         return  # the face lies outside the frame
     roi_w, roi_h = x1 - x0, y1 - y0
