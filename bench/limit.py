@@ -35,9 +35,8 @@ def open_decoder(path: str):
     return container, video
 
 
-def decoded_frames(container, video, pixel_format: str | None = pictures.BGR24):
-    """Yield ``(frame, image, seconds decoding, seconds converting)`` for every frame; the image is
-    BGR, or with ``pixel_format=None`` in the format the pipeline's source sends."""
+def decoded_frames(container, video, pixel_format: str = pictures.BGR24):
+    """Yield ``(frame, image in pixel_format, seconds decoding, seconds converting)`` for every frame."""
     decoder = container.decode(video)
     while True:
         t0 = time.perf_counter()
@@ -45,7 +44,7 @@ def decoded_frames(container, video, pixel_format: str | None = pictures.BGR24):
         if frame is None:
             return
         t1 = time.perf_counter()
-        image = frame.to_ndarray(format=pixel_format or pictures.wire_format(frame.width, frame.height))
+        image = frame.to_ndarray(format=pixel_format)
         yield frame, image, t1 - t0, time.perf_counter() - t1
 
 
@@ -66,6 +65,7 @@ def run_limit(clip: str, out_dir: str, sink: SinkConfig | None = None) -> dict:
 
     sink = sink or SinkConfig()
     stream = probe(clip)
+    pixel_format = pictures.wire_format(stream.width, stream.height)  # as the source sends it
     output = Path(out_dir) / "limit.mp4"
     writer = VideoWriter(output, stream, sink)
     container, video = open_decoder(clip)
@@ -73,9 +73,9 @@ def run_limit(clip: str, out_dir: str, sink: SinkConfig | None = None) -> dict:
     frames = 0
     started, cpu0 = time.perf_counter(), time.process_time()
     try:
-        for frame, image, decode, convert in decoded_frames(container, video, pixel_format=None):
+        for frame, image, decode, convert in decoded_frames(container, video, pixel_format):
             t0 = time.perf_counter()
-            writer.write(frame_message(frame, image, frames, pictures.wire_format(frame.width, frame.height)))
+            writer.write(frame_message(frame, image, frames, pixel_format))
             decode_s.append(decode)
             convert_s.append(convert)
             encode_s.append(time.perf_counter() - t0)
