@@ -175,6 +175,7 @@ def run_dfstream(clips: list[str], **options) -> dict:
             "detect_size": config.detect.detect_max_side, "detect_replicas": config.detect_replicas,
             "infer_replicas": config.infer_replicas, "max_batch": config.batch.max_batch,
             "batch_timeout_ms": round(config.batch.timeout_ms, 2), "transport": config.transport,
+            "latency_budget_ms": config.live_latency_budget_ms if config.live else None,
             "queue_size": config.live_queue_size if config.live else config.queue_size,
             "engine": config.infer.engine, "infer_threads": infer_threads(config) or "usable cores",
             "face_detector": config.detect.face_detector,

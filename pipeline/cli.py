@@ -212,6 +212,10 @@ def cli(log_level: str) -> None:
 @click.option("--queue-size", default=8, show_default=True, type=click.IntRange(1),
               help="Frames queued per hop between stages for file sources (live sources keep 1, and hand a "
                    "frame to face detection only when it is free).")
+@click.option("--max-latency-ms", "max_latency_ms", default=RunConfig.live_latency_budget_ms, show_default=True,
+              type=click.FloatRange(0), help="Live streams: while the oldest frame not yet written was captured "
+              "longer ago than this, new frames are dropped at the source instead of queueing behind a slower "
+              "stage (0: no limit).")
 @click.option("--transport", default="ipc", show_default=True, type=click.Choice(["ipc", "tcp"]),
               help="Private ipc:// sockets (default) or tcp:// on 127.0.0.1.")
 @click.option("--open-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
@@ -233,8 +237,8 @@ def cli(log_level: str) -> None:
 @click.option("--no-draw", is_flag=True, help="Do not draw boxes and the HUD on the output video.")
 def run_command(sources, live, output, display, events_path, metrics_json, model, swap_model, swap_detector,
                 swap_sources, embedder, swap_faces, engine, face_detector, detect_every, classify_every, detect_size, min_face_score, replicas,
-                detect_replicas, infer_replicas, max_batch, batch_timeout_ms, threshold, queue_size, transport,
-                open_timeout, metrics_interval, preset, crf, plan_out, plan_file, external, no_progress, no_draw):
+                detect_replicas, infer_replicas, max_batch, batch_timeout_ms, threshold, queue_size, max_latency_ms,
+                transport, open_timeout, metrics_interval, preset, crf, plan_out, plan_file, external, no_progress, no_draw):
     """Run the pipeline on one or more sources.
 
     \b
@@ -312,6 +316,7 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
         detect_replicas=detect_replicas or replicas,
         infer_replicas=infer_replicas or replicas,
         queue_size=queue_size,
+        live_latency_budget_ms=max_latency_ms,
         metrics_interval_s=metrics_interval,
         metrics_json=metrics_json,
         progress=not no_progress,

@@ -153,6 +153,11 @@ class RunConfig:
     infer_replicas: int = 1
     queue_size: int = 8  # ZeroMQ high-water mark (messages) per hop for file sources
     live_queue_size: int = 1  # per hop when any source is live: queues are latency
+    # Live sources send a new frame only while the pipeline can finish it within this long of
+    # its capture (0: no limit); see pipeline.transport.FinishedInbox. A second bounds the
+    # multi-second lag of an encoder slower than the camera, and still lets a busy run of
+    # several cameras (p99 0.2-1 s in dfstream bench's scaling) keep every frame.
+    live_latency_budget_ms: float = 1000.0
     metrics_interval_s: float = 5.0  # live runs print metrics this often
     metrics_json: str | None = None
     progress: bool = True

@@ -76,6 +76,11 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
             source.credit_inbox = credit.get(source.config.stream.stream_id)
         for detect in specs[len(config.streams):]:
             detect.credit_outboxes = credit
+        if config.live_latency_budget_ms > 0:
+            finished = {s.stream_id: endpoints.endpoint(f"finished{s.stream_id}") for s in config.streams if s.live}
+            for source in specs[: len(config.streams)]:
+                source.finished_inbox = finished.get(source.config.stream.stream_id)
+                source.latency_budget_s = config.live_latency_budget_ms / 1000.0
     specs.append(spec("batch", 0, config.batch, batch_in, infer_in, config.detect_replicas))
     infer = replace(config.infer, threads=infer_threads(config))
     specs += [spec("infer", i, infer, url, [annotate_in], 1) for i, url in enumerate(infer_in)]
@@ -84,6 +89,8 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
     specs.append(spec("annotate", 0, annotate, annotate_in, [sink_in], config.infer_replicas + config.detect_replicas + 1))
     sink = replace(config.sink, streams=config.streams)
     specs.append(spec("sink", 0, sink, sink_in, [], 1))
+    specs[-1].finished_outboxes = {s.config.stream.stream_id: s.finished_inbox
+                                   for s in specs if s.stage == "source" and s.finished_inbox}
     label_of = {s.inbox: s.label for s in specs if s.inbox}
     for s in specs:
         s.downstream = [label_of[url] for url in s.outbox + s.bypass]

@@ -25,7 +25,7 @@ import zmq
 from pipeline.messages import EndOfStream, Packet
 from pipeline.metrics import rss_mb
 from pipeline.stage import Stage, StageError
-from pipeline.transport import CreditInbox, CreditSender, Inbox, Outbox
+from pipeline.transport import CreditInbox, CreditSender, FinishedInbox, FinishedSender, Inbox, Outbox
 
 CONTROL_START = b"start"  # every stage is ready: sources may start reading
 CONTROL_STOP = b"stop"  # sources stop reading; everything already read still flows to the sink
@@ -54,6 +54,10 @@ class StageSpec:
     bypass: list[str] = field(default_factory=list)
     credit_inbox: str | None = None  # live sources: where detect replicas ask for frames
     credit_outboxes: dict[int, str] = field(default_factory=dict)  # detect in live runs: stream -> source's credit inbox
+    # live sources: where the sink says which frame it finished, and the latency budget
+    finished_inbox: str | None = None
+    latency_budget_s: float = 0.0
+    finished_outboxes: dict[int, str] = field(default_factory=dict)  # sink: live stream -> its source's finished inbox
     report_interval_s: float = 1.0
     parent_pid: int = 0  # the supervisor's pid when it launched this process (0: started by hand)
 
@@ -99,6 +103,9 @@ class StageRunner:
         self.credit_sender = (
             CreditSender(self.context, spec.credit_outboxes, spec.replica) if spec.credit_outboxes else None
         )
+        self.finished_inbox = (FinishedInbox(self.context, spec.finished_inbox, spec.latency_budget_s)
+                               if spec.finished_inbox else None)
+        self.finished_sender = FinishedSender(self.context, spec.finished_outboxes) if spec.finished_outboxes else None
         self.stage: Stage | None = None
         self.started_flow = False  # supervisor said every stage is ready
         self.downstream_exited: set[str] = set()
@@ -245,12 +252,22 @@ class StageRunner:
                     self.credit_inbox.collect(0 if self.credit_inbox.available() else 100)
                     if not self.credit_inbox.available():
                         continue
+                # live: a pipeline behind by more than the latency budget gets no new frame
+                # until it catches up (the camera reader drops frames meanwhile)
+                if self.finished_inbox is not None:
+                    self.finished_inbox.collect(0)
+                    if self.finished_inbox.over_budget(time.time()):
+                        self.finished_inbox.collect(20)
+                        continue
                 started, waited = time.monotonic(), stage.waited_s
                 packets = stage.process(None)
                 self.first_input = self.first_input or started
                 self.busy_s += time.monotonic() - started - (stage.waited_s - waited)
                 self.processed += sum(len(p) for p in packets)
                 for packet in packets:
+                    if self.finished_inbox is not None:
+                        for message in packet:
+                            self.finished_inbox.sent(message.seq, message.capture_time)
                     if self.credit_inbox is not None and any(message.to_detect for message in packet):
                         self.outbox.send_to(self.credit_inbox.take(), packet, self.should_stop_sending)
                         self.last_output = time.monotonic()
@@ -294,6 +311,9 @@ class StageRunner:
                     self.processed += stage.frames_in(message)
                     self.emit(packets)
                     self.return_credits(message)
+                    if self.finished_sender is not None:
+                        for done in message:
+                            self.finished_sender.finished(done.stream_id, done.seq)
             deadline = stage.next_deadline()
             if deadline is not None and time.monotonic() >= deadline:
                 self.emit(stage.tick())
@@ -327,7 +347,7 @@ class StageRunner:
             self.inbox.close()
         for outbox in self.outboxes():
             outbox.close(linger_ms=0 if self.aborted else None)
-        for extra in (self.credit_inbox, self.credit_sender):
+        for extra in (self.credit_inbox, self.credit_sender, self.finished_inbox, self.finished_sender):
             if extra is not None:
                 extra.close()
         self.control.close()

@@ -15,9 +15,11 @@ queued frame is latency.
 """
 from __future__ import annotations
 
+import collections
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -261,6 +263,94 @@ class CreditSender:
     def give_all(self) -> None:
         for stream in self.sockets:
             self.give(stream)
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()
+
+
+class FinishedInbox:
+    """Live flow control, source side: how far the sink has got with this stream.
+
+    Credits keep frames from waiting in front of face detection, but when a later
+    stage (an encoder slower than the camera) falls behind, frames still queue in
+    every hop after it: seconds of delay at a few frames per second.  The sink says
+    which frame it has just finished, and the source sends a new frame only while
+    the pipeline can finish it within ``budget_s`` of its capture: by Little's law,
+    frames in flight / frames finished per second is the wait of the newest, so at
+    most ``budget_s`` x that rate may be in flight, and none while the oldest one is
+    already over the budget.  Its camera reader keeps only the newest frame
+    meanwhile (the rest are dropped)."""
+
+    RATE_WINDOW = 30  # finished frames the rate is measured over
+
+    def __init__(self, context: zmq.Context, url: str, budget_s: float):
+        self.socket = context.socket(zmq.PULL)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind(bind_url(url))
+        self.budget_s = budget_s
+        self._unfinished: dict[int, float] = {}  # seq -> capture time, in the order sent
+        self._finish_times: collections.deque[float] = collections.deque(maxlen=self.RATE_WINDOW)
+
+    def sent(self, seq: int, capture_time: float) -> None:
+        self._unfinished[seq] = capture_time
+
+    def collect(self, timeout_ms: int) -> None:
+        if not self.socket.poll(timeout_ms, zmq.POLLIN):
+            return
+        finished = -1
+        while self.socket.poll(0, zmq.POLLIN):
+            finished = max(finished, int(self.socket.recv()))
+        now = time.time()
+        # the sink writes a stream in order: frames before the one it finished are done with,
+        # written or dropped on the way
+        for seq in [s for s in self._unfinished if s <= finished]:
+            del self._unfinished[seq]
+            self._finish_times.append(now)
+
+    @property
+    def in_flight(self) -> int:
+        """Frames sent and not yet finished."""
+        return len(self._unfinished)
+
+    def finished_per_s(self) -> float | None:
+        times = self._finish_times
+        if len(times) < 2 or times[-1] <= times[0]:
+            return None
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def over_budget(self, now: float) -> bool:
+        """Whether a frame sent now would miss the budget."""
+        oldest = next(iter(self._unfinished.values()), None)
+        if oldest is None:
+            return False
+        if now - oldest > self.budget_s:
+            return True
+        rate = self.finished_per_s()
+        return rate is not None and self.in_flight >= max(1.0, self.budget_s * rate)
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class FinishedSender:
+    """Live flow control, sink side: tell each live stream's source which frame is finished."""
+
+    def __init__(self, context: zmq.Context, urls_by_stream: dict[int, str]):
+        self.sockets = {}
+        for stream, url in urls_by_stream.items():
+            sock = context.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(check_endpoint(url))
+            self.sockets[stream] = sock
+
+    def finished(self, stream_id: int, seq: int) -> None:
+        sock = self.sockets.get(stream_id)
+        if sock is not None:
+            try:
+                sock.send(str(seq).encode(), flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # the source is gone, or has not read the last ones yet
 
     def close(self) -> None:
         for sock in self.sockets.values():

@@ -75,8 +75,8 @@ def test_a_live_source_faster_than_the_pipeline_drops_frames_instead_of_queueing
     # full-size frame: two cores cannot keep up
     clip = shared("real/facenet_pytorch/video.mp4")  # 105 frames, 4.2 s
     result = run_dfstream("run", "-s", clip, "--live", "-m", tiny_detector, "--detect-every", "1",
-                          "--detect-size", "1920", "--preset", "medium", "-o", tmp_path / "out.mp4",
-                          "--metrics-json", tmp_path / "m.json")
+                          "--detect-size", "1920", "--preset", "medium", "--max-latency-ms", "500",
+                          "-o", tmp_path / "out.mp4", "--metrics-json", tmp_path / "m.json")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "m.json").read_text())
     stream = metrics["streams"][0]
@@ -86,6 +86,9 @@ def test_a_live_source_faster_than_the_pipeline_drops_frames_instead_of_queueing
     assert metrics["wait_ms"]["detect"]["p99"] < 0.5 * metrics["stage_ms"]["detect"]["p50"]
     # had every frame queued, the last ones would come out 10 s or more after capture
     assert stream["latency_ms"]["p99_ms"] < 4000
+    # and frames do not queue behind the encoder either: the source sends a new one only when
+    # the pipeline can finish it within the latency budget (about 2 s for half the frames without)
+    assert stream["latency_ms"]["p50_ms"] < 1000
 
 
 def _start_run(tmp_path, *args) -> tuple[subprocess.Popen, str]:

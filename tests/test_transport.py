@@ -3,7 +3,7 @@ import numpy as np
 import zmq
 
 from pipeline.messages import EndOfStream, FrameMessage
-from pipeline.transport import CreditInbox, CreditSender, EndpointAllocator, Inbox, Outbox
+from pipeline.transport import CreditInbox, CreditSender, EndpointAllocator, FinishedInbox, FinishedSender, Inbox, Outbox
 
 
 def _frame(seq):
@@ -75,4 +75,49 @@ def test_credits_name_the_replica_that_asked_and_count_once():
         inbox.close()
     finally:
         context.term()
+        endpoints.cleanup()
+
+
+def _collect_until(inbox: FinishedInbox, condition, timeout_s: float = 2.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        inbox.collect(50)
+
+
+def test_a_live_source_holds_new_frames_while_the_pipeline_is_behind_its_latency_budget():
+    import time
+
+    context = zmq.Context()
+    endpoints = EndpointAllocator("ipc")
+    try:
+        url = endpoints.endpoint("finished")
+        inbox = FinishedInbox(context, url, budget_s=0.5)
+        sink = FinishedSender(context, {0: url})
+        now = time.time()
+        assert not inbox.over_budget(now)  # nothing in flight
+        inbox.sent(0, now - 0.6)
+        assert inbox.over_budget(now)  # its oldest frame is already older than the budget
+        sink.finished(0, 0)
+        _collect_until(inbox, lambda: inbox.in_flight == 0)
+        assert not inbox.over_budget(time.time())
+
+        # the sink finishes about 4 frames a second: 0.5 s of budget holds 2 frames in flight
+        for seq in range(1, 6):
+            inbox.sent(seq, time.time())
+            time.sleep(0.25)
+            sink.finished(0, seq)
+            _collect_until(inbox, lambda: inbox.in_flight == 0)
+        rate = inbox.finished_per_s()
+        assert rate is not None and 3.0 < rate < 4.5
+        inbox.sent(6, time.time())
+        assert not inbox.over_budget(time.time())
+        inbox.sent(7, time.time())
+        assert inbox.over_budget(time.time())  # a third frame would wait past the budget
+        sink.finished(0, 7)  # frames before a finished one are done with too (dropped on the way)
+        _collect_until(inbox, lambda: inbox.in_flight == 0)
+        assert not inbox.over_budget(time.time())
+    finally:
+        context.destroy(linger=0)  # closes the sockets too, also when an assertion failed
         endpoints.cleanup()
