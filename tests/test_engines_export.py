@@ -169,3 +169,28 @@ def test_checkpoints_are_never_unpickled(tmp_path):
     with pytest.raises(ExportError, match="evil.pt"):
         export_checkpoint(evil, tmp_path / "evil.onnx")
     assert not marker.exists()
+
+
+def test_onnx_metadata_is_read_from_the_wire_format_exactly_as_onnx_reads_it(tmp_path):
+    """The runtime reads metadata_props without the onnx package; onnx itself is the reference."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from engines.metadata import onnx_metadata_props
+
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [64, 64], np.random.default_rng(0).random(64 * 64).tolist())
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], initializer=[weights])
+    model = helper.make_model(graph, doc_string="a model")
+    props = {"dfstream": '{"kind": "detector", "name": "n\u00e9", "input_size": [8, 8]}', "empty": "", "z": "last"}
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    assert onnx_metadata_props(path) == {p.key: p.value for p in onnx.load(str(path)).metadata_props} == props
+    assert read_metadata(path).name == "n\u00e9"
+    path.write_bytes(path.read_bytes()[:-20])  # cut short inside the metadata
+    with pytest.raises(MetadataError, match="not an ONNX model"):
+        read_metadata(path)
