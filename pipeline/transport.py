@@ -280,9 +280,13 @@ class FinishedInbox:
     frames in flight / frames finished per second is the wait of the newest, so at
     most ``budget_s`` x that rate may be in flight, and none while the oldest one is
     already over the budget.  Its camera reader keeps only the newest frame
-    meanwhile (the rest are dropped)."""
+    meanwhile (the rest are dropped).  A frame unfinished for ``LOST_AFTER`` budgets
+    is taken as lost (a replica that crashed with it): waiting for it would stop the
+    stream for good, since no new frame would be sent for the sink to finish."""
 
     RATE_WINDOW = 30  # finished frames the rate is measured over
+    LOST_AFTER = 4.0  # budgets; at least LOST_AFTER_MIN_S
+    LOST_AFTER_MIN_S = 2.0
 
     def __init__(self, context: zmq.Context, url: str, budget_s: float):
         self.socket = context.socket(zmq.PULL)
@@ -321,6 +325,9 @@ class FinishedInbox:
 
     def over_budget(self, now: float) -> bool:
         """Whether a frame sent now would miss the budget."""
+        lost_before = now - max(self.LOST_AFTER * self.budget_s, self.LOST_AFTER_MIN_S)
+        while self._unfinished and next(iter(self._unfinished.values())) < lost_before:
+            del self._unfinished[next(iter(self._unfinished))]
         oldest = next(iter(self._unfinished.values()), None)
         if oldest is None:
             return False

@@ -28,6 +28,20 @@ def test_plan_out_writes_every_replica_with_tcp_endpoints_and_reads_back(tmp_pat
 
 
 @needs_shared_data
+def test_a_live_plan_keeps_the_stream_ids_of_its_reverse_channels(tmp_path, tiny_detector):
+    """Credits (detect -> source) and finished frames (sink -> source) are keyed by stream id."""
+    plan_file = tmp_path / "plan.json"
+    result = run_dfstream("run", "-s", shared(CLIP), "--live", "-m", tiny_detector, "-o", tmp_path / "out.mp4",
+                          "--plan-out", plan_file)
+    assert result.returncode == 0, result.stderr
+    _, plan = load_plan(plan_file)
+    source = plan.spec("source[0]")
+    assert source.finished_inbox.startswith("tcp://") and source.latency_budget_s == 1.0
+    assert plan.spec("sink[0]").finished_outboxes == {0: source.finished_inbox}
+    assert plan.spec("detect[0]").credit_outboxes == {0: source.credit_inbox}
+
+
+@needs_shared_data
 def test_a_stage_started_by_hand_joins_the_run_of_a_plan(tmp_path, tiny_detector):
     plan_file = tmp_path / "plan.json"
     out = tmp_path / "out.mp4"

@@ -118,6 +118,9 @@ def test_a_live_source_holds_new_frames_while_the_pipeline_is_behind_its_latency
         sink.finished(0, 7)  # frames before a finished one are done with too (dropped on the way)
         _collect_until(inbox, lambda: inbox.in_flight == 0)
         assert not inbox.over_budget(time.time())
+        # a frame lost on the way (a replica crashed with it) must not hold the stream for good
+        inbox.sent(8, time.time() - 2.5)
+        assert not inbox.over_budget(time.time()) and inbox.in_flight == 0
     finally:
         context.destroy(linger=0)  # closes the sockets too, also when an assertion failed
         endpoints.cleanup()
