@@ -240,11 +240,11 @@ class CreditInbox:
         self.socket.close()
 
 
-class CreditSender:
-    """Live flow control, detect side: tell each stream's source "I can take a frame"."""
+class _ToEachSource:
+    """One PUSH socket to each stream's source, for live flow control's small messages. A
+    message that cannot go at once is dropped: the source is gone, or has a newer one unread."""
 
-    def __init__(self, context: zmq.Context, urls_by_stream: dict[int, str], replica: int):
-        self.replica = str(replica).encode()
+    def __init__(self, context: zmq.Context, urls_by_stream: dict[int, str]):
         self.sockets = {}
         for stream, url in urls_by_stream.items():
             sock = context.socket(zmq.PUSH)
@@ -252,21 +252,32 @@ class CreditSender:
             sock.connect(check_endpoint(url))
             self.sockets[stream] = sock
 
-    def give(self, stream_id: int) -> None:
+    def _tell(self, stream_id: int, payload: bytes) -> None:
         sock = self.sockets.get(stream_id)
         if sock is not None:
             try:
-                sock.send(self.replica, flags=zmq.NOBLOCK)
+                sock.send(payload, flags=zmq.NOBLOCK)
             except zmq.Again:
-                pass  # the source is gone or flooded with credit already
-
-    def give_all(self) -> None:
-        for stream in self.sockets:
-            self.give(stream)
+                pass
 
     def close(self) -> None:
         for sock in self.sockets.values():
             sock.close()
+
+
+class CreditSender(_ToEachSource):
+    """Live flow control, detect side: tell each stream's source "I can take a frame"."""
+
+    def __init__(self, context: zmq.Context, urls_by_stream: dict[int, str], replica: int):
+        super().__init__(context, urls_by_stream)
+        self.replica = str(replica).encode()
+
+    def give(self, stream_id: int) -> None:
+        self._tell(stream_id, self.replica)
+
+    def give_all(self) -> None:
+        for stream in self.sockets:
+            self.give(stream)
 
 
 class FinishedInbox:
@@ -340,25 +351,8 @@ class FinishedInbox:
         self.socket.close()
 
 
-class FinishedSender:
+class FinishedSender(_ToEachSource):
     """Live flow control, sink side: tell each live stream's source which frame is finished."""
 
-    def __init__(self, context: zmq.Context, urls_by_stream: dict[int, str]):
-        self.sockets = {}
-        for stream, url in urls_by_stream.items():
-            sock = context.socket(zmq.PUSH)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(check_endpoint(url))
-            self.sockets[stream] = sock
-
     def finished(self, stream_id: int, seq: int) -> None:
-        sock = self.sockets.get(stream_id)
-        if sock is not None:
-            try:
-                sock.send(str(seq).encode(), flags=zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # the source is gone, or has not read the last ones yet
-
-    def close(self) -> None:
-        for sock in self.sockets.values():
-            sock.close()
+        self._tell(stream_id, str(seq).encode())
