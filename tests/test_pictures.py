@@ -115,3 +115,28 @@ def test_detect_sends_a_frame_with_crops_in_two_parts_picture_round_batch_and_in
     # a frame the detector only looks at (no crops) stays whole
     message.to_classify, message.part, message.crops = False, "", None
     assert [p[0].part for p in stage.process([message])] == [""]
+
+
+@pytest.mark.parametrize("pixel_format", [pictures.YUV420P, pictures.BGR24])
+def test_the_sink_encodes_each_picture_it_is_given_though_it_reuses_one_frame(tmp_path, pixel_format):
+    """The writer fills one reused encoder frame; every frame of the file must still be its own picture."""
+    import av
+
+    from pipeline.config import SinkConfig, StreamInfo
+    from pipeline.messages import FrameMessage
+    from stages.sink import VideoWriter
+
+    width, height, count = 64, 48, 12
+    stream = StreamInfo(stream_id=0, name="t", url="t", kind="file", live=False, width=width, height=height,
+                        fps=10.0, time_base=(1, 10), frame_count=count)
+    writer = VideoWriter(tmp_path / "out.mp4", stream, SinkConfig(crf=0))
+    for i in range(count):
+        bgr = np.full((height, width, 3), 20 * i, np.uint8)  # greys 0, 20, ..., 220
+        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420) if pixel_format == pictures.YUV420P else bgr
+        writer.write(FrameMessage(stream_id=0, seq=i, frame_index=i, pts=i, time_base=(1, 10), capture_time=0.0,
+                                  image=image, pixel_format=pixel_format))
+    writer.finish(all_audio=True)
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        greys = [float(frame.to_ndarray(format="gray").mean()) for frame in container.decode(video=0)]
+    assert len(greys) == count
+    assert np.allclose(greys, [20 * i for i in range(count)], atol=3)
