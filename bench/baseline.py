@@ -29,12 +29,18 @@ from pipeline.config import AnnotateConfig, DetectConfig, SinkConfig
 
 def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_detector: str,
                  face_detector_path: str | None, sink: SinkConfig | None = None,
-                 detect_max_side: int | None = None, infer_threads: int | None = None) -> dict:
+                 detect_max_side: int | None = None, infer_threads: int | None = None,
+                 heap_buffers: bool = False) -> dict:
     """Decode, detect, align, classify, draw and encode every frame of ``clip`` in this process.
 
     ``detect_max_side``: None detects on the full frame (the obvious loop); a number
-    downscales first, as dfstream's detect stage does.
+    downscales first, as dfstream's detect stage does. ``heap_buffers``: the allocator
+    setting dfstream's stage processes use (:func:`pipeline.runner.keep_large_buffers_on_heap`).
     """
+    if heap_buffers:
+        from pipeline.runner import keep_large_buffers_on_heap
+
+        keep_large_buffers_on_heap()
     from engines.alignment import align_faces
     from engines.face_detectors import create_face_detector
     from engines.loader import load_engine
@@ -113,6 +119,7 @@ def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_det
         "engine": model.describe(),
         "face_detector": face_detector,
         "infer_threads": infer_threads or "usable cores",
+        "heap_buffers": heap_buffers,
         "detect_on": f"downscaled to {detect_max_side} px" if detect_max_side else "full frame",
         "output_bytes": output.stat().st_size if output.exists() else None,
     }
