@@ -391,7 +391,7 @@ def stage_command(plan_file, label):
 
 
 def _summary(metrics: dict) -> str:
-    from pipeline.metrics import busy_detector_note
+    from pipeline.metrics import busy_detector_note, latency_budget_note
 
     lines = []
     for stream in metrics["streams"]:
@@ -400,7 +400,7 @@ def _summary(metrics: dict) -> str:
         verdicts = ", ".join(f"#{t['track_id']} {t['verdict']} ({t['smoothed_score']:.2f})" for t in tracks) or "no faces scored"
         lines.append(
             f"{stream['name']}: {stream['frames_written']} frames, {stream['dropped'] or 0} dropped"
-            f"{busy_detector_note(stream)}, "
+            f"{latency_budget_note(stream)}{busy_detector_note(stream)}, "
             f"latency p50 {lat.get('p50_ms')} ms / p99 {lat.get('p99_ms')} ms; tracks: {verdicts}"
         )
     lines.append(f"{'stage':<12}{'fps':>8}{'busy%':>7}{'cpu s':>8}")

@@ -101,6 +101,8 @@ class RunMetrics:
                     "frames_sent": totals.get("frames"),
                     "frames_written": sink.get("frames", {}).get(sid, 0),
                     "dropped": sources.get(stream.stream_id, {}).get("dropped", totals.get("dropped", 0)),
+                    # of those, dropped while the pipeline was behind its latency budget (live)
+                    "dropped_over_latency_budget": sources.get(stream.stream_id, {}).get("dropped_over_budget"),
                     # frames sent to the face detector, and due ones sent round it while it was busy
                     "frames_to_detect": sources.get(stream.stream_id, {}).get("to_detect"),
                     "detections_postponed": sources.get(stream.stream_id, {}).get("detections_postponed", 0),
@@ -143,6 +145,12 @@ class RunMetrics:
                 f"latency p50 {lat.get('p50_ms')} ms p99 {lat.get('p99_ms')} ms"
             )
         return "\n".join(lines)
+
+
+def latency_budget_note(stream: dict) -> str:
+    """" (N while the pipeline was behind its latency budget)" for a live stream that had such drops."""
+    held = stream.get("dropped_over_latency_budget")
+    return f" ({held} while the pipeline was behind its latency budget)" if held else ""
 
 
 def busy_detector_note(stream: dict) -> str:

@@ -112,6 +112,7 @@ class StageRunner:
         self.stopping = False  # supervisor asked sources to stop reading
         self.aborted = False
         self.processed = 0  # frames handled
+        self.dropped_over_budget = 0  # live sources: frames the camera reader dropped while over the latency budget
         self.busy_s = 0.0  # time inside stage.process
         self.started = time.monotonic()
         self.first_input: float | None = None
@@ -146,7 +147,9 @@ class StageRunner:
             received=self.inbox.received if self.inbox else 0,
             inbox=self.spec.inbox,
             sent={url: n for box in self.outboxes() for url, n in zip(box.urls, box.sent)},
-            extra=self.stage.stats() if self.stage else {},
+            extra=({**self.stage.stats(), **({"dropped_over_budget": self.dropped_over_budget}
+                                             if self.finished_inbox is not None else {})}
+                   if self.stage else {}),
         )
 
     # -- control ------------------------------------------------------------
@@ -257,7 +260,9 @@ class StageRunner:
                 if self.finished_inbox is not None:
                     self.finished_inbox.collect(0)
                     if self.finished_inbox.over_budget(time.time()):
+                        dropped = stage.dropped
                         self.finished_inbox.collect(20)
+                        self.dropped_over_budget += stage.dropped - dropped
                         continue
                 started, waited = time.monotonic(), stage.waited_s
                 packets = stage.process(None)

@@ -89,6 +89,8 @@ def test_a_live_source_faster_than_the_pipeline_drops_frames_instead_of_queueing
     # and frames do not queue behind the encoder either: the source sends a new one only when
     # the pipeline can finish it within the latency budget (about 2 s for half the frames without)
     assert stream["latency_ms"]["p50_ms"] < 1000
+    assert 0 < stream["dropped_over_latency_budget"] <= stream["dropped"]
+    assert "while the pipeline was behind its latency budget" in result.stderr
 
 
 def _start_run(tmp_path, *args) -> tuple[subprocess.Popen, str]:
