@@ -213,8 +213,9 @@ def cli(log_level: str) -> None:
               help="Frames queued per hop between stages for file sources (live sources keep 1, and hand a "
                    "frame to face detection only when it is free).")
 @click.option("--max-latency-ms", "max_latency_ms", default=RunConfig.live_latency_budget_ms, show_default=True,
-              type=click.FloatRange(0), help="Live streams: while the oldest frame not yet written was captured "
-              "longer ago than this, new frames are dropped at the source instead of queueing behind a slower "
+              type=click.FloatRange(0), help="Live streams: a new frame enters the pipeline only while it can "
+              "be written within this long of its capture, judged from the frames still in flight and the pace "
+              "they are written at; otherwise it is dropped at the source instead of queueing behind a slower "
               "stage (0: no limit).")
 @click.option("--transport", default="ipc", show_default=True, type=click.Choice(["ipc", "tcp"]),
               help="Private ipc:// sockets (default) or tcp:// on 127.0.0.1.")

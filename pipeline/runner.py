@@ -136,6 +136,9 @@ class StageRunner:
             return
         self._last_report = now
         usage = resource.getrusage(resource.RUSAGE_SELF)
+        extra = self.stage.stats() if self.stage else {}
+        if self.finished_inbox is not None:
+            extra["dropped_over_budget"] = self.dropped_over_budget
         self.report(
             "stats",
             cpu_s=usage.ru_utime + usage.ru_stime,
@@ -147,9 +150,7 @@ class StageRunner:
             received=self.inbox.received if self.inbox else 0,
             inbox=self.spec.inbox,
             sent={url: n for box in self.outboxes() for url, n in zip(box.urls, box.sent)},
-            extra=({**self.stage.stats(), **({"dropped_over_budget": self.dropped_over_budget}
-                                             if self.finished_inbox is not None else {})}
-                   if self.stage else {}),
+            extra=extra,
         )
 
     # -- control ------------------------------------------------------------
