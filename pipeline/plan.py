@@ -95,9 +95,8 @@ def load_plan(path: str | Path) -> tuple[RunConfig, RunPlan]:
         d = dict(d)
         d["config"] = _stage_config(d["stage"], d["config"])
         d["expected_eos"] = {int(k): v for k, v in d["expected_eos"].items()}
-        # JSON object keys are strings; these are stream ids
-        d["credit_outboxes"] = {int(k): v for k, v in d.get("credit_outboxes", {}).items()}
-        d["finished_outboxes"] = {int(k): v for k, v in d.get("finished_outboxes", {}).items()}
+        for by_stream in ("credit_outboxes", "finished_outboxes"):  # JSON keys are strings; these are stream ids
+            d[by_stream] = {int(k): v for k, v in d.get(by_stream, {}).items()}
         specs.append(StageSpec(**d))
     run = document["run"]
     config = RunConfig(
