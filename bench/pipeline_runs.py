@@ -56,7 +56,7 @@ def build_config(clips: list[str], live: bool, model_path: str, engine: str, fac
                  max_batch: int | None = None, transport: str = "ipc", queue_size: int | None = None,
                  draw: bool = True, video_output: bool = True, batch_timeout_ms: float | None = None,
                  preset: str | None = None, infer_threads: int | None = None,
-                 detect_threads: int = DetectConfig.threads):
+                 detect_threads: int = DetectConfig.threads, upstream_niceness: int | None = None):
     """A RunConfig as ``dfstream run -s CLIP... -o OUT/{index}.mp4 [--live] ...`` would make it
     (``video_output=False``: ``--events OUT/events.jsonl`` instead of ``-o``: no encoding)."""
     from engines.metadata import KIND_DETECTOR, read_metadata
@@ -92,6 +92,7 @@ def build_config(clips: list[str], live: bool, model_path: str, engine: str, fac
         detect_replicas=detect_replicas or replicas,
         infer_replicas=infer_replicas or replicas,
         queue_size=queue_size or defaults.queue_size,
+        upstream_niceness=defaults.upstream_niceness if upstream_niceness is None else upstream_niceness,
         progress=False,
         transport=transport,
     )
@@ -176,6 +177,7 @@ def run_dfstream(clips: list[str], **options) -> dict:
             "infer_replicas": config.infer_replicas, "max_batch": config.batch.max_batch,
             "batch_timeout_ms": round(config.batch.timeout_ms, 2), "transport": config.transport,
             "latency_budget_ms": config.live_latency_budget_ms if config.live else None,
+            "upstream_niceness": config.upstream_niceness if config.sink.output_pattern else None,
             "queue_size": config.live_queue_size if config.live else config.queue_size,
             "engine": config.infer.engine, "infer_threads": infer_threads(config) or "usable cores",
             "face_detector": config.detect.face_detector,

@@ -180,6 +180,8 @@ def sweep_plan(quick: bool, clip: dict, parts: tuple[str, ...]) -> list[tuple[st
             ("every frame", "detect and classify every frame (640 px detection)", {"detect_every": 1}),
         ]
         if not quick:
+            plan.append(("equal priorities", "every stage at the same niceness (the defaults let every stage but "
+                                             "the encoding sink yield the CPU to it)", {"upstream_niceness": 0}))
             plan.append(("same work as baseline", "every frame, detection on the full frame: the baseline's work, "
                                                   "only organised as a pipeline", {"detect_every": 1, "detect_size": full}))
     if "sweep" in parts:

@@ -217,6 +217,9 @@ def cli(log_level: str) -> None:
               "be written within this long of its capture, judged from the frames still in flight and the pace "
               "they are written at; otherwise it is dropped at the source instead of queueing behind a slower "
               "stage (0: no limit).")
+@click.option("--upstream-niceness", default=RunConfig.upstream_niceness, show_default=True,
+              type=click.IntRange(0, 19), help="With --output: the niceness of every stage but the encoding sink, "
+              "which sets the pace; the others yield the CPU to it (0: all stages equal).")
 @click.option("--transport", default="ipc", show_default=True, type=click.Choice(["ipc", "tcp"]),
               help="Private ipc:// sockets (default) or tcp:// on 127.0.0.1.")
 @click.option("--open-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
@@ -239,7 +242,7 @@ def cli(log_level: str) -> None:
 def run_command(sources, live, output, display, events_path, metrics_json, model, swap_model, swap_detector,
                 swap_sources, embedder, swap_faces, engine, face_detector, detect_every, classify_every, detect_size, min_face_score, replicas,
                 detect_replicas, infer_replicas, max_batch, batch_timeout_ms, threshold, queue_size, max_latency_ms,
-                transport, open_timeout, metrics_interval, preset, crf, plan_out, plan_file, external, no_progress, no_draw):
+                upstream_niceness, transport, open_timeout, metrics_interval, preset, crf, plan_out, plan_file, external, no_progress, no_draw):
     """Run the pipeline on one or more sources.
 
     \b
@@ -318,6 +321,7 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
         infer_replicas=infer_replicas or replicas,
         queue_size=queue_size,
         live_latency_budget_ms=max_latency_ms,
+        upstream_niceness=upstream_niceness,
         metrics_interval_s=metrics_interval,
         metrics_json=metrics_json,
         progress=not no_progress,

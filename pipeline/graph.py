@@ -91,6 +91,9 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
     specs.append(spec("sink", 0, sink, sink_in, [], 1))
     specs[-1].finished_outboxes = {s.config.stream.stream_id: s.finished_inbox
                                    for s in specs if s.stage == "source" and s.finished_inbox}
+    if config.sink.output_pattern:
+        for s in specs:
+            s.niceness = 0 if s.stage == "sink" else config.upstream_niceness
     label_of = {s.inbox: s.label for s in specs if s.inbox}
     for s in specs:
         s.downstream = [label_of[url] for url in s.outbox + s.bypass]

@@ -78,6 +78,7 @@ class RunMetrics:
                     "queue": depths.get((stage, replica)),
                     "cpu_s": round(r.get("cpu_s", 0.0) + self.cpu_carried.get((stage, replica), 0.0), 2),
                     "max_rss_mb": round(r.get("max_rss_mb", 0.0), 1),
+                    "niceness": r.get("niceness"),
                     "extra": {k: v for k, v in r.get("extra", {}).items() if k not in ("tracks",) and stage != "sink"},
                 }
             )

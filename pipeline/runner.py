@@ -59,6 +59,7 @@ class StageSpec:
     latency_budget_s: float = 0.0
     finished_outboxes: dict[int, str] = field(default_factory=dict)  # sink: live stream -> its source's finished inbox
     report_interval_s: float = 1.0
+    niceness: int = 0  # added to the process's niceness when it starts (RunConfig.upstream_niceness)
     parent_pid: int = 0  # the supervisor's pid when it launched this process (0: started by hand)
 
     @property
@@ -143,6 +144,7 @@ class StageRunner:
             "stats",
             cpu_s=usage.ru_utime + usage.ru_stime,
             max_rss_mb=rss_mb(field="VmHWM") or usage.ru_maxrss / 1024.0,  # ru_maxrss: not Linux
+            niceness=os.nice(0),
             final=final,
             processed=self.processed,
             busy_s=self.busy_s,
@@ -397,6 +399,11 @@ def run_stage_process(spec: StageSpec) -> None:
     """Entry point of a spawned stage process."""
     _name_process(f"dfs-{spec.stage}{spec.replica}")
     keep_large_buffers_on_heap()
+    if spec.niceness:
+        try:
+            os.nice(spec.niceness)
+        except OSError:
+            pass  # a negative niceness needs privileges: run at the inherited one
     # Ctrl-C goes to the whole process group; only the supervisor acts on it,
     # and it tells the stages what to do over the control channel.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.config import RunConfig
 from tests.conftest import needs_shared_data, run_dfstream, shared
 from tests.video_helpers import video_facts, write_clip
 
@@ -106,6 +107,14 @@ def test_metrics_json_reports_stages_and_latency(hamilton_run):
     assert stream["latency_ms"]["p99_ms"] >= stream["latency_ms"]["p50_ms"]
 
 
+def test_every_stage_but_the_encoding_sink_yields_the_cpu_to_it(hamilton_run):
+    out, _ = hamilton_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    niceness = {(row["stage"], row["replica"]): row["niceness"] for row in metrics["stages"]}
+    sink = niceness.pop(("sink", 0))
+    assert set(niceness.values()) == {sink + RunConfig.upstream_niceness}
+
+
 def test_frames_go_round_the_stages_that_have_nothing_to_do_with_them(hamilton_run):
     out, _ = hamilton_run
     metrics = json.loads((out / "metrics.json").read_text())
@@ -136,6 +145,8 @@ def test_events_only_run_sends_pixels_only_to_the_face_detector_and_finds_the_sa
     source = [row for row in metrics["stages"] if row["stage"] == "source"][0]
     frames = video_facts(shared(HAMILTON)).frames
     assert source["extra"]["pictures_sent"] == len(range(0, frames, 3))  # detection runs on every 3rd frame
+    # nothing to encode: no stage is put behind another
+    assert len({row["niceness"] for row in metrics["stages"]}) == 1
 
 
 def test_faces_are_found_and_tracked_on_a_frontal_talking_head(tmp_path, tiny_detector):
