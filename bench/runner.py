@@ -176,7 +176,8 @@ def sweep_plan(quick: bool, clip: dict, parts: tuple[str, ...]) -> list[tuple[st
     if "dfstream" in parts:
         plan += [
             ("defaults", "dfstream run defaults: detect every 3rd frame on a 640 px copy, classify every 3rd, "
-                         "1 detect + 1 infer replica (1 ONNX Runtime thread each), batch 16", {}),
+                         "1 detect + 1 infer replica (1 ONNX Runtime thread each), batch 16, every stage but the "
+                         "sink at niceness 10", {}),
             ("every frame", "detect and classify every frame (640 px detection)", {"detect_every": 1}),
         ]
         if not quick:
