@@ -403,7 +403,7 @@ def run_stage_process(spec: StageSpec) -> None:
         try:
             os.nice(spec.niceness)
         except OSError:
-            pass  # a negative niceness needs privileges: run at the inherited one
+            pass  # a hand-written plan may ask for a negative one, which needs privileges: keep the inherited one
     # Ctrl-C goes to the whole process group; only the supervisor acts on it,
     # and it tells the stages what to do over the control channel.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -112,7 +112,7 @@ def test_every_stage_but_the_encoding_sink_yields_the_cpu_to_it(hamilton_run):
     metrics = json.loads((out / "metrics.json").read_text())
     niceness = {(row["stage"], row["replica"]): row["niceness"] for row in metrics["stages"]}
     sink = niceness.pop(("sink", 0))
-    assert set(niceness.values()) == {sink + RunConfig.upstream_niceness}
+    assert set(niceness.values()) == {min(19, sink + RunConfig.upstream_niceness)}  # 19: the kernel's cap
 
 
 def test_frames_go_round_the_stages_that_have_nothing_to_do_with_them(hamilton_run):
