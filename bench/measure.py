@@ -166,7 +166,7 @@ def measure(target: str, timeout_s: float = 900.0, **kwargs) -> dict:
         "load_after": loadavg(),
         "wall_s": round(wall, 2),
         "machine_busy_cores": round((busy1 - busy0) / wall, 2) if busy0 is not None and busy1 is not None and wall else None,
-        # niced processes (other engineers' training jobs usually are) yield the CPU to the benchmark
+        # niced processes: other people's background jobs, and dfstream's own stages before the sink
         "machine_niced_cores": round((nice1 - nice0) / wall, 2) if nice0 is not None and nice1 is not None and wall else None,
     }
     if reply is None:

@@ -234,19 +234,17 @@ class Bench:
         threshold = self.options.wait_idle
         if not threshold:
             return {}
-        import os
-
-        # niced processes give way to the benchmark's (unless it is niced itself): count the others only
-        niced = False if os.nice(0) == 0 else None
+        # niced processes count too: dfstream's stages before the sink run niced themselves
+        # (RunConfig.upstream_niceness), so another niced job takes the CPU from them
         waited, started = None, time.monotonic()
         while True:
-            b0, t0 = machine_busy_s(niced), time.monotonic()
+            b0, t0 = machine_busy_s(), time.monotonic()
             time.sleep(2.0)
-            b1 = machine_busy_s(niced)
+            b1 = machine_busy_s()
             busy = (b1 - b0) / (time.monotonic() - t0) if b0 is not None and b1 is not None else 0.0
             if busy < threshold or time.monotonic() - started > 600:
                 return {"busy_cores_before": round(busy, 2), "waited_s": round(time.monotonic() - started, 1),
-                        "busy_counted": "not niced" if niced is False else "all"}
+                        "busy_counted": "all"}
             if waited is None:
                 self.echo(f"      waiting for the machine to be idle ({busy:.2f} cores busy, want < {threshold})")
                 waited = True
