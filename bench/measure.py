@@ -57,9 +57,9 @@ def cpu_s_of(pid: int) -> float:
         return 0.0
 
 
-def machine_busy_s(niced: bool | None = None) -> float | None:
+def machine_busy_s(niced: bool = False) -> float | None:
     """CPU seconds the whole machine has spent busy (all cores, all processes) since boot.
-    ``niced``: True counts only niced processes' time, False only the others', None both."""
+    ``niced``: only niced processes' time."""
     try:
         values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     except (OSError, ValueError):
@@ -67,11 +67,7 @@ def machine_busy_s(niced: bool | None = None) -> float | None:
     idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
     steal = values[7] if len(values) > 7 else 0
     busy = sum(values[:8]) - idle - steal
-    if niced is True:
-        return values[1] / CLOCK_TICKS
-    if niced is False:
-        return (busy - values[1]) / CLOCK_TICKS
-    return busy / CLOCK_TICKS
+    return (values[1] if niced else busy) / CLOCK_TICKS
 
 
 def loadavg() -> list[float]:
