@@ -25,14 +25,18 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from engines.landmarks import LandmarkInput
+
 log = logging.getLogger(__name__)
 
 PACKAGED_DIR = Path(__file__).resolve().parent / "weights"
 
-# Registry kinds: "face_detector" files are third-party ONNX models without dfstream
-# metadata; the others are engines.metadata kinds and are checked against the file's own.
+# Registry kinds: "face_detector" and "landmarks" files are third-party ONNX models without
+# dfstream metadata; the others are engines.metadata kinds and are checked against the file's own.
 FACE_DETECTOR = "face_detector"
-REGISTRY_KINDS = (FACE_DETECTOR, "detector", "swapper", "temporal")
+LANDMARKS = "landmarks"
+THIRD_PARTY_KINDS = (FACE_DETECTOR, LANDMARKS)
+REGISTRY_KINDS = (FACE_DETECTOR, LANDMARKS, "detector", "swapper", "temporal")
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -54,6 +58,7 @@ class RegistryEntry:
     url: str | None = None  # where a machine with internet may fetch it
     packaged: bool = False  # ships inside engines/weights/
     detector_type: str = ""  # for face detectors: yunet, scrfd
+    landmark_input: LandmarkInput | None = None  # for landmark models: how to box and scale a face (no metadata inside)
 
 
 REGISTRY: dict[str, RegistryEntry] = {
@@ -90,6 +95,18 @@ REGISTRY: dict[str, RegistryEntry] = {
             sha256="",  # filled in from a known copy with `dfstream models hash`; unverified when empty
             description="SCRFD-0.5G with 5 landmarks (insightface; non-commercial weights)",
             license="non-commercial research",
+        ),
+        RegistryEntry(
+            name="pfld68",
+            kind=LANDMARKS,
+            filename="pfld_68pt_cunjian.onnx",
+            sha256="7d7bbd5c6a1d9272e58d9773898284a1905d872eba9a662df9b5f20f1ba6f83e",
+            description="PFLD 68-point facial landmarks, 112x112 input (cunjian/pytorch_face_landmark); "
+                        "training only: the masks of self-blended fakes",
+            license="see github.com/cunjian/pytorch_face_landmark (not redistributed)",
+            # measured on 37 faces of ../shared: [0, 1] RGB beats ImageNet mean/std (landmark error 0.11 vs
+            # 0.25 eye-to-mouth distances from YuNet's 5 points), and a box 2.2x the eye-to-mouth distance
+            landmark_input=LandmarkInput(points=68, box_scale=2.2),
         ),
         RegistryEntry(
             name="detector",
@@ -168,7 +185,7 @@ def verify(path: Path, entry: RegistryEntry) -> Path:
 
 
 def _check_kind(path: Path, entry: RegistryEntry) -> None:
-    if entry.kind == FACE_DETECTOR:
+    if entry.kind in THIRD_PARTY_KINDS:
         return  # third-party ONNX without dfstream metadata; the sha256 is what identifies it
     from engines.metadata import MetadataError, read_metadata
 

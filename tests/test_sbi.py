@@ -1,9 +1,10 @@
 """Self-blended images: the fake differs from its source only inside the blend mask."""
+import cv2
 import numpy as np
 import pytest
 
 from engines.alignment import template_points
-from train.sbi import face_mask, face_polygon, self_blend
+from train.sbi import DENSE_HULLS, dense_polygons, face_mask, face_polygon, self_blend
 
 
 def _face(size=160, seed=0):
@@ -45,3 +46,50 @@ def test_self_blend_is_reproducible_with_a_seeded_generator():
     c = self_blend(img, lm, np.random.default_rng(43))
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def _dense_face(size=224):
+    """A synthetic 68-point layout (jaw arc, brows, nose, eyes, mouth) around the image centre."""
+    c, r = size / 2, size / 4
+    jaw = [(c + r * np.cos(t), c + r * np.sin(t)) for t in np.linspace(np.pi * 0.95, np.pi * 0.05, 17)]
+    brows = [(c - r * 0.8 + i * r * 0.18, c - r * 0.6) for i in range(10)]
+    nose = [(c, c - r * 0.4 + i * r * 0.1) for i in range(4)] + [(c - r * 0.2 + i * r * 0.1, c + r * 0.05) for i in range(5)]
+    eye = lambda x: [(x + r * 0.15 * np.cos(t), c - r * 0.35 + r * 0.07 * np.sin(t)) for t in np.linspace(0, 2 * np.pi, 6, endpoint=False)]
+    mouth = [(c + r * 0.35 * np.cos(t), c + r * 0.45 + r * 0.12 * np.sin(t)) for t in np.linspace(0, 2 * np.pi, 20, endpoint=False)]
+    points = np.array(jaw + brows + nose + eye(c - r * 0.4) + eye(c + r * 0.4) + mouth, np.float64)
+    assert points.shape == (68, 2)
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (size, size, 3), dtype=np.uint8), points
+
+
+@pytest.mark.parametrize("hull", DENSE_HULLS)
+def test_each_dense_hull_covers_its_own_landmarks_and_not_the_image_corners(hull):
+    img, points = _dense_face()
+    polys = dense_polygons(points, hull)
+    mask = np.zeros(img.shape[:2], np.uint8)
+    for poly in polys:
+        cv2.fillConvexPoly(mask, np.round(poly).astype(np.int32), 1)
+    assert mask[int(points[30, 1]), int(points[30, 0])] or hull == "parts" and mask[int(points[33, 1]), int(points[33, 0])]
+    assert mask[int(points[62, 1]), int(points[62, 0])] or hull == "parts"  # inside the mouth
+    assert not mask[0, 0] and not mask[-1, -1]
+    if hull == "lower":  # below the eyes only
+        assert not mask[int(points[19, 1]), int(points[19, 0])]
+    if hull == "extended":  # the forehead, above the brows
+        assert mask[int(points[19, 1]) - 10, int(points[19, 0])]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_self_blend_with_dense_landmarks_changes_pixels_only_inside_the_mask(seed):
+    img, points = _dense_face()
+    from engines.landmarks import five_from_dense
+
+    fake, mask = self_blend(img, five_from_dense(points), np.random.default_rng(seed), return_mask=True, dense=points)
+    changed = np.any(fake != img, axis=2)
+    assert changed.any(), "a self-blended fake must differ from its source"
+    assert not (changed & (mask <= 0)).any()
+    # the mask follows the dense hull: nothing far outside the face's 68 points is blended
+    x0, y0 = points.min(0) - 40
+    x1, y1 = points.max(0) + 40
+    outside = np.ones_like(mask, bool)
+    outside[int(max(y0, 0)):int(y1), int(max(x0, 0)):int(x1)] = False
+    assert not (mask[outside] > 0).any()

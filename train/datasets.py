@@ -174,9 +174,33 @@ def cache_aligned_fakes(folder: str | Path, cache_dir: str | Path, margin: float
     return {"path": str(folder), "label": 1, "file": str(target)}
 
 
+def cache_dense_landmarks(records: list[dict], landmark_model: str = "pfld68", progress=None) -> list[dict]:
+    """Add 68-point landmarks (crop coordinates) to cached records, computed once per record from
+    its crops and 5-point landmarks and kept beside its ``.npz`` (``dense`` key of each record)."""
+    landmarker = None
+    iterator = progress(records, desc="dense landmarks") if progress else records
+    for rec in iterator:
+        target = Path(rec["file"]).with_name(f"{Path(rec['file']).stem}-{landmark_model}.npy")
+        if not target.is_file():
+            if landmarker is None:
+                from engines.landmarks import create_landmarker
+
+                landmarker = create_landmarker(landmark_model)
+            with np.load(rec["file"]) as z:
+                dense = [landmarker.predict(crop, [lm])[0] for crop, lm in zip(z["crops"], z["landmarks"])]
+            points = landmarker.spec.points if landmarker else 68
+            with open(target.with_suffix(".tmp.npy"), "wb") as f:
+                np.save(f, np.asarray(dense, np.float32).reshape(-1, points, 2))
+            target.with_suffix(".tmp.npy").replace(target)
+        rec["dense"] = str(target)
+    return records
+
+
 def load_cached(records: list[dict]) -> dict:
-    """Concatenate cached records into arrays: crops, landmarks, labels, source id, frame index."""
-    crops, lms, labels, src, frames = [], [], [], [], []
+    """Concatenate cached records into arrays: crops, landmarks, labels, source id, frame index,
+    and ``dense`` (68-point landmarks; NaN for records without them) when any record has them."""
+    crops, lms, labels, src, frames, dense = [], [], [], [], [], []
+    with_dense = any("dense" in rec for rec in records)
     for sid, rec in enumerate(records):
         with np.load(rec["file"]) as z:
             n = len(z["crops"])
@@ -187,11 +211,16 @@ def load_cached(records: list[dict]) -> dict:
             frames.append(z["frames"])
         labels.append(np.full(n, rec["label"], np.int64))
         src.append(np.full(n, sid, np.int64))
+        if with_dense:
+            dense.append(np.load(rec["dense"]) if "dense" in rec else np.full((n, 68, 2), np.nan, np.float32))
     if not crops:
         return {"crops": np.zeros((0, CACHE_SIZE, CACHE_SIZE, 3), np.uint8), "landmarks": np.zeros((0, 5, 2), np.float32),
                 "labels": np.zeros(0, np.int64), "source": np.zeros(0, np.int64), "frames": np.zeros(0, np.int64)}
-    return {"crops": np.concatenate(crops), "landmarks": np.concatenate(lms), "labels": np.concatenate(labels),
-            "source": np.concatenate(src), "frames": np.concatenate(frames)}
+    cached = {"crops": np.concatenate(crops), "landmarks": np.concatenate(lms), "labels": np.concatenate(labels),
+              "source": np.concatenate(src), "frames": np.concatenate(frames)}
+    if with_dense:
+        cached["dense"] = np.concatenate(dense)
+    return cached
 
 
 # ---------------------------------------------------------------- model crops
@@ -275,7 +304,8 @@ class FaceDataset:
         wide = self.c["crops"][face]
         lm = self.c["landmarks"][face]
         if kind == 2:
-            wide = self_blend(wide, lm, rng)
+            dense = self.c["dense"][face] if "dense" in self.c else None
+            wide = self_blend(wide, lm, rng, dense=dense if dense is not None and np.isfinite(dense).all() else None)
         crop = model_crop(wide, lm, self.size, self.margin, rng if self.train else None)
         if self.train:
             crop = augment(crop, rng)

@@ -28,7 +28,8 @@ import numpy as np
 
 from engines.metadata import ModelMetadata
 from train import common
-from train.datasets import FaceDataset, cache_aligned_fakes, cache_faces, gather, load_cached, to_tensor
+from train.datasets import (FaceDataset, cache_aligned_fakes, cache_dense_landmarks, cache_faces, gather, load_cached,
+                            to_tensor)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ DEFAULTS = dict(
     extra_fakes_margin=1.3,  # the alignment margin those crops were cut with
     exclude=[],  # glob patterns of media to leave out (held-out evaluation clips)
     sbi=True,
+    sbi_landmarks=None,  # a registered landmark model (pfld68): self-blend inside 68-point hulls, not the 5-point polygon
     backbone="mobilenetv3_small_100",
     pretrained=False,
     drop_rate=0.2,
@@ -136,7 +138,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     run_dir = Path(run_dir)
     if resume and (run_dir / "config.json").is_file():
         saved = json.loads((run_dir / "config.json").read_text())
-        for key in ("backbone", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi"):
+        for key in ("backbone", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi", "sbi_landmarks"):
             if key in saved:
                 cfg[key] = saved[key]
     run = common.RunDir.create(run_dir, cfg, resume=resume)
@@ -157,6 +159,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         return common.progress(it, desc=desc, disable=None if progress is None else not progress)
 
     records = cache_faces(items, cache_dir, cfg["every_n_frames"], cfg["max_frames"], cfg["max_faces"], cfg["face_detector"], progress=bar)
+    if cfg["sbi"] and cfg["sbi_landmarks"]:
+        records = cache_dense_landmarks(records, cfg["sbi_landmarks"], progress=bar)
     train_recs, val_recs = _split_by_source(records, float(cfg["val_fraction"]), int(cfg["seed"]))
     # our own fakes only teach; validation stays on the media the user gave
     train_recs += [cache_aligned_fakes(folder, cache_dir, float(cfg["extra_fakes_margin"])) for folder in cfg["extra_fakes"]]
@@ -220,6 +224,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         "data": sorted({r["path"] for r in records}),
         "faces": int(len(train_cache["labels"])),
         "sbi": bool(cfg["sbi"]),
+        "sbi_landmarks": cfg["sbi_landmarks"] or "yunet 5-point",
         "seed": int(cfg["seed"]),
         "backbone": cfg["backbone"],
         "pretrained": bool(cfg["pretrained"]),

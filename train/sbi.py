@@ -9,11 +9,16 @@ colour and sharpness mismatch between the inner face and its surroundings, a
 slight misregistration -- without any particular generator's fingerprint, which
 is why detectors trained on it generalise across generators.
 
-We only have YuNet's 5 landmarks (eyes, nose tip, mouth corners), so the face
-region is a convex polygon fitted to them and extended up to the brows, out to the
-cheeks and down to the chin, then randomly deformed, eroded/dilated and blurred.
+The face region comes from 68 landmarks when the caller has them
+(:mod:`engines.landmarks`): as in the paper, one of several hulls -- the whole
+face, the face extended up the forehead, the inner face without the jaw line, the
+lower face (what reenactment re-renders), or the eyes, nose and mouth as separate
+parts.  With YuNet's 5 landmarks alone (eyes, nose tip, mouth corners) it is a
+convex polygon fitted to them and extended up to the brows, out to the cheeks and
+down to the chin.  Either way it is then randomly deformed, eroded/dilated and
+blurred.
 
-Everything here works on one image (uint8 BGR, H x W x 3) with its 5 landmarks
+Everything here works on one image (uint8 BGR, H x W x 3) with its landmarks
 in that image's coordinates -- in practice a wide-margin aligned crop from the
 face cache, so the blend boundary lies well inside the final model crop.
 """
@@ -22,7 +27,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from engines.landmarks import BROWS, JAW, LEFT_EYE, MOUTH, NOSE, RIGHT_EYE
+
 BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+DENSE_HULLS = ("face", "extended", "inner", "lower", "parts")
 
 
 def face_polygon(landmarks: np.ndarray, scale: float = 1.0, chin: float = 1.0, brow: float = 1.0) -> np.ndarray:
@@ -56,18 +64,43 @@ def face_polygon(landmarks: np.ndarray, scale: float = 1.0, chin: float = 1.0, b
     return cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2)
 
 
-def face_mask(shape: tuple[int, int], landmarks: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Soft face-region mask in [0, 1] (float32, H x W), randomly deformed when ``rng`` is given."""
-    h, w = shape[:2]
-    if rng is None:
-        poly = face_polygon(landmarks)
+def dense_polygons(points: np.ndarray, hull: str = "face") -> list[np.ndarray]:
+    """Convex face-region polygons from 68 landmarks; ``hull`` is one of :data:`DENSE_HULLS`."""
+    p = np.asarray(points, np.float64).reshape(68, 2)
+    if hull == "face":
+        parts = [p[:27]]
+    elif hull == "extended":  # the brows lifted by most of the brow-to-nose-tip height: the forehead too
+        lift = p[30] - p[BROWS].mean(axis=0)
+        parts = [np.concatenate([p[JAW], p[BROWS] - 0.6 * lift])]
+    elif hull == "inner":
+        parts = [p[17:]]
+    elif hull == "lower":  # below the eyes: what Face2Face / NeuralTextures re-render
+        parts = [np.concatenate([p[2:15], p[29:36], p[MOUTH]])]
+    elif hull == "parts":
+        parts = [np.concatenate([p[17:22], p[LEFT_EYE]]), np.concatenate([p[22:27], p[RIGHT_EYE]]), p[NOSE], p[MOUTH]]
     else:
-        poly = face_polygon(landmarks, scale=rng.uniform(0.85, 1.1), chin=rng.uniform(0.8, 1.15), brow=rng.uniform(0.7, 1.2))
+        raise ValueError(f"unknown hull {hull!r}: expected one of {', '.join(DENSE_HULLS)}")
+    return [cv2.convexHull(part.astype(np.float32)).reshape(-1, 2) for part in parts]
+
+
+def face_mask(shape: tuple[int, int], landmarks: np.ndarray, rng: np.random.Generator | None = None,
+              dense: np.ndarray | None = None) -> np.ndarray:
+    """Soft face-region mask in [0, 1] (float32, H x W), randomly deformed when ``rng`` is given.
+    ``dense``: 68 landmarks; the region is then one of their hulls (random with ``rng``, else the face)."""
+    h, w = shape[:2]
+    if dense is not None:
+        polys = dense_polygons(dense, str(rng.choice(DENSE_HULLS)) if rng is not None else "face")
+    elif rng is None:
+        polys = [face_polygon(landmarks)]
+    else:
+        polys = [face_polygon(landmarks, scale=rng.uniform(0.85, 1.1), chin=rng.uniform(0.8, 1.15), brow=rng.uniform(0.7, 1.2))]
+    if rng is not None:
         # per-vertex jitter: an irregular hull, like a landmark-hull with noise
-        size = np.ptp(poly, axis=0).mean()
-        poly = poly + rng.normal(0, 0.03 * size, poly.shape)
+        size = np.ptp(np.concatenate(polys), axis=0).mean()
+        polys = [poly + rng.normal(0, (0.03 if dense is None else 0.015) * size, poly.shape) for poly in polys]
     mask = np.zeros((h, w), np.float32)
-    cv2.fillConvexPoly(mask, np.round(poly).astype(np.int32), 1.0)
+    for poly in polys:
+        cv2.fillConvexPoly(mask, np.round(poly).astype(np.int32), 1.0)
     if rng is None:
         k = max(3, (int(0.05 * w) // 2) * 2 + 1)
         return cv2.GaussianBlur(mask, (k, k), 0)
@@ -75,7 +108,8 @@ def face_mask(shape: tuple[int, int], landmarks: np.ndarray, rng: np.random.Gene
     r = int(rng.integers(0, max(2, w // 40)))
     if r:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-        mask = cv2.erode(mask, kernel) if rng.random() < 0.5 else cv2.dilate(mask, kernel)
+        changed = cv2.erode(mask, kernel) if rng.random() < 0.5 else cv2.dilate(mask, kernel)
+        mask = changed if changed.any() else mask  # a small part may erode away: the fake must differ
     for _ in range(2):
         k = int(rng.integers(1, max(3, w // 12))) * 2 + 1
         mask = cv2.GaussianBlur(mask, (k, k), 0)
@@ -127,8 +161,9 @@ def _small_affine(img: np.ndarray, landmarks: np.ndarray, rng: np.random.Generat
 
 
 def self_blend(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator | None = None,
-               return_mask: bool = False):
-    """One self-blended fake from a real face image (uint8 BGR) and its 5 landmarks.
+               return_mask: bool = False, dense: np.ndarray | None = None):
+    """One self-blended fake from a real face image (uint8 BGR) and its 5 landmarks
+    (and its 68 landmarks, ``dense``, when known: they shape the blend mask).
 
     The target is the image itself, unchanged: the output equals the input wherever
     the blend mask is 0.  Returns the fake (and the blend mask, H x W float32, if asked).
@@ -145,7 +180,7 @@ def self_blend(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generato
             break
     if source is image:
         source = _color_jitter(image, rng)
-    mask = face_mask(image.shape, landmarks, rng) * float(rng.choice(BLEND_RATIOS))
+    mask = face_mask(image.shape, landmarks, rng, dense) * float(rng.choice(BLEND_RATIOS))
     m = mask[..., None]
     fake = source.astype(np.float32) * m + image.astype(np.float32) * (1.0 - m)
     fake = np.clip(fake + 0.5, 0, 255).astype(np.uint8)
