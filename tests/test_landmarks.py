@@ -52,7 +52,7 @@ def test_dense_landmarks_are_cached_beside_the_faces_and_reach_the_self_blend(tm
 
     items = [LabelledMedia(shared(path), 0) for path in PHOTOS[:2]]
     records = cache_dense_landmarks(cache_faces(items, tmp_path, max_faces=1), "pfld68")
-    sidecars = sorted(tmp_path.glob("*-pfld68.npy"))
+    sidecars = sorted(tmp_path.glob("*-pfld68-*.npy"))
     assert len(sidecars) == 2 and all("dense" in r for r in records)
     cached = load_cached(records)
     assert cached["dense"].shape == (len(cached["crops"]), 68, 2) and np.isfinite(cached["dense"]).all()

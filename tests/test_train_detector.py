@@ -171,3 +171,24 @@ def test_extra_fakes_are_aligned_crops_used_without_face_detection(tmp_path):
     assert result.exit_code == 0, result.output
     faces = json.loads((run / "faces.json").read_text())
     assert any(r["path"] == str(fakes) and r["label"] == 1 for r in faces["train"])
+
+
+@needs_data
+def test_sbi_landmarks_option_trains_with_dense_masks_and_records_it(tmp_path):
+    from pipeline.cli_detector import train_detector_command
+
+    images = tmp_path / "real"
+    images.mkdir()
+    for name in ("obama3.jpg", "train__biden__biden.jpg", "train__rose_leslie__img1.jpg", "two_people.jpg"):
+        (images / name).symlink_to(DATA / "real/face_recognition_examples" / name)
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    result = CliRunner().invoke(train_detector_command, ["--real", str(images), "--run-dir", str(run), "--cache-dir", str(cache),
+                                                         "--no-progress", "--sbi-landmarks", "pfld68", "--steps", "2"] + TINY)
+    assert result.exit_code == 0, result.output
+    assert len(list(cache.glob("*-pfld68-*.npy"))) == 4  # one per media file, beside its faces
+    assert json.loads((run / "config.json").read_text())["sbi_landmarks"] == "pfld68"
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["metadata"]["training"]["sbi_landmarks"] == "pfld68"
+
+    unknown = CliRunner().invoke(train_detector_command, ["--real", str(images), "--run-dir", str(tmp_path / "run2"),
+                                                          "--cache-dir", str(cache), "--sbi-landmarks", "nope", "--steps", "2"] + TINY)
+    assert unknown.exit_code != 0 and "nope" in unknown.output and not (tmp_path / "run2").exists()

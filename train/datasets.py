@@ -177,10 +177,14 @@ def cache_aligned_fakes(folder: str | Path, cache_dir: str | Path, margin: float
 def cache_dense_landmarks(records: list[dict], landmark_model: str = "pfld68", progress=None) -> list[dict]:
     """Add 68-point landmarks (crop coordinates) to cached records, computed once per record from
     its crops and 5-point landmarks and kept beside its ``.npz`` (``dense`` key of each record)."""
+    from engines.registry import get_entry
+
+    # the entry's box and pixel settings are part of the key: changing them recomputes the points
+    spec_key = hashlib.sha1(repr(get_entry(landmark_model).landmark_input).encode()).hexdigest()[:8]
     landmarker = None
     iterator = progress(records, desc="dense landmarks") if progress else records
     for rec in iterator:
-        target = Path(rec["file"]).with_name(f"{Path(rec['file']).stem}-{landmark_model}.npy")
+        target = Path(rec["file"]).with_name(f"{Path(rec['file']).stem}-{landmark_model}-{spec_key}.npy")
         if not target.is_file():
             if landmarker is None:
                 from engines.landmarks import create_landmarker
@@ -188,9 +192,8 @@ def cache_dense_landmarks(records: list[dict], landmark_model: str = "pfld68", p
                 landmarker = create_landmarker(landmark_model)
             with np.load(rec["file"]) as z:
                 dense = [landmarker.predict(crop, [lm])[0] for crop, lm in zip(z["crops"], z["landmarks"])]
-            points = landmarker.spec.points if landmarker else 68
             with open(target.with_suffix(".tmp.npy"), "wb") as f:
-                np.save(f, np.asarray(dense, np.float32).reshape(-1, points, 2))
+                np.save(f, np.asarray(dense, np.float32).reshape(-1, landmarker.spec.points, 2))
             target.with_suffix(".tmp.npy").replace(target)
         rec["dense"] = str(target)
     return records

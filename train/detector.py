@@ -141,6 +141,11 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         for key in ("backbone", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi", "sbi_landmarks"):
             if key in saved:
                 cfg[key] = saved[key]
+    if cfg["sbi_landmarks"]:  # a bad name fails now, not after minutes of face caching
+        from engines.registry import get_entry
+
+        if get_entry(cfg["sbi_landmarks"]).landmark_input is None:
+            raise ValueError(f"--sbi-landmarks {cfg['sbi_landmarks']}: not a landmark model")
     run = common.RunDir.create(run_dir, cfg, resume=resume)
     threads = common.set_threads(cfg["threads"])
     common.seed_everything(int(cfg["seed"]))
