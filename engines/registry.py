@@ -111,10 +111,10 @@ REGISTRY: dict[str, RegistryEntry] = {
         RegistryEntry(
             name="detector",
             kind="detector",
-            filename="dfstream_detector_sbi_mnv3s_128.onnx",
-            sha256="b3df5053fd39d2d89abd859d7cba2515e6876fd41eb05c29293c761d58154926",
+            filename="dfstream_detector_sbi68_mnv3s_128.onnx",
+            sha256="5723e4c830b844ac38779dec86d71ffe37f8d389a5a78653ee8c6ce47eaf661c",
             description="dfstream default deepfake detector: MobileNetV3-small, 128 px crops, self-blended images "
-                        "(see engines/weights/MODEL_CARD.md)",
+                        "in 68-point landmark masks (see engines/weights/MODEL_CARD.md)",
             license="research use: trained on ../shared data of mixed, partly unclear rights (see MODEL_CARD.md)",
             packaged=True,
         ),
