@@ -50,9 +50,9 @@ def _logging(verbose: bool) -> None:
               help="Alignment margin the --extra-fakes crops were cut with.")
 @click.option("--exclude", multiple=True, help="Glob of media to leave out (e.g. held-out clips). Repeatable.")
 @click.option("--sbi/--no-sbi", default=True, show_default=True, help="Synthesise fakes from real faces by self-blending.")
-@click.option("--sbi-landmarks", default=None, metavar="MODEL",
-              help="Landmark model (registry name, e.g. pfld68) whose 68 points shape the self-blending masks "
-                   "(default: a polygon from the face detector's 5 points).")
+@click.option("--sbi-landmarks", default="auto", show_default=True, metavar="MODEL|auto|none",
+              help="Landmark model whose 68 points shape the self-blending masks (registry name, e.g. pfld68); "
+                   "auto: pfld68 when installed; none (or auto without it): a polygon from the face detector's 5 points.")
 @click.option("--backbone", default="mobilenetv3_small_100", show_default=True, help="Any timm model name (efficientnet_b0, xception41, resnet18, resnext50_32x4d ...).")
 @click.option("--pretrained", is_flag=True, help="Start from timm's pretrained weights (must be in the local timm/HF cache).")
 @click.option("--input-size", type=int, default=128, show_default=True, help="Square crop size in pixels.")

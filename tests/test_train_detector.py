@@ -192,3 +192,18 @@ def test_sbi_landmarks_option_trains_with_dense_masks_and_records_it(tmp_path):
     unknown = CliRunner().invoke(train_detector_command, ["--real", str(images), "--run-dir", str(tmp_path / "run2"),
                                                           "--cache-dir", str(cache), "--sbi-landmarks", "nope", "--steps", "2"] + TINY)
     assert unknown.exit_code != 0 and "nope" in unknown.output and not (tmp_path / "run2").exists()
+
+
+def test_sbi_landmarks_auto_uses_the_68_point_model_only_when_it_is_installed(tmp_path, monkeypatch, caplog):
+    from train.detector import sbi_landmark_model
+
+    assert sbi_landmark_model("none") is None
+    if (SHARED_DATA / "models").is_dir():
+        assert sbi_landmark_model("auto") == "pfld68"
+    monkeypatch.setenv("DFSTREAM_MODELS", str(tmp_path / "empty"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with caplog.at_level("WARNING"):
+        assert sbi_landmark_model("auto") is None
+    assert "5-point polygon" in caplog.text and "pfld68" in caplog.text
+    with pytest.raises(Exception, match="pfld68"):
+        sbi_landmark_model("pfld68")  # asked for by name: not installed is an error, not a fallback

@@ -41,7 +41,7 @@ DEFAULTS = dict(
     extra_fakes_margin=1.3,  # the alignment margin those crops were cut with
     exclude=[],  # glob patterns of media to leave out (held-out evaluation clips)
     sbi=True,
-    sbi_landmarks=None,  # a registered landmark model (pfld68): self-blend inside 68-point hulls, not the 5-point polygon
+    sbi_landmarks="auto",  # landmark model for the self-blending masks: auto (pfld68 if installed), a name, or none
     backbone="mobilenetv3_small_100",
     pretrained=False,
     drop_rate=0.2,
@@ -74,6 +74,30 @@ def make_metadata(cfg: dict, metrics: dict | None = None, training: dict | None 
     return common.p_fake_metadata(
         cfg["name"], cfg["input_size"], cfg["margin"],
         f"timm {cfg['backbone']} -> 1 logit -> sigmoid (train.models.detector.FrameDetector)", training, metrics)
+
+
+AUTO_SBI_LANDMARKS = "pfld68"
+
+
+def sbi_landmark_model(name: str | None) -> str | None:
+    """The landmark model that will shape the self-blending masks, or None for the 5-point polygon.
+    ``auto``: the registered 68-point model when it is installed; a bad name fails here, before
+    minutes of face caching."""
+    from engines.registry import ModelNotFoundError, get_entry, resolve
+
+    if name is None or str(name).lower() in ("", "none"):
+        return None
+    if name == "auto":
+        try:
+            resolve(AUTO_SBI_LANDMARKS)
+        except ModelNotFoundError as exc:
+            log.warning("self-blending masks fall back to the 5-point polygon: %s", exc)
+            return None
+        return AUTO_SBI_LANDMARKS
+    if get_entry(name).landmark_input is None:
+        raise ValueError(f"--sbi-landmarks {name}: not a landmark model")
+    resolve(name)  # installed and intact, or a clear error now
+    return name
 
 
 def _split_by_source(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -141,11 +165,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         for key in ("backbone", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi", "sbi_landmarks"):
             if key in saved:
                 cfg[key] = saved[key]
-    if cfg["sbi_landmarks"]:  # a bad name fails now, not after minutes of face caching
-        from engines.registry import get_entry
-
-        if get_entry(cfg["sbi_landmarks"]).landmark_input is None:
-            raise ValueError(f"--sbi-landmarks {cfg['sbi_landmarks']}: not a landmark model")
+    cfg["sbi_landmarks"] = sbi_landmark_model(cfg["sbi_landmarks"])  # before config.json: a run records what it used
     run = common.RunDir.create(run_dir, cfg, resume=resume)
     threads = common.set_threads(cfg["threads"])
     common.seed_everything(int(cfg["seed"]))
