@@ -427,6 +427,7 @@ def _register_optional_commands() -> None:
         ("pipeline.cli_engines", "models_group", cli, "models"),
         ("pipeline.cli_detector", "train_detector_command", train_group, "detector"),
         ("pipeline.cli_detector", "train_temporal_command", train_group, "temporal"),
+        ("pipeline.cli_detector", "train_ensemble_command", train_group, "ensemble"),
         ("pipeline.cli_detector", "eval_command", cli, "eval"),
         ("pipeline.cli_detector", "predict_command", cli, "predict"),
         ("pipeline.cli_generate", "train_swapper_command", train_group, "swapper"),

@@ -93,6 +93,22 @@ def train_detector_command(run_dir, resume, progress, verbose, **options):
     click.echo(f"export:     dfstream export {last} -o detector.onnx")
 
 
+@click.command("ensemble")
+@click.argument("checkpoints", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, help="Checkpoint to write (export it with `dfstream export`).")
+@click.option("--name", default="dfstream-detector-ensemble", show_default=True, help="Model name written into its metadata.")
+def train_ensemble_command(checkpoints, output, name):
+    """Combine detector checkpoints (e.g. several training seeds) into one model: the mean of their P(fake)."""
+    from train.ensemble import combine
+
+    try:
+        path = combine(list(checkpoints), output, name=name)
+    except _user_errors() as exc:
+        raise _fail(exc) from None
+    click.echo(f"checkpoint: {path} ({len(checkpoints)} members)")
+    click.echo(f"export:     dfstream export {path} -o ensemble.onnx")
+
+
 @click.command("eval")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-m", "--model", default="detector", show_default=True, help="Detector model: .onnx, checkpoint, or registry name.")

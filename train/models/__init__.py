@@ -22,6 +22,7 @@ CHECKPOINT_FORMAT = "dfstream-checkpoint-v1"
 # detector never imports the GAN code.
 FAMILIES = {
     "detector": "train.models.detector",
+    "detector_ensemble": "train.models.ensemble",
     "temporal": "train.models.temporal",
     "swapper": "train.models.swapper",
     "dcgan_discriminator": "train.models.dcgan",

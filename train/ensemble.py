@@ -1,0 +1,51 @@
+"""``dfstream train ensemble``: frame-detector checkpoints -> one checkpoint whose P(fake) is their mean.
+
+The result is an ordinary dfstream checkpoint (family ``detector_ensemble``), so
+``dfstream export`` turns it into one ONNX model the pipeline runs like any other
+detector.  Members must cut and normalise the crop the same way; their training
+records are kept in the ensemble's metadata.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from engines.metadata import ModelMetadata
+from train import common
+
+# what every member must share: the crop they are given is one and the same
+SHARED_INPUT = ("input_size", "crop_margin", "mean", "std", "color_order", "output")
+
+
+def combine(checkpoints: list[str | Path], output: str | Path, name: str = "dfstream-detector-ensemble") -> Path:
+    from train.models import build_model
+
+    if len(checkpoints) < 2:
+        raise ValueError("an ensemble needs at least two detector checkpoints")
+    members, metadatas, states = [], [], []
+    for path in checkpoints:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        checkpoint = common.load_checkpoint(path)
+        metadata = ModelMetadata.from_dict(checkpoint["metadata"]).expect_kind("detector", path)
+        if checkpoint["architecture"].get("family") != "detector":
+            raise ValueError(f"{path}: only single frame detectors can be combined "
+                             f"(family {checkpoint['architecture'].get('family')!r})")
+        members.append(checkpoint["architecture"])
+        metadatas.append(metadata)
+        states.append(checkpoint["state_dict"])
+    first = metadatas[0]
+    for path, metadata in zip(checkpoints[1:], metadatas[1:]):
+        for key in SHARED_INPUT:
+            if getattr(metadata, key) != getattr(first, key):
+                raise ValueError(f"{path}: {key} {getattr(metadata, key)!r} differs from {checkpoints[0]}'s "
+                                 f"{getattr(first, key)!r}; ensemble members must see the same crop")
+    architecture = {"family": "detector_ensemble", "members": members}
+    model = build_model(architecture)
+    model.load_state_dict({f"members.{i}.{key}": value for i, state in enumerate(states) for key, value in state.items()})
+    metadata = dataclasses.replace(
+        first, name=name, threshold=sum(m.threshold for m in metadatas) / len(metadatas),
+        architecture=f"mean P(fake) of {len(members)} detectors: " + "; ".join(m.architecture for m in metadatas),
+        training={"ensemble_of": [str(p) for p in checkpoints], "members": [m.training for m in metadatas]},
+        metrics={}, extra={})
+    return common.save_checkpoint(output, model, architecture, metadata)
