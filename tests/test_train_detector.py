@@ -19,6 +19,15 @@ TINY = ["--backbone", "mobilenetv3_small_050", "--input-size", "64", "--batch-si
         "--threads", "1", "--log-every", "1", "--checkpoint-every", "2", "--val-fraction", "0.25", "--max-faces", "1"]
 
 
+def _real_photos(tmp_path, *names) -> Path:
+    """A folder of real photos (links into ../shared/data, never copies) for a short training run."""
+    images = tmp_path / "real"
+    images.mkdir()
+    for name in names:
+        (images / name).symlink_to(DATA / "real/face_recognition_examples" / name)
+    return images
+
+
 def test_loss_falls_on_a_fixed_batch():
     from train.detector import DEFAULTS, make_metadata
     from train.datasets import FaceDataset, to_tensor
@@ -73,11 +82,8 @@ def test_a_fresh_run_refuses_a_folder_that_holds_a_run(tmp_path):
 def test_training_writes_checkpoints_and_events_and_resume_continues(tmp_path):
     from pipeline.cli_detector import train_detector_command
 
-    images = tmp_path / "real"
-    images.mkdir()
-    for name in ("obama3.jpg", "train__obama__obama.jpg", "train__biden__biden.jpg", "test__alex_lacamoire1.jpg",
-                 "train__rose_leslie__img1.jpg", "train__kit_harington__john1.jpeg", "two_people.jpg", "obama_partial_face.jpg"):
-        (images / name).symlink_to(DATA / "real/face_recognition_examples" / name)
+    images = _real_photos(tmp_path, "obama3.jpg", "train__obama__obama.jpg", "train__biden__biden.jpg", "test__alex_lacamoire1.jpg",
+                                  "train__rose_leslie__img1.jpg", "train__kit_harington__john1.jpeg", "two_people.jpg", "obama_partial_face.jpg")
     run = tmp_path / "run"
     common = ["--real", str(images), "--run-dir", str(run), "--cache-dir", str(tmp_path / "cache"), "--no-progress"] + TINY
     result = CliRunner().invoke(train_detector_command, common + ["--steps", "4"])
@@ -121,10 +127,7 @@ def test_init_from_warm_starts_weights_with_a_fresh_schedule(tmp_path):
     from pipeline.cli_detector import train_detector_command
     from train.detector import main
 
-    images = tmp_path / "real"
-    images.mkdir()
-    for name in ("obama3.jpg", "train__obama__obama.jpg", "train__biden__biden.jpg", "test__alex_lacamoire1.jpg"):
-        (images / name).symlink_to(DATA / "real/face_recognition_examples" / name)
+    images = _real_photos(tmp_path, "obama3.jpg", "train__obama__obama.jpg", "train__biden__biden.jpg", "test__alex_lacamoire1.jpg")
     common = ["--real", str(images), "--cache-dir", str(tmp_path / "cache"), "--no-progress"] + TINY
     first = CliRunner().invoke(train_detector_command, common + ["--run-dir", str(tmp_path / "a"), "--steps", "4"])
     assert first.exit_code == 0, first.output
@@ -160,10 +163,7 @@ def test_extra_fakes_are_aligned_crops_used_without_face_detection(tmp_path):
     cached = load_cached([record])
     assert len(cached["crops"]) == 5 and set(cached["labels"]) == {1}
 
-    images = tmp_path / "real"
-    images.mkdir()
-    for name in ("obama3.jpg", "train__biden__biden.jpg", "two_people.jpg"):
-        (images / name).symlink_to(DATA / "real/face_recognition_examples" / name)
+    images = _real_photos(tmp_path, "obama3.jpg", "train__biden__biden.jpg", "two_people.jpg")
     run = tmp_path / "run"
     result = CliRunner().invoke(train_detector_command, ["--real", str(images), "--extra-fakes", str(fakes),
                                                          "--run-dir", str(run), "--cache-dir", str(tmp_path / "cache"),
@@ -177,10 +177,7 @@ def test_extra_fakes_are_aligned_crops_used_without_face_detection(tmp_path):
 def test_sbi_landmarks_option_trains_with_dense_masks_and_records_it(tmp_path):
     from pipeline.cli_detector import train_detector_command
 
-    images = tmp_path / "real"
-    images.mkdir()
-    for name in ("obama3.jpg", "train__biden__biden.jpg", "train__rose_leslie__img1.jpg", "two_people.jpg"):
-        (images / name).symlink_to(DATA / "real/face_recognition_examples" / name)
+    images = _real_photos(tmp_path, "obama3.jpg", "train__biden__biden.jpg", "train__rose_leslie__img1.jpg", "two_people.jpg")
     run, cache = tmp_path / "run", tmp_path / "cache"
     result = CliRunner().invoke(train_detector_command, ["--real", str(images), "--run-dir", str(run), "--cache-dir", str(cache),
                                                          "--no-progress", "--sbi-landmarks", "pfld68", "--steps", "2"] + TINY)
