@@ -106,7 +106,7 @@ class DenseLandmarker:
         return result.astype(np.float32)
 
 
-def create_landmarker(name: str = "pfld68", threads: int | None = 1) -> DenseLandmarker:
+def create_landmarker(name: str, threads: int | None = 1) -> DenseLandmarker:
     """The registered landmark model ``name``, resolved (and verified) like any named model."""
     from engines.registry import get_entry, resolve
 

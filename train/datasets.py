@@ -174,7 +174,7 @@ def cache_aligned_fakes(folder: str | Path, cache_dir: str | Path, margin: float
     return {"path": str(folder), "label": 1, "file": str(target)}
 
 
-def cache_dense_landmarks(records: list[dict], landmark_model: str = "pfld68", progress=None) -> list[dict]:
+def cache_dense_landmarks(records: list[dict], landmark_model: str, progress=None) -> list[dict]:
     """Add 68-point landmarks (crop coordinates) to cached records, computed once per record from
     its crops and 5-point landmarks and kept beside its ``.npz`` (``dense`` key of each record)."""
     from engines.registry import get_entry
