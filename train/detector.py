@@ -249,7 +249,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         "data": sorted({r["path"] for r in records}),
         "faces": int(len(train_cache["labels"])),
         "sbi": bool(cfg["sbi"]),
-        "sbi_landmarks": cfg["sbi_landmarks"] or "yunet 5-point",
+        "sbi_landmarks": cfg["sbi_landmarks"] or "none (5-point polygon)",
         "seed": int(cfg["seed"]),
         "backbone": cfg["backbone"],
         "pretrained": bool(cfg["pretrained"]),
