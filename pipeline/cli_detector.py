@@ -8,36 +8,11 @@ ends in one ``click.ClickException`` line and a non-zero exit.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 
 import click
 
-
-def _fail(exc: BaseException) -> click.ClickException:
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return click.ClickException(text)
-
-
-def _user_errors():
-    errors = [FileNotFoundError, ValueError, OSError]
-    try:
-        from engines.loader import MODEL_ERRORS
-
-        errors += list(MODEL_ERRORS)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from pipeline.stage import StageError
-
-        errors.append(StageError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
-
-
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+from pipeline.cli_common import one_line_error, user_errors, verbose_logging
 
 
 @click.command("detector")
@@ -81,14 +56,14 @@ def _logging(verbose: bool) -> None:
 @click.option("-v", "--verbose", is_flag=True)
 def train_detector_command(run_dir, resume, progress, verbose, **options):
     """Train the frame-level deepfake detector (self-blended images by default)."""
-    _logging(verbose)
+    verbose_logging(verbose)
     from train.detector import train
 
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
     try:
         last = train(options, run_dir, resume=resume, progress=progress)
-    except _user_errors() as exc:
-        raise _fail(exc) from None
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
     click.echo(f"checkpoint: {last}")
     click.echo(f"export:     dfstream export {last} -o detector.onnx")
 
@@ -103,8 +78,8 @@ def train_ensemble_command(checkpoints, output, name):
 
     try:
         path = combine(list(checkpoints), output, name=name)
-    except _user_errors() as exc:
-        raise _fail(exc) from None
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
     click.echo(f"checkpoint: {path} ({len(checkpoints)} members)")
     click.echo(f"export:     dfstream export {path} -o ensemble.onnx")
 
@@ -126,15 +101,15 @@ def train_ensemble_command(checkpoints, output, name):
 @click.option("-v", "--verbose", is_flag=True)
 def eval_command(inputs, model, engine, temporal, threshold, every_n_frames, max_frames, max_faces, video_agg, threads, output, plot_dir, verbose):
     """Measure a detector on labelled images/videos: folders with real/ and fake/, or list files (path<TAB>label)."""
-    _logging(verbose)
+    verbose_logging(verbose)
     from train.evaluate import evaluate
 
     try:
         report = evaluate(list(inputs), model=model, engine=engine, temporal=temporal, threshold=threshold,
                           every_n_frames=every_n_frames, max_frames=max_frames, max_faces=max_faces,
                           video_agg=video_agg, threads=threads, output=output, plot_dir=plot_dir)
-    except _user_errors() as exc:
-        raise _fail(exc) from None
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
     click.echo(report["text"])
     click.echo(f"written: {output}" + (f", plots in {plot_dir}" if plot_dir else ""))
 
@@ -152,14 +127,14 @@ def eval_command(inputs, model, engine, temporal, threshold, every_n_frames, max
 @click.option("-v", "--verbose", is_flag=True)
 def predict_command(media, model, engine, threshold, every_n_frames, max_frames, max_faces, threads, as_json, verbose):
     """Score the faces of an image or a video and give a verdict."""
-    _logging(verbose)
+    verbose_logging(verbose)
     from train.predict import format_prediction, predict
 
     try:
         result = predict(media, model=model, engine=engine, threshold=threshold, every_n_frames=every_n_frames,
                          max_frames=max_frames, max_faces=max_faces, threads=threads)
-    except _user_errors() as exc:
-        raise _fail(exc) from None
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
     if as_json:
         click.echo(json.dumps(result, indent=1))
     else:
@@ -185,13 +160,13 @@ def predict_command(media, model, engine, threshold, every_n_frames, max_frames,
 @click.option("-v", "--verbose", is_flag=True)
 def train_temporal_command(detector_checkpoint, real, exclude, run_dir, verbose, **options):
     """Train the temporal (CNN features -> LSTM) detector on real videos and self-blended sequences."""
-    _logging(verbose)
+    verbose_logging(verbose)
     from train.temporal import train_temporal
 
     try:
         last = train_temporal(detector_checkpoint, list(real), run_dir, exclude=tuple(exclude), **options)
-    except _user_errors() as exc:
-        raise _fail(exc) from None
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
     click.echo(f"checkpoint: {last}")
 
 

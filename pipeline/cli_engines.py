@@ -11,10 +11,7 @@ from pathlib import Path
 import click
 
 from engines.loader import MODEL_ERRORS
-
-
-def _fail(exc: Exception) -> click.ClickException:
-    return click.ClickException(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+from pipeline.cli_common import one_line_error
 
 
 def _batch_sizes(_ctx, _param, value: str) -> tuple[int, ...]:
@@ -48,7 +45,7 @@ def export_command(checkpoint: Path, output: Path | None, opset: int, check: boo
         report = export_checkpoint(checkpoint, output or checkpoint.with_suffix(".onnx"), opset=opset, check=check,
                                    batch_sizes=batch_sizes, tolerance=tolerance, exporter=exporter)
     except MODEL_ERRORS as exc:
-        raise _fail(exc) from exc
+        raise one_line_error(exc) from exc
     click.echo(report.summary())
 
 
@@ -75,7 +72,7 @@ def build_engine_command(model: Path, output_dir: Path, fp16: bool, min_batch: i
         report = build_engine(model, output_dir, fp16=fp16, min_batch=min_batch, opt_batch=opt_batch,
                               max_batch=max_batch, check=check, tolerance=tolerance, device_index=device)
     except MODEL_ERRORS as exc:
-        raise _fail(exc) from exc
+        raise one_line_error(exc) from exc
     click.echo(report.summary())
 
 
@@ -108,7 +105,7 @@ def models_fetch(name: str, source: str | None) -> None:
     try:
         path = fetch(name, source)
     except (*MODEL_ERRORS, OSError) as exc:
-        raise _fail(exc) from exc
+        raise one_line_error(exc) from exc
     click.echo(f"installed {name}: {path}")
 
 
@@ -130,7 +127,7 @@ def models_verify(model: str) -> None:
                 raise click.ClickException(f"{path} is not a registered model file (sha256 {sha256_of(path)})")
             verify(path, entry)
     except MODEL_ERRORS as exc:
-        raise _fail(exc) from exc
+        raise one_line_error(exc) from exc
     state = "sha256 ok" if entry.sha256 else "no registered sha256, not verified"
     click.echo(f"{path}: model {entry.name!r} ({entry.kind}), {state}")
 

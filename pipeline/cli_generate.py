@@ -9,36 +9,15 @@ a model of the wrong kind) ends in one ``click.ClickException`` line and a non-z
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import click
 
-
-def _user_errors() -> tuple:
-    errors = [FileNotFoundError, FileExistsError, ValueError, OSError]
-    try:
-        from engines.loader import MODEL_ERRORS
-
-        errors += list(MODEL_ERRORS)
-    except ImportError:  # pragma: no cover
-        pass
-    from pipeline.stage import StageError
-
-    errors.append(StageError)
-    return tuple(errors)
-
-
-def _fail(exc: BaseException) -> click.ClickException:
-    return click.ClickException((str(exc).strip().splitlines() or [type(exc).__name__])[0])
+from pipeline.cli_common import one_line_error, user_errors, verbose_logging
 
 
 def _echo(message: str) -> None:
     click.echo(message, err=True)
-
-
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def _json_default(value):
@@ -106,7 +85,7 @@ def train_swapper_command(faces_a, faces_b, name_a, name_b, run_dir, resume, ste
     """
     from train.swapper import train_swapper
 
-    _logging(verbose)
+    verbose_logging(verbose)
     try:
         channels = [int(c) for c in encoder_channels.split(",") if c.strip()]
     except ValueError:
@@ -123,8 +102,8 @@ def train_swapper_command(faces_a, faces_b, name_a, name_b, run_dir, resume, ste
             every_n_frames=every_n_frames, max_frames=max_frames, holdout=holdout, lr=lr, ssim_weight=ssim_weight,
             adv_weight=adv_weight, warp=warp, colour=colour, target=target, latent=latent, encoder_channels=channels, sample_every=sample_every,
             checkpoint_every=checkpoint_every, seed=seed, threads=threads, face_detector=face_detector)
-    except _user_errors() as exc:
-        raise _fail(exc) from None
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
     _write_json(json_path, summary)
     click.echo(summary["checkpoint"])
 
@@ -171,7 +150,7 @@ def train_gan_command(faces, run_dir, resume, epochs, minutes, batch_size, image
     """
     from train.gan import train_gan, write_samples
 
-    _logging(verbose)
+    verbose_logging(verbose)
     if not faces and not (checkpoint and samples_out):
         raise click.UsageError("give --faces (to train), or --checkpoint with --samples-out (to generate)")
     if faces and not run_dir:
@@ -191,8 +170,8 @@ def train_gan_command(faces, run_dir, resume, epochs, minutes, batch_size, image
             written = write_samples(checkpoint, out_dir, count, seed=samples_seed, scale=samples_scale, pad=samples_pad,
                                     echo=_echo)
             summary["samples_out"] = {"dir": str(out_dir), "count": len(written)}
-    except _user_errors() as exc:
-        raise _fail(exc) from None
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
     _write_json(json_path, summary)
     if faces:
         click.echo(summary["checkpoint"])
@@ -222,13 +201,13 @@ def swapper_eval_command(checkpoint, faces_a, faces_b, holdout, detector_path, e
     """
     from train.swapper import evaluate_swapper
 
-    _logging(verbose)
+    verbose_logging(verbose)
     try:
         result = evaluate_swapper(checkpoint, faces_a=faces_a, faces_b=faces_b, detector_path=detector_path, engine=engine,
                                   holdout=holdout, samples_out=samples_out, threads=threads,
                                   face_detector=None if face_detector == "auto" else face_detector, echo=_echo)
-    except _user_errors() as exc:
-        raise _fail(exc) from None
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
     _write_json(json_path, result)
     rec = result["reconstruction"]
     line = f"psnr {rec.get('psnr', float('nan')):.2f} ssim {rec.get('ssim', float('nan')):.3f}"

@@ -1,0 +1,29 @@
+"""What every ``dfstream`` subcommand module shares: user mistakes as one-line errors, and ``-v``."""
+from __future__ import annotations
+
+import logging
+
+import click
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def one_line_error(exc: BaseException) -> click.ClickException:
+    """The first line of an exception's message, as click's one-line error and non-zero exit."""
+    return click.ClickException((str(exc).strip().splitlines() or [type(exc).__name__])[0])
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean a user mistake (missing file, bad model, unreadable media), not a bug."""
+    from engines.loader import MODEL_ERRORS
+    from pipeline.stage import StageError
+
+    return (FileNotFoundError, FileExistsError, ValueError, OSError, StageError, *MODEL_ERRORS)
+
+
+def verbose_logging(verbose: bool) -> None:
+    """``-v``: INFO logs. ``dfstream`` itself has already configured logging (``--log-level``), so the
+    root level is raised here rather than through ``basicConfig``, which would do nothing then."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    if verbose:
+        logging.getLogger().setLevel(logging.INFO)
