@@ -69,7 +69,6 @@ class DenseLandmarker:
             raise ValueError(f"{model_path}: landmark model input size is not fixed ({self.input.shape})")
         self.size = (height, width)
         self.spec = spec
-        self.batch_of_one = not isinstance(self.input.shape[0], str) and self.input.shape[0] == 1
         coords = [o.name for o in self.session.get_outputs() if o.shape and o.shape[-1] == 2 * spec.points]
         if not coords:
             raise ValueError(f"{model_path}: no output of {2 * spec.points} values ({spec.points} points)")
@@ -97,10 +96,7 @@ class DenseLandmarker:
             x = x[..., ::-1]
         x = (x * self.spec.pixel_scale - np.asarray(self.spec.mean, np.float32)) / np.asarray(self.spec.std, np.float32)
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
-        if self.batch_of_one:
-            out = np.concatenate([self.session.run([self.output], {self.input.name: x[i:i + 1]})[0] for i in range(len(x))])
-        else:
-            out = self.session.run([self.output], {self.input.name: x})[0]
+        out = self.session.run([self.output], {self.input.name: x})[0]
         points = out.reshape(len(x), self.spec.points, 2).astype(np.float64)
         result = np.stack([p * side + origin for p, (origin, side) in zip(points, boxes)])
         return result.astype(np.float32)
