@@ -56,6 +56,30 @@ def test_loss_falls_on_a_fixed_batch():
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
 
 
+def test_a_second_run_caching_the_same_file_at_once_leaves_a_whole_file(tmp_path):
+    from train.datasets import _write_atomically
+
+    target = tmp_path / "faces.npy"
+
+    def slow_writer(f):  # another run writes the same cache file while this one is half way through
+        f.write(b"partial")
+        _write_atomically(target, lambda g: np.save(g, np.arange(3)))
+        f.seek(0)
+        np.save(f, np.arange(5))
+
+    _write_atomically(target, slow_writer)
+    assert np.load(target).tolist() == list(range(5))
+    assert [p.name for p in tmp_path.iterdir()] == ["faces.npy"]  # no temporary left behind
+
+    def failing_writer(f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        _write_atomically(target, failing_writer)
+    assert np.load(target).tolist() == list(range(5)) and len(list(tmp_path.iterdir())) == 1
+
+
 def test_checkpoint_round_trips_through_weights_only_load(tmp_path):
     from train.models import build_model, load_checkpoint as rebuild
 
