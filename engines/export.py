@@ -143,8 +143,12 @@ def compare_with_onnxruntime(model, onnx_path: str | Path, metadata: ModelMetada
 
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, opset: int = DEFAULT_OPSET, check: bool = True,
-                      batch_sizes=(1, 4), tolerance: float | None = None, exporter: str = "auto") -> ExportReport:
-    """Export a dfstream checkpoint to ONNX with its metadata; check it against the checkpoint."""
+                      batch_sizes=(1, 4), tolerance: float | None = None, exporter: str = "auto",
+                      mirror_mean: bool = False) -> ExportReport:
+    """Export a dfstream checkpoint to ONNX with its metadata; check it against the checkpoint.
+
+    ``mirror_mean`` (detectors only): the exported graph scores each crop and its mirror
+    image and returns their mean P(fake) (:class:`train.models.ensemble.MirrorAveraged`)."""
     from train.models import load_checkpoint
 
     checkpoint, output = Path(checkpoint), Path(output)
@@ -158,6 +162,14 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, opset: int = D
                           f"{(str(exc).strip().splitlines() or [''])[0]}") from exc
     if metadata.kind == KIND_TEMPORAL:
         raise ExportError(f"{checkpoint} is a temporal model; export handles crop models (detector, swapper)")
+    if mirror_mean:
+        if metadata.output != "p_fake":
+            raise ExportError(f"{checkpoint} is a {metadata.kind}; --mirror-mean averages the P(fake) of detectors only")
+        from train.models.ensemble import MirrorAveraged
+
+        model = MirrorAveraged(model).eval()
+        metadata = dataclasses.replace(metadata, architecture=f"{metadata.architecture}; mean of the crop and its mirror image",
+                                       extra={**metadata.extra, "mirror_mean": True})
     tolerance = TOLERANCES.get(metadata.output, 1e-3) if tolerance is None else tolerance
     metadata = dataclasses.replace(metadata, extra={**metadata.extra, "source": {
         "checkpoint": checkpoint.name, "checkpoint_sha256": sha256_of(checkpoint)}})

@@ -36,14 +36,17 @@ def _batch_sizes(_ctx, _param, value: str) -> tuple[int, ...]:
 @click.option("--tolerance", type=float, default=None,
               help="largest accepted |ONNX Runtime - torch| [default: 1e-4 for P(fake), 1e-3 for images]")
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "legacy"]), default="auto", show_default=True)
+@click.option("--mirror-mean", is_flag=True,
+              help="detectors: score each crop and its mirror image, output their mean P(fake) (twice the cost)")
 def export_command(checkpoint: Path, output: Path | None, opset: int, check: bool, batch_sizes: tuple[int, ...],
-                   tolerance: float | None, exporter: str) -> None:
+                   tolerance: float | None, exporter: str, mirror_mean: bool) -> None:
     """Export a training CHECKPOINT to ONNX with its metadata and a dynamic batch axis."""
     from engines.export import export_checkpoint
 
     try:
         report = export_checkpoint(checkpoint, output or checkpoint.with_suffix(".onnx"), opset=opset, check=check,
-                                   batch_sizes=batch_sizes, tolerance=tolerance, exporter=exporter)
+                                   batch_sizes=batch_sizes, tolerance=tolerance, exporter=exporter,
+                                   mirror_mean=mirror_mean)
     except MODEL_ERRORS as exc:
         raise one_line_error(exc) from exc
     click.echo(report.summary())

@@ -72,3 +72,33 @@ def test_a_missing_checkpoint_is_a_one_line_error(tmp_path):
     a, _ = _member(tmp_path, 0)
     result = CliRunner().invoke(train_ensemble_command, [str(a), str(tmp_path / "nope.pt"), "-o", str(tmp_path / "e.pt")])
     assert result.exit_code != 0 and "nope.pt" in result.output and "Traceback" not in result.output
+
+
+def test_a_mirror_mean_export_scores_the_mean_of_the_crop_and_its_mirror_image(tmp_path):
+    from engines.loader import load_metadata
+    from engines.onnxruntime_engine import OnnxRuntimeEngine
+    from pipeline.cli_engines import export_command
+
+    path, model = _member(tmp_path, 1)
+    result = CliRunner().invoke(export_command, [str(path), "-o", str(tmp_path / "m.onnx"), "--mirror-mean"])
+    assert result.exit_code == 0, result.output
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        plain, mirrored = model(x), model(torch.flip(x, dims=[3]))
+    assert not torch.allclose(plain, mirrored, atol=1e-4)  # the mirror is a different look
+    engine = OnnxRuntimeEngine(tmp_path / "m.onnx", threads=1)
+    assert np.allclose(engine.run_tensor(x.numpy()), ((plain + mirrored) / 2).numpy(), atol=1e-5)
+    engine.close()
+    meta = load_metadata(tmp_path / "m.onnx")
+    assert meta.extra["mirror_mean"] is True and "mirror image" in meta.architecture
+
+
+def test_mirror_mean_is_refused_for_a_model_that_does_not_score_faces(tmp_path):
+    from pipeline.cli_engines import export_command
+
+    path, _ = _member(tmp_path, 0)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["metadata"]["output"] = "image"
+    torch.save(checkpoint, path)
+    result = CliRunner().invoke(export_command, [str(path), "-o", str(tmp_path / "m.onnx"), "--mirror-mean"])
+    assert result.exit_code != 0 and "detectors only" in result.output and not (tmp_path / "m.onnx").exists()
