@@ -179,6 +179,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, opset: int = D
     fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}-", suffix=".onnx")
     os.close(fd)
     tmp = Path(tmp_name)
+    tmp.chmod(0o644)  # mkstemp makes it private (0600); a model file is meant to be shared and deployed
     try:
         used = export_onnx(model, metadata, tmp, opset=opset, exporter=exporter)
         write_onnx_metadata(tmp, metadata)

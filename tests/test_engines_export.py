@@ -45,6 +45,7 @@ def test_export_command_writes_onnx_and_prints_the_tolerance(exported):
     assert onnx_path.is_file()
     assert "ONNX Runtime vs torch at batch 1, 4" in output
     assert "tolerance 1e-04" in output
+    assert onnx_path.stat().st_mode & 0o777 == 0o644  # an ordinary shareable file, not the temporary's 0600
 
 
 def test_exported_onnx_carries_the_checkpoint_metadata(exported):
