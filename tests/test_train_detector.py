@@ -56,6 +56,37 @@ def test_loss_falls_on_a_fixed_batch():
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
 
 
+def _noise_faces(n: int) -> dict:
+    from engines.alignment import template_points
+
+    rng = np.random.default_rng(1)
+    return {"crops": rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8),
+            "landmarks": np.repeat(template_points((96, 96), 2.0)[None], n, 0).astype(np.float32),
+            "labels": np.zeros(n, np.int64), "source": np.arange(n), "frames": np.zeros(n, np.int64)}
+
+
+@pytest.mark.parametrize("pairs", [True, False])
+def test_a_real_face_and_its_blend_share_one_view_and_one_batch_when_paired(pairs):
+    from train.datasets import FaceDataset
+
+    ds = FaceDataset(_noise_faces(6), (48, 48), 1.4, sbi=True, train=True, seed=3, pairs=pairs)
+    ds.epoch = 2
+    batches = ds.batches(4, np.random.default_rng(0))
+    assert sorted(i for b in batches for i in b) == list(range(12))
+    same_view = []
+    for batch in batches:
+        faces = [ds.index[i][0] for i in batch]
+        if pairs:  # each face twice, side by side: once real, once blended
+            assert faces[0::2] == faces[1::2] and [ds.index[i][1] for i in batch] == [0, 2, 0, 2]
+        for first, second in zip(batch[0::2], batch[1::2]):
+            (a, la), (b, lb) = ds[first], ds[second]
+            if pairs:
+                assert (la, lb) == (0, 1) and not np.array_equal(a, b)  # the blend is there
+            corner = np.abs(a[:8, :8].astype(int) - b[:8, :8].astype(int)).mean()
+            same_view.append(corner < 1.0)  # outside the face mask only the view could differ
+    assert all(same_view) if pairs else not any(same_view)
+
+
 def test_a_second_run_caching_the_same_file_at_once_leaves_a_whole_file(tmp_path):
     from train.datasets import _write_atomically
 
@@ -126,6 +157,24 @@ def test_training_writes_checkpoints_and_events_and_resume_continues(tmp_path):
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["step"] == 6 and (run / "config.resume-1.json").is_file()
     assert ckpt["metadata"]["kind"] == "detector" and ckpt["metadata"]["crop_margin"] > 1
+
+
+@needs_data
+def test_the_same_seed_trains_the_same_weights(tmp_path):
+    from pipeline.cli_detector import train_detector_command
+
+    images = _real_photos(tmp_path, "obama3.jpg", "train__obama__obama.jpg", "train__biden__biden.jpg", "test__alex_lacamoire1.jpg")
+    common = ["--real", str(images), "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--val-fraction", "0",
+              "--steps", "3"] + TINY
+
+    def weights(name, seed):
+        result = CliRunner().invoke(train_detector_command, common + ["--run-dir", str(tmp_path / name), "--seed", str(seed)])
+        assert result.exit_code == 0, result.output
+        return load_checkpoint(tmp_path / name / "checkpoints" / "last.pt")["state_dict"]
+
+    first, again, other = weights("a", 5), weights("b", 5), weights("c", 6)
+    assert all(torch.equal(first[k], again[k]) for k in first)  # crops, blends, augmentation and order all follow the seed
+    assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
 @needs_data

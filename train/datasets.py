@@ -288,15 +288,23 @@ class FaceDataset:
     ``sbi=True``: every real face yields two samples, itself (label 0) and a fresh
     self-blend of it (label 1); labelled fakes (if any) yield themselves (label 1).
     Returns uint8 BGR model crops and labels; convert with :func:`to_tensor`.
+
+    ``pairs=True`` (training with self-blending): a real face and its blend are cut and
+    augmented alike (one crop jitter, flip, JPEG quality, colour change per face and
+    epoch) and :meth:`batches` puts them in the same batch, so the blend is the only
+    difference the network sees between them -- as in the SBI paper, whose batches hold
+    each frame beside its blend.  Set :attr:`epoch` before each epoch for fresh draws.
     """
 
-    def __init__(self, cached: dict, size: tuple[int, int], margin: float, sbi: bool = True, train: bool = True, seed: int = 0):
+    def __init__(self, cached: dict, size: tuple[int, int], margin: float, sbi: bool = True, train: bool = True, seed: int = 0,
+                 pairs: bool = False):
         self.c = cached
         self.size = tuple(size)
         self.margin = margin
         self.sbi = sbi
         self.train = train
         self.seed = seed
+        self.pairs = pairs and sbi
         self.epoch = 0
         real = np.nonzero(cached["labels"] == 0)[0]
         fake = np.nonzero(cached["labels"] == 1)[0]
@@ -311,19 +319,39 @@ class FaceDataset:
     def labels(self) -> np.ndarray:
         return np.array([0 if kind == 0 else 1 for _, kind in self.index])
 
+    def batches(self, batch_size: int, rng: np.random.Generator, drop_last: bool = True) -> list[list[int]]:
+        """Shuffled batches of indices (a ``batch_sampler``); with :attr:`pairs`, each real face next to its blend."""
+        groups: dict[int, list[int]] = {}
+        for i, (face, kind) in enumerate(self.index):
+            paired = self.pairs and kind != 1
+            groups.setdefault(face if paired else -1 - i, []).append(i)
+        members = list(groups.values())
+        order = [i for g in rng.permutation(len(members)) for i in members[g]]
+        batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        if drop_last and len(batches) > 1 and len(batches[-1]) < batch_size:
+            batches.pop()
+        return batches
+
     def __getitem__(self, i: int):
         from train.sbi import self_blend
 
         face, kind = self.index[i]
-        rng = np.random.default_rng(None if self.train else (self.seed * 1_000_003 + i))
         wide = self.c["crops"][face]
         lm = self.c["landmarks"][face]
+        if self.train:
+            view_key = [self.seed, self.epoch, face] + ([] if self.pairs and kind != 1 else [kind])
+            blend_rng = np.random.default_rng([self.seed, self.epoch, face, kind, 1])
+        else:  # validation: a fixed blend per sample, no jitter or augmentation
+            view_key = None
+            blend_rng = np.random.default_rng(self.seed * 1_000_003 + i)
         if kind == 2:
             dense = self.c["dense"][face] if "dense" in self.c else None
-            wide = self_blend(wide, lm, rng, dense=dense if dense is not None and np.isfinite(dense).all() else None)
-        crop = model_crop(wide, lm, self.size, self.margin, rng if self.train else None)
-        if self.train:
-            crop = augment(crop, rng)
+            wide = self_blend(wide, lm, blend_rng, dense=dense if dense is not None and np.isfinite(dense).all() else None)
+        if view_key is None:
+            return model_crop(wide, lm, self.size, self.margin), (0 if kind == 0 else 1)
+        # a fresh generator from the same key: both members of a pair draw the same view
+        crop = model_crop(wide, lm, self.size, self.margin, np.random.default_rng(view_key))
+        crop = augment(crop, np.random.default_rng(view_key + [2]))
         return crop, (0 if kind == 0 else 1)
 
 

@@ -42,6 +42,7 @@ DEFAULTS = dict(
     exclude=[],  # glob patterns of media to leave out (held-out evaluation clips)
     sbi=True,
     sbi_landmarks="auto",  # landmark model for the self-blending masks: auto (pfld68 if installed), a name, or none
+    sbi_pairs=False,  # a real face and its blend: cut and augmented alike, in the same batch (learns sooner, generalised worse here)
     backbone="mobilenetv3_small_100",
     pretrained=False,
     drop_rate=0.2,
@@ -194,7 +195,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     if len(train_cache["labels"]) == 0:
         raise ValueError("no faces found in the training media")
     size = (int(cfg["input_size"]), int(cfg["input_size"]))
-    train_set = FaceDataset(train_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=True)
+    train_set = FaceDataset(train_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=True, seed=int(cfg["seed"]),
+                            pairs=bool(cfg["sbi_pairs"]))
     val_set = None
     if val_recs:
         val_cache = load_cached(val_recs)
@@ -250,6 +252,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         "faces": int(len(train_cache["labels"])),
         "sbi": bool(cfg["sbi"]),
         "sbi_landmarks": cfg["sbi_landmarks"] or "none (5-point polygon)",
+        "sbi_pairs": bool(cfg["sbi"] and cfg["sbi_pairs"]),
         "seed": int(cfg["seed"]),
         "backbone": cfg["backbone"],
         "pretrained": bool(cfg["pretrained"]),
@@ -269,10 +272,10 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     pbar = common.progress(total=total, initial=step, desc="train detector", disable=None if progress is None else not progress)
     running = []
     while step < total:
-        gen = torch.Generator().manual_seed(int(cfg["seed"]) * 1000 + epoch)
-        loader = tud.DataLoader(train_set, batch_size=int(cfg["batch_size"]), shuffle=True, generator=gen, drop_last=len(train_set) > cfg["batch_size"],
-                                num_workers=int(cfg["workers"]), collate_fn=_collate, persistent_workers=False,
-                                worker_init_fn=lambda w: np.random.seed((int(cfg["seed"]) + w + 1000 * epoch) % 2**32))
+        train_set.epoch = epoch  # before the workers start: they draw this epoch's crops and blends
+        batches = train_set.batches(int(cfg["batch_size"]), np.random.default_rng([int(cfg["seed"]), epoch]))
+        loader = tud.DataLoader(train_set, batch_sampler=batches, num_workers=int(cfg["workers"]), collate_fn=_collate,
+                                persistent_workers=False)
         for crops, labels in loader:
             x = to_tensor(crops, metadata)
             y = torch.from_numpy(labels)
