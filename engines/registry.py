@@ -111,10 +111,10 @@ REGISTRY: dict[str, RegistryEntry] = {
         RegistryEntry(
             name="detector",
             kind="detector",
-            filename="dfstream_detector_sbi68_mnv3s_128.onnx",
-            sha256="5723e4c830b844ac38779dec86d71ffe37f8d389a5a78653ee8c6ce47eaf661c",
+            filename="dfstream_detector_sbi68_mnv3s_128_mirror.onnx",
+            sha256="9df51762e1e4d9bef63a5549fc6a518beee080f98dacd1d6876683026ea56209",
             description="dfstream default deepfake detector: MobileNetV3-small, 128 px crops, self-blended images "
-                        "in 68-point landmark masks (see engines/weights/MODEL_CARD.md)",
+                        "in 68-point landmark masks, mean of the crop and its mirror (engines/weights/MODEL_CARD.md)",
             license="research use: trained on ../shared data of mixed, partly unclear rights (see MODEL_CARD.md)",
             packaged=True,
         ),
