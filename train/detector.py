@@ -44,6 +44,7 @@ DEFAULTS = dict(
     sbi_landmarks="auto",  # landmark model for the self-blending masks: auto (pfld68 if installed), a name, or none
     sbi_pairs=False,  # a real face and its blend: cut and augmented alike, in the same batch (learns sooner, generalised worse here)
     backbone="mobilenetv3_small_100",
+    stem="rgb",  # rgb, or srm: fixed high-pass residuals beside the colours (train.models.detector)
     pretrained=False,
     drop_rate=0.2,
     input_size=128,
@@ -74,7 +75,8 @@ DEFAULTS = dict(
 def make_metadata(cfg: dict, metrics: dict | None = None, training: dict | None = None) -> ModelMetadata:
     return common.p_fake_metadata(
         cfg["name"], cfg["input_size"], cfg["margin"],
-        f"timm {cfg['backbone']} -> 1 logit -> sigmoid (train.models.detector.FrameDetector)", training, metrics)
+        f"timm {cfg['backbone']}{' on colours + SRM high-pass residuals' if cfg.get('stem') == 'srm' else ''} -> 1 logit "
+        "-> sigmoid (train.models.detector.FrameDetector)", training, metrics)
 
 
 AUTO_SBI_LANDMARKS = "pfld68"
@@ -163,7 +165,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     run_dir = Path(run_dir)
     if resume and (run_dir / "config.json").is_file():
         saved = json.loads((run_dir / "config.json").read_text())
-        for key in ("backbone", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi", "sbi_landmarks"):
+        for key in ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi", "sbi_landmarks"):
             if key in saved:
                 cfg[key] = saved[key]
     cfg["sbi_landmarks"] = sbi_landmark_model(cfg["sbi_landmarks"])  # before config.json: a run records what it used
@@ -207,7 +209,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
                 val_set.index = [val_set.index[i] for i in sorted(keep)]
     log.info("%d training samples from %d faces, %d validation samples", len(train_set), len(train_cache["labels"]), len(val_set) if val_set else 0)
 
-    architecture = {"family": "detector", "backbone": cfg["backbone"], "pretrained": bool(cfg["pretrained"]), "drop_rate": float(cfg["drop_rate"])}
+    architecture = {"family": "detector", "backbone": cfg["backbone"], "pretrained": bool(cfg["pretrained"]),
+                    "drop_rate": float(cfg["drop_rate"]), "stem": cfg["stem"]}
     model = build_model(architecture)
     architecture["pretrained"] = False  # the weights are in the checkpoint from now on
     head = model.backbone.get_classifier() if hasattr(model.backbone, "get_classifier") else None
@@ -243,6 +246,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         saved_arch = init.get("architecture") or {}
         if saved_arch.get("backbone", cfg["backbone"]) != cfg["backbone"]:
             raise ValueError(f"--init-from {cfg['init_from']} is a {saved_arch.get('backbone')} checkpoint, not {cfg['backbone']}")
+        if saved_arch.get("stem", "rgb") != cfg["stem"]:
+            raise ValueError(f"--init-from {cfg['init_from']} has the {saved_arch.get('stem', 'rgb')} stem, not {cfg['stem']}")
         model.load_state_dict(init["state_dict"])
         log.info("initialised from %s (its step %s); fresh optimiser and schedule", cfg["init_from"], init.get("step"))
     writer = common.tensorboard_writer(run.path, purge_step=step if step else None)
@@ -255,6 +260,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         "sbi_pairs": bool(cfg["sbi"] and cfg["sbi_pairs"]),
         "seed": int(cfg["seed"]),
         "backbone": cfg["backbone"],
+        "stem": cfg["stem"],
         "pretrained": bool(cfg["pretrained"]),
     }
     if cfg["init_from"]:
