@@ -162,6 +162,21 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+
+def write_atomically(target: Path, write) -> None:
+    """``write(file)`` into a temporary file of its own beside ``target``, then rename it into place:
+    readers never see a torn file, two writers of the same file at once (seeds trained side by
+    side, two builds of one engine) each end with a whole one, and a failed write leaves nothing."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def get_entry(name: str) -> RegistryEntry:
     entry = REGISTRY.get(name)
     if entry is None:

@@ -41,9 +41,7 @@ import importlib.util
 import inspect
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +51,7 @@ import numpy as np
 from engines.base import Engine
 from engines.loader import EngineError  # the loader imports this module only inside functions: no cycle
 from engines.metadata import ModelMetadata, read_metadata
-from engines.registry import cache_lock, cache_root, sha256_of
+from engines.registry import cache_lock, cache_root, sha256_of, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -281,11 +279,8 @@ def write_engine(plan: bytes, path: Path, metadata: ModelMetadata, profile: Buil
         "source": {"path": str(source.resolve()), "sha256": source_sha256},
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    for data, final in ((plan, path), (json.dumps(sidecar, indent=2, sort_keys=True).encode(), sidecar_path(path))):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{final.name}.", suffix=".part")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, final)
+    write_atomically(path, lambda f: f.write(plan))
+    write_atomically(sidecar_path(path), lambda f: f.write(json.dumps(sidecar, indent=2, sort_keys=True).encode()))
     return path
 
 

@@ -139,3 +139,23 @@ def test_onnx_to_tensorrt_matches_onnxruntime(tmp_path, checkpoint):
     onnx_path = export_checkpoint(checkpoint, tmp_path / "tiny.onnx").output
     report = build_engine(onnx_path, tmp_path / "engines", fp16=True, max_batch=8)
     assert report.reference == "onnxruntime" and report.max_abs_diff <= FP16_TOLERANCE
+
+
+def test_an_engine_and_its_sidecar_are_written_whole_with_nothing_left_beside_them(tmp_path):
+    """Writing needs no GPU: the plan is bytes, the sidecar JSON says what they are for."""
+    import hashlib
+
+    from engines.metadata import ModelMetadata
+    from engines.tensorrt_engine import BuildProfile, TargetInfo, write_engine
+
+    plan = b"serialized plan"
+    metadata = ModelMetadata(kind="detector", name="d", input_size=(32, 32), crop_margin=1.4, architecture="t")
+    target = TargetInfo(gpu="test GPU", compute_capability="9.0", tensorrt="10", torch_tensorrt="2")
+    source = tmp_path / "d.onnx"
+    source.write_bytes(b"onnx")
+    path = write_engine(plan, tmp_path / "engines" / "d.engine", metadata, BuildProfile(), target, source, "abc")
+    assert path.read_bytes() == plan
+    sidecar = json.loads(sidecar_path(path).read_text())
+    assert sidecar["name"] == "d" and "engine_sha256" in json.dumps(sidecar)
+    assert hashlib.sha256(plan).hexdigest() in json.dumps(sidecar)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["d.engine", "d.engine.json"]  # no temporaries

@@ -88,17 +88,17 @@ def test_a_real_face_and_its_blend_share_one_view_and_one_batch_when_paired(pair
 
 
 def test_a_second_run_caching_the_same_file_at_once_leaves_a_whole_file(tmp_path):
-    from train.datasets import _write_atomically
+    from engines.registry import write_atomically
 
     target = tmp_path / "faces.npy"
 
     def slow_writer(f):  # another run writes the same cache file while this one is half way through
         f.write(b"partial")
-        _write_atomically(target, lambda g: np.save(g, np.arange(3)))
+        write_atomically(target, lambda g: np.save(g, np.arange(3)))
         f.seek(0)
         np.save(f, np.arange(5))
 
-    _write_atomically(target, slow_writer)
+    write_atomically(target, slow_writer)
     assert np.load(target).tolist() == list(range(5))
     assert [p.name for p in tmp_path.iterdir()] == ["faces.npy"]  # no temporary left behind
 
@@ -107,7 +107,7 @@ def test_a_second_run_caching_the_same_file_at_once_leaves_a_whole_file(tmp_path
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        _write_atomically(target, failing_writer)
+        write_atomically(target, failing_writer)
     assert np.load(target).tolist() == list(range(5)) and len(list(tmp_path.iterdir())) == 1
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import cv2
 import numpy as np
 
 from engines.alignment import alignment_matrix, template_points
+from engines.registry import write_atomically
 from train.faces import FaceCropper, default_detect_config, is_image, is_video, list_media
 
 CACHE_SIZE = 224
@@ -115,20 +114,6 @@ def _cache_key(path: Path, every_n_frames: int, max_frames: int | None, max_face
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
-def _write_atomically(target: Path, write) -> None:
-    """``write(file)`` into a temporary file of its own beside ``target``, then rename it into place:
-    two runs caching the same media at once (seeds trained side by side) each end with a whole
-    file, never a torn one or a missing temporary."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=target.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cache_faces(items: list[LabelledMedia], cache_dir: str | Path, every_n_frames: int = 5, max_frames: int | None = 120,
                 max_faces: int = 1, face_detector: str = "auto", progress=None) -> list[dict]:
     """Detect and cache wide aligned crops for each media file; returns one record per file
@@ -156,7 +141,7 @@ def cache_faces(items: list[LabelledMedia], cache_dir: str | Path, every_n_frame
                 crops.append(face.crop)
                 lms.append(lm.astype(np.float32))
                 frames.append(face.frame_index)
-            _write_atomically(target, lambda f: np.savez(
+            write_atomically(target, lambda f: np.savez(
                 f, crops=np.asarray(crops, np.uint8).reshape(-1, CACHE_SIZE, CACHE_SIZE, 3),
                 landmarks=np.asarray(lms, np.float32).reshape(-1, 5, 2), frames=np.asarray(frames, np.int64)))
         records.append({"path": str(item.path), "label": item.label, "file": str(target)})
@@ -182,7 +167,7 @@ def cache_aligned_fakes(folder: str | Path, cache_dir: str | Path, margin: float
                 raise ValueError(f"{path} is not an image file")
             crops.append(cv2.resize(image, (CACHE_SIZE, CACHE_SIZE), interpolation=cv2.INTER_CUBIC))
         landmarks = np.repeat(template_landmarks((CACHE_SIZE, CACHE_SIZE), margin)[None].astype(np.float32), len(crops), 0)
-        _write_atomically(target, lambda f: np.savez(f, crops=np.asarray(crops, np.uint8), landmarks=landmarks,
+        write_atomically(target, lambda f: np.savez(f, crops=np.asarray(crops, np.uint8), landmarks=landmarks,
                                                      frames=np.zeros(len(crops), np.int64)))
     return {"path": str(folder), "label": 1, "file": str(target)}
 
@@ -206,7 +191,7 @@ def cache_dense_landmarks(records: list[dict], landmark_model: str, progress=Non
             with np.load(rec["file"]) as z:
                 dense = [landmarker.predict(crop, [lm])[0] for crop, lm in zip(z["crops"], z["landmarks"])]
             points = np.asarray(dense, np.float32).reshape(-1, landmarker.spec.points, 2)
-            _write_atomically(target, lambda f: np.save(f, points))
+            write_atomically(target, lambda f: np.save(f, points))
         rec["dense"] = str(target)
     return records
 
