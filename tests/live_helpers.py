@@ -369,6 +369,15 @@ def xvfb(size: str = "1280x800x24", start_timeout: float = 15.0):
         stop_process(process)
 
 
+def window_names(display: str) -> list[str]:
+    """Names of the top-level windows on ``display`` (xwininfo from x11-utils), for failure messages."""
+    if shutil.which("xwininfo") is None:
+        return ["(xwininfo not installed)"]
+    result = subprocess.run(["xwininfo", "-root", "-children", "-display", display], capture_output=True,
+                            text=True, timeout=20)
+    return [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("0x")]
+
+
 def parse_xwd(data: bytes) -> np.ndarray:
     """An XWD dump (ZPixmap, 24/32 bits per pixel, true/direct colour) as a BGR image."""
     header = struct.unpack(">25I", data[:100])

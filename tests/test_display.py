@@ -24,6 +24,7 @@ from tests.live_helpers import (
     run_cli,
     screenshot,
     shared_file,
+    window_names,
     xvfb,
 )
 
@@ -163,8 +164,8 @@ def _box_pixels(image: np.ndarray) -> int:
 def _overlay_checks(shot: np.ndarray, reference: np.ndarray) -> dict:
     """What the screenshot shows, against ``reference`` (a frame of the clip, no overlay)."""
     found = _frame_on_screen(shot)
-    if found is None:
-        return {"window": False}
+    if found is None:  # lit pixels tell "nothing on the screen" from "something, but not the picture"
+        return {"window": False, "lit_pixels": int((shot.max(axis=2) > 0).sum())}
     x0, y0, x1, y1 = found
     shown = shot[y0:y1, x0:x1]
     height, width = reference.shape[:2]
@@ -209,7 +210,7 @@ def test_display_window_shows_the_video_with_boxes_and_hud_under_xvfb(tiny_detec
 
     run = CliProcess(["run", "-s", clips["cam"], "--live", "--display", "-m", tiny_detector, "--no-progress",
                       "--metrics-json", tmp_path / "metrics.json"], env_extra={"DISPLAY": display})
-    best, best_checks, shots = None, {"window": False}, 0
+    best, best_checks, shots, windows = None, {"window": False}, 0, []
     try:
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline and run.process.poll() is None:
@@ -220,6 +221,7 @@ def test_display_window_shows_the_video_with_boxes_and_hud_under_xvfb(tiny_detec
                 best, best_checks = shot, checks
             if _overlay_ok(checks, background_box_pixels):
                 break
+            windows = windows or [name for name in window_names(display) if "dfstream" in name]
             time.sleep(0.3)
         window_was_up = run.process.poll() is None
         if not best_checks.get("window") and window_was_up:
@@ -236,9 +238,9 @@ def test_display_window_shows_the_video_with_boxes_and_hud_under_xvfb(tiny_detec
                 print(f"\n--display screenshot ({shots} taken, best: {best_checks}): {path}")
 
     assert best_checks.get("window"), (
-        f"no dfstream window with a picture appeared on {display} in {shots} screenshots (a sink stuck "
-        f"opening its window: cv2.namedWindow hangs when PyAV was imported before cv2); "
-        f"stderr:\n{result.stderr[-2000:]}")
+        f"no dfstream window with a picture appeared on {display} in {shots} screenshots; windows seen: "
+        f"{windows or 'none'} (none: a sink stuck opening its window, as when PyAV is imported before cv2; "
+        f"one, but black: its pictures never reached the X server); stderr:\n{result.stderr[-2000:]}")
     assert _overlay_ok(best_checks, background_box_pixels), best_checks
     assert window_was_up
     assert result.returncode == 0, result.stderr[-3000:]
