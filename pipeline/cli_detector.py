@@ -41,6 +41,9 @@ from pipeline.cli_common import one_line_error, user_errors, verbose_logging
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--steps", type=int, default=2000, show_default=True, help="Optimiser steps in total.")
 @click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--ema", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, metavar="DECAY",
+              help="Also keep an exponential moving average of the weights with this decay (0.999: about the last "
+                   "thousand steps), validated beside them and written to checkpoints/ema.pt for export and eval.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: usable cores).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Data-loading processes (self-blending runs there).")

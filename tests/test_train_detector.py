@@ -178,6 +178,35 @@ def test_the_same_seed_trains_the_same_weights(tmp_path):
 
 
 @needs_data
+def test_ema_keeps_a_moving_average_beside_unchanged_training_and_resume_carries_it(tmp_path):
+    from pipeline.cli_detector import train_detector_command
+
+    images = _real_photos(tmp_path, "obama3.jpg", "train__obama__obama.jpg", "train__biden__biden.jpg", "test__alex_lacamoire1.jpg")
+    common = ["--real", str(images), "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--val-fraction", "0",
+              "--seed", "3"] + TINY
+
+    def train(name, *extra):
+        result = CliRunner().invoke(train_detector_command, common + ["--run-dir", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+        return tmp_path / name / "checkpoints"
+
+    plain = load_checkpoint(train("plain", "--steps", "4") / "last.pt")["state_dict"]
+    folder = train("ema", "--steps", "4", "--ema", "0.5")
+    trained, averaged = load_checkpoint(folder / "last.pt"), load_checkpoint(folder / "ema.pt")
+    # the average only watches: the trained weights are those of the same seed without it
+    assert all(torch.equal(plain[k], trained["state_dict"][k]) for k in plain)
+    assert averaged["step"] == 4 and averaged["architecture"] == trained["architecture"]
+    weights = [k for k in plain if k.endswith(".weight")]
+    assert any(not torch.equal(averaged["state_dict"][k], plain[k]) for k in weights)
+    assert set(trained["extra_state"]["ema"]) == {f"module.{k}" for k in plain}
+
+    folder = train("ema", "--steps", "6", "--ema", "0.5", "--resume")
+    assert load_checkpoint(folder / "ema.pt")["step"] == 6
+    wrong = CliRunner().invoke(train_detector_command, common + ["--run-dir", str(tmp_path / "bad"), "--ema", "1.5"])
+    assert wrong.exit_code != 0 and "--ema" in wrong.output and "1.5" in wrong.output
+
+
+@needs_data
 def test_temporal_model_trains_on_video_sequences_and_scores_a_sequence(tmp_path):
     from train.detector import DEFAULTS, make_metadata
     from train.models import build_model

@@ -12,6 +12,7 @@ Run folder (``--run-dir``)::
                                  (--init-from CKPT instead starts a new run from CKPT's weights only:
                                  fresh optimiser and learning-rate schedule, step 0)
     checkpoints/step00001000.pt  periodic snapshots
+    checkpoints/ema.pt           with --ema: the moving average of the weights, a checkpoint of its own
     faces.json                   which media files were used for training / validation
 
 Export the result with ``dfstream export RUN/checkpoints/last.pt -o detector.onnx``.
@@ -54,6 +55,7 @@ DEFAULTS = dict(
     lr=2e-3,
     weight_decay=0.05,
     warmup=100,
+    ema=None,  # decay of an exponential moving average of the weights (0.999 ...), kept in checkpoints/ema.pt; None: off
     seed=0,
     threads=None,
     workers=1,
@@ -70,6 +72,20 @@ DEFAULTS = dict(
     init_from=None,  # checkpoint whose weights start this run (fresh optimiser, schedule and step count)
     name="dfstream-detector",
 )
+
+
+EMA_CHECKPOINT = "ema.pt"
+
+
+def _weight_average(model, decay: float | None):
+    """timm's exponential moving average of the weights (warmed up: early steps weigh more), or None."""
+    if decay is None:
+        return None
+    if not 0.0 < float(decay) < 1.0:
+        raise ValueError(f"--ema {decay}: the decay must lie between 0 and 1 (0.999 is usual)")
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=float(decay), use_warmup=True)
 
 
 def make_metadata(cfg: dict, metrics: dict | None = None, training: dict | None = None) -> ModelMetadata:
@@ -165,7 +181,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     run_dir = Path(run_dir)
     if resume and (run_dir / "config.json").is_file():
         saved = json.loads((run_dir / "config.json").read_text())
-        for key in ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi", "sbi_landmarks"):
+        for key in ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi", "sbi_landmarks",
+                    "ema"):
             if key in saved:
                 cfg[key] = saved[key]
     cfg["sbi_landmarks"] = sbi_landmark_model(cfg["sbi_landmarks"])  # before config.json: a run records what it used
@@ -235,10 +252,12 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         return 0.5 * (1 + math.cos(math.pi * min(1.0, done))) * 0.98 + 0.02
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    ema = _weight_average(model, cfg["ema"])
     step, epoch = 0, 0
     last = run.latest_checkpoint() if resume else None
     if last is not None:
-        step, epoch = common.resume_from(common.load_checkpoint(last), model, optimizer, scheduler)
+        step, epoch = common.resume_from(common.load_checkpoint(last), model, optimizer, scheduler,
+                                         extra_state={"ema": ema} if ema is not None else None)
         log.info("resumed from %s at step %d", last, step)
     elif cfg["init_from"]:
         # warm start: weights only; the optimiser, the schedule (warm-up + cosine) and the step count start afresh
@@ -249,6 +268,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         if saved_arch.get("stem", "rgb") != cfg["stem"]:
             raise ValueError(f"--init-from {cfg['init_from']} has the {saved_arch.get('stem', 'rgb')} stem, not {cfg['stem']}")
         model.load_state_dict(init["state_dict"])
+        if ema is not None:
+            ema.module.load_state_dict(init["state_dict"])
         log.info("initialised from %s (its step %s); fresh optimiser and schedule", cfg["init_from"], init.get("step"))
     writer = common.tensorboard_writer(run.path, purge_step=step if step else None)
     training_info = {
@@ -262,6 +283,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         "backbone": cfg["backbone"],
         "stem": cfg["stem"],
         "pretrained": bool(cfg["pretrained"]),
+        "ema": cfg["ema"],
     }
     if cfg["init_from"]:
         training_info["init_from"] = str(cfg["init_from"])
@@ -269,7 +291,14 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     def save(path, extra=None):
         info = dict(training_info, steps=step, epoch=epoch)
         return common.save_checkpoint(path, model, architecture, make_metadata(cfg, training=info), optimizer, scheduler,
-                                      step=step, epoch=epoch, extra=extra)
+                                      step=step, epoch=epoch, extra=extra,
+                                      extra_state={"ema": ema.state_dict()} if ema is not None else None)
+
+    def save_average(extra=None):
+        """checkpoints/ema.pt: the averaged weights as a checkpoint of their own, for export and eval."""
+        info = dict(training_info, steps=step, epoch=epoch, weights=f"exponential moving average, decay {cfg['ema']}")
+        return common.save_checkpoint(run.checkpoint_path(EMA_CHECKPOINT), ema.module, architecture,
+                                      make_metadata(cfg, training=info), step=step, epoch=epoch, extra=extra)
 
     import torch.utils.data as tud
 
@@ -292,6 +321,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
             optimizer.step()
             scheduler.step()
             step += 1
+            if ema is not None:
+                ema.update(model, step=step)
             acc = float(((logits.detach() > 0).float() == y).float().mean())
             running.append((float(loss.detach()), acc))
             pbar.update(1)
@@ -305,7 +336,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
                 log.info("step %d loss %.4f acc %.3f", step, l, a)
             out_of_time = cfg["time_limit"] and (time.time() - started) > 60 * float(cfg["time_limit"])
             if step % int(cfg["checkpoint_every"]) == 0 or step == total or out_of_time:
-                extra = {}
+                extra, ema_extra = {}, {}
                 if val_set is not None:
                     s, yv, sample = evaluate_dataset(model, val_set, metadata)
                     m = compute_metrics(yv, s)
@@ -315,7 +346,16 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
                     writer.add_image("val/samples", _score_grid(sample, np.concatenate([s[:8], s[-8:]]), np.concatenate([yv[:8], yv[-8:]])), step, dataformats="HWC")
                     extra = {"val": m}
                     log.info("step %d val auc %s loss %s", step, m.get("roc_auc"), m.get("log_loss"))
+                    if ema is not None:
+                        s, yv, _ = evaluate_dataset(ema.module, val_set, metadata)
+                        ema_extra = {"val": compute_metrics(yv, s)}
+                        for key in ("roc_auc", "log_loss"):
+                            if ema_extra["val"].get(key) is not None:
+                                writer.add_scalar(f"val_ema/{key}", ema_extra["val"][key], step)
+                        log.info("step %d val auc of the averaged weights %s", step, ema_extra["val"].get("roc_auc"))
                 save(run.checkpoint_path(), extra)
+                if ema is not None:
+                    save_average(ema_extra)
                 if step % int(cfg["checkpoint_every"]) == 0:
                     save(run.checkpoint_path(step), extra)
                 writer.flush()
