@@ -93,3 +93,30 @@ def test_self_blend_with_dense_landmarks_changes_pixels_only_inside_the_mask(see
     outside = np.ones_like(mask, bool)
     outside[int(max(y0, 0)):int(y1), int(max(x0, 0)):int(x1)] = False
     assert not (mask[outside] > 0).any()
+
+
+def test_strength_one_is_the_plain_blend_and_a_stronger_blend_changes_the_face_more():
+    img, lm = _face(seed=3)
+    img = cv2.GaussianBlur(img, (0, 0), 4)  # smooth, like skin: the colour change is what shows
+    plain, stronger = [], []
+    for seed in range(30):
+        default = self_blend(img, lm, np.random.default_rng(seed))
+        assert np.array_equal(default, self_blend(img, lm, np.random.default_rng(seed), strength=1.0))
+        plain.append(np.abs(default.astype(np.int16) - img).mean())
+        stronger.append(np.abs(self_blend(img, lm, np.random.default_rng(seed), strength=2.0).astype(np.int16) - img).mean())
+    assert np.mean(stronger) > 1.5 * np.mean(plain)
+
+
+def test_the_curriculum_eases_the_blends_to_the_plain_ones_for_training_only():
+    from train.datasets import FaceDataset
+
+    cached = {"crops": np.zeros((2, 32, 32, 3), np.uint8), "landmarks": np.zeros((2, 5, 2), np.float32),
+              "labels": np.zeros(2, np.int64)}
+    dataset = FaceDataset(cached, (16, 16), 1.4, train=True, curriculum_epochs=4)
+    strengths = []
+    for epoch in range(6):
+        dataset.epoch = epoch
+        strengths.append(dataset.blend_strength())
+    assert strengths == [2.0, 1.75, 1.5, 1.25, 1.0, 1.0]
+    assert FaceDataset(cached, (16, 16), 1.4, train=False, curriculum_epochs=4).blend_strength() == 1.0
+    assert FaceDataset(cached, (16, 16), 1.4, train=True).blend_strength() == 1.0

@@ -43,6 +43,7 @@ DEFAULTS = dict(
     exclude=[],  # glob patterns of media to leave out (held-out evaluation clips)
     sbi=True,
     sbi_landmarks="auto",  # landmark model for the self-blending masks: auto (pfld68 if installed), a name, or none
+    sbi_curriculum=0,  # epochs over which the self-blends ease from twice as strong to normal (0: off)
     sbi_pairs=False,  # a real face and its blend: cut and augmented alike, in the same batch (learns sooner, generalised worse here)
     backbone="mobilenetv3_small_100",
     stem="rgb",  # rgb, or srm: fixed high-pass residuals beside the colours (train.models.detector)
@@ -215,7 +216,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         raise ValueError("no faces found in the training media")
     size = (int(cfg["input_size"]), int(cfg["input_size"]))
     train_set = FaceDataset(train_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=True, seed=int(cfg["seed"]),
-                            pairs=bool(cfg["sbi_pairs"]))
+                            pairs=bool(cfg["sbi_pairs"]), curriculum_epochs=int(cfg["sbi_curriculum"]))
     val_set = None
     if val_recs:
         val_cache = load_cached(val_recs)
@@ -279,6 +280,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         "sbi": bool(cfg["sbi"]),
         "sbi_landmarks": cfg["sbi_landmarks"] or "none (5-point polygon)",
         "sbi_pairs": bool(cfg["sbi"] and cfg["sbi_pairs"]),
+        "sbi_curriculum_epochs": int(cfg["sbi_curriculum"]) if cfg["sbi"] else 0,
         "seed": int(cfg["seed"]),
         "backbone": cfg["backbone"],
         "stem": cfg["stem"],

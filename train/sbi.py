@@ -117,17 +117,18 @@ def face_mask(shape: tuple[int, int], landmarks: np.ndarray, rng: np.random.Gene
     return mask
 
 
-def _color_jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _color_jitter(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
     x = img.astype(np.float32)
     if rng.random() < 0.8:  # brightness / contrast
-        x = (x - 128) * rng.uniform(0.85, 1.15) + 128 + rng.uniform(-20, 20)
+        x = (x - 128) * rng.uniform(1 - 0.15 * strength, 1 + 0.15 * strength) + 128 + rng.uniform(-20 * strength, 20 * strength)
     if rng.random() < 0.6:  # per-channel shift
-        x = x + rng.uniform(-15, 15, size=3)
+        x = x + rng.uniform(-15 * strength, 15 * strength, size=3)
     x = np.clip(x, 0, 255).astype(np.uint8)
     if rng.random() < 0.5:  # hue / saturation
         hsv = cv2.cvtColor(x, cv2.COLOR_BGR2HSV).astype(np.int16)
-        hsv[..., 0] = (hsv[..., 0] + int(rng.integers(-6, 7))) % 180
-        hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.8, 1.2), 0, 255)
+        hue = int(round(6 * strength))
+        hsv[..., 0] = (hsv[..., 0] + int(rng.integers(-hue, hue + 1))) % 180
+        hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(1 - 0.2 * strength, 1 + 0.2 * strength), 0, 255)
         x = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)
     return x
 
@@ -148,22 +149,26 @@ def _sharpness(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-def _small_affine(img: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _small_affine(img: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
     h, w = img.shape[:2]
     lm = np.asarray(landmarks).reshape(5, 2)
     face = max(np.ptp(lm[:, 0]), np.ptp(lm[:, 1]), 8.0)
     centre = lm.mean(axis=0)
-    sx = rng.uniform(0.95, 1.05)
-    sy = sx * rng.uniform(0.97, 1.03)
-    tx, ty = rng.uniform(-0.04, 0.04, 2) * face
+    sx = rng.uniform(1 - 0.05 * strength, 1 + 0.05 * strength)
+    sy = sx * rng.uniform(1 - 0.03 * strength, 1 + 0.03 * strength)
+    tx, ty = rng.uniform(-0.04 * strength, 0.04 * strength, 2) * face
     m = np.array([[sx, 0, (1 - sx) * centre[0] + tx], [0, sy, (1 - sy) * centre[1] + ty]], np.float64)
     return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
 
 
 def self_blend(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator | None = None,
-               return_mask: bool = False, dense: np.ndarray | None = None):
+               return_mask: bool = False, dense: np.ndarray | None = None, strength: float = 1.0):
     """One self-blended fake from a real face image (uint8 BGR) and its 5 landmarks
     (and its 68 landmarks, ``dense``, when known: they shape the blend mask).
+
+    ``strength`` > 1 makes an easier fake for the start of training: the colour change,
+    shift and scale of the source are that many times as large and the blend ratio too
+    (at most 1).  At 1 the random draws, and so the fakes, are those of the plain recipe.
 
     The target is the image itself, unchanged: the output equals the input wherever
     the blend mask is 0.  Returns the fake (and the blend mask, H x W float32, if asked).
@@ -172,15 +177,15 @@ def self_blend(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generato
     source = image
     # at least one visible change, so the label is never a lie
     for _ in range(3):
-        source = _color_jitter(source, rng) if rng.random() < 0.7 else source
+        source = _color_jitter(source, rng, strength) if rng.random() < 0.7 else source
         source = _sharpness(source, rng)
         if rng.random() < 0.7:
-            source = _small_affine(source, landmarks, rng)
+            source = _small_affine(source, landmarks, rng, strength)
         if source is not image:
             break
     if source is image:
-        source = _color_jitter(image, rng)
-    mask = face_mask(image.shape, landmarks, rng, dense) * float(rng.choice(BLEND_RATIOS))
+        source = _color_jitter(image, rng, strength)
+    mask = face_mask(image.shape, landmarks, rng, dense) * min(1.0, float(rng.choice(BLEND_RATIOS)) * strength)
     m = mask[..., None]
     fake = source.astype(np.float32) * m + image.astype(np.float32) * (1.0 - m)
     fake = np.clip(fake + 0.5, 0, 255).astype(np.uint8)
