@@ -28,9 +28,9 @@ from pipeline.cli_common import one_line_error, user_errors, verbose_logging
 @click.option("--sbi-landmarks", default="auto", show_default=True, metavar="MODEL|auto|none",
               help="Landmark model whose 68 points shape the self-blending masks (registry name, e.g. pfld68); "
                    "auto: pfld68 when installed; none (or auto without it): a polygon from the face detector's 5 points.")
-@click.option("--sbi-curriculum", type=click.IntRange(min=0), default=0, show_default=True, metavar="EPOCHS",
+@click.option("--sbi-curriculum", type=click.IntRange(min=0), default=1020, show_default=True, metavar="STEPS",
               help="Easier self-blends first: the source's colour change, shift and blend ratio start twice as strong "
-                   "and ease to normal over this many epochs (0: off).")
+                   "and ease to normal over this many steps (set per epoch), so training leaves chance sooner; 0: off.")
 @click.option("--sbi-pairs/--no-sbi-pairs", default=False, show_default=True,
               help="Cut and augment each real face and its blend alike, in the same batch (as the SBI paper), so the "
                    "blend is their only difference. The loss falls about twice as soon, but from scratch on "

@@ -109,14 +109,15 @@ def test_strength_one_is_the_plain_blend_and_a_stronger_blend_changes_the_face_m
 
 def test_the_curriculum_eases_the_blends_to_the_plain_ones_for_training_only():
     from train.datasets import FaceDataset
+    from train.sbi import curriculum_strength
 
-    cached = {"crops": np.zeros((2, 32, 32, 3), np.uint8), "landmarks": np.zeros((2, 5, 2), np.float32),
-              "labels": np.zeros(2, np.int64)}
-    dataset = FaceDataset(cached, (16, 16), 1.4, train=True, curriculum_epochs=4)
-    strengths = []
-    for epoch in range(6):
-        dataset.epoch = epoch
-        strengths.append(dataset.blend_strength())
-    assert strengths == [2.0, 1.75, 1.5, 1.25, 1.0, 1.0]
-    assert FaceDataset(cached, (16, 16), 1.4, train=False, curriculum_epochs=4).blend_strength() == 1.0
-    assert FaceDataset(cached, (16, 16), 1.4, train=True).blend_strength() == 1.0
+    assert [curriculum_strength(step, 1000) for step in (0, 250, 500, 1000, 4000)] == [2.0, 1.75, 1.5, 1.0, 1.0]
+    assert curriculum_strength(0, 0) == 1.0  # 0 steps: no curriculum
+    img, lm = _face(seed=4)
+    cached = {"crops": img[None], "landmarks": lm[None].astype(np.float32), "labels": np.zeros(1, np.int64)}
+    blend = 1  # the index of the face's self-blend: (face 0, kind 0), then (face 0, kind 2)
+    for train, differs in ((True, True), (False, False)):
+        dataset = FaceDataset(cached, (64, 64), 1.4, train=train)
+        plain = dataset[blend][0]
+        dataset.blend_strength = 2.0
+        assert np.array_equal(plain, dataset[blend][0]) != differs  # validation blends stay plain

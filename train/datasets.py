@@ -280,13 +280,12 @@ class FaceDataset:
     difference the network sees between them -- as in the SBI paper, whose batches hold
     each frame beside its blend.  Set :attr:`epoch` before each epoch for fresh draws.
 
-    ``curriculum_epochs`` > 0 (training): the first epochs' blends are easier (stronger
-    source changes, :func:`train.sbi.self_blend`'s ``strength`` from ``curriculum_strength``
-    down to 1 over that many epochs), for a network that would otherwise sit at chance.
+    :attr:`blend_strength` (training): :func:`train.sbi.self_blend`'s ``strength`` for this
+    epoch's blends; the trainer raises it early on (:func:`train.sbi.curriculum_strength`).
     """
 
     def __init__(self, cached: dict, size: tuple[int, int], margin: float, sbi: bool = True, train: bool = True, seed: int = 0,
-                 pairs: bool = False, curriculum_epochs: int = 0, curriculum_strength: float = 2.0):
+                 pairs: bool = False):
         self.c = cached
         self.size = tuple(size)
         self.margin = margin
@@ -294,9 +293,8 @@ class FaceDataset:
         self.train = train
         self.seed = seed
         self.pairs = pairs and sbi
-        self.curriculum_epochs = curriculum_epochs if train else 0
-        self.curriculum_strength = curriculum_strength
         self.epoch = 0
+        self.blend_strength = 1.0
         real = np.nonzero(cached["labels"] == 0)[0]
         fake = np.nonzero(cached["labels"] == 1)[0]
         index = [(int(i), 0) for i in real] + [(int(i), 1) for i in fake]
@@ -306,13 +304,6 @@ class FaceDataset:
 
     def __len__(self) -> int:
         return len(self.index)
-
-    def blend_strength(self) -> float:
-        """This epoch's self-blend strength: eases linearly to 1 over the curriculum's epochs."""
-        if self.curriculum_epochs <= 0:
-            return 1.0
-        left = max(0.0, 1.0 - self.epoch / self.curriculum_epochs)
-        return 1.0 + (self.curriculum_strength - 1.0) * left
 
     def labels(self) -> np.ndarray:
         return np.array([0 if kind == 0 else 1 for _, kind in self.index])
@@ -345,7 +336,7 @@ class FaceDataset:
         if kind == 2:
             dense = self.c["dense"][face] if "dense" in self.c else None
             wide = self_blend(wide, lm, blend_rng, dense=dense if dense is not None and np.isfinite(dense).all() else None,
-                              strength=self.blend_strength())
+                              strength=self.blend_strength if self.train else 1.0)
         if view_key is None:
             return model_crop(wide, lm, self.size, self.margin), (0 if kind == 0 else 1)
         # a fresh generator from the same key: both members of a pair draw the same view

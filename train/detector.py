@@ -43,7 +43,7 @@ DEFAULTS = dict(
     exclude=[],  # glob patterns of media to leave out (held-out evaluation clips)
     sbi=True,
     sbi_landmarks="auto",  # landmark model for the self-blending masks: auto (pfld68 if installed), a name, or none
-    sbi_curriculum=0,  # epochs over which the self-blends ease from twice as strong to normal (0: off)
+    sbi_curriculum=1020,  # steps over which the self-blends ease from twice as strong to normal (0: off); 1020: as measured
     sbi_pairs=False,  # a real face and its blend: cut and augmented alike, in the same batch (learns sooner, generalised worse here)
     backbone="mobilenetv3_small_100",
     stem="rgb",  # rgb, or srm: fixed high-pass residuals beside the colours (train.models.detector)
@@ -176,14 +176,15 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
 
     from train.metrics import compute_metrics
     from train.models import build_model
+    from train.sbi import curriculum_strength
 
     cfg = dict(DEFAULTS)
     cfg.update({k: v for k, v in config.items() if v is not None or k not in DEFAULTS})
     run_dir = Path(run_dir)
     if resume and (run_dir / "config.json").is_file():
         saved = json.loads((run_dir / "config.json").read_text())
-        for key in ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi", "sbi_landmarks",
-                    "ema"):
+        for key in ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi",
+                    "sbi_landmarks", "sbi_curriculum", "ema"):
             if key in saved:
                 cfg[key] = saved[key]
     cfg["sbi_landmarks"] = sbi_landmark_model(cfg["sbi_landmarks"])  # before config.json: a run records what it used
@@ -216,7 +217,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         raise ValueError("no faces found in the training media")
     size = (int(cfg["input_size"]), int(cfg["input_size"]))
     train_set = FaceDataset(train_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=True, seed=int(cfg["seed"]),
-                            pairs=bool(cfg["sbi_pairs"]), curriculum_epochs=int(cfg["sbi_curriculum"]))
+                            pairs=bool(cfg["sbi_pairs"]))
     val_set = None
     if val_recs:
         val_cache = load_cached(val_recs)
@@ -280,7 +281,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         "sbi": bool(cfg["sbi"]),
         "sbi_landmarks": cfg["sbi_landmarks"] or "none (5-point polygon)",
         "sbi_pairs": bool(cfg["sbi"] and cfg["sbi_pairs"]),
-        "sbi_curriculum_epochs": int(cfg["sbi_curriculum"]) if cfg["sbi"] else 0,
+        "sbi_curriculum_steps": int(cfg["sbi_curriculum"]) if cfg["sbi"] else 0,
         "seed": int(cfg["seed"]),
         "backbone": cfg["backbone"],
         "stem": cfg["stem"],
@@ -310,6 +311,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     running = []
     while step < total:
         train_set.epoch = epoch  # before the workers start: they draw this epoch's crops and blends
+        train_set.blend_strength = curriculum_strength(step, int(cfg["sbi_curriculum"]))
         batches = train_set.batches(int(cfg["batch_size"]), np.random.default_rng([int(cfg["seed"]), epoch]))
         loader = tud.DataLoader(train_set, batch_sampler=batches, num_workers=int(cfg["workers"]), collate_fn=_collate,
                                 persistent_workers=False)

@@ -30,6 +30,7 @@ import numpy as np
 from engines.landmarks import BROWS, JAW, LEFT_EYE, MOUTH, NOSE, RIGHT_EYE
 
 BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+CURRICULUM_START = 2.0  # the first blends' strength when a curriculum is asked for
 DENSE_HULLS = ("face", "extended", "inner", "lower", "parts")
 
 
@@ -159,6 +160,13 @@ def _small_affine(img: np.ndarray, landmarks: np.ndarray, rng: np.random.Generat
     tx, ty = rng.uniform(-0.04 * strength, 0.04 * strength, 2) * face
     m = np.array([[sx, 0, (1 - sx) * centre[0] + tx], [0, sy, (1 - sy) * centre[1] + ty]], np.float64)
     return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+
+
+def curriculum_strength(step: int, steps: int, start: float = CURRICULUM_START) -> float:
+    """Blend strength at ``step`` of a curriculum of ``steps``: from ``start`` down to 1, linearly."""
+    if steps <= 0:
+        return 1.0
+    return 1.0 + (start - 1.0) * max(0.0, 1.0 - step / steps)
 
 
 def self_blend(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator | None = None,
