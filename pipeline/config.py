@@ -31,6 +31,9 @@ class StreamInfo:
     frame_count: int | None  # None for live sources and files that do not say
     has_audio: bool = False
     paced: bool = False  # a file read at its own frame rate (--live), as a camera would deliver it
+    # Quarter turns (counter-clockwise) that stand each frame upright: phones store portrait
+    # video sideways with a display matrix that says so. width and height are those upright.
+    quarter_turns: int = 0
 
 
 @dataclass

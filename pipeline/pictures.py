@@ -63,6 +63,17 @@ def to_bgr(image: np.ndarray, pixel_format: str) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420)
 
 
+def turned(image: np.ndarray, pixel_format: str, quarter_turns: int) -> np.ndarray:
+    """The picture turned counter-clockwise by ``quarter_turns`` x 90 degrees (a new array).
+    I420 planes are turned one by one: no colour conversion, and the result is I420 again."""
+    quarter_turns %= 4
+    if quarter_turns == 0:
+        return image
+    if check_format(pixel_format) == BGR24:
+        return np.ascontiguousarray(np.rot90(image, quarter_turns))
+    return _stack_i420(*(np.rot90(plane, quarter_turns) for plane in planes(image)))
+
+
 def downscaled_bgr(image: np.ndarray, pixel_format: str, max_side: int) -> tuple[np.ndarray, float]:
     """A BGR copy no larger than ``max_side``, and the factor that takes its coordinates back
     to the picture's.  I420 planes are shrunk before converting, so only the small copy is."""

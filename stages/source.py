@@ -117,11 +117,17 @@ def probe(url: str, stream_id: int = 0, paced: bool = False, open_timeout: float
         width, height = codec.width, codec.height
         rate = video.average_rate or video.guessed_rate or video.base_rate or Fraction(30)
         time_base = video.time_base or Fraction(1, 90000)
-        if not width or not height:
-            frame = next(container.decode(video=0), None)
-            if frame is None:
+        quarter_turns = 0
+        if not width or not height or kind == SOURCE_FILE:
+            # files: the first frame carries the display matrix (FFmpeg copies the stream's)
+            frame = _first_frame(container)
+            if frame is None and (not width or not height):
                 raise StageError(f"{url} has no decodable video frames")
-            width, height = frame.width, frame.height
+            if frame is not None:
+                width, height = frame.width, frame.height
+                quarter_turns = _upright_turns(frame)
+        if quarter_turns % 2:
+            width, height = height, width
         live = kind in LIVE_KINDS or paced
         frames = video.frames if (kind == SOURCE_FILE and video.frames > 0) else None
         return StreamInfo(
@@ -137,9 +143,29 @@ def probe(url: str, stream_id: int = 0, paced: bool = False, open_timeout: float
             frame_count=frames,
             has_audio=bool(container.streams.audio) and kind == SOURCE_FILE,
             paced=paced,
+            quarter_turns=quarter_turns,
         )
     finally:
         container.close()
+
+
+def _first_frame(container) -> av.VideoFrame | None:
+    """The first decodable frame, or None; a file that cannot be decoded fails in the stage,
+    with the frame count that tells where."""
+    try:
+        return next(container.decode(video=0), None)
+    except av.error.FFmpegError:
+        return None
+
+
+def _upright_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that show the frame as its display matrix says
+    (PyAV's ``rotation`` is that matrix's counter-clockwise angle, in degrees)."""
+    try:
+        degrees = frame.rotation
+    except (AttributeError, ValueError):
+        return 0
+    return round((degrees or 0) / 90) % 4
 
 
 class _NewestFrameSlot:
@@ -360,7 +386,7 @@ class SourceStage(Stage):
         image = None
         pixel_format = pictures.wire_format(frame.width, frame.height)
         if self.config.all_pixels or to_detect:
-            image = frame.to_ndarray(format=pixel_format)
+            image = pictures.turned(frame.to_ndarray(format=pixel_format), pixel_format, self.stream.quarter_turns)
             self.pictures_sent += 1
         message = FrameMessage(
             stream_id=self.stream.stream_id,

@@ -140,3 +140,12 @@ def test_the_sink_encodes_each_picture_it_is_given_though_it_reuses_one_frame(tm
         greys = [float(frame.to_ndarray(format="gray").mean()) for frame in container.decode(video=0)]
     assert len(greys) == count
     assert np.allclose(greys, [20 * i for i in range(count)], atol=3)
+
+
+@pytest.mark.parametrize("quarter_turns", [1, 2, 3])
+def test_an_i420_picture_turned_is_the_bgr_picture_turned(i420, quarter_turns):
+    turned = pictures.turned(i420, pictures.YUV420P, quarter_turns)
+    assert turned.flags.c_contiguous
+    expected = np.rot90(pictures.to_bgr(i420, pictures.YUV420P), quarter_turns)
+    assert np.array_equal(pictures.to_bgr(turned, pictures.YUV420P), expected)
+    assert np.array_equal(pictures.turned(expected, pictures.BGR24, -quarter_turns), pictures.to_bgr(i420, pictures.YUV420P))

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import RunConfig
 from tests.conftest import needs_shared_data, run_dfstream, shared
-from tests.video_helpers import video_facts, write_clip
+from tests.video_helpers import small_frames, video_facts, write_clip
 
 pytestmark = needs_shared_data
 
@@ -210,3 +210,41 @@ def test_odd_sizes_and_other_pixel_formats_run_through_with_faces_found(tmp_path
     records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert len({r["frame_index"] for r in records}) == 10  # the one face, on every 3rd frame
     assert all(0 <= r["box"][0] < r["box"][2] <= size[0] and 0 <= r["box"][1] < r["box"][3] <= size[1] for r in records)
+
+
+def test_a_phone_clip_stored_sideways_is_turned_upright_and_its_faces_found(tmp_path, tiny_detector):
+    """Phones store portrait video sideways with a display matrix that says how to turn it:
+    the pipeline must see (and write) the picture the way a player shows it."""
+    import av
+    from fractions import Fraction
+
+    upright = []
+    with av.open(str(shared(TALKING_HEAD))) as src:
+        for number, frame in enumerate(src.decode(video=0)):
+            if number == 30:
+                break
+            upright.append(cv2.resize(frame.to_ndarray(format="bgr24"), (320, 240), interpolation=cv2.INTER_AREA))
+    clip = tmp_path / "sideways.mp4"
+    with av.open(str(clip), "w") as dst:
+        stream = dst.add_stream("libx264", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = 240, 320, "yuv420p"
+        stream.set_display_rotation(90)  # "turn me 90 degrees counter-clockwise to show me"
+        for image in upright:
+            sideways = np.ascontiguousarray(np.rot90(image, -1))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(sideways, format="bgr24")):
+                dst.mux(packet)
+        for packet in stream.encode():
+            dst.mux(packet)
+
+    result = run_dfstream("run", "-s", clip, "-m", tiny_detector, "--no-draw", "-o", tmp_path / "out.mp4",
+                          "--events", tmp_path / "events.jsonl")
+    assert result.returncode == 0, result.stderr
+    facts = video_facts(tmp_path / "out.mp4")
+    assert (facts.width, facts.height, facts.frames) == (320, 240, 30)
+    written = small_frames(tmp_path / "out.mp4")
+    expected = np.stack([cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (64, 36), interpolation=cv2.INTER_AREA)
+                         for image in upright]).astype(np.float32)
+    assert np.abs(written - expected).mean() < 6  # the same picture, up to two encodings
+    records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert len({r["frame_index"] for r in records}) == 10  # the face, upright, on every 3rd frame
+    assert all(r["box"][2] <= 320 and r["box"][3] <= 240 for r in records)
