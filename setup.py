@@ -17,7 +17,7 @@ setup(
         "timm>=1.0",
         # 4.x: 5.0 no longer ships the Haar cascades our no-file fallback needs
         "opencv-python>=4.10,<5",
-        "av>=14",
+        "av>=14.1",  # 14.1: VideoFrame.rotation, to stand sideways phone video upright
         "insightface>=0.7.3",
         "onnxruntime>=1.20",
         "onnx>=1.17",
@@ -34,7 +34,8 @@ setup(
     ],
     extras_require={
         "tensorrt": ["torch-tensorrt>=2.4,<2.15"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+        # av 18: Stream.set_display_rotation, with which the tests write a sideways clip
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "av>=18"],
     },
     entry_points={"console_scripts": ["dfstream=pipeline.cli:main"]},
 )

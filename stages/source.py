@@ -160,12 +160,8 @@ def _first_frame(container) -> av.VideoFrame | None:
 
 def _upright_turns(frame: av.VideoFrame) -> int:
     """Counter-clockwise quarter turns that show the frame as its display matrix says
-    (PyAV's ``rotation`` is that matrix's counter-clockwise angle, in degrees)."""
-    try:
-        degrees = frame.rotation
-    except (AttributeError, ValueError):
-        return 0
-    return round((degrees or 0) / 90) % 4
+    (PyAV's ``rotation`` is that matrix's counter-clockwise angle, in degrees; 0 without one)."""
+    return round(frame.rotation / 90) % 4
 
 
 class _NewestFrameSlot:
