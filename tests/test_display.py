@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -199,17 +200,10 @@ def _overlay_ok(checks: dict, background_box_pixels: int) -> bool:
     )
 
 
-def test_display_window_shows_the_video_with_boxes_and_hud_under_xvfb(tiny_detector, clips, display, tmp_path, capsys):
-    frames, _ = decode_frames(clips["cam"])
-    reference = frames[0]
-    # the same colour test on the clip itself: boxes must come from the overlay, not the video
-    background_box_pixels = max(_box_pixels(frame) for frame in frames[::20])
-    assert background_box_pixels < 100
-    # the reference's HUD area is bright wall, so a dark bar there can only be the HUD
-    assert reference[3:17, 4:200].mean() > 120
-
-    run = CliProcess(["run", "-s", clips["cam"], "--live", "--display", "-m", tiny_detector, "--no-progress",
-                      "--metrics-json", tmp_path / "metrics.json"], env_extra={"DISPLAY": display})
+def _watch_display_run(tiny_detector, clip, display, reference, background_box_pixels, metrics_path, tmp_path, capsys):
+    """Run a --live --display pipeline and screenshot it until the overlay shows (or the run ends)."""
+    run = CliProcess(["run", "-s", clip, "--live", "--display", "-m", tiny_detector, "--no-progress",
+                      "--metrics-json", metrics_path], env_extra={"DISPLAY": display})
     best, best_checks, shots, windows = None, {"window": False}, 0, []
     try:
         deadline = time.monotonic() + 45
@@ -236,6 +230,28 @@ def test_display_window_shows_the_video_with_boxes_and_hud_under_xvfb(tiny_detec
             cv2.imwrite(str(path), best)
             with capsys.disabled():
                 print(f"\n--display screenshot ({shots} taken, best: {best_checks}): {path}")
+    return best, best_checks, shots, windows, result, window_was_up
+
+
+def test_display_window_shows_the_video_with_boxes_and_hud_under_xvfb(tiny_detector, clips, display, tmp_path, capsys):
+    frames, _ = decode_frames(clips["cam"])
+    reference = frames[0]
+    # the same colour test on the clip itself: boxes must come from the overlay, not the video
+    background_box_pixels = max(_box_pixels(frame) for frame in frames[::20])
+    assert background_box_pixels < 100
+    # the reference's HUD area is bright wall, so a dark bar there can only be the HUD
+    assert reference[3:17, 4:200].mean() > 120
+
+    for attempt in range(2):
+        metrics_path = tmp_path / f"metrics{attempt}.json"
+        best, best_checks, shots, windows, result, window_was_up = _watch_display_run(
+            tiny_detector, clips["cam"], display, reference, background_box_pixels, metrics_path, tmp_path, capsys)
+        # Known, outside dfstream: on an X server with no window manager, Qt now and then never
+        # receives its window's MapNotify (8 of 129 windows here), so it never paints. One
+        # more window, and the failure stands only if that one is black too.
+        if best_checks.get("window") or not windows or best_checks.get("lit_pixels"):
+            break
+        warnings.warn(f"--display window stayed black (Qt missed its MapNotify?); trying once more: {windows}")
 
     assert best_checks.get("window"), (
         f"no dfstream window with a picture appeared on {display} in {shots} screenshots; windows seen: "
@@ -245,7 +261,7 @@ def test_display_window_shows_the_video_with_boxes_and_hud_under_xvfb(tiny_detec
     assert window_was_up
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.strays == []
-    (stream,) = json.loads((tmp_path / "metrics.json").read_text())["streams"]
+    (stream,) = json.loads(metrics_path.read_text())["streams"]
     assert stream["live"] is True and stream["frames_written"] > 0
     # the box has its verdict's colour: an untrained detector's face is "uncertain", amber
     verdicts = {track["verdict"] for track in stream["tracks"] if track["scores"]}
