@@ -117,15 +117,14 @@ def probe(url: str, stream_id: int = 0, paced: bool = False, open_timeout: float
         width, height = codec.width, codec.height
         rate = video.average_rate or video.guessed_rate or video.base_rate or Fraction(30)
         time_base = video.time_base or Fraction(1, 90000)
+        # files: the first frame carries the display matrix (FFmpeg copies the stream's)
+        frame = _first_frame(container) if kind == SOURCE_FILE or not width or not height else None
         quarter_turns = 0
-        if not width or not height or kind == SOURCE_FILE:
-            # files: the first frame carries the display matrix (FFmpeg copies the stream's)
-            frame = _first_frame(container)
-            if frame is None and (not width or not height):
-                raise StageError(f"{url} has no decodable video frames")
-            if frame is not None:
-                width, height = frame.width, frame.height
-                quarter_turns = _upright_turns(frame)
+        if frame is not None:
+            width, height = frame.width, frame.height
+            quarter_turns = _upright_turns(frame)
+        elif not width or not height:
+            raise StageError(f"{url} has no decodable video frames")
         if quarter_turns % 2:
             width, height = height, width
         live = kind in LIVE_KINDS or paced

@@ -216,7 +216,6 @@ def test_a_phone_clip_stored_sideways_is_turned_upright_and_its_faces_found(tmp_
     """Phones store portrait video sideways with a display matrix that says how to turn it:
     the pipeline must see (and write) the picture the way a player shows it."""
     import av
-    from fractions import Fraction
 
     upright = []
     with av.open(str(shared(TALKING_HEAD))) as src:
@@ -225,16 +224,8 @@ def test_a_phone_clip_stored_sideways_is_turned_upright_and_its_faces_found(tmp_
                 break
             upright.append(cv2.resize(frame.to_ndarray(format="bgr24"), (320, 240), interpolation=cv2.INTER_AREA))
     clip = tmp_path / "sideways.mp4"
-    with av.open(str(clip), "w") as dst:
-        stream = dst.add_stream("libx264", rate=Fraction(25))
-        stream.width, stream.height, stream.pix_fmt = 240, 320, "yuv420p"
-        stream.set_display_rotation(90)  # "turn me 90 degrees counter-clockwise to show me"
-        for image in upright:
-            sideways = np.ascontiguousarray(np.rot90(image, -1))
-            for packet in stream.encode(av.VideoFrame.from_ndarray(sideways, format="bgr24")):
-                dst.mux(packet)
-        for packet in stream.encode():
-            dst.mux(packet)
+    # stored turned clockwise, with "turn me 90 degrees counter-clockwise to show me"
+    write_clip(clip, [np.ascontiguousarray(np.rot90(image, -1)) for image in upright], display_rotation=90)
 
     result = run_dfstream("run", "-s", clip, "-m", tiny_detector, "--no-draw", "-o", tmp_path / "out.mp4",
                           "--events", tmp_path / "events.jsonl")

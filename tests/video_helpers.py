@@ -44,12 +44,15 @@ def small_frames(path, size=(64, 36)) -> np.ndarray:
         ])
 
 
-def write_clip(path, frames: list[np.ndarray], fps: int = 25) -> None:
-    """Encode BGR frames to an H.264 file with one slice per frame."""
+def write_clip(path, frames: list[np.ndarray], fps: int = 25, display_rotation: int = 0) -> None:
+    """Encode BGR frames to an H.264 file with one slice per frame; ``display_rotation``: the
+    counter-clockwise degrees its display matrix tells a player to turn them (as phones write)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps))
         stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
         stream.pix_fmt = "yuv420p"
+        if display_rotation:
+            stream.set_display_rotation(display_rotation)
         stream.thread_type = "FRAME"
         for image in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
