@@ -22,6 +22,7 @@ setup(
         "onnxruntime>=1.20",
         "onnx>=1.17",
         "onnxscript>=0.2",
+        "onnx2torch>=1.5",  # a face detector's ONNX trunk as a pretrained detector backbone
         "numpy>=1.26",
         "pyzmq>=26",
         "msgpack>=1.0",

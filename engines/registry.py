@@ -35,8 +35,9 @@ PACKAGED_DIR = Path(__file__).resolve().parent / "weights"
 # dfstream metadata; the others are engines.metadata kinds and are checked against the file's own.
 FACE_DETECTOR = "face_detector"
 LANDMARKS = "landmarks"
-THIRD_PARTY_KINDS = (FACE_DETECTOR, LANDMARKS)
-REGISTRY_KINDS = (FACE_DETECTOR, LANDMARKS, "detector", "swapper", "temporal")
+BACKBONE = "backbone"  # a pretrained network whose trunk starts a detector's training (train.models.backbones)
+THIRD_PARTY_KINDS = (FACE_DETECTOR, LANDMARKS, BACKBONE)
+REGISTRY_KINDS = (FACE_DETECTOR, LANDMARKS, BACKBONE, "detector", "swapper", "temporal")
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -107,6 +108,17 @@ REGISTRY: dict[str, RegistryEntry] = {
             # measured on 37 faces of ../shared: [0, 1] RGB beats ImageNet mean/std (landmark error 0.11 vs
             # 0.25 eye-to-mouth distances from YuNet's 5 points), and a box 2.2x the eye-to-mouth distance
             landmark_input=LandmarkInput(points=68, box_scale=2.2),
+        ),
+        RegistryEntry(
+            name="ultraface-rfb320",
+            kind=BACKBONE,
+            filename="version-RFB-320_without_postprocessing.onnx",
+            sha256="d7c687949526065ab6a192fdf993360045ce27b0fabf7c9fca5c2437b786b495",
+            description="UltraFace RFB-320 face detector (WIDER FACE); training only: its base_net starts a "
+                        "detector pretrained on faces (--backbone ultraface_rfb320 --pretrained)",
+            license="MIT",
+            url="https://github.com/Linzaer/Ultra-Light-Fast-Generic-Face-Detector-1MB/raw/"
+                "dffdddda9794a50607cba8f318507a28c1c27cab/models/onnx/version-RFB-320_without_postprocessing.onnx",
         ),
         RegistryEntry(
             name="detector",

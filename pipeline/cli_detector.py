@@ -35,10 +35,14 @@ from pipeline.cli_common import one_line_error, user_errors, verbose_logging
               help="Cut and augment each real face and its blend alike, in the same batch (as the SBI paper), so the "
                    "blend is their only difference. The loss falls about twice as soon, but from scratch on "
                    "../shared it generalised worse to unseen videos (README); off: drawn independently.")
-@click.option("--backbone", default="mobilenetv3_small_100", show_default=True, help="Any timm model name (efficientnet_b0, xception41, resnet18, resnext50_32x4d ...).")
+@click.option("--backbone", default="mobilenetv3_small_100", show_default=True,
+              help="Any timm model name (efficientnet_b0, xception41, resnet18, resnext50_32x4d ...), or "
+                   "ultraface_rfb320: the trunk of the UltraFace face detector (registry model ultraface-rfb320).")
 @click.option("--stem", type=click.Choice(["rgb", "srm"]), default="rgb", show_default=True,
               help="srm: give the backbone fixed high-pass (SRM) residuals of each colour beside the colours.")
-@click.option("--pretrained", is_flag=True, help="Start from timm's pretrained weights (must be in the local timm/HF cache).")
+@click.option("--pretrained", is_flag=True,
+              help="Start from pretrained weights: timm's (must be in the local timm/HF cache), or for ultraface_rfb320 "
+                   "the face detector's own (WIDER FACE), which need no internet.")
 @click.option("--input-size", type=int, default=128, show_default=True, help="Square crop size in pixels.")
 @click.option("--margin", type=float, default=1.4, show_default=True, help="Crop margin (>1 keeps the face boundary in the crop).")
 @click.option("--batch-size", type=int, default=32, show_default=True)

@@ -89,12 +89,13 @@ def models_list() -> None:
     """Registered models and where each one is installed."""
     from engines.registry import REGISTRY, installed_path
 
+    width = max(len(name) for name in REGISTRY)
     for entry in sorted(REGISTRY.values(), key=lambda e: e.name):
         where = installed_path(entry)
         status = str(where) if where else "not installed"
         pinned = entry.sha256[:12] if entry.sha256 else "(no sha256)"
-        click.echo(f"{entry.name:<12} {entry.kind:<14} {pinned:<13} {status}")
-        click.echo(f"{'':<12} {entry.description} [{entry.license or 'license unknown'}]")
+        click.echo(f"{entry.name:<{width}} {entry.kind:<14} {pinned:<13} {status}")
+        click.echo(f"{'':<{width}} {entry.description} [{entry.license or 'license unknown'}]")
 
 
 @models_group.command("fetch")

@@ -1,4 +1,4 @@
-"""Frame-level deepfake detector: a timm backbone on an aligned face crop -> P(fake).
+"""Frame-level deepfake detector: a backbone (timm, or a face-detector trunk: train.models.backbones) on an aligned face crop -> P(fake).
 
 ``stem="srm"`` puts fixed high-pass filters in front of the backbone: the three SRM
 residual kernels of image steganalysis (Fridrich & Kodovsky, 2012), as face-forgery
@@ -42,13 +42,13 @@ class HighPassStem(nn.Module):
 class FrameDetector(nn.Module):
     def __init__(self, backbone: str = "efficientnet_b0", pretrained: bool = False, drop_rate: float = 0.2, stem: str = "rgb"):
         super().__init__()
-        import timm
+        from train.models.backbones import create
 
         if stem not in STEMS:
             raise ValueError(f"unknown stem {stem!r} (expected one of {', '.join(STEMS)})")
         self.stem = HighPassStem() if stem == "srm" else nn.Identity()
         in_chans = HighPassStem.out_channels if stem == "srm" else 3
-        self.backbone = timm.create_model(backbone, pretrained=pretrained, num_classes=1, drop_rate=drop_rate, in_chans=in_chans)
+        self.backbone = create(backbone, pretrained=pretrained, num_classes=1, drop_rate=drop_rate, in_chans=in_chans)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.stem(x)).squeeze(1)

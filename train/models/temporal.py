@@ -8,7 +8,7 @@ from torch import nn
 class TemporalDetector(nn.Module):
     """Input (N, T, 3, H, W) preprocessed crops of one face track; output P(fake) per sequence (N,).
 
-    The CNN is a timm backbone without its classifier (usually initialised from a
+    The CNN is a backbone (timm, or a face-detector trunk) without its classifier (usually initialised from a
     trained frame detector and kept frozen); an LSTM reads the per-frame features
     and its last hidden state is classified.
     """
@@ -16,9 +16,9 @@ class TemporalDetector(nn.Module):
     def __init__(self, backbone: str = "mobilenetv3_small_100", hidden: int = 64, layers: int = 1,
                  freeze_backbone: bool = True, drop_rate: float = 0.1):
         super().__init__()
-        import timm
+        from train.models.backbones import create
 
-        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0)
+        self.backbone = create(backbone, pretrained=False, num_classes=0)
         self.freeze_backbone = freeze_backbone
         self.backbone.eval()
         with torch.no_grad():  # what the backbone really outputs (after any conv head), not num_features

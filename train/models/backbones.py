@@ -1,0 +1,85 @@
+"""Backbones by name: any timm model, or a trunk cut out of a pretrained face detector.
+
+timm's pretrained weights come from the internet; a machine without it may still hold
+face detectors (``../shared/data/models``) trained on tens of thousands of faces (WIDER
+FACE), whose early layers already respond to eyes, mouths, edges and skin texture at
+several scales.  A *trunk* is such a detector's ONNX graph from its input up to one
+tensor, turned into torch modules by onnx2torch (plain ``nn.Conv2d`` / ``nn.BatchNorm2d``)
+and fine-tuned like any backbone, under a pooled linear classifier of our own.  It is
+the only pretrained start for a detector that this project can get here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class OnnxTrunk:
+    model: str  # registry name of the ONNX file (engines.registry): sha256-pinned, so `output` always names the same tensor
+    output: str  # the tensor where the trunk ends
+    description: str
+
+
+TRUNKS = {
+    "ultraface_rfb320": OnnxTrunk(
+        model="ultraface-rfb320", output="400",
+        description="UltraFace RFB-320's base_net (MIT, WIDER FACE): 13 depthwise-separable / RFB blocks, "
+                    "up to the ReLU after base_net.12 (stride 32, 256 channels), 0.19 M parameters"),
+}
+
+
+def _cut(trunk: OnnxTrunk):
+    """The ONNX graph of ``trunk.model`` from its image input up to ``trunk.output``."""
+    import onnx
+    from onnx.utils import Extractor
+
+    from engines.registry import resolve
+
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(resolve(trunk.model))))  # the extractor needs every tensor's type
+    weights = {t.name for t in graph.graph.initializer}
+    image = next(i.name for i in graph.graph.input if i.name not in weights)  # old opsets list weights as inputs too
+    return Extractor(graph).extract_model([image], [trunk.output])
+
+
+class TrunkClassifier(nn.Module):
+    """A trunk, then global average pooling, dropout and a linear classifier, with timm's
+    interface (``get_classifier``, ``forward_features``; ``num_classes=0``: pooled features)."""
+
+    def __init__(self, name: str, num_classes: int = 1, pretrained: bool = True, drop_rate: float = 0.0, in_chans: int = 3):
+        super().__init__()
+        from onnx2torch import convert
+
+        if in_chans != 3:
+            raise ValueError(f"backbone {name}: a face-detector trunk takes the 3 colours only, not {in_chans} channels")
+        self.trunk = convert(_cut(TRUNKS[name]))
+        if not pretrained:  # the same network from scratch: to tell what the face detector's weights bring
+            for module in self.trunk.modules():
+                if module is not self.trunk and hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        self.trunk.eval()
+        with torch.no_grad():
+            self.num_features = int(self.trunk(torch.zeros(1, 3, 64, 64)).shape[1])
+        self.trunk.train()
+        self.drop = nn.Dropout(drop_rate)
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.drop(self.forward_features(x).mean(dim=(2, 3))))
+
+
+def create(name: str, num_classes: int = 1, pretrained: bool = False, drop_rate: float = 0.0, in_chans: int = 3) -> nn.Module:
+    """The backbone called ``name``: a face-detector trunk (``TRUNKS``) or any timm model."""
+    if name in TRUNKS:
+        return TrunkClassifier(name, num_classes=num_classes, pretrained=pretrained, drop_rate=drop_rate, in_chans=in_chans)
+    import timm
+
+    return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, drop_rate=drop_rate, in_chans=in_chans)
