@@ -26,11 +26,14 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-# The YuNet face detector is not ours to ship: copy it (sha256-checked) from the shared
-# folder into the user cache, or download it on a machine with internet.
+# The YuNet face detector (and UltraFace, whose trunk is the training's default backbone) are
+# not ours to ship: copy them (sha256-checked) from the shared folder into the user cache, or
+# download them on a machine with internet.
 models: venv
-	@if [ -d "$(SHARED)/models" ]; then $(BIN)/dfstream models fetch yunet --from $(SHARED)/models; \
-	else $(BIN)/dfstream models fetch yunet; fi
+	@for name in yunet ultraface-rfb320; do \
+		if [ -d "$(SHARED)/models" ]; then $(BIN)/dfstream models fetch $$name --from $(SHARED)/models; \
+		else $(BIN)/dfstream models fetch $$name; fi || exit 1; \
+	done
 
 demo: models
 	$(BIN)/dfstream run $(DEMO_SOURCES) -o 'out/demo/{stream}.mp4' --events out/demo/events.jsonl \

@@ -35,9 +35,11 @@ from pipeline.cli_common import one_line_error, user_errors, verbose_logging
               help="Cut and augment each real face and its blend alike, in the same batch (as the SBI paper), so the "
                    "blend is their only difference. The loss falls about twice as soon, but from scratch on "
                    "../shared it generalised worse to unseen videos (README); off: drawn independently.")
-@click.option("--backbone", default="mobilenetv3_small_100", show_default=True,
-              help="Any timm model name (efficientnet_b0, xception41, resnet18, resnext50_32x4d ...), or "
-                   "ultraface_rfb320: the trunk of the UltraFace face detector (registry model ultraface-rfb320).")
+@click.option("--backbone", default="auto", show_default=True,
+              help="ultraface_rfb320: the trunk of the UltraFace face detector, its graph read from the registry model "
+                   "ultraface-rfb320 (steadiest across seeds here, see the model card); or any timm model name "
+                   "(mobilenetv3_small_100, efficientnet_b0, xception41, resnet18, resnext50_32x4d ...); "
+                   "auto: ultraface_rfb320 when installed, else mobilenetv3_small_100.")
 @click.option("--stem", type=click.Choice(["rgb", "srm"]), default="rgb", show_default=True,
               help="srm: give the backbone fixed high-pass (SRM) residuals of each colour beside the colours.")
 @click.option("--pretrained", is_flag=True,

@@ -1,4 +1,4 @@
-"""Backbones cut from a pretrained face detector: what they compute, and that a detector on one trains, saves and exports."""
+"""Backbones cut from a pretrained face detector: what they compute, that a detector on one saves and exports, and `auto`."""
 from __future__ import annotations
 
 import numpy as np
@@ -80,3 +80,19 @@ def test_a_face_detector_trunk_refuses_the_high_pass_stem():
     shared(ULTRAFACE)
     with pytest.raises(ValueError, match="3 colours only"):
         build_model(dict(ARCHITECTURE, stem="srm"))
+
+
+def test_auto_is_the_face_detector_trunk_when_installed_and_mobilenet_with_a_warning_when_not(tmp_path, monkeypatch, caplog):
+    from engines.registry import ModelNotFoundError
+    from train.models.backbones import choose
+
+    shared(ULTRAFACE)
+    assert choose("auto") == "ultraface_rfb320"
+    assert choose("resnet18") == "resnet18"
+    monkeypatch.setenv("DFSTREAM_MODELS", str(tmp_path / "empty"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with caplog.at_level("WARNING"):
+        assert choose("auto") == "mobilenetv3_small_100"
+    assert "ultraface-rfb320" in caplog.text
+    with pytest.raises(ModelNotFoundError, match="dfstream models fetch ultraface-rfb320"):
+        choose("ultraface_rfb320")  # asked for by name: not installed is an error, not a fallback

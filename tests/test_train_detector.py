@@ -306,3 +306,35 @@ def test_sbi_landmarks_auto_uses_the_68_point_model_only_when_it_is_installed(tm
     assert "5-point polygon" in caplog.text and "pfld68" in caplog.text
     with pytest.raises(Exception, match="pfld68"):
         sbi_landmark_model("pfld68")  # asked for by name: not installed is an error, not a fallback
+
+
+def test_a_backbone_whose_model_file_is_missing_fails_at_once_with_how_to_fetch_it(tmp_path, monkeypatch):
+    from pipeline.cli_detector import train_detector_command
+
+    monkeypatch.setenv("DFSTREAM_MODELS", str(tmp_path / "empty"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    images = tmp_path / "real"
+    images.mkdir()
+    (images / "face.png").write_bytes(b"never read: the backbone is checked before any face caching")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(train_detector_command, ["--real", str(images), "--run-dir", str(run), "--no-progress",
+                                                         "--sbi-landmarks", "none", "--backbone", "ultraface_rfb320"])
+    assert result.exit_code != 0
+    assert "ultraface-rfb320" in result.output and "dfstream models fetch" in result.output
+    assert not run.exists() and not (tmp_path / "cache" / "dfstream" / "faces").exists()
+
+
+@needs_data
+def test_the_default_backbone_is_the_installed_face_detector_trunk_and_its_run_exports(tmp_path):
+    from engines.export import export_checkpoint
+    from pipeline.cli_detector import train_detector_command
+
+    images = _real_photos(tmp_path, "obama3.jpg", "train__biden__biden.jpg")
+    run = tmp_path / "run"
+    no_backbone = [a for i, a in enumerate(TINY) if a != "--backbone" and (i == 0 or TINY[i - 1] != "--backbone")]
+    result = CliRunner().invoke(train_detector_command, ["--real", str(images), "--run-dir", str(run), "--cache-dir",
+                                                         str(tmp_path / "cache"), "--no-progress", "--steps", "2",
+                                                         "--val-fraction", "0"] + no_backbone)
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["backbone"] == "ultraface_rfb320"  # what auto chose, recorded
+    export_checkpoint(run / "checkpoints" / "last.pt", tmp_path / "det.onnx")  # compared with torch inside

@@ -45,7 +45,7 @@ DEFAULTS = dict(
     sbi_landmarks="auto",  # landmark model for the self-blending masks: auto (pfld68 if installed), a name, or none
     sbi_curriculum=1020,  # steps over which the self-blends ease from twice as strong to normal (0: off); 1020: as measured
     sbi_pairs=False,  # a real face and its blend: cut and augmented alike, in the same batch (learns sooner, generalised worse here)
-    backbone="mobilenetv3_small_100",
+    backbone="auto",  # the UltraFace detector's trunk when installed (steadier across seeds, model card), else mobilenetv3_small_100
     stem="rgb",  # rgb, or srm: fixed high-pass residuals beside the colours (train.models.detector)
     pretrained=False,
     drop_rate=0.2,
@@ -176,6 +176,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
 
     from train.metrics import compute_metrics
     from train.models import build_model
+    from train.models.backbones import choose as choose_backbone
     from train.sbi import curriculum_strength
 
     cfg = dict(DEFAULTS)
@@ -188,6 +189,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
             if key in saved:
                 cfg[key] = saved[key]
     cfg["sbi_landmarks"] = sbi_landmark_model(cfg["sbi_landmarks"])  # before config.json: a run records what it used
+    cfg["backbone"] = choose_backbone(cfg["backbone"])
     run = common.RunDir.create(run_dir, cfg, resume=resume)
     threads = common.set_threads(cfg["threads"])
     common.seed_everything(int(cfg["seed"]))

@@ -10,11 +10,13 @@ the only pretrained start for a detector that this project can get here.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class OnnxTrunk:
@@ -74,6 +76,28 @@ class TrunkClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.drop(self.forward_features(x).mean(dim=(2, 3))))
+
+
+AUTO_TRUNK = "ultraface_rfb320"  # steadier across seeds than MobileNetV3-small here (engines/weights/MODEL_CARD.md)
+AUTO_FALLBACK = "mobilenetv3_small_100"
+
+
+def choose(name: str) -> str:
+    """The backbone a run will use.  ``auto``: the UltraFace trunk when its model file is installed,
+    else MobileNetV3-small, with a warning.  A trunk asked for by name must be installed: that fails
+    now, with how to fetch it, before minutes of face caching."""
+    from engines.registry import ModelNotFoundError, resolve
+
+    if name == "auto":
+        try:
+            resolve(TRUNKS[AUTO_TRUNK].model)
+        except ModelNotFoundError as exc:
+            log.warning("backbone auto falls back to %s: %s", AUTO_FALLBACK, exc)
+            return AUTO_FALLBACK
+        return AUTO_TRUNK
+    if name in TRUNKS:
+        resolve(TRUNKS[name].model)
+    return name
 
 
 def create(name: str, num_classes: int = 1, pretrained: bool = False, drop_rate: float = 0.0, in_chans: int = 3) -> nn.Module:
