@@ -90,6 +90,9 @@ def train_temporal(detector_checkpoint: str | Path, inputs: list[str], run_dir: 
     model = build_model(architecture)
     backbone_state = {k[len("backbone."):]: v for k, v in det["state_dict"].items() if k.startswith("backbone.")}
     missing, unexpected = model.backbone.load_state_dict(backbone_state, strict=False)
+    if missing:  # a backbone left partly at random would still train, and mean nothing
+        raise ValueError(f"{detector_checkpoint}: its backbone lacks {len(missing)} weights of {architecture['backbone']} "
+                         f"(first: {missing[0]})")
     log.info("backbone from %s (classifier dropped: %s)", detector_checkpoint, ", ".join(unexpected) or "-")
     params = list(model.lstm.parameters()) + list(model.head.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
