@@ -337,4 +337,5 @@ def test_the_default_backbone_is_the_installed_face_detector_trunk_and_its_run_e
                                                          "--val-fraction", "0"] + no_backbone)
     assert result.exit_code == 0, result.output
     assert json.loads((run / "config.json").read_text())["backbone"] == "ultraface_rfb320"  # what auto chose, recorded
+    assert "UltraFace RFB-320" in load_checkpoint(run / "checkpoints" / "last.pt")["metadata"]["architecture"]
     export_checkpoint(run / "checkpoints" / "last.pt", tmp_path / "det.onnx")  # compared with torch inside

@@ -90,9 +90,11 @@ def _weight_average(model, decay: float | None):
 
 
 def make_metadata(cfg: dict, metrics: dict | None = None, training: dict | None = None) -> ModelMetadata:
+    from train.models.backbones import describe as describe_backbone
+
     return common.p_fake_metadata(
         cfg["name"], cfg["input_size"], cfg["margin"],
-        f"timm {cfg['backbone']}{' on colours + SRM high-pass residuals' if cfg.get('stem') == 'srm' else ''} -> 1 logit "
+        f"{describe_backbone(cfg['backbone'])}{' on colours + SRM high-pass residuals' if cfg.get('stem') == 'srm' else ''} -> 1 logit "
         "-> sigmoid (train.models.detector.FrameDetector)", training, metrics)
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class OnnxTrunk:
     model: str  # registry name of the ONNX file (engines.registry): sha256-pinned, so `output` always names the same tensor
@@ -98,6 +99,11 @@ def choose(name: str) -> str:
     if name in TRUNKS:
         resolve(TRUNKS[name].model)
     return name
+
+
+def describe(name: str) -> str:
+    """What backbone ``name`` is, for a model's metadata."""
+    return TRUNKS[name].description if name in TRUNKS else f"timm {name}"
 
 
 def create(name: str, num_classes: int = 1, pretrained: bool = False, drop_rate: float = 0.0, in_chans: int = 3) -> nn.Module:
