@@ -26,14 +26,16 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-# The YuNet face detector (and UltraFace, whose trunk is the training's default backbone) are
-# not ours to ship: copy them (sha256-checked) from the shared folder into the user cache, or
-# download them on a machine with internet.
+# The YuNet face detector (and, for training, UltraFace, whose trunk is the default backbone, and
+# the PFLD landmarks that shape the self-blends) are not ours to ship: copy them (sha256-checked)
+# from the shared folder into the user cache, or download them on a machine with internet (PFLD
+# has no download: without the shared folder, training falls back to 5-point masks).
 models: venv
 	@for name in yunet ultraface-rfb320; do \
 		if [ -d "$(SHARED)/models" ]; then $(BIN)/dfstream models fetch $$name --from $(SHARED)/models; \
 		else $(BIN)/dfstream models fetch $$name; fi || exit 1; \
 	done
+	@if [ -d "$(SHARED)/models" ]; then $(BIN)/dfstream models fetch pfld68 --from $(SHARED)/models; fi
 
 demo: models
 	$(BIN)/dfstream run $(DEMO_SOURCES) -o 'out/demo/{stream}.mp4' --events out/demo/events.jsonl \
