@@ -224,6 +224,24 @@ def test_temporal_model_trains_on_video_sequences_and_scores_a_sequence(tmp_path
 
 
 @needs_data
+def test_temporal_training_refuses_a_detector_whose_backbone_weights_are_incomplete(tmp_path):
+    from train.detector import DEFAULTS, make_metadata
+    from train.models import build_model
+    from train.temporal import train_temporal
+
+    arch = {"family": "detector", "backbone": "mobilenetv3_small_050", "pretrained": False, "drop_rate": 0.0}
+    det = save_checkpoint(tmp_path / "det.pt", build_model(arch), arch, make_metadata(dict(DEFAULTS, input_size=48)))
+    checkpoint = torch.load(det, weights_only=True)
+    first_backbone_weight = next(k for k in checkpoint["state_dict"] if k.startswith("backbone."))
+    del checkpoint["state_dict"][first_backbone_weight]
+    torch.save(checkpoint, det)
+    with pytest.raises(ValueError, match="lacks 1 weights"):
+        train_temporal(det, [str(DATA / "real/liveportrait_driving_videos/d0.mp4")], tmp_path / "trun", seq_len=3,
+                       steps=1, batch_size=2, hidden=8, every_n_frames=10, max_frames=4, cache_dir=str(tmp_path / "cache"),
+                       threads=1, progress=False)
+
+
+@needs_data
 def test_init_from_warm_starts_weights_with_a_fresh_schedule(tmp_path):
     """--init-from: a new run that starts from another run's weights, at step 0, with its own optimiser and LR schedule."""
     from pipeline.cli_detector import train_detector_command
