@@ -27,6 +27,7 @@ setup(
         "pyzmq>=26",
         "msgpack>=1.0",
         "click>=8.1",
+        "pytorch-optimizer>=4.0",  # sharpness-aware minimisation (train --sam)
         "tqdm>=4.66",
         "scikit-learn>=1.4",
         "scikit-image>=0.22",

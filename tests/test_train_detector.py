@@ -207,6 +207,33 @@ def test_ema_keeps_a_moving_average_beside_unchanged_training_and_resume_carries
 
 
 @needs_data
+def test_sam_steps_take_the_gradient_uphill_and_resume_keeps_the_radius(tmp_path):
+    from pipeline.cli_detector import train_detector_command
+
+    images = _real_photos(tmp_path, "obama3.jpg", "train__obama__obama.jpg", "train__biden__biden.jpg", "test__alex_lacamoire1.jpg")
+    common = ["--real", str(images), "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--val-fraction", "0",
+              "--seed", "3"] + TINY
+
+    def train(name, *extra):
+        result = CliRunner().invoke(train_detector_command, common + ["--run-dir", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+        return load_checkpoint(tmp_path / name / "checkpoints" / "last.pt")
+
+    plain = train("plain", "--steps", "3")
+    sam = train("sam", "--steps", "3", "--sam", "0.05")
+    # the same seed, data and first gradients: only the uphill second pass can make the weights differ
+    assert not all(torch.equal(plain["state_dict"][k], sam["state_dict"][k]) for k in plain["state_dict"])
+    assert sam["optimizer"]["param_groups"][0]["rho"] == 0.05
+    assert sam["metadata"]["training"]["sam"] == 0.05
+    assert all(torch.isfinite(v).all() for v in sam["state_dict"].values() if v.is_floating_point())
+
+    resumed = train("sam", "--steps", "5", "--resume")  # the radius comes back from the run's config
+    assert resumed["step"] == 5 and resumed["optimizer"]["param_groups"][0]["rho"] == 0.05
+    wrong = CliRunner().invoke(train_detector_command, common + ["--run-dir", str(tmp_path / "bad"), "--sam", "0"])
+    assert wrong.exit_code != 0 and "--sam" in wrong.output
+
+
+@needs_data
 def test_temporal_model_trains_on_video_sequences_and_scores_a_sequence(tmp_path):
     from train.detector import DEFAULTS, make_metadata
     from train.models import build_model

@@ -57,6 +57,7 @@ DEFAULTS = dict(
     weight_decay=0.05,
     warmup=100,
     ema=None,  # decay of an exponential moving average of the weights (0.999 ...), kept in checkpoints/ema.pt; None: off
+    sam=None,  # sharpness-aware minimisation's radius rho (the SBI paper's 0.05); None: plain AdamW steps
     seed=0,
     threads=None,
     workers=1,
@@ -87,6 +88,35 @@ def _weight_average(model, decay: float | None):
     from timm.utils import ModelEmaV3
 
     return ModelEmaV3(model, decay=float(decay), use_warmup=True)
+
+
+def _optimizer(model, cfg: dict):
+    """AdamW; with ``sam`` wrapped in sharpness-aware minimisation (pytorch-optimizer's SAM), as the
+    SBI paper trains: each step takes the gradient at weights nudged uphill by ``rho`` and applies it
+    at the original weights, which favours flat minima that generalise better (and costs two passes)."""
+    import torch
+
+    options = dict(lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+    if cfg.get("sam") is None:
+        return torch.optim.AdamW(model.parameters(), **options)
+    if not float(cfg["sam"]) > 0:
+        raise ValueError(f"--sam {cfg['sam']}: the radius must be positive (0.05 is usual)")
+    from pytorch_optimizer import SAM
+
+    return SAM(model.parameters(), torch.optim.AdamW, rho=float(cfg["sam"]), **options)
+
+
+def _uphill_pass(model, x, y):
+    """SAM's second pass, at the perturbed weights: it only measures, so BatchNorm's running
+    statistics keep learning from the real weights alone."""
+    from pytorch_optimizer import disable_running_stats, enable_running_stats
+    from torch.nn import functional as F
+
+    disable_running_stats(model)
+    loss = F.binary_cross_entropy_with_logits(model.logits(x), y)
+    loss.backward()
+    enable_running_stats(model)
+    return loss
 
 
 def make_metadata(cfg: dict, metrics: dict | None = None, training: dict | None = None) -> ModelMetadata:
@@ -187,7 +217,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     if resume and (run_dir / "config.json").is_file():
         saved = json.loads((run_dir / "config.json").read_text())
         for key in ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi",
-                    "sbi_landmarks", "sbi_curriculum", "ema"):
+                    "sbi_landmarks", "sbi_curriculum", "ema", "sam"):
             if key in saved:
                 cfg[key] = saved[key]
     cfg["sbi_landmarks"] = sbi_landmark_model(cfg["sbi_landmarks"])  # before config.json: a run records what it used
@@ -241,7 +271,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         torch.nn.init.zeros_(head.weight)
         torch.nn.init.zeros_(head.bias)
     metadata = make_metadata(cfg)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+    optimizer = _optimizer(model, cfg)
+    sharpness_aware = cfg.get("sam") is not None
     total = int(cfg["steps"])
     warmup = min(int(cfg["warmup"]), max(1, total // 10))
 
@@ -291,6 +322,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         "stem": cfg["stem"],
         "pretrained": bool(cfg["pretrained"]),
         "ema": cfg["ema"],
+        "sam": cfg["sam"],
     }
     if cfg["init_from"]:
         training_info["init_from"] = str(cfg["init_from"])
@@ -326,7 +358,10 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
             loss = F.binary_cross_entropy_with_logits(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            if sharpness_aware:
+                optimizer.step(lambda: _uphill_pass(model, x, y))
+            else:
+                optimizer.step()
             scheduler.step()
             step += 1
             if ema is not None:
