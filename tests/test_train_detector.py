@@ -178,25 +178,29 @@ def test_the_same_seed_trains_the_same_weights(tmp_path):
 
 
 def _short_runs(tmp_path):
-    """``run(name, *options)``: a short seeded training run on four real photos in ``tmp_path/name``."""
+    """``run(name, *options)``: a short seeded training run on four real photos in ``tmp_path/name``; returns its
+    checkpoints folder (``succeed=False``: the CLI result of a run expected to fail)."""
     from pipeline.cli_detector import train_detector_command
 
     images = _real_photos(tmp_path, "obama3.jpg", "train__obama__obama.jpg", "train__biden__biden.jpg", "test__alex_lacamoire1.jpg")
     common = ["--real", str(images), "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--val-fraction", "0",
               "--seed", "3"] + TINY
-    return lambda name, *options: CliRunner().invoke(train_detector_command, common + ["--run-dir", str(tmp_path / name), *options])
 
+    def run(name, *options, succeed=True):
+        result = CliRunner().invoke(train_detector_command, common + ["--run-dir", str(tmp_path / name), *options])
+        if not succeed:
+            return result
+        assert result.exit_code == 0, result.output
+        return tmp_path / name / "checkpoints"
 
-def _checkpoints(result, folder: Path) -> Path:
-    assert result.exit_code == 0, result.output
-    return folder / "checkpoints"
+    return run
 
 
 @needs_data
 def test_ema_keeps_a_moving_average_beside_unchanged_training_and_resume_carries_it(tmp_path):
     run = _short_runs(tmp_path)
-    plain = load_checkpoint(_checkpoints(run("plain", "--steps", "4"), tmp_path / "plain") / "last.pt")["state_dict"]
-    folder = _checkpoints(run("ema", "--steps", "4", "--ema", "0.5"), tmp_path / "ema")
+    plain = load_checkpoint(run("plain", "--steps", "4") / "last.pt")["state_dict"]
+    folder = run("ema", "--steps", "4", "--ema", "0.5")
     trained, averaged = load_checkpoint(folder / "last.pt"), load_checkpoint(folder / "ema.pt")
     # the average only watches: the trained weights are those of the same seed without it
     assert all(torch.equal(plain[k], trained["state_dict"][k]) for k in plain)
@@ -205,17 +209,17 @@ def test_ema_keeps_a_moving_average_beside_unchanged_training_and_resume_carries
     assert any(not torch.equal(averaged["state_dict"][k], plain[k]) for k in weights)
     assert set(trained["extra_state"]["ema"]) == {f"module.{k}" for k in plain}
 
-    folder = _checkpoints(run("ema", "--steps", "6", "--ema", "0.5", "--resume"), tmp_path / "ema")
+    folder = run("ema", "--steps", "6", "--ema", "0.5", "--resume")
     assert load_checkpoint(folder / "ema.pt")["step"] == 6
-    wrong = run("bad", "--ema", "1.5")
+    wrong = run("bad", "--ema", "1.5", succeed=False)
     assert wrong.exit_code != 0 and "--ema" in wrong.output and "1.5" in wrong.output
 
 
 @needs_data
 def test_sam_steps_take_the_gradient_uphill_and_resume_keeps_the_radius(tmp_path):
     run = _short_runs(tmp_path)
-    plain = load_checkpoint(_checkpoints(run("plain", "--steps", "3"), tmp_path / "plain") / "last.pt")
-    sam = load_checkpoint(_checkpoints(run("sam", "--steps", "3", "--sam", "0.05"), tmp_path / "sam") / "last.pt")
+    plain = load_checkpoint(run("plain", "--steps", "3") / "last.pt")
+    sam = load_checkpoint(run("sam", "--steps", "3", "--sam", "0.05") / "last.pt")
     # the same seed, data and first gradients: only the uphill second pass can make the weights differ
     assert not all(torch.equal(plain["state_dict"][k], sam["state_dict"][k]) for k in plain["state_dict"])
     assert sam["optimizer"]["param_groups"][0]["rho"] == 0.05
@@ -223,9 +227,9 @@ def test_sam_steps_take_the_gradient_uphill_and_resume_keeps_the_radius(tmp_path
     assert all(torch.isfinite(v).all() for v in sam["state_dict"].values() if v.is_floating_point())
 
     # the radius comes back from the run's config
-    resumed = load_checkpoint(_checkpoints(run("sam", "--steps", "5", "--resume"), tmp_path / "sam") / "last.pt")
+    resumed = load_checkpoint(run("sam", "--steps", "5", "--resume") / "last.pt")
     assert resumed["step"] == 5 and resumed["optimizer"]["param_groups"][0]["rho"] == 0.05
-    wrong = run("bad", "--sam", "0")
+    wrong = run("bad", "--sam", "0", succeed=False)
     assert wrong.exit_code != 0 and "--sam" in wrong.output
 
 
