@@ -121,3 +121,35 @@ def test_the_curriculum_eases_the_blends_to_the_plain_ones_for_training_only():
         plain = dataset[blend][0]
         dataset.blend_strength = 2.0
         assert np.array_equal(plain, dataset[blend][0]) != differs  # validation blends stay plain
+
+
+def test_inside_blends_keep_their_soft_edge_within_the_face_contour():
+    img, points = _dense_face()
+    from engines.landmarks import five_from_dense
+
+    hull = np.zeros(img.shape[:2], np.uint8)
+    cv2.fillConvexPoly(hull, np.round(cv2.convexHull(points.astype(np.float32))).astype(np.int32), 1)
+    # the hull's vertices are jittered by 1.5 % of the face size (under 2 px here): allow 4 sigma
+    near = cv2.dilate(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (17, 17))).astype(bool)
+    plain_outside = 0
+    for seed in range(20):
+        mask = face_mask(img.shape, five_from_dense(points), np.random.default_rng(seed), dense=points, inside=True)
+        assert mask.max() > 0.99, "an inside mask must still blend something"
+        assert not (mask[~near] > 0).any(), f"seed {seed}: the inside mask crossed the face contour"
+        plain = face_mask(img.shape, five_from_dense(points), np.random.default_rng(seed), dense=points)
+        plain_outside += bool((plain[~near] > 0).any())
+    assert plain_outside >= 10  # the plain masks do cross it: the option changes something
+
+
+def test_the_dataset_passes_inside_to_its_blends_and_leaves_the_real_faces_alone():
+    from train.datasets import FaceDataset
+
+    img, points = _dense_face()
+    from engines.landmarks import five_from_dense
+
+    cached = {"crops": img[None], "landmarks": five_from_dense(points)[None].astype(np.float32),
+              "labels": np.zeros(1, np.int64), "dense": points[None].astype(np.float32)}
+    plain, inside = (FaceDataset(cached, (96, 96), 1.4, train=False, inside=flag) for flag in (False, True))
+    real, blend = 0, 1  # (face 0, kind 0), then its self-blend (face 0, kind 2)
+    assert np.array_equal(plain[real][0], inside[real][0])
+    assert not np.array_equal(plain[blend][0], inside[blend][0])

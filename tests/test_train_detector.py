@@ -338,6 +338,20 @@ def test_sbi_landmarks_option_trains_with_dense_masks_and_records_it(tmp_path):
     assert unknown.exit_code != 0 and "nope" in unknown.output and not (tmp_path / "run2").exists()
 
 
+
+@needs_data
+def test_sbi_inside_is_recorded_in_the_run_and_the_model(tmp_path):
+    from pipeline.cli_detector import train_detector_command
+
+    images = _real_photos(tmp_path, "obama3.jpg", "train__biden__biden.jpg")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(train_detector_command, ["--real", str(images), "--run-dir", str(run), "--cache-dir",
+                                                         str(tmp_path / "cache"), "--no-progress", "--sbi-inside",
+                                                         "--steps", "2"] + TINY)
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["sbi_inside"] is True
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["metadata"]["training"]["sbi_inside"] is True
+
 def test_sbi_landmarks_auto_uses_the_68_point_model_only_when_it_is_installed(tmp_path, monkeypatch, caplog):
     from train.detector import sbi_landmark_model
 

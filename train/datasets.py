@@ -280,12 +280,14 @@ class FaceDataset:
     difference the network sees between them -- as in the SBI paper, whose batches hold
     each frame beside its blend.  Set :attr:`epoch` before each epoch for fresh draws.
 
+    ``inside``: every blend's soft edge stays inside the face hull (:func:`train.sbi.face_mask`).
+
     :attr:`blend_strength` (training): :func:`train.sbi.self_blend`'s ``strength`` for this
     epoch's blends; the trainer raises it early on (:func:`train.sbi.curriculum_strength`).
     """
 
     def __init__(self, cached: dict, size: tuple[int, int], margin: float, sbi: bool = True, train: bool = True, seed: int = 0,
-                 pairs: bool = False):
+                 pairs: bool = False, inside: bool = False):
         self.c = cached
         self.size = tuple(size)
         self.margin = margin
@@ -293,6 +295,7 @@ class FaceDataset:
         self.train = train
         self.seed = seed
         self.pairs = pairs and sbi
+        self.inside = inside
         self.epoch = 0
         self.blend_strength = 1.0
         real = np.nonzero(cached["labels"] == 0)[0]
@@ -336,7 +339,7 @@ class FaceDataset:
         if kind == 2:
             dense = self.c["dense"][face] if "dense" in self.c else None
             wide = self_blend(wide, lm, blend_rng, dense=dense if dense is not None and np.isfinite(dense).all() else None,
-                              strength=self.blend_strength if self.train else 1.0)
+                              strength=self.blend_strength if self.train else 1.0, inside=self.inside)
         if view_key is None:
             return model_crop(wide, lm, self.size, self.margin), (0 if kind == 0 else 1)
         # a fresh generator from the same key: both members of a pair draw the same view

@@ -44,6 +44,7 @@ DEFAULTS = dict(
     sbi=True,
     sbi_landmarks="auto",  # landmark model for the self-blending masks: auto (pfld68 if installed), a name, or none
     sbi_curriculum=1020,  # steps over which the self-blends ease from twice as strong to normal (0: off); 1020: as measured
+    sbi_inside=False,  # self-blend seams kept inside the face hull (none across the contour into hair or background)
     sbi_pairs=False,  # a real face and its blend: cut and augmented alike, in the same batch (learns sooner, generalised worse here)
     backbone="auto",  # the UltraFace detector's trunk when installed (steadier across seeds, model card), else mobilenetv3_small_100
     stem="rgb",  # rgb, or srm: fixed high-pass residuals beside the colours (train.models.detector)
@@ -217,7 +218,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     if resume and (run_dir / "config.json").is_file():
         saved = json.loads((run_dir / "config.json").read_text())
         for key in ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi",
-                    "sbi_landmarks", "sbi_curriculum", "ema", "sam"):
+                    "sbi_landmarks", "sbi_curriculum", "sbi_inside", "ema", "sam"):
             if key in saved:
                 cfg[key] = saved[key]
     cfg["sbi_landmarks"] = sbi_landmark_model(cfg["sbi_landmarks"])  # before config.json: a run records what it used
@@ -251,12 +252,13 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         raise ValueError("no faces found in the training media")
     size = (int(cfg["input_size"]), int(cfg["input_size"]))
     train_set = FaceDataset(train_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=True, seed=int(cfg["seed"]),
-                            pairs=bool(cfg["sbi_pairs"]))
+                            pairs=bool(cfg["sbi_pairs"]), inside=bool(cfg["sbi_inside"]))
     val_set = None
     if val_recs:
         val_cache = load_cached(val_recs)
         if len(val_cache["labels"]):
-            val_set = FaceDataset(val_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=False, seed=int(cfg["seed"]))
+            val_set = FaceDataset(val_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=False, seed=int(cfg["seed"]),
+                                  inside=bool(cfg["sbi_inside"]))
             if len(val_set) > cfg["val_max"]:
                 keep = np.random.default_rng(cfg["seed"]).choice(len(val_set), int(cfg["val_max"]), replace=False)
                 val_set.index = [val_set.index[i] for i in sorted(keep)]
@@ -317,6 +319,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         "sbi_landmarks": cfg["sbi_landmarks"] or "none (5-point polygon)",
         "sbi_pairs": bool(cfg["sbi"] and cfg["sbi_pairs"]),
         "sbi_curriculum_steps": int(cfg["sbi_curriculum"]) if cfg["sbi"] else 0,
+        "sbi_inside": bool(cfg["sbi"] and cfg["sbi_inside"]),
         "seed": int(cfg["seed"]),
         "backbone": cfg["backbone"],
         "stem": cfg["stem"],

@@ -32,6 +32,8 @@ from engines.landmarks import BROWS, JAW, LEFT_EYE, MOUTH, NOSE, RIGHT_EYE
 BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
 CURRICULUM_START = 2.0  # the first blends' strength when a curriculum is asked for
 DENSE_HULLS = ("face", "extended", "inner", "lower", "parts")
+# inside the face's own contour: without the forehead hull, which reaches into hair and background
+INSIDE_HULLS = ("face", "inner", "lower", "parts")
 
 
 def face_polygon(landmarks: np.ndarray, scale: float = 1.0, chin: float = 1.0, brow: float = 1.0) -> np.ndarray:
@@ -85,12 +87,15 @@ def dense_polygons(points: np.ndarray, hull: str = "face") -> list[np.ndarray]:
 
 
 def face_mask(shape: tuple[int, int], landmarks: np.ndarray, rng: np.random.Generator | None = None,
-              dense: np.ndarray | None = None) -> np.ndarray:
+              dense: np.ndarray | None = None, inside: bool = False) -> np.ndarray:
     """Soft face-region mask in [0, 1] (float32, H x W), randomly deformed when ``rng`` is given.
-    ``dense``: 68 landmarks; the region is then one of their hulls (random with ``rng``, else the face)."""
+    ``dense``: 68 landmarks; the region is then one of their hulls (random with ``rng``, else the face).
+    ``inside`` (with ``rng``): the soft edge stays within the hull -- no forehead hull, the region
+    eroded by the blurs' reach -- so no seam crosses the face's contour into hair or background."""
     h, w = shape[:2]
     if dense is not None:
-        polys = dense_polygons(dense, str(rng.choice(DENSE_HULLS)) if rng is not None else "face")
+        hulls = INSIDE_HULLS if inside else DENSE_HULLS
+        polys = dense_polygons(dense, str(rng.choice(hulls)) if rng is not None else "face")
     elif rng is None:
         polys = [face_polygon(landmarks)]
     else:
@@ -105,6 +110,8 @@ def face_mask(shape: tuple[int, int], landmarks: np.ndarray, rng: np.random.Gene
     if rng is None:
         k = max(3, (int(0.05 * w) // 2) * 2 + 1)
         return cv2.GaussianBlur(mask, (k, k), 0)
+    if inside:
+        return _blurred_inside(mask, rng)
     # SBI-style deformation: erode or dilate, then blur with two random kernels
     r = int(rng.integers(0, max(2, w // 40)))
     if r:
@@ -116,6 +123,22 @@ def face_mask(shape: tuple[int, int], landmarks: np.ndarray, rng: np.random.Gene
         mask = cv2.GaussianBlur(mask, (k, k), 0)
         mask = np.clip(mask / max(mask.max(), 1e-6), 0, 1)
     return mask
+
+
+def _blurred_inside(region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The SBI deformation (erode, two random blurs) with the region first eroded by the blurs'
+    reach (two sigmas each, as OpenCV sizes a kernel's sigma), then cut to the region: the soft
+    edge ends inside it, at under 2 % of full strength.  Never an empty mask: a region too small
+    for the erosion is blurred from its own outline."""
+    w = region.shape[1]
+    kernels = [int(rng.integers(1, max(3, w // 12))) * 2 + 1 for _ in range(2)]
+    reach = int(rng.integers(0, max(2, w // 40))) + sum(round(2 * (0.3 * ((k - 1) * 0.5 - 1) + 0.8)) for k in kernels)
+    shrunk = cv2.erode(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
+    mask = shrunk if shrunk.any() else region
+    for k in kernels:
+        mask = cv2.GaussianBlur(mask, (k, k), 0)
+        mask = np.clip(mask / max(mask.max(), 1e-6), 0, 1)
+    return mask * region
 
 
 def _color_jitter(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
@@ -170,13 +193,15 @@ def curriculum_strength(step: int, steps: int, start: float = CURRICULUM_START) 
 
 
 def self_blend(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator | None = None,
-               return_mask: bool = False, dense: np.ndarray | None = None, strength: float = 1.0):
+               return_mask: bool = False, dense: np.ndarray | None = None, strength: float = 1.0,
+               inside: bool = False):
     """One self-blended fake from a real face image (uint8 BGR) and its 5 landmarks
     (and its 68 landmarks, ``dense``, when known: they shape the blend mask).
 
     ``strength`` > 1 makes an easier fake for the start of training: the colour change,
     shift and scale of the source are that many times as large and the blend ratio too
     (at most 1).  At 1 the random draws, and so the fakes, are those of the plain recipe.
+    ``inside``: keep the blend's soft edge within the face hull (:func:`face_mask`).
 
     The target is the image itself, unchanged: the output equals the input wherever
     the blend mask is 0.  Returns the fake (and the blend mask, H x W float32, if asked).
@@ -193,7 +218,7 @@ def self_blend(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generato
             break
     if source is image:
         source = _color_jitter(image, rng, strength)
-    mask = face_mask(image.shape, landmarks, rng, dense) * min(1.0, float(rng.choice(BLEND_RATIOS)) * strength)
+    mask = face_mask(image.shape, landmarks, rng, dense, inside=inside) * min(1.0, float(rng.choice(BLEND_RATIOS)) * strength)
     m = mask[..., None]
     fake = source.astype(np.float32) * m + image.astype(np.float32) * (1.0 - m)
     fake = np.clip(fake + 0.5, 0, 255).astype(np.uint8)
