@@ -30,6 +30,7 @@ setup(
         "pytorch-optimizer>=4.0",  # sharpness-aware minimisation (train --sam)
         "tqdm>=4.66",
         "scikit-learn>=1.4",
+        "scipy>=1.15",  # bootstrap confidence intervals of the ROC-AUC (eval); 1.15: bootstrap(rng=)
         "scikit-image>=0.22",
         "tensorboard>=2.16",
         "matplotlib>=3.8",

@@ -122,8 +122,12 @@ def train_ensemble_command(checkpoints, output, name):
 @click.option("--threads", type=int, default=None)
 @click.option("-o", "--output", default="eval.json", show_default=True, help="JSON file for the metrics and per-item scores.")
 @click.option("--plot", "plot_dir", default=None, help="Folder for ROC curve and score histogram PNGs.")
+@click.option("--ci-resamples", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="Bootstrap resamples for the ROC-AUCs' 95%% confidence intervals (frames resampled by whole "
+                   "videos); 0: none.")
 @click.option("-v", "--verbose", is_flag=True)
-def eval_command(inputs, model, engine, temporal, threshold, every_n_frames, max_frames, max_faces, video_agg, threads, output, plot_dir, verbose):
+def eval_command(inputs, model, engine, temporal, threshold, every_n_frames, max_frames, max_faces, video_agg, threads, output,
+                 plot_dir, ci_resamples, verbose):
     """Measure a detector on labelled images/videos: folders with real/ and fake/, or list files (path<TAB>label)."""
     verbose_logging(verbose)
     from train.evaluate import evaluate
@@ -131,7 +135,8 @@ def eval_command(inputs, model, engine, temporal, threshold, every_n_frames, max
     try:
         report = evaluate(list(inputs), model=model, engine=engine, temporal=temporal, threshold=threshold,
                           every_n_frames=every_n_frames, max_frames=max_frames, max_faces=max_faces,
-                          video_agg=video_agg, threads=threads, output=output, plot_dir=plot_dir)
+                          video_agg=video_agg, threads=threads, output=output, plot_dir=plot_dir,
+                          ci_resamples=ci_resamples)
     except user_errors() as exc:
         raise one_line_error(exc) from None
     click.echo(report["text"])

@@ -10,7 +10,7 @@ from sklearn.metrics import average_precision_score, f1_score, log_loss, roc_auc
 from tests.conftest import SHARED_DATA, needs_shared_data
 from train.common import save_checkpoint
 from train.datasets import read_list_file
-from train.metrics import compute_metrics, equal_error_rate
+from train.metrics import compute_metrics, equal_error_rate, rank_auc, roc_auc_interval
 
 DATA = SHARED_DATA
 needs_data = needs_shared_data
@@ -52,6 +52,40 @@ def test_ranking_metrics_are_none_with_one_class():
     assert m["roc_auc"] is None and m["eer"] is None and m["recall"] == pytest.approx(2 / 3)
 
 
+def test_rank_auc_is_sklearns_roc_auc_with_ties():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.normal(y * 0.5, 1.0), 1)  # rounded: many ties
+    assert rank_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_the_auc_interval_holds_the_auc_and_narrows_with_more_clips():
+    rng = np.random.default_rng(1)
+
+    def clips(n):
+        y = np.repeat([0, 1], n)
+        return y, rng.normal(y * 1.0, 1.0)
+
+    few, many = clips(8), clips(200)
+    low, high = roc_auc_interval(*few)
+    assert low <= roc_auc_score(*few) <= high
+    low_many, high_many = roc_auc_interval(*many)
+    assert low_many <= roc_auc_score(*many) <= high_many
+    assert high_many - low_many < (high - low) / 2
+    assert roc_auc_interval([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == (1.0, 1.0)
+    assert roc_auc_interval([0, 1, 1], [0.1, 0.8, 0.9]) is None  # one real clip: nothing to resample
+
+
+def test_frames_resampled_by_video_give_a_wider_interval_than_frames_taken_as_independent():
+    rng = np.random.default_rng(2)
+    videos = np.repeat(np.arange(12), 30)  # 12 clips of 30 frames, each clip with its own offset
+    y = (videos % 2).astype(int)
+    s = rng.normal(0.5 * y + rng.normal(0, 1.0, 12)[videos], 0.2)
+    low, high = roc_auc_interval(y, s, groups=videos)
+    naive_low, naive_high = roc_auc_interval(y, s)
+    assert high - low > 2 * (naive_high - naive_low)
+
+
 def test_list_file_reads_relative_paths_and_labels(tmp_path):
     (tmp_path / "a.mp4").write_bytes(b"")
     (tmp_path / "list.txt").write_text("# comment\na.mp4\treal\n/abs/b.mp4\tfake\nc.jpg 1\n")
@@ -82,7 +116,9 @@ def test_eval_command_writes_json_metrics_and_plots(tmp_path):
     scores = [f["video_score"] for f in report["files"]]
     labels = [f["label"] for f in report["files"]]
     assert report["video_level"]["roc_auc"] == pytest.approx(roc_auc_score(labels, scores))
-    assert "roc_auc=" in result.output and "threshold" in result.output
+    low, high = report["video_level"]["roc_auc_ci"]
+    assert low <= report["video_level"]["roc_auc"] <= high and report["video_level"]["ci_level"] == 0.95
+    assert "roc_auc=" in result.output and "threshold" in result.output and "95% CI" in result.output
     assert (tmp_path / "plots" / "roc.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "hist_video.png").is_file()
 
