@@ -33,6 +33,8 @@ from train.metrics import compute_metrics, format_metrics, roc_auc_interval
 
 log = logging.getLogger(__name__)
 
+CI_LEVEL = 0.95  # of the ROC-AUC confidence intervals
+
 
 def load_detector(model: str, engine: str = "auto", threads: int | None = None):
     from engines.loader import load_engine
@@ -165,8 +167,8 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
     video_m = compute_metrics(video_y, video_s, thr)
     if ci_resamples:
         for m, groups, y, s in ((frame_m, frame_video, frame_y, frame_s), (video_m, None, video_y, video_s)):
-            m["ci_level"], m["ci_resamples"] = 0.95, int(ci_resamples)
-            m["roc_auc_ci"] = roc_auc_interval(y, s, groups=groups, resamples=ci_resamples)
+            m["ci_level"], m["ci_resamples"] = CI_LEVEL, int(ci_resamples)
+            m["roc_auc_ci"] = roc_auc_interval(y, s, groups=groups, confidence=CI_LEVEL, resamples=ci_resamples)
     how = "temporal model (CNN+LSTM) over the largest face's crops" if temporal_model is not None else (
         "mean of frame scores" if video_agg == "mean" else "mean of the top quarter of frame scores")
     report = {
