@@ -38,6 +38,9 @@ from pipeline.cli_common import one_line_error, user_errors, verbose_logging
 @click.option("--sbi-inside/--no-sbi-inside", default=False, show_default=True,
               help="Keep each self-blend's soft edge inside the face's landmark hull (no forehead hull, the mask eroded "
                    "by its blur), so no seam crosses the face contour into hair or background, as in most face swaps.")
+@click.option("--smooth-augment/--no-smooth-augment", default=False, show_default=True,
+              help="Add edge-preserving smoothing (what camera denoising, beauty filters and low-bitrate codecs do to "
+                   "skin) to the augmentations of real and fake crops alike.")
 @click.option("--backbone", default="auto", show_default=True,
               help="ultraface_rfb320: the trunk of the UltraFace face detector, its graph read from the registry model "
                    "ultraface-rfb320 (steadiest across seeds here, see the model card); or any timm model name "

@@ -340,17 +340,40 @@ def test_sbi_landmarks_option_trains_with_dense_masks_and_records_it(tmp_path):
 
 
 @needs_data
-def test_sbi_inside_is_recorded_in_the_run_and_the_model(tmp_path):
+def test_sbi_inside_and_smooth_augment_are_recorded_in_the_run_and_the_model(tmp_path):
     from pipeline.cli_detector import train_detector_command
 
     images = _real_photos(tmp_path, "obama3.jpg", "train__biden__biden.jpg")
     run = tmp_path / "run"
     result = CliRunner().invoke(train_detector_command, ["--real", str(images), "--run-dir", str(run), "--cache-dir",
                                                          str(tmp_path / "cache"), "--no-progress", "--sbi-inside",
-                                                         "--steps", "2"] + TINY)
+                                                         "--smooth-augment", "--steps", "2"] + TINY)
     assert result.exit_code == 0, result.output
-    assert json.loads((run / "config.json").read_text())["sbi_inside"] is True
-    assert load_checkpoint(run / "checkpoints" / "last.pt")["metadata"]["training"]["sbi_inside"] is True
+    config = json.loads((run / "config.json").read_text())
+    assert config["sbi_inside"] is True and config["smooth_augment"] is True
+    training = load_checkpoint(run / "checkpoints" / "last.pt")["metadata"]["training"]
+    assert training["sbi_inside"] is True and training["smooth_augment"] is True
+
+
+def test_edge_preserving_smoothing_flattens_texture_and_keeps_edges():
+    from train.datasets import edge_preserving_smooth
+
+    rng = np.random.default_rng(0)
+    crop = np.full((64, 64, 3), 60, np.uint8)
+    crop[:, 32:] = 200  # a strong edge, like hair against a wall
+    textured = np.clip(crop + rng.normal(0, 6, crop.shape), 0, 255).astype(np.uint8)  # fine skin-like texture
+    out = edge_preserving_smooth(textured, np.random.default_rng(1)).astype(np.float32)
+    assert out[:, 4:28].std() < textured[:, 4:28].astype(np.float32).std() / 2
+    assert out[:, 36:].mean() - out[:, :28].mean() > 0.9 * 140
+
+
+def test_the_dataset_smooths_only_when_asked():
+    from train.datasets import FaceDataset
+
+    plain, smooth = (FaceDataset(_noise_faces(4), (48, 48), 1.4, sbi=True, train=True, seed=3, smooth=flag)
+                     for flag in (False, True))
+    differs = [not np.array_equal(plain[i][0], smooth[i][0]) for i in range(len(plain))]
+    assert any(differs)
 
 def test_sbi_landmarks_auto_uses_the_68_point_model_only_when_it_is_installed(tmp_path, monkeypatch, caplog):
     from train.detector import sbi_landmark_model

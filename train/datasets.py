@@ -238,8 +238,17 @@ def model_crop(wide: np.ndarray, landmarks: np.ndarray, size: tuple[int, int], m
     return cv2.warpAffine(wide, m, (size[1], size[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
 
 
-def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Label-independent augmentation: flip, blur, noise, JPEG (video codecs), colour."""
+def edge_preserving_smooth(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A bilateral filter of random strength: flat regions lose their fine texture, edges stay."""
+    return cv2.bilateralFilter(np.ascontiguousarray(crop), 5, rng.uniform(20, 60), rng.uniform(2, 5))
+
+
+def augment(crop: np.ndarray, rng: np.random.Generator, smooth: bool = False) -> np.ndarray:
+    """Label-independent augmentation: flip, blur, noise, JPEG (video codecs), colour.
+
+    ``smooth``: also, on a third of the crops, an edge-preserving (bilateral) filter -- the
+    flat skin, sharp hair and contours that camera denoising, beauty filters and low-bitrate
+    codecs leave -- so that a face smoother than its surroundings is not by itself "fake"."""
     x = crop
     if rng.random() < 0.5:
         x = x[:, ::-1]
@@ -251,6 +260,8 @@ def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         h, w = x.shape[:2]
         f = rng.uniform(0.5, 0.85)
         x = cv2.resize(cv2.resize(x, (int(w * f), int(h * f)), interpolation=cv2.INTER_AREA), (w, h))
+    if smooth and rng.random() < 1 / 3:  # drawn only when asked: the plain recipe's draws stay as they were
+        x = edge_preserving_smooth(x, rng)
     if rng.random() < 0.6:
         ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(x), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 96))])
         x = cv2.imdecode(buf, cv2.IMREAD_COLOR)
@@ -281,13 +292,14 @@ class FaceDataset:
     each frame beside its blend.  Set :attr:`epoch` before each epoch for fresh draws.
 
     ``inside``: every blend's soft edge stays inside the face hull (:func:`train.sbi.face_mask`).
+    ``smooth``: :func:`augment` also applies edge-preserving smoothing, to real and fake alike.
 
     :attr:`blend_strength` (training): :func:`train.sbi.self_blend`'s ``strength`` for this
     epoch's blends; the trainer raises it early on (:func:`train.sbi.curriculum_strength`).
     """
 
     def __init__(self, cached: dict, size: tuple[int, int], margin: float, sbi: bool = True, train: bool = True, seed: int = 0,
-                 pairs: bool = False, inside: bool = False):
+                 pairs: bool = False, inside: bool = False, smooth: bool = False):
         self.c = cached
         self.size = tuple(size)
         self.margin = margin
@@ -296,6 +308,7 @@ class FaceDataset:
         self.seed = seed
         self.pairs = pairs and sbi
         self.inside = inside
+        self.smooth = smooth
         self.epoch = 0
         self.blend_strength = 1.0
         real = np.nonzero(cached["labels"] == 0)[0]
@@ -344,7 +357,7 @@ class FaceDataset:
             return model_crop(wide, lm, self.size, self.margin), (0 if kind == 0 else 1)
         # a fresh generator from the same key: both members of a pair draw the same view
         crop = model_crop(wide, lm, self.size, self.margin, np.random.default_rng(view_key))
-        crop = augment(crop, np.random.default_rng(view_key + [2]))
+        crop = augment(crop, np.random.default_rng(view_key + [2]), smooth=self.smooth)
         return crop, (0 if kind == 0 else 1)
 
 

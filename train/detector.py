@@ -45,6 +45,7 @@ DEFAULTS = dict(
     sbi_landmarks="auto",  # landmark model for the self-blending masks: auto (pfld68 if installed), a name, or none
     sbi_curriculum=1020,  # steps over which the self-blends ease from twice as strong to normal (0: off); 1020: as measured
     sbi_inside=False,  # self-blend seams kept inside the face hull (none across the contour into hair or background)
+    smooth_augment=False,  # edge-preserving smoothing (denoisers, beauty filters, codecs) among the augmentations
     sbi_pairs=False,  # a real face and its blend: cut and augmented alike, in the same batch (learns sooner, generalised worse here)
     backbone="auto",  # the UltraFace detector's trunk when installed (steadier across seeds, model card), else mobilenetv3_small_100
     stem="rgb",  # rgb, or srm: fixed high-pass residuals beside the colours (train.models.detector)
@@ -218,7 +219,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     if resume and (run_dir / "config.json").is_file():
         saved = json.loads((run_dir / "config.json").read_text())
         for key in ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi",
-                    "sbi_landmarks", "sbi_curriculum", "sbi_inside", "ema", "sam"):
+                    "sbi_landmarks", "sbi_curriculum", "sbi_inside", "smooth_augment", "ema", "sam"):
             if key in saved:
                 cfg[key] = saved[key]
     cfg["sbi_landmarks"] = sbi_landmark_model(cfg["sbi_landmarks"])  # before config.json: a run records what it used
@@ -252,7 +253,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         raise ValueError("no faces found in the training media")
     size = (int(cfg["input_size"]), int(cfg["input_size"]))
     train_set = FaceDataset(train_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=True, seed=int(cfg["seed"]),
-                            pairs=bool(cfg["sbi_pairs"]), inside=bool(cfg["sbi_inside"]))
+                            pairs=bool(cfg["sbi_pairs"]), inside=bool(cfg["sbi_inside"]),
+                            smooth=bool(cfg["smooth_augment"]))
     val_set = None
     if val_recs:
         val_cache = load_cached(val_recs)
@@ -320,6 +322,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         "sbi_pairs": bool(cfg["sbi"] and cfg["sbi_pairs"]),
         "sbi_curriculum_steps": int(cfg["sbi_curriculum"]) if cfg["sbi"] else 0,
         "sbi_inside": bool(cfg["sbi"] and cfg["sbi_inside"]),
+        "smooth_augment": bool(cfg["smooth_augment"]),
         "seed": int(cfg["seed"]),
         "backbone": cfg["backbone"],
         "stem": cfg["stem"],
