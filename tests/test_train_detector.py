@@ -338,7 +338,6 @@ def test_sbi_landmarks_option_trains_with_dense_masks_and_records_it(tmp_path):
     assert unknown.exit_code != 0 and "nope" in unknown.output and not (tmp_path / "run2").exists()
 
 
-
 @needs_data
 def test_sbi_inside_and_smooth_augment_are_recorded_in_the_run_and_the_model(tmp_path):
     from pipeline.cli_detector import train_detector_command
@@ -374,6 +373,7 @@ def test_the_dataset_smooths_only_when_asked():
                      for flag in (False, True))
     differs = [not np.array_equal(plain[i][0], smooth[i][0]) for i in range(len(plain))]
     assert any(differs)
+
 
 def test_sbi_landmarks_auto_uses_the_68_point_model_only_when_it_is_installed(tmp_path, monkeypatch, caplog):
     from train.detector import sbi_landmark_model

@@ -118,8 +118,17 @@ def face_mask(shape: tuple[int, int], landmarks: np.ndarray, rng: np.random.Gene
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
         changed = cv2.erode(mask, kernel) if rng.random() < 0.5 else cv2.dilate(mask, kernel)
         mask = changed if changed.any() else mask  # a small part may erode away: the fake must differ
-    for _ in range(2):
-        k = int(rng.integers(1, max(3, w // 12))) * 2 + 1
+    return _soften(mask, _blur_kernels(w, rng))
+
+
+def _blur_kernels(width: int, rng: np.random.Generator) -> list[int]:
+    """The two random Gaussian kernel sizes that soften a blend mask's edge."""
+    return [int(rng.integers(1, max(3, width // 12))) * 2 + 1 for _ in range(2)]
+
+
+def _soften(mask: np.ndarray, kernels: list[int]) -> np.ndarray:
+    """Blur with each kernel in turn, rescaled so the mask's core stays at 1."""
+    for k in kernels:
         mask = cv2.GaussianBlur(mask, (k, k), 0)
         mask = np.clip(mask / max(mask.max(), 1e-6), 0, 1)
     return mask
@@ -131,14 +140,10 @@ def _blurred_inside(region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     edge ends inside it, at under 2 % of full strength.  Never an empty mask: a region too small
     for the erosion is blurred from its own outline."""
     w = region.shape[1]
-    kernels = [int(rng.integers(1, max(3, w // 12))) * 2 + 1 for _ in range(2)]
+    kernels = _blur_kernels(w, rng)
     reach = int(rng.integers(0, max(2, w // 40))) + sum(round(2 * (0.3 * ((k - 1) * 0.5 - 1) + 0.8)) for k in kernels)
     shrunk = cv2.erode(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
-    mask = shrunk if shrunk.any() else region
-    for k in kernels:
-        mask = cv2.GaussianBlur(mask, (k, k), 0)
-        mask = np.clip(mask / max(mask.max(), 1e-6), 0, 1)
-    return mask * region
+    return _soften(shrunk if shrunk.any() else region, kernels) * region
 
 
 def _color_jitter(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
