@@ -422,3 +422,111 @@ def test_the_default_backbone_is_the_installed_face_detector_trunk_and_its_run_e
     assert json.loads((run / "config.json").read_text())["backbone"] == "ultraface_rfb320"  # what auto chose, recorded
     assert "UltraFace RFB-320" in load_checkpoint(run / "checkpoints" / "last.pt")["metadata"]["architecture"]
     export_checkpoint(run / "checkpoints" / "last.pt", tmp_path / "det.onnx")  # compared with torch inside
+
+
+def test_augment_reports_whether_it_mirrored_the_crop():
+    from train.datasets import augment
+
+    crop = np.zeros((48, 48, 3), np.uint8)
+    crop[:, 24:] = 255  # dark left, bright right: a mirror swaps them, no other augmentation does
+    seen = set()
+    for seed in range(16):
+        out, flipped = augment(crop, np.random.default_rng(seed), return_flip=True)
+        left_darker = out[:, :20].mean() < out[:, 28:].mean()
+        assert left_darker != flipped
+        seen.add(flipped)
+    assert seen == {False, True}
+
+
+def test_blend_maps_are_zero_for_real_faces_and_lie_where_the_blend_changed_the_crop():
+    from train.datasets import FaceDataset
+
+    # pairs: a real face and its blend are cut, mirrored and JPEG-coded alike, so they differ only where the blend is
+    ds = FaceDataset(_noise_faces(6), (64, 64), 1.4, sbi=True, train=True, seed=2, pairs=True, blend_map=True)
+    twins = {}
+    for i, (face, kind) in enumerate(ds.index):
+        twins.setdefault(face, {})[kind] = ds[i]
+    hits, changed, marked = 0, 0, 0
+    for face, samples in twins.items():
+        real_crop, real_label, real_map = samples[0]
+        blend_crop, blend_label, blend_map = samples[2]
+        assert (real_label, blend_label) == (0, 1)
+        assert real_map.shape == (64, 64) and not real_map.any()
+        assert blend_map.max() > 0.5 and blend_map.min() >= 0 and blend_map.max() <= 1
+        differs = np.abs(blend_crop.astype(int) - real_crop.astype(int)).max(axis=2) > 8
+        boundary = blend_map > 0.3
+        hits += int((differs & boundary).sum())
+        changed += int(differs.sum())
+        marked += int(boundary.sum())
+    assert hits > 0.6 * marked  # where the map says "two images mix", the crop did change
+    assert marked < changed  # the boundary is a band inside what changed, not all of it
+
+
+def test_the_blend_map_head_learns_on_a_fixed_batch_and_stays_out_of_the_forward_pass():
+    from train.datasets import FaceDataset, to_tensor
+    from train.detector import DEFAULTS, _blend_map_loss, _collate, make_metadata
+    from train.models import build_model
+
+    torch.manual_seed(0)
+    ds = FaceDataset(_noise_faces(8), (64, 64), 1.4, sbi=True, train=False, blend_map=True)
+    crops, labels, maps = _collate([ds[i] for i in range(len(ds))])
+    x = to_tensor(crops, make_metadata(dict(DEFAULTS, input_size=64)))
+    model = build_model({"family": "detector", "backbone": "mobilenetv3_small_050", "drop_rate": 0.0, "blend_map": True})
+    logits, map_logits = model.logits_and_map(x)
+    assert logits.shape == (16,) and map_logits.shape == (16, 2, 2)  # stride 32
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    losses = []
+    for _ in range(12):
+        loss = _blend_map_loss(model.logits_and_map(x)[1], torch.from_numpy(maps))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x), torch.sigmoid(model.logits_and_map(x)[0]))
+    plain = build_model({"family": "detector", "backbone": "mobilenetv3_small_050", "drop_rate": 0.0})
+    with pytest.raises(RuntimeError, match="blend-map head"):
+        plain.logits_and_map(x)
+
+
+def test_a_labelled_fake_has_no_blend_map_and_adds_no_map_loss():
+    from train.detector import _blend_map_loss
+
+    target = torch.zeros(2, 64, 64)
+    target[1] = float("nan")  # a labelled fake: where its generator blended is unknown
+    map_logits = torch.zeros(2, 2, 2, requires_grad=True)
+    loss = _blend_map_loss(map_logits, target)
+    loss.backward()
+    assert torch.isfinite(loss) and not map_logits.grad[1].any() and map_logits.grad[0].any()
+
+
+@needs_data
+def test_blend_map_training_is_recorded_and_exports_without_the_map_head(tmp_path):
+    import onnx
+
+    from pipeline.cli_detector import train_detector_command
+    from pipeline.cli_engines import export_command
+
+    images = _real_photos(tmp_path, "obama3.jpg", "train__biden__biden.jpg")
+    run, cache = tmp_path / "run", str(tmp_path / "cache")
+    plain = CliRunner().invoke(train_detector_command, ["--real", str(images), "--run-dir", str(tmp_path / "plain"),
+                                                        "--cache-dir", cache, "--no-progress", "--steps", "2"] + TINY)
+    assert plain.exit_code == 0, plain.output
+    # a plain checkpoint may start a blend-map run: only the new head starts from scratch
+    result = CliRunner().invoke(train_detector_command, ["--real", str(images), "--run-dir", str(run), "--cache-dir", cache,
+                                                         "--no-progress", "--blend-map", "1", "--steps", "2",
+                                                         "--init-from", str(tmp_path / "plain/checkpoints/last.pt")] + TINY)
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["blend_map"] == 1.0
+    checkpoint = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert checkpoint["metadata"]["training"]["blend_map"] == 1.0 and "blend_head.weight" in checkpoint["state_dict"]
+    exported = tmp_path / "det.onnx"
+    out = CliRunner().invoke(export_command, [str(run / "checkpoints" / "last.pt"), "-o", str(exported)])
+    assert out.exit_code == 0, out.output
+    assert not [t.name for t in onnx.load(str(exported)).graph.initializer if "blend_head" in t.name]
+
+    no_sbi = CliRunner().invoke(train_detector_command, ["--real", str(images), "--run-dir", str(tmp_path / "r3"), "--cache-dir",
+                                                         cache, "--no-sbi", "--blend-map", "1", "--steps", "2"] + TINY)
+    assert no_sbi.exit_code != 0 and "--blend-map" in no_sbi.output

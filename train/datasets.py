@@ -243,14 +243,16 @@ def edge_preserving_smooth(crop: np.ndarray, rng: np.random.Generator) -> np.nda
     return cv2.bilateralFilter(np.ascontiguousarray(crop), 5, rng.uniform(20, 60), rng.uniform(2, 5))
 
 
-def augment(crop: np.ndarray, rng: np.random.Generator, smooth: bool = False) -> np.ndarray:
+def augment(crop: np.ndarray, rng: np.random.Generator, smooth: bool = False, return_flip: bool = False):
     """Label-independent augmentation: flip, blur, noise, JPEG (video codecs), colour.
 
     ``smooth``: also, on a third of the crops, an edge-preserving (bilateral) filter -- the
     flat skin, sharp hair and contours that camera denoising, beauty filters and low-bitrate
-    codecs leave -- so that a face smoother than its surroundings is not by itself "fake"."""
+    codecs leave -- so that a face smoother than its surroundings is not by itself "fake".
+    ``return_flip``: also say whether the crop was mirrored (a blend map must follow it)."""
     x = crop
-    if rng.random() < 0.5:
+    flipped = bool(rng.random() < 0.5)
+    if flipped:
         x = x[:, ::-1]
     if rng.random() < 0.3:
         x = np.clip((x.astype(np.float32) - 128) * rng.uniform(0.8, 1.2) + 128 + rng.uniform(-20, 20), 0, 255).astype(np.uint8)
@@ -267,7 +269,15 @@ def augment(crop: np.ndarray, rng: np.random.Generator, smooth: bool = False) ->
         x = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if rng.random() < 0.1:
         x = cv2.cvtColor(cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
-    return np.ascontiguousarray(x)
+    x = np.ascontiguousarray(x)
+    return (x, flipped) if return_flip else x
+
+
+def blend_boundary(mask: np.ndarray) -> np.ndarray:
+    """Face X-ray's boundary map 4 M (1 - M) of a blend mask M: 1 where two images mix half and half,
+    0 where either is alone (all of a real face)."""
+    m = np.clip(mask.astype(np.float32), 0.0, 1.0)
+    return 4.0 * m * (1.0 - m)
 
 
 def to_tensor(crops_bgr: np.ndarray, metadata) -> "torch.Tensor":
@@ -293,13 +303,15 @@ class FaceDataset:
 
     ``inside``: every blend's soft edge stays inside the face hull (:func:`train.sbi.face_mask`).
     ``smooth``: :func:`augment` also applies edge-preserving smoothing, to real and fake alike.
+    ``blend_map``: each sample is (crop, label, map): the model crop's :func:`blend_boundary`, cut and
+    mirrored like the crop (zeros for a real face; NaN for a labelled fake, whose blend is unknown).
 
     :attr:`blend_strength` (training): :func:`train.sbi.self_blend`'s ``strength`` for this
     epoch's blends; the trainer raises it early on (:func:`train.sbi.curriculum_strength`).
     """
 
     def __init__(self, cached: dict, size: tuple[int, int], margin: float, sbi: bool = True, train: bool = True, seed: int = 0,
-                 pairs: bool = False, inside: bool = False, smooth: bool = False):
+                 pairs: bool = False, inside: bool = False, smooth: bool = False, blend_map: bool = False):
         self.c = cached
         self.size = tuple(size)
         self.margin = margin
@@ -309,6 +321,7 @@ class FaceDataset:
         self.pairs = pairs and sbi
         self.inside = inside
         self.smooth = smooth
+        self.blend_map = blend_map
         self.epoch = 0
         self.blend_strength = 1.0
         real = np.nonzero(cached["labels"] == 0)[0]
@@ -349,16 +362,30 @@ class FaceDataset:
         else:  # validation: a fixed blend per sample, no jitter or augmentation
             view_key = None
             blend_rng = np.random.default_rng(self.seed * 1_000_003 + i)
+        mask = None
         if kind == 2:
             dense = self.c["dense"][face] if "dense" in self.c else None
-            wide = self_blend(wide, lm, blend_rng, dense=dense if dense is not None and np.isfinite(dense).all() else None,
-                              strength=self.blend_strength if self.train else 1.0, inside=self.inside)
+            wide, mask = self_blend(wide, lm, blend_rng, dense=dense if dense is not None and np.isfinite(dense).all() else None,
+                                    strength=self.blend_strength if self.train else 1.0, inside=self.inside, return_mask=True)
+        label = 0 if kind == 0 else 1
         if view_key is None:
-            return model_crop(wide, lm, self.size, self.margin), (0 if kind == 0 else 1)
-        # a fresh generator from the same key: both members of a pair draw the same view
-        crop = model_crop(wide, lm, self.size, self.margin, np.random.default_rng(view_key))
-        crop = augment(crop, np.random.default_rng(view_key + [2]), smooth=self.smooth)
-        return crop, (0 if kind == 0 else 1)
+            crop = model_crop(wide, lm, self.size, self.margin)
+            flipped = False
+        else:
+            # a fresh generator from the same key: both members of a pair draw the same view
+            crop = model_crop(wide, lm, self.size, self.margin, np.random.default_rng(view_key))
+            crop, flipped = augment(crop, np.random.default_rng(view_key + [2]), smooth=self.smooth, return_flip=True)
+        if not self.blend_map:
+            return crop, label
+        if kind == 1:
+            target = np.full(self.size, np.nan, np.float32)
+        elif mask is None:
+            target = np.zeros(self.size, np.float32)
+        else:  # the same generator key draws the same jitter, so the mask is cut exactly as the crop was
+            target = blend_boundary(model_crop(mask, lm, self.size, self.margin,
+                                               None if view_key is None else np.random.default_rng(view_key)))
+            target = np.ascontiguousarray(target[:, ::-1]) if flipped else target
+        return crop, label, target
 
 
 def template_landmarks(size: tuple[int, int], margin: float) -> np.ndarray:

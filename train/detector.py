@@ -46,6 +46,7 @@ DEFAULTS = dict(
     sbi_curriculum=1020,  # steps over which the self-blends ease from twice as strong to normal (0: off); 1020: as measured
     sbi_inside=False,  # self-blend seams kept inside the face hull (none across the contour into hair or background)
     smooth_augment=False,  # edge-preserving smoothing (denoisers, beauty filters, codecs) among the augmentations
+    blend_map=0.0,  # weight of a second loss: where in the crop the self-blend mixes two images (Face X-ray's boundary); 0: off
     sbi_pairs=False,  # a real face and its blend: cut and augmented alike, in the same batch (learns sooner, generalised worse here)
     backbone="auto",  # the UltraFace detector's trunk when installed (steadier across seeds, model card), else mobilenetv3_small_100
     stem="rgb",  # rgb, or srm: fixed high-pass residuals beside the colours (train.models.detector)
@@ -108,17 +109,37 @@ def _optimizer(model, cfg: dict):
     return SAM(model.parameters(), torch.optim.AdamW, rho=float(cfg["sam"]), **options)
 
 
-def _uphill_pass(model, x, y):
+def _uphill_pass(model, objective):
     """SAM's second pass, at the perturbed weights: it only measures, so BatchNorm's running
     statistics keep learning from the real weights alone."""
     from pytorch_optimizer import disable_running_stats, enable_running_stats
-    from torch.nn import functional as F
 
     disable_running_stats(model)
-    loss = F.binary_cross_entropy_with_logits(model.logits(x), y)
+    loss = objective()[0]
     loss.backward()
     enable_running_stats(model)
     return loss
+
+
+def _blend_map_loss(map_logits, target):
+    """Binary cross-entropy between the predicted blend map and the boundary map averaged over each
+    feature cell, over the samples whose blend is known (a labelled fake's map is NaN)."""
+    import torch
+    from torch.nn import functional as F
+
+    cells = F.adaptive_avg_pool2d(target.unsqueeze(1), map_logits.shape[-2:]).squeeze(1)
+    known = ~torch.isnan(cells).flatten(1).any(dim=1)
+    if not bool(known.any()):
+        return map_logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(map_logits[known], cells[known])
+
+
+def _load_weights(model, state_dict, source: str):
+    """Load ``state_dict``; only the training-only blend-map head may be missing or left over."""
+    result = model.load_state_dict(state_dict, strict=False)
+    stray = [k for k in list(result.missing_keys) + list(result.unexpected_keys) if not k.startswith("blend_head.")]
+    if stray:
+        raise ValueError(f"{source}: its weights do not fit this network ({', '.join(stray[:4])} ...)")
 
 
 def make_metadata(cfg: dict, metrics: dict | None = None, training: dict | None = None) -> ModelMetadata:
@@ -167,6 +188,8 @@ def _split_by_source(records: list[dict], fraction: float, seed: int) -> tuple[l
 def _collate(batch):
     crops = np.stack([b[0] for b in batch])
     labels = np.array([b[1] for b in batch], np.float32)
+    if len(batch[0]) > 2:  # blend maps
+        return crops, labels, np.stack([b[2] for b in batch])
     return crops, labels
 
 
@@ -194,7 +217,7 @@ def evaluate_dataset(model, dataset, metadata, batch_size: int = 64):
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             batch = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
-            x, y = _collate(batch)
+            x, y = _collate(batch)[:2]
             scores.append(model(to_tensor(x, metadata)).numpy())
             labels.append(y)
             if not crops:
@@ -219,11 +242,16 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     if resume and (run_dir / "config.json").is_file():
         saved = json.loads((run_dir / "config.json").read_text())
         for key in ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi",
-                    "sbi_landmarks", "sbi_curriculum", "sbi_inside", "smooth_augment", "ema", "sam"):
+                    "sbi_landmarks", "sbi_curriculum", "sbi_inside", "smooth_augment", "blend_map", "ema", "sam"):
             if key in saved:
                 cfg[key] = saved[key]
     cfg["sbi_landmarks"] = sbi_landmark_model(cfg["sbi_landmarks"])  # before config.json: a run records what it used
     cfg["backbone"] = choose_backbone(cfg["backbone"])
+    blend_map_weight = float(cfg["blend_map"] or 0.0)
+    if blend_map_weight < 0:
+        raise ValueError(f"--blend-map {cfg['blend_map']}: the weight must be 0 (off) or positive")
+    if blend_map_weight and not cfg["sbi"]:
+        raise ValueError("--blend-map needs self-blending (its maps come from the blends): drop --no-sbi")
     run = common.RunDir.create(run_dir, cfg, resume=resume)
     threads = common.set_threads(cfg["threads"])
     common.seed_everything(int(cfg["seed"]))
@@ -254,7 +282,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     size = (int(cfg["input_size"]), int(cfg["input_size"]))
     train_set = FaceDataset(train_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=True, seed=int(cfg["seed"]),
                             pairs=bool(cfg["sbi_pairs"]), inside=bool(cfg["sbi_inside"]),
-                            smooth=bool(cfg["smooth_augment"]))
+                            smooth=bool(cfg["smooth_augment"]), blend_map=blend_map_weight > 0)
     val_set = None
     if val_recs:
         val_cache = load_cached(val_recs)
@@ -267,7 +295,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     log.info("%d training samples from %d faces, %d validation samples", len(train_set), len(train_cache["labels"]), len(val_set) if val_set else 0)
 
     architecture = {"family": "detector", "backbone": cfg["backbone"], "pretrained": bool(cfg["pretrained"]),
-                    "drop_rate": float(cfg["drop_rate"]), "stem": cfg["stem"]}
+                    "drop_rate": float(cfg["drop_rate"]), "stem": cfg["stem"], "blend_map": blend_map_weight > 0}
     model = build_model(architecture)
     architecture["pretrained"] = False  # the weights are in the checkpoint from now on
     head = model.backbone.get_classifier() if hasattr(model.backbone, "get_classifier") else None
@@ -308,9 +336,9 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
             raise ValueError(f"--init-from {cfg['init_from']} is a {saved_arch.get('backbone')} checkpoint, not {cfg['backbone']}")
         if saved_arch.get("stem", "rgb") != cfg["stem"]:
             raise ValueError(f"--init-from {cfg['init_from']} has the {saved_arch.get('stem', 'rgb')} stem, not {cfg['stem']}")
-        model.load_state_dict(init["state_dict"])
+        _load_weights(model, init["state_dict"], f"--init-from {cfg['init_from']}")
         if ema is not None:
-            ema.module.load_state_dict(init["state_dict"])
+            _load_weights(ema.module, init["state_dict"], f"--init-from {cfg['init_from']}")
         log.info("initialised from %s (its step %s); fresh optimiser and schedule", cfg["init_from"], init.get("step"))
     writer = common.tensorboard_writer(run.path, purge_step=step if step else None)
     training_info = {
@@ -323,6 +351,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         "sbi_curriculum_steps": int(cfg["sbi_curriculum"]) if cfg["sbi"] else 0,
         "sbi_inside": bool(cfg["sbi"] and cfg["sbi_inside"]),
         "smooth_augment": bool(cfg["smooth_augment"]),
+        "blend_map": blend_map_weight,
         "seed": int(cfg["seed"]),
         "backbone": cfg["backbone"],
         "stem": cfg["stem"],
@@ -357,15 +386,26 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         batches = train_set.batches(int(cfg["batch_size"]), np.random.default_rng([int(cfg["seed"]), epoch]))
         loader = tud.DataLoader(train_set, batch_sampler=batches, num_workers=int(cfg["workers"]), collate_fn=_collate,
                                 persistent_workers=False)
-        for crops, labels in loader:
+        for crops, labels, *maps in loader:
             x = to_tensor(crops, metadata)
             y = torch.from_numpy(labels)
-            logits = model.logits(x)
-            loss = F.binary_cross_entropy_with_logits(logits, y)
+            target = torch.from_numpy(maps[0]) if maps else None
+
+            def objective():
+                """(loss, its classification part, the logits) of this batch at the current weights."""
+                if target is None:
+                    logits = model.logits(x)
+                    loss = F.binary_cross_entropy_with_logits(logits, y)
+                    return loss, loss, logits
+                logits, map_logits = model.logits_and_map(x)
+                label_loss = F.binary_cross_entropy_with_logits(logits, y)
+                return label_loss + blend_map_weight * _blend_map_loss(map_logits, target), label_loss, logits
+
+            loss, label_loss, logits = objective()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if sharpness_aware:
-                optimizer.step(lambda: _uphill_pass(model, x, y))
+                optimizer.step(lambda: _uphill_pass(model, objective))
             else:
                 optimizer.step()
             scheduler.step()
@@ -373,12 +413,14 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
             if ema is not None:
                 ema.update(model, step=step)
             acc = float(((logits.detach() > 0).float() == y).float().mean())
-            running.append((float(loss.detach()), acc))
+            running.append((float(label_loss.detach()), acc, float(loss.detach())))
             pbar.update(1)
             if step % int(cfg["log_every"]) == 0 or step == total:
-                l, a = np.mean(running, axis=0)
+                l, a, total_loss = np.mean(running, axis=0)
                 running = []
                 writer.add_scalar("train/loss", l, step)
+                if target is not None:
+                    writer.add_scalar("train/blend_map_loss", (total_loss - l) / blend_map_weight, step)
                 writer.add_scalar("train/accuracy", a, step)
                 writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
                 pbar.set_postfix(loss=f"{l:.3f}", acc=f"{a:.2f}")

@@ -49,7 +49,7 @@ def _cut(trunk: OnnxTrunk):
 
 class TrunkClassifier(nn.Module):
     """A trunk, then global average pooling, dropout and a linear classifier, with timm's
-    interface (``get_classifier``, ``forward_features``; ``num_classes=0``: pooled features)."""
+    interface (``get_classifier``, ``forward_features``, ``forward_head``; ``num_classes=0``: pooled features)."""
 
     def __init__(self, name: str, num_classes: int = 1, pretrained: bool = True, drop_rate: float = 0.0, in_chans: int = 3):
         super().__init__()
@@ -75,8 +75,11 @@ class TrunkClassifier(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk(x)
 
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.drop(features.mean(dim=(2, 3))))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.drop(self.forward_features(x).mean(dim=(2, 3))))
+        return self.forward_head(self.forward_features(x))
 
 
 AUTO_TRUNK = "ultraface_rfb320"  # steadier across seeds than MobileNetV3-small here (engines/weights/MODEL_CARD.md)

@@ -6,6 +6,12 @@ detectors use them (Zhou et al., 2018; Luo et al., CVPR 2021), applied to each c
 channel and given to the backbone beside the colours.  Blending seams and resampling
 leave their traces in the high frequencies, which a network trained from scratch on
 little data may otherwise be slow to find.
+
+``blend_map=True`` adds a 1 x 1 convolution on the backbone's last feature map that
+predicts, per cell, how much of it is a blend of two images (the boundary map of Face
+X-ray, Li et al., CVPR 2020): a training-only head (:meth:`FrameDetector.logits_and_map`)
+that gives each self-blend a spatial target besides its label.  The exported model, whose
+forward is P(fake) alone, leaves it out.
 """
 from __future__ import annotations
 
@@ -40,7 +46,8 @@ class HighPassStem(nn.Module):
 
 
 class FrameDetector(nn.Module):
-    def __init__(self, backbone: str = "efficientnet_b0", pretrained: bool = False, drop_rate: float = 0.2, stem: str = "rgb"):
+    def __init__(self, backbone: str = "efficientnet_b0", pretrained: bool = False, drop_rate: float = 0.2, stem: str = "rgb",
+                 blend_map: bool = False):
         super().__init__()
         from train.models.backbones import create
 
@@ -49,13 +56,30 @@ class FrameDetector(nn.Module):
         self.stem = HighPassStem() if stem == "srm" else nn.Identity()
         in_chans = HighPassStem.out_channels if stem == "srm" else 3
         self.backbone = create(backbone, pretrained=pretrained, num_classes=1, drop_rate=drop_rate, in_chans=in_chans)
+        self.blend_head = nn.Conv2d(self._feature_channels(in_chans), 1, kernel_size=1) if blend_map else None
+
+    def _feature_channels(self, in_chans: int) -> int:
+        was_training = self.backbone.training
+        self.backbone.eval()  # a dry run that must not touch BatchNorm's running statistics
+        with torch.no_grad():
+            channels = int(self.backbone.forward_features(torch.zeros(1, in_chans, 64, 64)).shape[1])
+        self.backbone.train(was_training)
+        return channels
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.stem(x)).squeeze(1)
+
+    def logits_and_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The P(fake) logits (N,) and the blend-map logits (N, h, w) on the last feature map's grid."""
+        if self.blend_head is None:
+            raise RuntimeError("this detector was built without a blend-map head (blend_map=False)")
+        features = self.backbone.forward_features(self.stem(x))
+        return self.backbone.forward_head(features).squeeze(1), self.blend_head(features).squeeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))
 
 
-def build(backbone: str = "efficientnet_b0", pretrained: bool = False, drop_rate: float = 0.2, stem: str = "rgb") -> FrameDetector:
-    return FrameDetector(backbone=backbone, pretrained=pretrained, drop_rate=drop_rate, stem=stem)
+def build(backbone: str = "efficientnet_b0", pretrained: bool = False, drop_rate: float = 0.2, stem: str = "rgb",
+          blend_map: bool = False) -> FrameDetector:
+    return FrameDetector(backbone=backbone, pretrained=pretrained, drop_rate=drop_rate, stem=stem, blend_map=blend_map)
