@@ -44,7 +44,7 @@ from pipeline.cli_common import one_line_error, user_errors, verbose_logging
 @click.option("--blend-map", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="WEIGHT",
               help="Also teach where each self-blend mixes two images (Face X-ray's boundary map, on the backbone's "
                    "last feature grid; zero for real faces), with this weight beside the real/fake loss; a "
-                   "training-only head, not in the exported model. 0: off.")
+                   "training-only head, not in the exported model. 0: off (here it scored unseen clips lower, model card).")
 @click.option("--backbone", default="auto", show_default=True,
               help="ultraface_rfb320: the trunk of the UltraFace face detector, its graph read from the registry model "
                    "ultraface-rfb320 (steadiest across seeds here, see the model card); or any timm model name "
