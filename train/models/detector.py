@@ -56,15 +56,8 @@ class FrameDetector(nn.Module):
         self.stem = HighPassStem() if stem == "srm" else nn.Identity()
         in_chans = HighPassStem.out_channels if stem == "srm" else 3
         self.backbone = create(backbone, pretrained=pretrained, num_classes=1, drop_rate=drop_rate, in_chans=in_chans)
-        self.blend_head = nn.Conv2d(self._feature_channels(in_chans), 1, kernel_size=1) if blend_map else None
-
-    def _feature_channels(self, in_chans: int) -> int:
-        was_training = self.backbone.training
-        self.backbone.eval()  # a dry run that must not touch BatchNorm's running statistics
-        with torch.no_grad():
-            channels = int(self.backbone.forward_features(torch.zeros(1, in_chans, 64, 64)).shape[1])
-        self.backbone.train(was_training)
-        return channels
+        # timm's num_features (and the trunks'): the channels of forward_features' map
+        self.blend_head = nn.Conv2d(self.backbone.num_features, 1, kernel_size=1) if blend_map else None
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.stem(x)).squeeze(1)
