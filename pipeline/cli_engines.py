@@ -102,10 +102,19 @@ def models_list() -> None:
 @click.argument("name")
 @click.option("--from", "source", default=None, metavar="DIR|URL",
               help="copy from a local folder (searched recursively) or download from this URL")
-def models_fetch(name: str, source: str | None) -> None:
+@click.option("--if-missing", is_flag=True, help="do nothing when a verified copy is already installed")
+def models_fetch(name: str, source: str | None, if_missing: bool) -> None:
     """Install model NAME into the user cache, checking its sha256."""
-    from engines.registry import fetch
+    from engines.registry import ModelNotFoundError, fetch, resolve
 
+    if if_missing:
+        try:
+            click.echo(f"already installed {name}: {resolve(name)}")
+            return
+        except ModelNotFoundError:
+            pass
+        except MODEL_ERRORS as exc:  # a tampered copy is an error to see, not one to download over
+            raise one_line_error(exc) from exc
     try:
         path = fetch(name, source)
     except (*MODEL_ERRORS, OSError) as exc:

@@ -29,11 +29,16 @@ def shared(relative: str) -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _model_search_path(tmp_path_factory):
-    """Models come from the shared folder; the user cache is a private temp dir. Session-wide,
-    so module-scoped fixtures (which run before function-scoped ones) see it too."""
+    """Models come from the shared folder, then from the user's own model cache (read only: dlib's
+    network, which `make test` fetches from PyPI, is in no shared folder); the cache the tests
+    write to is a private temp dir. Session-wide, so module-scoped fixtures (which run before
+    function-scoped ones) see it too."""
+    from engines.registry import cache_dir
+
+    search = [str(SHARED_MODELS)] if SHARED_MODELS.is_dir() else []
+    search.append(str(cache_dir()))  # read before XDG_CACHE_HOME moves below
     with pytest.MonkeyPatch.context() as patch:
-        if SHARED_MODELS.is_dir():
-            patch.setenv("DFSTREAM_MODELS", str(SHARED_MODELS))
+        patch.setenv("DFSTREAM_MODELS", os.pathsep.join(search))
         patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
         yield
 

@@ -170,6 +170,17 @@ def test_models_fetch_and_verify_commands(tmp_path, entry):
     assert verified.exit_code == 0 and "sha256 ok" in verified.output
 
 
+def test_models_fetch_if_missing_keeps_a_verified_copy_and_refuses_a_tampered_one(tmp_path, entry):
+    runner = CliRunner()
+    assert runner.invoke(models_group, ["fetch", "fake", "--if-missing"]).exit_code == 1  # offline: nothing to fetch from
+    installed = put(registry.cache_dir())
+    kept = runner.invoke(models_group, ["fetch", "fake", "--if-missing"])  # would download (and fail) if it fetched
+    assert kept.exit_code == 0 and "already installed" in kept.output
+    tamper(installed)
+    refused = runner.invoke(models_group, ["fetch", "fake", "--if-missing"])
+    assert refused.exit_code == 1 and "does not match the registered sha256" in refused.stderr
+
+
 def test_models_verify_refuses_a_tampered_file_with_one_line(tmp_path, entry):
     path = put(tmp_path)
     tamper(path)
