@@ -47,14 +47,17 @@ from pipeline.cli_common import one_line_error, user_errors, verbose_logging
                    "training-only head, not in the exported model. 0: off (here it scored unseen clips lower, model card).")
 @click.option("--backbone", default="auto", show_default=True,
               help="ultraface_rfb320: the trunk of the UltraFace face detector, its graph read from the registry model "
-                   "ultraface-rfb320 (steadiest across seeds here, see the model card); or any timm model name "
+                   "ultraface-rfb320 (steadiest across seeds here, see the model card); dlib_face_resnet: dlib's "
+                   "face-recognition ResNet up to its 128-channel level (registry model dlib-face-resnet; with "
+                   "--pretrained its early levels stay frozen and the rest learns at 0.03 x --lr); or any timm model name "
                    "(mobilenetv3_small_100, efficientnet_b0, xception41, resnet18, resnext50_32x4d ...); "
                    "auto: ultraface_rfb320 when installed, else mobilenetv3_small_100.")
 @click.option("--stem", type=click.Choice(["rgb", "srm"]), default="rgb", show_default=True,
               help="srm: give the backbone fixed high-pass (SRM) residuals of each colour beside the colours.")
 @click.option("--pretrained", is_flag=True,
-              help="Start from pretrained weights: timm's (must be in the local timm/HF cache), or for ultraface_rfb320 "
-                   "the face detector's own (WIDER FACE), which need no internet.")
+              help="Start from pretrained weights: timm's (must be in the local timm/HF cache), for ultraface_rfb320 "
+                   "the face detector's own (WIDER FACE), for dlib_face_resnet dlib's face recogniser's; the last two "
+                   "need no internet.")
 @click.option("--input-size", type=int, default=128, show_default=True, help="Square crop size in pixels.")
 @click.option("--margin", type=float, default=1.4, show_default=True, help="Crop margin (>1 keeps the face boundary in the crop).")
 @click.option("--batch-size", type=int, default=32, show_default=True)

@@ -530,3 +530,60 @@ def test_blend_map_training_is_recorded_and_exports_without_the_map_head(tmp_pat
     no_sbi = CliRunner().invoke(train_detector_command, ["--real", str(images), "--run-dir", str(tmp_path / "r3"), "--cache-dir",
                                                          cache, "--no-sbi", "--blend-map", "1", "--steps", "2"] + TINY)
     assert no_sbi.exit_code != 0 and "--blend-map" in no_sbi.output
+
+
+def _dlib_network():
+    """The path of dlib's face-recognition network, or a skip that says how to install it."""
+    from engines.registry import ModelNotFoundError, resolve
+
+    try:
+        return resolve("dlib-face-resnet")
+    except ModelNotFoundError as exc:
+        pytest.skip(f"dlib's network is not installed ({exc})")
+
+
+def test_the_face_recognition_trunk_freezes_its_early_levels_and_learns_the_rest_slower():
+    from train.detector import _optimizer
+    from train.models import build_model
+
+    _dlib_network()
+    model = build_model({"family": "detector", "backbone": "dlib_face_resnet", "pretrained": True})
+    trunk = model.backbone.trunk
+    assert not any(p.requires_grad for level in ("stem", "level4", "level3") for p in getattr(trunk, level).parameters())
+    assert all(p.requires_grad for p in trunk.level2.parameters())
+    optimizer = _optimizer(model, {"lr": 1e-3, "weight_decay": 0.05})
+    head, learnt_trunk = optimizer.param_groups
+    assert head["lr"] == pytest.approx(1e-3) and learnt_trunk["lr"] == pytest.approx(1e-3 * model.backbone.trunk_lr_scale)
+    assert {id(p) for p in learnt_trunk["params"]} == {id(p) for p in trunk.level2.parameters()}
+    assert {id(p) for p in head["params"]} == {id(p) for p in model.backbone.classifier.parameters()}
+
+    scratch = build_model({"family": "detector", "backbone": "dlib_face_resnet", "pretrained": False})
+    assert all(p.requires_grad for p in scratch.parameters())
+    assert len(_optimizer(scratch, {"lr": 1e-3, "weight_decay": 0.05}).param_groups) == 1
+
+
+@needs_data
+def test_a_run_on_the_face_recognition_trunk_keeps_its_frozen_weights_and_exports(tmp_path):
+    from engines.export import export_checkpoint
+    from pipeline.cli_detector import train_detector_command
+    from train.models.dlib_resnet import DlibFaceResNet
+
+    dat = _dlib_network()
+    images = _real_photos(tmp_path, "obama3.jpg", "train__biden__biden.jpg")
+    run = tmp_path / "run"
+    at = TINY.index("--backbone")
+    options = TINY[:at] + ["--backbone", "dlib_face_resnet", "--pretrained"] + TINY[at + 2:]
+    result = CliRunner().invoke(train_detector_command, ["--real", str(images), "--run-dir", str(run), "--cache-dir",
+                                                         str(tmp_path / "cache"), "--no-progress", "--steps", "2",
+                                                         "--val-fraction", "0", "--sbi-landmarks", "none"] + options)
+    assert result.exit_code == 0, result.output
+    checkpoint = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert "dlib's face-recognition ResNet" in checkpoint["metadata"]["architecture"]
+    trained = checkpoint["state_dict"]
+    original = DlibFaceResNet.from_dat(dat, up_to="level2").state_dict()
+    for name, value in original.items():
+        learnt = trained[f"backbone.trunk.{name}"]
+        if name.startswith(("stem.", "level4.", "level3.")):
+            assert torch.equal(learnt, value), f"frozen {name} moved"
+    assert any(not torch.equal(trained[f"backbone.trunk.{n}"], v) for n, v in original.items() if n.startswith("level2."))
+    export_checkpoint(run / "checkpoints" / "last.pt", tmp_path / "det.onnx")  # compared with torch inside

@@ -100,13 +100,28 @@ def _optimizer(model, cfg: dict):
     import torch
 
     options = dict(lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+    groups = _parameter_groups(model, float(cfg["lr"]))
     if cfg.get("sam") is None:
-        return torch.optim.AdamW(model.parameters(), **options)
+        return torch.optim.AdamW(groups, **options)
     if not float(cfg["sam"]) > 0:
         raise ValueError(f"--sam {cfg['sam']}: the radius must be positive (0.05 is usual)")
     from pytorch_optimizer import SAM
 
-    return SAM(model.parameters(), torch.optim.AdamW, rho=float(cfg["sam"]), **options)
+    return SAM(groups, torch.optim.AdamW, rho=float(cfg["sam"]), **options)
+
+
+def _parameter_groups(model, lr: float) -> list[dict]:
+    """The trainable parameters, in one group at ``lr``; a pretrained trunk that asks for a smaller
+    rate (``trunk_lr_scale``: dlib's, which has no batch norm to steady it) gets its own group, so
+    the new classifier learns at full speed while the trunk moves slowly from what it knows.
+    Frozen parameters are left out."""
+    scale = float(getattr(model.backbone, "trunk_lr_scale", 1.0))
+    trunk = {id(p) for p in model.backbone.trunk.parameters()} if scale != 1.0 else set()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) not in trunk]}]
+    if trunk:
+        groups.append({"params": [p for p in trainable if id(p) in trunk], "lr": lr * scale})
+    return [g for g in groups if g["params"]]
 
 
 def _uphill_pass(model, objective):

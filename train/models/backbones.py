@@ -1,4 +1,4 @@
-"""Backbones by name: any timm model, or a trunk cut out of a pretrained face detector.
+"""Backbones by name: any timm model, or a trunk cut out of a pretrained face detector or face recogniser.
 
 timm's pretrained weights come from the internet; a machine without it may still hold
 face detectors (``../shared/data/models``) trained on tens of thousands of faces (WIDER
@@ -6,7 +6,12 @@ FACE), whose early layers already respond to eyes, mouths, edges and skin textur
 several scales.  A *trunk* is such a detector's ONNX graph from its input up to one
 tensor, turned into torch modules by onnx2torch (plain ``nn.Conv2d`` / ``nn.BatchNorm2d``)
 and fine-tuned like any backbone, under a pooled linear classifier of our own.  It is
-the only pretrained start for a detector that this project can get here.
+one of two pretrained starts for a detector that this project can get here.
+
+The other is dlib's face-recognition ResNet (CC0, in a PyPI package): trained to tell
+~7500 people apart from ~3 M faces, its early levels describe facial detail at a
+finer grain than a detector needs, which is where blending seams and re-rendered skin
+differ.  Its file is read by :mod:`train.models.dlib_resnet`.
 """
 from __future__ import annotations
 
@@ -82,6 +87,71 @@ class TrunkClassifier(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+@dataclass(frozen=True)
+class FaceRecognitionTrunk:
+    model: str  # registry name of dlib's network file (train.models.dlib_resnet reads it)
+    up_to: str  # the last level kept: later ones learnt who a face is, which a fake does not change
+    frozen: tuple[str, ...]  # levels kept at their face-recognition weights when pretrained
+    lr_scale: float  # the learnt levels' learning rate, as a fraction of the classifier's
+    description: str
+
+
+FACE_RECOGNITION_TRUNKS = {
+    # Frozen early levels and a small learning rate for the rest: dlib's network has no batch norm
+    # (fixed per-channel affines), and fine-tuned whole under AdamW its ReLUs died within a few
+    # hundred steps in one seed of two (model card); with the first levels fixed neither seed did.
+    "dlib_face_resnet": FaceRecognitionTrunk(
+        model="dlib-face-resnet", up_to="level2", frozen=("stem", "level4", "level3"), lr_scale=0.03,
+        description="dlib's face-recognition ResNet (CC0, ~3 M faces) up to its 128-channel level (stride 16), "
+                    "levels before it frozen: 1.15 M parameters, 0.81 M of them learnt"),
+}
+
+
+class FaceRecognitionTrunkClassifier(nn.Module):
+    """dlib's face-recognition network up to ``up_to``, then pooling, dropout and a linear classifier,
+    with TrunkClassifier's interface.  Takes our crops in [-1, 1] and converts them to dlib's own
+    input (pixel values minus the means stored in its file, over 256) inside the model, so the
+    exported ONNX needs nothing from dlib."""
+
+    def __init__(self, name: str, num_classes: int = 1, pretrained: bool = True, drop_rate: float = 0.0, in_chans: int = 3):
+        super().__init__()
+        from engines.registry import resolve
+        from train.models.dlib_resnet import DlibFaceResNet
+
+        if in_chans != 3:
+            raise ValueError(f"backbone {name}: dlib's network takes the 3 colours only, not {in_chans} channels")
+        spec = FACE_RECOGNITION_TRUNKS[name]
+        self.trunk = DlibFaceResNet.from_dat(resolve(spec.model), up_to=spec.up_to)
+        # [-1, 1] -> 0..255 -> dlib's (pixel - mean) / 256, as one fixed scale and shift
+        mean = torch.tensor(self.trunk.rgb_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("input_scale", torch.tensor(127.5 * self.trunk.input_scale), persistent=False)
+        self.register_buffer("input_shift", (127.5 - mean) * self.trunk.input_scale, persistent=False)
+        if pretrained:
+            for level in spec.frozen:
+                getattr(self.trunk, level).requires_grad_(False)
+            self.trunk_lr_scale = spec.lr_scale
+        else:  # the same network from scratch: to tell what the face-recognition weights bring
+            for module in self.trunk.modules():
+                if module is not self.trunk and hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+            self.trunk_lr_scale = 1.0
+        self.num_features = int(self.trunk.num_features)
+        self.drop = nn.Dropout(drop_rate)
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x * self.input_scale + self.input_shift)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.drop(features.mean(dim=(2, 3))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
 AUTO_TRUNK = "ultraface_rfb320"  # steadier across seeds than MobileNetV3-small here (engines/weights/MODEL_CARD.md)
 AUTO_FALLBACK = "mobilenetv3_small_100"
 
@@ -101,18 +171,28 @@ def choose(name: str) -> str:
         return AUTO_TRUNK
     if name in TRUNKS:
         resolve(TRUNKS[name].model)
+    if name in FACE_RECOGNITION_TRUNKS:
+        resolve(FACE_RECOGNITION_TRUNKS[name].model)
     return name
 
 
 def describe(name: str) -> str:
     """What backbone ``name`` is, for a model's metadata."""
-    return TRUNKS[name].description if name in TRUNKS else f"timm {name}"
+    if name in TRUNKS:
+        return TRUNKS[name].description
+    if name in FACE_RECOGNITION_TRUNKS:
+        return FACE_RECOGNITION_TRUNKS[name].description
+    return f"timm {name}"
 
 
 def create(name: str, num_classes: int = 1, pretrained: bool = False, drop_rate: float = 0.0, in_chans: int = 3) -> nn.Module:
-    """The backbone called ``name``: a face-detector trunk (``TRUNKS``) or any timm model."""
+    """The backbone called ``name``: a face-detector trunk (``TRUNKS``), a face-recognition trunk
+    (``FACE_RECOGNITION_TRUNKS``) or any timm model."""
     if name in TRUNKS:
         return TrunkClassifier(name, num_classes=num_classes, pretrained=pretrained, drop_rate=drop_rate, in_chans=in_chans)
+    if name in FACE_RECOGNITION_TRUNKS:
+        return FaceRecognitionTrunkClassifier(name, num_classes=num_classes, pretrained=pretrained, drop_rate=drop_rate,
+                                              in_chans=in_chans)
     import timm
 
     return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, drop_rate=drop_rate, in_chans=in_chans)
