@@ -52,25 +52,21 @@ def _cut(trunk: OnnxTrunk):
     return Extractor(graph).extract_model([image], [trunk.output])
 
 
-class TrunkClassifier(nn.Module):
+def _reset_parameters(trunk: nn.Module) -> None:
+    """The same network from scratch: to tell what a trunk's pretrained weights bring."""
+    for module in trunk.modules():
+        if module is not trunk and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+
+
+class PooledTrunk(nn.Module):
     """A trunk, then global average pooling, dropout and a linear classifier, with timm's
     interface (``get_classifier``, ``forward_features``, ``forward_head``; ``num_classes=0``: pooled features)."""
 
-    def __init__(self, name: str, num_classes: int = 1, pretrained: bool = True, drop_rate: float = 0.0, in_chans: int = 3):
+    def __init__(self, trunk: nn.Module, num_features: int, num_classes: int, drop_rate: float):
         super().__init__()
-        from onnx2torch import convert
-
-        if in_chans != 3:
-            raise ValueError(f"backbone {name}: a face-detector trunk takes the 3 colours only, not {in_chans} channels")
-        self.trunk = convert(_cut(TRUNKS[name]))
-        if not pretrained:  # the same network from scratch: to tell what the face detector's weights bring
-            for module in self.trunk.modules():
-                if module is not self.trunk and hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-        self.trunk.eval()
-        with torch.no_grad():
-            self.num_features = int(self.trunk(torch.zeros(1, 3, 64, 64)).shape[1])
-        self.trunk.train()
+        self.trunk = trunk
+        self.num_features = int(num_features)
         self.drop = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
@@ -85,6 +81,24 @@ class TrunkClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+class TrunkClassifier(PooledTrunk):
+    """A face detector's trunk (``TRUNKS``) under the pooled classifier."""
+
+    def __init__(self, name: str, num_classes: int = 1, pretrained: bool = True, drop_rate: float = 0.0, in_chans: int = 3):
+        from onnx2torch import convert
+
+        if in_chans != 3:
+            raise ValueError(f"backbone {name}: a face-detector trunk takes the 3 colours only, not {in_chans} channels")
+        trunk = convert(_cut(TRUNKS[name]))
+        if not pretrained:
+            _reset_parameters(trunk)
+        trunk.eval()
+        with torch.no_grad():
+            num_features = int(trunk(torch.zeros(1, 3, 64, 64)).shape[1])
+        trunk.train()
+        super().__init__(trunk, num_features, num_classes, drop_rate)
 
 
 @dataclass(frozen=True)
@@ -107,49 +121,33 @@ FACE_RECOGNITION_TRUNKS = {
 }
 
 
-class FaceRecognitionTrunkClassifier(nn.Module):
-    """dlib's face-recognition network up to ``up_to``, then pooling, dropout and a linear classifier,
-    with TrunkClassifier's interface.  Takes our crops in [-1, 1] and converts them to dlib's own
-    input (pixel values minus the means stored in its file, over 256) inside the model, so the
-    exported ONNX needs nothing from dlib."""
+class FaceRecognitionTrunkClassifier(PooledTrunk):
+    """dlib's face-recognition network up to ``up_to`` under the pooled classifier.  Takes our crops
+    in [-1, 1] and converts them to dlib's own input (pixel values minus the means stored in its
+    file, over 256) inside the model, so the exported ONNX needs nothing from dlib."""
 
     def __init__(self, name: str, num_classes: int = 1, pretrained: bool = True, drop_rate: float = 0.0, in_chans: int = 3):
-        super().__init__()
         from engines.registry import resolve
         from train.models.dlib_resnet import DlibFaceResNet
 
         if in_chans != 3:
             raise ValueError(f"backbone {name}: dlib's network takes the 3 colours only, not {in_chans} channels")
         spec = FACE_RECOGNITION_TRUNKS[name]
-        self.trunk = DlibFaceResNet.from_dat(resolve(spec.model), up_to=spec.up_to)
-        # [-1, 1] -> 0..255 -> dlib's (pixel - mean) / 256, as one fixed scale and shift
-        mean = torch.tensor(self.trunk.rgb_mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.register_buffer("input_scale", torch.tensor(127.5 * self.trunk.input_scale), persistent=False)
-        self.register_buffer("input_shift", (127.5 - mean) * self.trunk.input_scale, persistent=False)
+        trunk = DlibFaceResNet.from_dat(resolve(spec.model), up_to=spec.up_to)
         if pretrained:
             for level in spec.frozen:
-                getattr(self.trunk, level).requires_grad_(False)
-            self.trunk_lr_scale = spec.lr_scale
-        else:  # the same network from scratch: to tell what the face-recognition weights bring
-            for module in self.trunk.modules():
-                if module is not self.trunk and hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-            self.trunk_lr_scale = 1.0
-        self.num_features = int(self.trunk.num_features)
-        self.drop = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
+                getattr(trunk, level).requires_grad_(False)
+        else:
+            _reset_parameters(trunk)
+        super().__init__(trunk, trunk.num_features, num_classes, drop_rate)
+        self.trunk_lr_scale = spec.lr_scale if pretrained else 1.0
+        # [-1, 1] -> 0..255 -> dlib's (pixel - mean) / 256, as one fixed scale and shift
+        mean = torch.tensor(trunk.rgb_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("input_scale", torch.tensor(127.5 * trunk.input_scale), persistent=False)
+        self.register_buffer("input_shift", (127.5 - mean) * trunk.input_scale, persistent=False)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk(x * self.input_scale + self.input_shift)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.drop(features.mean(dim=(2, 3))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 AUTO_TRUNK = "ultraface_rfb320"  # steadier across seeds than MobileNetV3-small here (engines/weights/MODEL_CARD.md)
