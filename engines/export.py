@@ -16,6 +16,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from engines.base import preprocess
 from engines.loader import EngineError
 from engines.metadata import KIND_TEMPORAL, ModelMetadata, write_onnx_metadata
 from engines.registry import cache_lock, cache_root, sha256_of
+
+if TYPE_CHECKING:
+    from engines.quantize import QuantizeReport
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +53,16 @@ class ExportReport:
     batch_sizes: tuple[int, ...]  # batch sizes compared between torch and ONNX Runtime
     max_abs_diff: float | None  # None when the check was skipped
     tolerance: float
+    int8: QuantizeReport | None = None  # when the export was quantised (--int8)
 
     def summary(self) -> str:
         head = f"exported {self.output} (opset {self.opset}, {self.exporter} exporter, dynamic batch)"
+        tail = f"; {self.int8.summary()}" if self.int8 else ""
         if self.max_abs_diff is None:
-            return head + "; not checked against the checkpoint (--no-check)"
+            return head + "; fp32 not checked against the checkpoint (--no-check)" + tail
         sizes = ", ".join(str(b) for b in self.batch_sizes)
-        return (f"{head}; ONNX Runtime vs torch at batch {sizes}: max |diff| {self.max_abs_diff:.2e} "
-                f"(tolerance {self.tolerance:.0e})")
+        return (f"{head}; fp32 ONNX Runtime vs torch at batch {sizes}: max |diff| {self.max_abs_diff:.2e} "
+                f"(tolerance {self.tolerance:.0e}){tail}")
 
 
 def sample_crops(metadata: ModelMetadata, n: int, seed: int = 0) -> np.ndarray:
@@ -144,11 +150,13 @@ def compare_with_onnxruntime(model, onnx_path: str | Path, metadata: ModelMetada
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, opset: int = DEFAULT_OPSET, check: bool = True,
                       batch_sizes=(1, 4), tolerance: float | None = None, exporter: str = "auto",
-                      mirror_mean: bool = False) -> ExportReport:
+                      mirror_mean: bool = False, int8_calibration: np.ndarray | None = None) -> ExportReport:
     """Export a dfstream checkpoint to ONNX with its metadata; check it against the checkpoint.
 
     ``mirror_mean`` (detectors only): the exported graph scores each crop and its mirror
-    image and returns their mean P(fake) (:class:`train.models.ensemble.MirrorAveraged`)."""
+    image and returns their mean P(fake) (:class:`train.models.ensemble.MirrorAveraged`).
+    ``int8_calibration`` (uint8 BGR crops, :mod:`train.calibration`): the checked fp32 export
+    is then quantised to int8 on these crops (:func:`engines.quantize.quantize_int8`)."""
     from train.models import load_checkpoint
 
     checkpoint, output = Path(checkpoint), Path(output)
@@ -189,12 +197,32 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, opset: int = D
             if not diff <= tolerance:  # also catches NaN
                 raise ExportError(f"ONNX Runtime and torch differ by {diff:.2e} (tolerance {tolerance:.0e}); "
                                   f"export of {checkpoint} refused")
+        int8 = None
+        if int8_calibration is not None:
+            int8 = _quantize(tmp, metadata, int8_calibration)
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
     report = ExportReport(output=output, exporter=used, opset=_opset_of(output), batch_sizes=tuple(batch_sizes),
-                          max_abs_diff=diff, tolerance=tolerance)
+                          max_abs_diff=diff, tolerance=tolerance, int8=int8)
     log.info(report.summary())
+    return report
+
+
+def _quantize(path: Path, metadata: ModelMetadata, crops: np.ndarray):
+    """Replace the fp32 export at ``path`` by its int8 copy, calibrated on ``crops``; metadata says so."""
+    from engines.quantize import quantize_int8
+
+    if metadata.output != "p_fake":
+        raise ExportError(f"{metadata.name} is a {metadata.kind}; --int8 is for detectors (P(fake) outputs) only")
+    quantized = path.with_name(path.stem + ".int8.onnx")
+    try:
+        report = quantize_int8(path, quantized, preprocess(crops, metadata))
+        write_onnx_metadata(quantized, dataclasses.replace(
+            metadata, architecture=f"{metadata.architecture}; int8", extra={**metadata.extra, "int8": report.to_dict()}))
+        os.replace(quantized, path)
+    finally:
+        quantized.unlink(missing_ok=True)
     return report
 
 

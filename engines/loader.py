@@ -12,6 +12,9 @@ file                   ``auto`` with CUDA + TRT    ``auto`` otherwise
 ``.engine``            TensorRT                    error: needs CUDA + TensorRT
 =====================  ==========================  ===============================
 
+An int8 ONNX file (``dfstream export --int8``) is a CPU model: TensorRT builds from
+its registry fp32 twin instead, and ``auto`` without a twin stays on ONNX Runtime.
+
 ``engine="torch"`` runs a checkpoint eagerly, ``"onnxruntime"`` and ``"tensorrt"``
 force those backends.  Every failure a user can cause (missing file, a file that is
 not a model, a model of the wrong kind, a backend this machine lacks) raises an
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from engines.base import Engine
 from engines.metadata import MetadataError, ModelMetadata, read_metadata
-from engines.registry import ModelIntegrityError, ModelNotFoundError, resolve
+from engines.registry import ModelIntegrityError, ModelNotFoundError, identify, resolve
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,9 @@ def load_engine(path: str | Path, engine: str = "auto", threads: int | None = No
     metadata = load_metadata(path)
     if kind is not None:
         metadata.expect_kind(kind, path)
+    if backend == "tensorrt" and metadata.extra.get("int8"):
+        path, backend, reason = tensorrt_source_for_int8(path, engine)
+        metadata = load_metadata(path)
     fmt = model_format(path)
     log.info("engine for %s: %s (%s)", path, backend, reason)
 
@@ -142,6 +148,21 @@ def load_engine(path: str | Path, engine: str = "auto", threads: int | None = No
     except Exception as exc:  # a runtime's own error on a corrupt or unsupported model
         first_line = (str(exc).strip().splitlines() or [""])[0]
         raise EngineError(f"{path}: {backend} could not load it: {type(exc).__name__}: {first_line}") from exc
+
+
+def tensorrt_source_for_int8(path: Path, engine: str) -> tuple[Path, str, str]:
+    """(model, backend, reason) for an int8 model (``dfstream export --int8``) that TensorRT was chosen for.
+
+    Its uint8 activations are ONNX Runtime's CPU form, which TensorRT does not read
+    (:mod:`engines.quantize`); a registry model's fp32 twin holds the same weights for it.
+    Without a twin, ``auto`` runs the int8 file on ONNX Runtime and ``tensorrt`` is refused."""
+    entry = identify(path)
+    if entry is not None and entry.fp32_twin:
+        return _locate(entry.fp32_twin), "tensorrt", f"TensorRT builds from {entry.name}'s fp32 twin {entry.fp32_twin!r}"
+    if engine == "auto":
+        return path, "onnxruntime", "an int8 model quantised for CPUs, whose uint8 activations TensorRT does not read"
+    raise EngineError(f"{path} is an int8 model quantised for CPUs (uint8 activations), which TensorRT does not read: "
+                      "give --engine tensorrt the fp32 export of its checkpoint")
 
 
 def _cached_onnx(checkpoint: Path) -> Path:

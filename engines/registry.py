@@ -61,6 +61,7 @@ class RegistryEntry:
     packaged: bool = False  # ships inside engines/weights/
     detector_type: str = ""  # for face detectors: yunet, scrfd
     landmark_input: LandmarkInput | None = None  # for landmark models: how to box and scale a face (no metadata inside)
+    fp32_twin: str = ""  # for int8 CPU models: the registry name of the same weights in fp32, which TensorRT builds from
 
 
 REGISTRY: dict[str, RegistryEntry] = {

@@ -208,6 +208,9 @@ def _plan_from_checkpoint(path: Path, metadata: ModelMetadata, profile: BuildPro
 
 
 def _plan_from_onnx(path: Path, metadata: ModelMetadata, profile: BuildProfile) -> bytes:
+    if metadata.extra.get("int8"):  # caught here too for `dfstream build-engine`, which skips the loader
+        raise EngineError(f"{path} is an int8 model quantised for CPUs (uint8 activations), which TensorRT does "
+                          "not read: build the engine from the fp32 export of its checkpoint")
     import tensorrt as trt
 
     logger = _trt_logger()

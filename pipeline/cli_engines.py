@@ -38,18 +38,44 @@ def _batch_sizes(_ctx, _param, value: str) -> tuple[int, ...]:
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "legacy"]), default="auto", show_default=True)
 @click.option("--mirror-mean", is_flag=True,
               help="detectors: score each crop and its mirror image, output their mean P(fake) (twice the cost)")
+@click.option("--int8", is_flag=True,
+              help="detectors: quantise to int8 (QDQ) after the fp32 check -- several times faster on CPUs with "
+                   "VNNI/dotprod; refused if P(fake) moves more than 0.02 on average")
+@click.option("--calibration", "calibration_media", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="--int8: real face images/videos (file or folder; repeatable) to calibrate on "
+                   "[default: the checkpoint's own training faces, from its run directory]")
+@click.option("--calibration-crops", type=click.IntRange(min=8), default=256, show_default=True,
+              help="--int8: crops to calibrate on (half real faces, half their self-blends)")
 def export_command(checkpoint: Path, output: Path | None, opset: int, check: bool, batch_sizes: tuple[int, ...],
-                   tolerance: float | None, exporter: str, mirror_mean: bool) -> None:
+                   tolerance: float | None, exporter: str, mirror_mean: bool, int8: bool,
+                   calibration_media: tuple[Path, ...], calibration_crops: int) -> None:
     """Export a training CHECKPOINT to ONNX with its metadata and a dynamic batch axis."""
     from engines.export import export_checkpoint
 
+    if calibration_media and not int8:
+        raise click.UsageError("--calibration only applies with --int8")
     try:
+        crops = _int8_calibration(checkpoint, calibration_media, calibration_crops) if int8 else None
         report = export_checkpoint(checkpoint, output or checkpoint.with_suffix(".onnx"), opset=opset, check=check,
                                    batch_sizes=batch_sizes, tolerance=tolerance, exporter=exporter,
-                                   mirror_mean=mirror_mean)
+                                   mirror_mean=mirror_mean, int8_calibration=crops)
     except MODEL_ERRORS as exc:
         raise one_line_error(exc) from exc
     click.echo(report.summary())
+
+
+def _int8_calibration(checkpoint: Path, media: tuple[Path, ...], count: int):
+    from engines.metadata import read_metadata
+    from train import calibration
+
+    metadata = read_metadata(checkpoint)
+    if metadata.output != "p_fake":
+        raise click.UsageError(f"{checkpoint} is a {metadata.kind}; --int8 is for detectors only")
+    try:
+        records = calibration.media_records(list(media)) if media else calibration.training_records(checkpoint)
+        return calibration.calibration_crops(records, metadata, count)
+    except (calibration.CalibrationError, FileNotFoundError) as exc:
+        raise one_line_error(exc) from exc
 
 
 @click.command("build-engine")
