@@ -139,10 +139,31 @@ REGISTRY: dict[str, RegistryEntry] = {
         RegistryEntry(
             name="detector",
             kind="detector",
+            filename="dfstream_detector_sbi68_dlib168_int8.onnx",
+            sha256="705fd15985cc625f611504f5213d6dc8adb7dd572a4e0aea5537f1b4620e3c1e",
+            description="dfstream default deepfake detector: dlib's face-recognition ResNet trunk, 168 px crops, "
+                        "self-blended images in 68-point masks, int8 for CPUs (engines/weights/MODEL_CARD.md)",
+            license="research use: trained on ../shared data of mixed, partly unclear rights (see MODEL_CARD.md)",
+            packaged=True,
+            fp32_twin="detector-fp32",
+        ),
+        RegistryEntry(
+            name="detector-fp32",
+            kind="detector",
+            filename="dfstream_detector_sbi68_dlib168.onnx",
+            sha256="29353d7665fc02ad15206dcd3e0b6bf00e8786cd7cd11086a452e1f7ba8aefc2",
+            description="the default detector's weights in fp32: what TensorRT builds from (about 3x slower than "
+                        "the int8 file on ONNX Runtime's CPU kernels)",
+            license="research use: trained on ../shared data of mixed, partly unclear rights (see MODEL_CARD.md)",
+            packaged=True,
+        ),
+        RegistryEntry(
+            name="detector-mnv3s",
+            kind="detector",
             filename="dfstream_detector_sbi68_mnv3s_128_mirror.onnx",
             sha256="9df51762e1e4d9bef63a5549fc6a518beee080f98dacd1d6876683026ea56209",
-            description="dfstream default deepfake detector: MobileNetV3-small, 128 px crops, self-blended images "
-                        "in 68-point landmark masks, mean of the crop and its mirror (engines/weights/MODEL_CARD.md)",
+            description="the previous default detector: MobileNetV3-small, 128 px crops, mean of the crop and its "
+                        "mirror; less accurate on held-out clips, a little faster (engines/weights/MODEL_CARD.md)",
             license="research use: trained on ../shared data of mixed, partly unclear rights (see MODEL_CARD.md)",
             packaged=True,
         ),
