@@ -8,7 +8,8 @@ half their self-blends, from either
 
 * the checkpoint's own training faces (the run directory's ``faces.json``), or
 * media the user names (folders or files of real faces), through the pipeline's
-  decode and face-detect stages like any training media.
+  decode and face-detect stages like any training media (their blends use the 5-point
+  masks: no 68-point landmarks are computed for calibration).
 """
 from __future__ import annotations
 
