@@ -402,7 +402,8 @@ def _summary(metrics: dict) -> str:
     for stream in metrics["streams"]:
         lat = stream["latency_ms"] or {}
         tracks = [t for t in stream["tracks"] if t["scores"]]
-        verdicts = ", ".join(f"#{t['track_id']} {t['verdict']} ({t['smoothed_score']:.2f})" for t in tracks) or "no faces scored"
+        verdicts = ", ".join(f"#{t['track_id']} {t['overall_verdict']} (mean P(fake) {t['mean_score']:.2f} over "
+                             f"{t['scores']} scores)" for t in tracks) or "no faces scored"
         lines.append(
             f"{stream['name']}: {stream['frames_written']} frames, {stream['dropped'] or 0} dropped"
             f"{latency_budget_note(stream)}{busy_detector_note(stream)}, "

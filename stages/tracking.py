@@ -57,12 +57,21 @@ class FaceTracker:
             message.faces = [self._held(track) for track in self.tracks if track.missed == 0]
 
     def verdict(self, track: Track) -> str:
+        """The verdict drawn on the current frame: from the moving average of the track's scores."""
+        return self._verdict_of(track.smoothed, track.scores)
+
+    def overall_verdict(self, track: Track) -> str:
+        """The verdict on the whole track: from the mean of all its scores, as ``dfstream eval``
+        scores a video, so that the end-of-run report does not hang on the last few frames."""
+        return self._verdict_of(track.score_sum / track.scores if track.scores else None, track.scores)
+
+    def _verdict_of(self, score: float | None, scores: int) -> str:
         cfg = self.config
-        if track.smoothed is None or track.scores < cfg.min_track_scores:
+        if score is None or scores < cfg.min_track_scores:
             return VERDICT_UNSURE
-        if abs(track.smoothed - self.threshold) < cfg.uncertain_band:
+        if abs(score - self.threshold) < cfg.uncertain_band:
             return VERDICT_UNSURE
-        return VERDICT_FAKE if track.smoothed >= self.threshold else VERDICT_REAL
+        return VERDICT_FAKE if score >= self.threshold else VERDICT_REAL
 
     def _associate(self, faces: list[Face]) -> None:
         pairs = sorted(
@@ -127,7 +136,8 @@ class FaceTracker:
                 "scores": t.scores,
                 "mean_score": t.score_sum / t.scores if t.scores else None,
                 "smoothed_score": t.smoothed,
-                "verdict": self.verdict(t),
+                "verdict": self.verdict(t),  # as last drawn
+                "overall_verdict": self.overall_verdict(t),  # from mean_score: the track as a whole
             }
             for t in sorted(self.ended + self.tracks, key=lambda t: t.track_id)
         ]

@@ -56,3 +56,13 @@ def test_a_consistently_high_score_becomes_fake():
         tracker.update(message)
     assert message.faces[0].verdict == "fake"
     assert message.faces[0].smoothed_score > 0.8
+
+
+def test_the_report_judges_a_track_by_all_its_scores_while_the_picture_follows_the_latest():
+    tracker = FaceTracker(AnnotateConfig(ema_alpha=0.3, uncertain_band=0.1, min_track_scores=2), threshold=0.5)
+    for seq, score in enumerate([0.2] * 12 + [0.7] * 3):  # a real face, then a few doubtful frames at the end
+        message = _message(seq * 3, [(0, 0, 100, 100)], scores=[score])
+        tracker.update(message)
+    (track,) = tracker.summary()
+    assert track["verdict"] == message.faces[0].verdict == "uncertain"  # the moving average has climbed to ~0.53
+    assert track["overall_verdict"] == "real" and abs(track["mean_score"] - 0.3) < 1e-9
