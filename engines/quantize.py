@@ -55,10 +55,13 @@ class QuantizeReport:
                 "max_abs_diff_vs_fp32": round(self.max_abs_diff, 6)}
 
 
-def _run(path: Path, batch: np.ndarray, chunk: int = 32) -> np.ndarray:
+def _cpu_session(path: Path):
     from engines.onnxruntime_engine import OnnxRuntimeEngine
 
-    session = OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"])
+    return OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"])
+
+
+def _run(session, batch: np.ndarray, chunk: int = 32) -> np.ndarray:
     try:
         return np.concatenate([session.run_tensor(batch[i:i + chunk]) for i in range(0, len(batch), chunk)])
     finally:
@@ -73,13 +76,14 @@ def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration: np.nda
     The caller copies the model metadata onto ``output`` (the quantiser keeps the graph only)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    import onnxruntime as ort
 
     fp32_onnx, output = Path(fp32_onnx), Path(output)
     calibration = np.ascontiguousarray(calibration, dtype=np.float32)
     if calibration.ndim != 4 or len(calibration) == 0:
         raise QuantizeError(f"calibration needs a batch of NCHW crops, got shape {calibration.shape}")
-    input_name = ort.InferenceSession(str(fp32_onnx), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    reference = _cpu_session(fp32_onnx)
+    input_name = reference.session.get_inputs()[0].name
+    expected = _run(reference, calibration)
 
     class Batches(CalibrationDataReader):
         def __init__(self):
@@ -100,7 +104,7 @@ def quantize_int8(fp32_onnx: str | Path, output: str | Path, calibration: np.nda
                             f"{(str(exc).strip().splitlines() or [''])[0]}") from exc
     finally:
         prepared.unlink(missing_ok=True)
-    diff = np.abs(_run(output, calibration).astype(np.float64) - _run(fp32_onnx, calibration))
+    diff = np.abs(_run(_cpu_session(output), calibration).astype(np.float64) - expected)
     report = QuantizeReport(samples=len(calibration), mean_abs_diff=float(diff.mean()), max_abs_diff=float(diff.max()),
                             tolerance=tolerance)
     if not report.mean_abs_diff <= tolerance:  # also catches NaN
