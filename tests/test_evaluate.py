@@ -142,3 +142,32 @@ def test_eval_refuses_a_model_of_the_wrong_kind(tmp_path):
     result = CliRunner().invoke(eval_command, [str(tmp_path / "list.txt"), "-m", str(model), "--engine", "torch"])
     assert result.exit_code != 0
     assert "swapper" in result.output and "Traceback" not in result.output
+
+
+def test_list_file_keeps_optional_family_and_group_columns(tmp_path):
+    (tmp_path / "list.tsv").write_text("a.mp4\tfake\tlipsync\tperson_a\nb.mp4\treal\t-\tperson_b\nc.mp4\treal\n"
+                                       "d.mp4\treal\t\tperson_d\n")
+    with pytest.raises(ValueError, match="expected 'path<TAB>label"):  # an empty column is a mistake, not a default
+        read_list_file(tmp_path / "list.tsv")
+    (tmp_path / "list.tsv").write_text("a.mp4\tfake\tlipsync\tperson_a\nb.mp4\treal\t-\tperson_b\nc.mp4\treal\n")
+    items = read_list_file(tmp_path / "list.tsv")
+    assert [(i.family, i.group) for i in items] == [("lipsync", "person_a"), ("-", "person_b"), ("-", "")]
+
+
+def test_family_table_scores_each_family_against_every_real_file():
+    from train.evaluate import by_face_size, by_family
+
+    def rec(label, family, scores, px):
+        return {"label": label, "family": family, "video_score": float(np.mean(scores)), "frame_scores": scores,
+                "frame_face_px": [px] * len(scores)}
+
+    files = [rec(0, "-", [0.1, 0.2], 200), rec(0, "-", [0.3, 0.2], 80), rec(0, "-", [0.2], 300),
+             rec(1, "swap", [0.9, 0.8], 200), rec(1, "swap", [0.7], 90),  # caught
+             rec(1, "lipsync", [0.1, 0.15], 200), rec(1, "lipsync", [0.25], 300)]  # missed
+    rows = {r["family"]: r for r in by_family(files, 0.5, ci_resamples=200)}
+    assert rows["swap"]["video_level"]["roc_auc"] == 1.0 and rows["swap"]["n_real"] == 3
+    assert rows["lipsync"]["video_level"]["roc_auc"] < 0.5 and rows["lipsync"]["video_level"]["recall"] == 0.0
+    assert rows["swap"]["frame_level"]["roc_auc_ci"] is not None
+    sizes = {r["face_px"]: r for r in by_face_size(files, 0.5)}
+    assert sizes["60-120px"]["n"] == 3 and sizes["60-120px"]["n_fake"] == 1
+    assert sizes[">=240px"]["n"] == 2

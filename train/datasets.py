@@ -36,13 +36,24 @@ CACHE_VERSION = 1
 LABELS = {"real": 0, "fake": 1, "0": 0, "1": 1, "original": 0, "manipulated": 1, "pristine": 0}
 
 
+NO_FAMILY = "-"
+
+
 @dataclass
 class LabelledMedia:
     path: Path
     label: int  # 0 real, 1 fake
+    # optional list-file columns: a fake's family (how it was made; for a real clip, the family it is the
+    # source of, or NO_FAMILY) and its group (one person, or one source clip and its fakes), which the
+    # leave-one-family-out protocol (train.lofo) never lets straddle a split
+    family: str = NO_FAMILY
+    group: str = ""
 
     def to_dict(self) -> dict:
-        return {"path": str(self.path), "label": self.label}
+        out = {"path": str(self.path), "label": self.label}
+        if self.family != NO_FAMILY or self.group:
+            out.update(family=self.family, group=self.group)
+        return out
 
 
 def parse_label(text: str) -> int:
@@ -53,7 +64,8 @@ def parse_label(text: str) -> int:
 
 
 def read_list_file(path: str | Path) -> list[LabelledMedia]:
-    """``path<TAB>label`` lines (``#`` comments, blank lines ignored); relative paths are relative to the list."""
+    """``path<TAB>label[<TAB>family[<TAB>group]]`` lines (``#`` comments, blank lines ignored); relative
+    paths are relative to the list.  Without tabs, ``path label`` split at the last blank."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"list file not found: {path}")
@@ -62,13 +74,15 @@ def read_list_file(path: str | Path) -> list[LabelledMedia]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        parts = line.split("\t") if "\t" in line else line.rsplit(None, 1)
-        if len(parts) != 2:
-            raise ValueError(f"{path}:{n}: expected 'path<TAB>label', got {line!r}")
-        media = Path(parts[0].strip())
+        parts = [p.strip() for p in line.split("\t")] if "\t" in line else line.rsplit(None, 1)
+        if not 2 <= len(parts) <= 4 or not all(parts):
+            raise ValueError(f"{path}:{n}: expected 'path<TAB>label[<TAB>family[<TAB>group]]', got {line!r}")
+        media = Path(parts[0])
         if not media.is_absolute():
             media = (path.parent / media)
-        items.append(LabelledMedia(media, parse_label(parts[1])))
+        family = parts[2] if len(parts) > 2 else NO_FAMILY
+        group = parts[3] if len(parts) > 3 else ""
+        items.append(LabelledMedia(media, parse_label(parts[1]), family, group))
     return items
 
 

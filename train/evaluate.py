@@ -1,7 +1,11 @@
 """``dfstream eval``: frame-level and video-level metrics of a detector on labelled media.
 
 Inputs: folders with ``real/`` and ``fake/`` inside, or list files of
-``path<TAB>label`` lines (label real/fake or 0/1), images and videos mixed.
+``path<TAB>label[<TAB>family[<TAB>group]]`` lines (label real/fake or 0/1), images and
+videos mixed.  With two or more fake families named, the report adds a table with one row
+per family (its fakes against every real file: what leave-one-family-out reads,
+:mod:`train.lofo`); it always breaks frame-level scores down by the scored face's size.
+A file that cannot be decoded is skipped with a warning and listed in the JSON.
 
 Faces: the pipeline's own decode + detect stages (:mod:`train.faces`), cut with
 the model's metadata (input size, crop margin).  Scores:
@@ -120,6 +124,81 @@ def plot(plot_dir: str | Path, results: dict) -> list[str]:
     return written
 
 
+FACE_SIZE_BINS = (0, 60, 120, 240)  # px, box height of a frame's scored face: webcam calls sit in 60-120
+
+
+def face_size_bin(height: float) -> str:
+    edges = FACE_SIZE_BINS + (float("inf"),)
+    for low, high in zip(edges, edges[1:]):
+        if low <= height < high:
+            return f"{low}-{high}px" if high != float("inf") else f">={low}px"
+    return f"<{FACE_SIZE_BINS[1]}px"
+
+
+def level_metrics(files: list[dict], threshold: float, ci_resamples: int) -> tuple[dict, dict]:
+    """Frame- and video-level metrics of per-file records (``label``, ``frame_scores``, ``video_score``),
+    with the ROC-AUCs' bootstrap intervals (frames resampled by whole videos)."""
+    frame_y = [f["label"] for f in files for _ in f["frame_scores"]]
+    frame_s = [v for f in files for v in f["frame_scores"]]
+    frame_video = [k for k, f in enumerate(files) for _ in f["frame_scores"]]
+    video_y = [f["label"] for f in files]
+    video_s = [f["video_score"] for f in files]
+    frame_m = compute_metrics(frame_y, frame_s, threshold)
+    video_m = compute_metrics(video_y, video_s, threshold)
+    if ci_resamples:
+        for m, groups, y, s in ((frame_m, frame_video, frame_y, frame_s), (video_m, None, video_y, video_s)):
+            m["ci_level"], m["ci_resamples"] = CI_LEVEL, int(ci_resamples)
+            m["roc_auc_ci"] = roc_auc_interval(y, s, groups=groups, confidence=CI_LEVEL, resamples=ci_resamples)
+    return frame_m, video_m
+
+
+def by_family(files: list[dict], threshold: float, ci_resamples: int) -> list[dict]:
+    """One row per fake family (the list file's third column): its fakes against every real file.
+    Leave-one-family-out reads this table (train.lofo)."""
+    reals = [f for f in files if f["label"] == 0]
+    rows = []
+    for family in sorted({f["family"] for f in files if f["label"] == 1}):
+        fakes = [f for f in files if f["label"] == 1 and f["family"] == family]
+        frame_m, video_m = level_metrics(reals + fakes, threshold, ci_resamples)
+        rows.append({"family": family, "n_fake": len(fakes), "n_real": len(reals), "frame_level": frame_m,
+                     "video_level": video_m})
+    return rows
+
+
+def by_face_size(files: list[dict], threshold: float) -> list[dict]:
+    """Frame-level metrics per size of the scored face (``FACE_SIZE_BINS``): where small faces stop being judged."""
+    bins: dict[str, tuple[list, list]] = {}
+    for f in files:
+        for score, height in zip(f["frame_scores"], f["frame_face_px"]):
+            y, s = bins.setdefault(face_size_bin(height), ([], []))
+            y.append(f["label"])
+            s.append(score)
+    order = [face_size_bin(low) for low in FACE_SIZE_BINS]
+    return [{"face_px": name, **compute_metrics(*bins[name], threshold)} for name in order if name in bins]
+
+
+def format_family_table(rows: list[dict]) -> str:
+    def auc(m):
+        if m.get("roc_auc") is None:
+            return "n/a"
+        ci = m.get("roc_auc_ci")
+        return f"{m['roc_auc']:.3f}" + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
+
+    lines = [f"{'family':<16} {'fake':>4} {'real':>4}  {'video ROC-AUC (95% CI)':<24} {'frame ROC-AUC (95% CI)':<24} recall"]
+    for r in rows:
+        lines.append(f"{r['family']:<16} {r['n_fake']:>4} {r['n_real']:>4}  {auc(r['video_level']):<24} "
+                     f"{auc(r['frame_level']):<24} {r['video_level'].get('recall', float('nan')):.2f}")
+    return "\n".join(lines)
+
+
+def format_face_sizes(rows: list[dict]) -> str:
+    cells = []
+    for r in rows:
+        auc = "n/a" if r.get("roc_auc") is None else f"{r['roc_auc']:.3f}"
+        cells.append(f"{r['face_px']}: {r['n']} frames (real {r['n_real']}, fake {r['n_fake']}), ROC-AUC {auc}")
+    return "frame-level by face size: " + "; ".join(cells)
+
+
 def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", temporal: str | None = None,
              threshold: float | None = None, every_n_frames: int = 10, max_frames: int = 32, max_faces: int = 4,
              video_agg: str = "mean", threads: int | None = None, output: str | Path | None = "eval.json",
@@ -141,34 +220,38 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
 
         temporal_model = load_temporal(temporal, expect_input=tuple(meta.input_size))
     cropper = FaceCropper(default_detect_config(tuple(meta.input_size), meta.crop_margin, face_detector))
-    per_file, frame_y, frame_s, frame_video, video_y, video_s, no_face = [], [], [], [], [], [], []
+    per_file, no_face, unreadable = [], [], []
+    from pipeline.stage import StageError
     from train.common import progress
 
     for item in progress(items, desc="eval"):
-        faces = score_media(det, cropper, item.path, every_n_frames, max_frames, max_faces)
+        try:
+            faces = score_media(det, cropper, item.path, every_n_frames, max_frames, max_faces)
+        except (StageError, ValueError, OSError) as exc:  # one bad file does not void a folder's evaluation
+            log.warning("skipped %s: %s", item.path, exc)
+            unreadable.append({"path": str(item.path), "error": str(exc)})
+            continue
         frames = frame_scores(faces)
         if not frames:
             no_face.append(str(item.path))
             continue
+        scored_face = {}  # frame -> height of its most suspicious face
+        for f in faces:
+            if f["score"] >= frames[f["frame"]] and f["frame"] not in scored_face:
+                scored_face[f["frame"]] = f["box"][3] - f["box"][1]
         fs = [frames[k] for k in sorted(frames)]
-        frame_y += [item.label] * len(fs)
-        frame_s += fs
-        frame_video += [len(video_y)] * len(fs)
         if temporal_model is not None:
             seq = [f["crop"] for f in sorted(faces, key=lambda f: f["frame"]) if f["face"] == 0]
             vscore = temporal_model.score_sequence(np.stack(seq))
         else:
             vscore = aggregate(fs, video_agg)
-        video_y.append(item.label)
-        video_s.append(vscore)
-        per_file.append({"path": str(item.path), "label": item.label, "video_score": vscore, "frames": len(fs),
-                         "faces": len(faces), "frame_scores": [round(v, 4) for v in fs]})
-    frame_m = compute_metrics(frame_y, frame_s, thr)
-    video_m = compute_metrics(video_y, video_s, thr)
-    if ci_resamples:
-        for m, groups, y, s in ((frame_m, frame_video, frame_y, frame_s), (video_m, None, video_y, video_s)):
-            m["ci_level"], m["ci_resamples"] = CI_LEVEL, int(ci_resamples)
-            m["roc_auc_ci"] = roc_auc_interval(y, s, groups=groups, confidence=CI_LEVEL, resamples=ci_resamples)
+        per_file.append({"path": str(item.path), "label": item.label, "family": item.family, "group": item.group,
+                         "video_score": vscore, "frames": len(fs), "faces": len(faces),
+                         "frame_scores": [round(v, 4) for v in fs],
+                         "frame_face_px": [round(float(scored_face[k]), 1) for k in sorted(frames)]})
+    frame_m, video_m = level_metrics(per_file, thr, ci_resamples)
+    families = by_family(per_file, thr, ci_resamples) if len({f["family"] for f in per_file if f["label"]}) > 1 else []
+    sizes = by_face_size(per_file, thr)
     how = "temporal model (CNN+LSTM) over the largest face's crops" if temporal_model is not None else (
         "mean of frame scores" if video_agg == "mean" else "mean of the top quarter of frame scores")
     report = {
@@ -181,15 +264,26 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
         "sampling": {"every_n_frames": every_n_frames, "max_frames": max_frames, "max_faces": max_faces},
         "frame_level": frame_m,
         "video_level": video_m,
+        "by_family": families,
+        "by_face_size": sizes,
         "files": per_file,
         "no_face_found": no_face,
+        "unreadable": unreadable,
     }
     text = [format_metrics("frame-level", frame_m), format_metrics("video-level", video_m), f"video score: {how}"]
+    if families:
+        text.append("by fake family (each family's fakes against every real file):\n" + format_family_table(families))
+    if sizes:
+        text.append(format_face_sizes(sizes))
     if no_face:
         text.append(f"no face found in {len(no_face)} file(s), left out: " + ", ".join(Path(p).name for p in no_face))
+    if unreadable:
+        text.append(f"could not read {len(unreadable)} file(s), left out: " + ", ".join(Path(u["path"]).name for u in unreadable))
     report["text"] = "\n".join(text)
     if plot_dir:
-        report["plots"] = plot(plot_dir, {"frame": (frame_y, frame_s), "video": (video_y, video_s)})
+        report["plots"] = plot(plot_dir, {
+            "frame": ([f["label"] for f in per_file for _ in f["frame_scores"]], [v for f in per_file for v in f["frame_scores"]]),
+            "video": ([f["label"] for f in per_file], [f["video_score"] for f in per_file])})
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(json.dumps({k: v for k, v in report.items() if k != "text"}, indent=1))

@@ -1,0 +1,74 @@
+"""Leave-one-family-out: groups never straddle a split, a family's sources go with it, buckets are stable."""
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import needs_shared_data
+from train import lofo
+from train.datasets import LabelledMedia, read_list_file
+
+
+def media(name: str, label: str, family: str = "-", group: str = "") -> LabelledMedia:
+    return LabelledMedia(Path(name), 1 if label == "fake" else 0, family, group or name)
+
+
+def toy_manifest() -> list[LabelledMedia]:
+    return [
+        media("swap1.mp4", "fake", "swap", "person_a"), media("swap2.mp4", "fake", "swap", "person_b"),
+        media("a_original.mp4", "real", "swap", "person_a"),
+        media("a_other_clip.mp4", "real", "-", "person_a"),  # same person, no family of its own
+        media("lipsync.mp4", "fake", "lipsync", "person_c"), media("c_original.mp4", "real", "lipsync", "person_c"),
+    ] + [media(f"real{k}.mp4", "real", "-", f"someone{k}") for k in range(40)]
+
+
+def test_held_out_family_takes_its_fakes_sources_and_their_people_to_test():
+    fold = lofo.fold(toy_manifest(), "swap")
+    test = {i.path.name for i in fold.test}
+    assert {"swap1.mp4", "swap2.mp4", "a_original.mp4", "a_other_clip.mp4"} <= test
+    train = {i.path.name for i in fold.train}
+    assert {"lipsync.mp4", "c_original.mp4"} <= train  # a training family keeps its real source beside it
+    assert not test & train
+
+
+def test_no_group_is_on_two_sides_of_any_fold():
+    items = toy_manifest()
+    for family in lofo.families(items) + [None]:
+        fold = lofo.fold(items, family)
+        sides = [{i.group for i in getattr(fold, name)} for name in ("train", "val", "test")]
+        assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+        assert sum(len(getattr(fold, n)) for n in ("train", "val", "test")) == len(items)
+
+
+def test_untied_real_groups_fall_in_the_same_bucket_in_every_fold():
+    items = toy_manifest()
+    buckets = [{i.group: name for name in ("train", "val", "test") for i in getattr(lofo.fold(items, fam), name)
+                if i.family == "-" and i.group.startswith("someone")} for fam in ("swap", "lipsync", None)]
+    assert buckets[0] == buckets[1] == buckets[2]
+    assert set(buckets[0].values()) == {"train", "val", "test"}  # 40 groups reach all three
+
+
+def test_unknown_family_and_missing_group_are_clear_errors():
+    with pytest.raises(ValueError, match="no fake family 'gan'"):
+        lofo.fold(toy_manifest(), "gan")
+    with pytest.raises(ValueError, match="no group"):
+        lofo.fold([LabelledMedia(Path("x.mp4"), 0)], None)
+
+
+def test_written_fold_lists_read_back_with_family_and_group(tmp_path):
+    fold = lofo.fold(toy_manifest(), "lipsync")
+    paths = fold.write(tmp_path)
+    back = read_list_file(paths["test"])
+    assert {(i.path.name, i.family, i.group) for i in back} == {(i.path.name, i.family, i.group) for i in fold.test}
+
+
+@needs_shared_data
+def test_shared_manifest_lists_every_family_and_files_that_exist():
+    items = read_list_file(lofo.DEFAULT_MANIFEST)
+    assert {"ffpp", "dfdc", "oneshot_swap", "lipsync", "talking_head"} <= set(lofo.families(items))
+    assert all(i.path.is_file() for i in items)
+    # fakes that share a real source are grouped with it (../shared/README.md)
+    zzww = {i.path.name for i in items if i.group == "zzww"}
+    assert {"zzww_original.mp4", "1.mp4", "wav2lip.mp4"} <= zzww
+    for family in lofo.families(items):
+        fold = lofo.fold(items, family)
+        assert any(i.label == 1 for i in fold.test) and any(i.label == 0 for i in fold.test)
