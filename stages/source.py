@@ -204,7 +204,7 @@ class SourceStage(Stage):
         self.stream = config.stream
         self.container = None
         self.finished = False
-        self.warning: str | None = None  # why a live stream ended early, if it did
+        self.warning: str | None = None  # why a live stream ended early, or a file ended short of its claimed count
         self.frames_sent = 0
         self.pictures_sent = 0  # frames sent with their pixels (see SourceConfig.all_pixels)
         self.frames_to_detect = 0
@@ -316,21 +316,36 @@ class SourceStage(Stage):
 
     # -- decoding -----------------------------------------------------------
     def _decode(self, video):
-        """Yield decoded frames; turn FFmpeg failures and truncation into StageError."""
+        """Yield decoded frames; turn FFmpeg failures and truncation into StageError.
+
+        A file that ends short of the frame count its container claims is *truncated* when
+        its last packet was cut (partial, or running to the file's last byte); otherwise the
+        count was wrong (common: 62 claimed, 61 there) and what was there is kept, with a
+        :attr:`warning` that names the counts."""
         url = self.stream.url
+        last_end, partial = 0, False
         try:
-            for frame in self.container.decode(video):
-                self.frames_decoded += 1
-                yield frame
-                if self._stop.is_set():
-                    return
+            for packet in self.container.demux(video):
+                if packet.size:
+                    partial = partial or packet.is_corrupt
+                    if packet.pos is not None and packet.pos >= 0:
+                        last_end = max(last_end, packet.pos + packet.size)
+                for frame in packet.decode():
+                    self.frames_decoded += 1
+                    yield frame
+                    if self._stop.is_set():
+                        return
         except (av.error.TimeoutError, av.error.ExitError, TimeoutError):  # ExitError: PyAV's timeout= fired
             raise StageError(f"{url} stopped sending frames (no data for {self.config.read_timeout_s:g} s)") from None
         except av.error.FFmpegError as exc:
             raise StageError(f"{url}: decoding failed after {self.frames_decoded} frames ({exc.strerror or exc})") from None
         expected = self.stream.frame_count
         if self.stream.kind == SOURCE_FILE and expected and self.frames_decoded < expected and not self._stop.is_set():
-            raise StageError(f"{url} is truncated: decoded {self.frames_decoded} of {expected} frames")
+            size = os.path.getsize(url) if os.path.isfile(url) else 0
+            if partial or (size and last_end >= size):
+                raise StageError(f"{url} is truncated: decoded {self.frames_decoded} of {expected} frames")
+            self.warning = (f"{url}: its container claims {expected} frames but {self.frames_decoded} decoded; "
+                            "processed the frames that are there")
 
     def _read_live(self) -> None:
         """Reader thread for live sources: decode as frames come, keep the newest."""

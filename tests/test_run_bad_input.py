@@ -114,3 +114,13 @@ def test_an_output_with_an_unknown_container_is_refused(tmp_path, tiny_detector,
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "container" in result.stderr
     assert not (tmp_path / output).exists()
+
+
+@needs_shared_data
+def test_a_file_with_fewer_frames_than_its_container_claims_is_processed_with_a_warning(tmp_path, tiny_detector):
+    short = shared("real/mead_eamm/sad.mp4")  # claims 157 frames, holds 110 (all its bytes are there)
+    result = run_dfstream("run", "-s", short, "-m", tiny_detector, "-o", tmp_path / "out.mp4", "--no-progress", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "claims 157 frames but 110 decoded" in result.stderr
+    with av.open(str(tmp_path / "out.mp4")) as out:
+        assert sum(1 for _ in out.decode(video=0)) == 110
