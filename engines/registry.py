@@ -35,7 +35,7 @@ PACKAGED_DIR = Path(__file__).resolve().parent / "weights"
 # dfstream metadata; the others are engines.metadata kinds and are checked against the file's own.
 FACE_DETECTOR = "face_detector"
 LANDMARKS = "landmarks"
-BACKBONE = "backbone"  # a pretrained network whose trunk starts a detector's training (train.models.backbones)
+BACKBONE = "backbone"  # a pretrained network whose trunk starts a detector's training (engines.networks.backbones)
 THIRD_PARTY_KINDS = (FACE_DETECTOR, LANDMARKS, BACKBONE)
 REGISTRY_KINDS = (FACE_DETECTOR, LANDMARKS, BACKBONE, "detector", "swapper", "temporal")
 

@@ -2,7 +2,7 @@
 
 Build (needs CUDA and the ``tensorrt`` extra, ``pip install dfstream[tensorrt]``):
 
-* a checkpoint is rebuilt with ``train.models.load_checkpoint`` (``weights_only``),
+* a checkpoint is rebuilt with ``engines.networks.load_checkpoint`` (``weights_only``),
   traced with ``torch.export.export`` with a dynamic batch ``Dim``, and compiled with
   ``torch_tensorrt.dynamo.convert_exported_program_to_serialized_trt_engine`` given a
   ``torch_tensorrt.Input(min_shape, opt_shape, max_shape, dtype)``: the documented
@@ -174,7 +174,7 @@ def _plan_from_checkpoint(path: Path, metadata: ModelMetadata, profile: BuildPro
     import torch
     import torch_tensorrt
 
-    from train.models import load_checkpoint
+    from engines.networks import load_checkpoint
 
     model, _ = load_checkpoint(path)  # torch.load(weights_only=True)
     convert = torch_tensorrt.dynamo.convert_exported_program_to_serialized_trt_engine

@@ -2,7 +2,7 @@
 
 The reference the other backends are checked against: export and the parity tests
 compare ONNX Runtime and TensorRT outputs with this one.  Checkpoints are loaded
-with ``torch.load(weights_only=True)`` (through ``train.models.load_checkpoint``),
+with ``torch.load(weights_only=True)`` (through ``engines.networks.load_checkpoint``),
 so a checkpoint file can never run code when it is opened.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ class TorchEngine(Engine):
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None, threads: int | None = None) -> "TorchEngine":
         from engines.loader import EngineError
-        from train.models import load_checkpoint
+        from engines.networks import load_checkpoint
 
         try:
             model, checkpoint = load_checkpoint(path)

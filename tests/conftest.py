@@ -70,7 +70,7 @@ def export_untrained(directory: Path, name: str, architecture: dict, metadata) -
     import torch
 
     from engines.export import export_checkpoint
-    from train.models import CHECKPOINT_FORMAT, build_model
+    from engines.networks import CHECKPOINT_FORMAT, build_model
 
     torch.manual_seed(0)
     model = build_model(architecture).eval()

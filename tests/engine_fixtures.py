@@ -24,7 +24,7 @@ def make_detector_checkpoint(path: Path, seed: int = 0) -> Path:
     """
     import torch
 
-    from train.models import CHECKPOINT_FORMAT, build_model
+    from engines.networks import CHECKPOINT_FORMAT, build_model
 
     architecture = {"family": "detector", "backbone": BACKBONE, "drop_rate": 0.0}
     torch.manual_seed(seed)
@@ -41,7 +41,7 @@ def make_metadata_only_checkpoint(path: Path, kind: str = "detector") -> Path:
     """A checkpoint-shaped file that only carries metadata: enough for kind checks, not to run."""
     import torch
 
-    from train.models import CHECKPOINT_FORMAT
+    from engines.networks import CHECKPOINT_FORMAT
 
     torch.save({"format": CHECKPOINT_FORMAT, "metadata": detector_metadata(kind=kind).to_dict(),
                 "architecture": {"family": kind}, "state_dict": {}}, path)

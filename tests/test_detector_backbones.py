@@ -28,7 +28,7 @@ def _ultraface_tensor(path, name: str, image: np.ndarray) -> np.ndarray:
 
 
 def test_the_pretrained_trunk_computes_what_the_face_detector_computes_up_to_its_cut():
-    from train.models.backbones import TRUNKS, TrunkClassifier
+    from engines.networks.backbones import TRUNKS, TrunkClassifier
 
     path = shared(ULTRAFACE)
     image = np.random.default_rng(0).normal(size=(1, 3, 240, 320)).astype(np.float32)
@@ -42,7 +42,7 @@ def test_the_pretrained_trunk_computes_what_the_face_detector_computes_up_to_its
 
 
 def test_without_pretrained_the_same_trunk_starts_from_fresh_weights():
-    from train.models.backbones import TrunkClassifier
+    from engines.networks.backbones import TrunkClassifier
 
     shared(ULTRAFACE)
     pretrained = TrunkClassifier("ultraface_rfb320", pretrained=True).state_dict()
@@ -56,7 +56,7 @@ def test_without_pretrained_the_same_trunk_starts_from_fresh_weights():
 def test_a_detector_on_a_face_detector_trunk_saves_reloads_and_exports_to_onnx_that_matches_torch(tmp_path):
     from engines.export import export_checkpoint
     from engines.onnxruntime_engine import OnnxRuntimeEngine
-    from train.models import build_model, load_checkpoint
+    from engines.networks import build_model, load_checkpoint
 
     shared(ULTRAFACE)
     model = build_model(dict(ARCHITECTURE, pretrained=True)).eval()
@@ -75,7 +75,7 @@ def test_a_detector_on_a_face_detector_trunk_saves_reloads_and_exports_to_onnx_t
 
 
 def test_a_face_detector_trunk_refuses_the_high_pass_stem():
-    from train.models import build_model
+    from engines.networks import build_model
 
     shared(ULTRAFACE)
     with pytest.raises(ValueError, match="3 colours only"):
@@ -84,7 +84,7 @@ def test_a_face_detector_trunk_refuses_the_high_pass_stem():
 
 def test_auto_is_the_face_detector_trunk_when_installed_and_mobilenet_with_a_warning_when_not(tmp_path, monkeypatch, caplog):
     from engines.registry import ModelNotFoundError
-    from train.models.backbones import choose
+    from engines.networks.backbones import choose
 
     shared(ULTRAFACE)
     assert choose("auto") == "ultraface_rfb320"

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_high_pass_stem_keeps_the_colours_and_answers_texture_not_flat_areas():
-    from train.models.detector import HighPassStem
+    from engines.networks.detector import HighPassStem
 
     image = torch.full((1, 3, 24, 24), 0.2)
     image[:, 1, :, 12:] += 0.3 * torch.randn(24, 12, generator=torch.Generator().manual_seed(0))  # texture in green only
@@ -27,7 +27,7 @@ def test_the_high_pass_stem_keeps_the_colours_and_answers_texture_not_flat_areas
 def test_a_detector_with_the_srm_stem_exports_to_onnx_that_matches_torch(tmp_path):
     from engines.export import export_checkpoint
     from engines.onnxruntime_engine import OnnxRuntimeEngine
-    from train.models import build_model, load_checkpoint
+    from engines.networks import build_model, load_checkpoint
 
     architecture = {"family": "detector", "backbone": "mobilenetv3_small_050", "drop_rate": 0.0, "stem": "srm"}
     model = build_model(architecture).eval()
@@ -45,7 +45,7 @@ def test_a_detector_with_the_srm_stem_exports_to_onnx_that_matches_torch(tmp_pat
 
 
 def test_an_unknown_stem_is_refused():
-    from train.models import build_model
+    from engines.networks import build_model
 
     with pytest.raises(ValueError, match="unknown stem 'dct'"):
         build_model({"family": "detector", "backbone": "mobilenetv3_small_050", "stem": "dct"})

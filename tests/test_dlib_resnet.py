@@ -1,4 +1,4 @@
-"""dlib's face-recognition network read without dlib (train.models.dlib_resnet).
+"""dlib's face-recognition network read without dlib (engines.networks.dlib_resnet).
 
 The network file comes through the registry ("dlib-face-resnet", conftest's ``dlib_network``);
 these tests skip when it is not installed (``dfstream models fetch dlib-face-resnet``, or
@@ -17,7 +17,7 @@ import torch
 from engines.registry import ModelNotFoundError, resolve
 
 from tests.conftest import shared
-from train.models.dlib_resnet import DlibFaceResNet, DlibFaceNetWeights, dlib_chip_landmarks, read_dat
+from engines.networks.dlib_resnet import DlibFaceResNet, DlibFaceNetWeights, dlib_chip_landmarks, read_dat
 
 # Real dlib's descriptor of synthetic_chip(), produced in a scratch venv (dlib-bin 20.0.1.post1, the
 # PyPI wheel of dlib 20.0.1, CPU build; numpy 2.4.6) with

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _member(directory, seed: int, input_size=(32, 32), margin=1.4, kind="detector"):
-    from train.models import build_model
+    from engines.networks import build_model
 
     torch.manual_seed(seed)
     architecture = {"family": "detector", "backbone": "mobilenetv3_small_050", "drop_rate": 0.0}
@@ -29,7 +29,7 @@ def test_the_ensemble_scores_the_mean_of_its_members_in_torch_and_in_onnx(tmp_pa
     from engines.export import export_checkpoint
     from engines.onnxruntime_engine import OnnxRuntimeEngine
     from pipeline.cli_detector import train_ensemble_command
-    from train.models import load_checkpoint
+    from engines.networks import load_checkpoint
 
     (a, model_a), (b, model_b), (c, model_c) = (_member(tmp_path, s) for s in (0, 1, 2))
     result = CliRunner().invoke(train_ensemble_command, [str(a), str(b), str(c), "-o", str(tmp_path / "ens.pt")])

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def tiny_detector(path: Path, size: int = 64, kind: str = "detector") -> Path:
     from train.detector import DEFAULTS, make_metadata
-    from train.models import build_model
+    from engines.networks import build_model
 
     arch = {"family": "detector", "backbone": "mobilenetv3_small_050", "pretrained": False, "drop_rate": 0.0}
     model = build_model(arch)

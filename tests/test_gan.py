@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner
 
 from pipeline.cli_generate import train_gan_command
-from train.models import build_model
-from train.models.dcgan import build_generator
+from engines.networks import build_model
+from engines.networks.dcgan import build_generator
 
 DATA = Path(os.environ.get("DFSTREAM_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 CLIP = DATA / "real" / "liveportrait_driving_videos" / "d0.mp4"

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def tiny_detector(path: Path, size: int = 64) -> Path:
     from train.detector import DEFAULTS, make_metadata
-    from train.models import build_model
+    from engines.networks import build_model
 
     arch = {"family": "detector", "backbone": "mobilenetv3_small_050", "pretrained": False, "drop_rate": 0.0}
     return save_checkpoint(path, build_model(arch), arch, make_metadata(dict(DEFAULTS, input_size=size, name="tiny-test")))

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from pipeline.cli_generate import swapper_eval_command, train_swapper_command
 from train.image_quality import batch_quality, psnr, ssim, ssim_torch
-from train.models import build_model
+from engines.networks import build_model
 
 DATA = Path(os.environ.get("DFSTREAM_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 CLIPS = DATA / "real" / "liveportrait_driving_videos"
@@ -165,7 +165,7 @@ def test_eval_swap_prints_psnr_ssim_and_the_share_a_detector_flags(trained_run, 
     from engines.export import export_checkpoint
     from engines.metadata import ModelMetadata
     from train.common import save_checkpoint
-    from train.models.dcgan import build
+    from engines.networks.dcgan import build
 
     run_dir, _, _ = trained_run
     # any detector-kind model will do: an untrained DCGAN discriminator exported as a detector

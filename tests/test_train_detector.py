@@ -31,7 +31,7 @@ def _real_photos(tmp_path, *names) -> Path:
 def test_loss_falls_on_a_fixed_batch():
     from train.detector import DEFAULTS, make_metadata
     from train.datasets import FaceDataset, to_tensor
-    from train.models import build_model
+    from engines.networks import build_model
     from engines.alignment import template_points
 
     torch.manual_seed(0)
@@ -112,7 +112,7 @@ def test_a_second_run_caching_the_same_file_at_once_leaves_a_whole_file(tmp_path
 
 
 def test_checkpoint_round_trips_through_weights_only_load(tmp_path):
-    from train.models import build_model, load_checkpoint as rebuild
+    from engines.networks import build_model, load_checkpoint as rebuild
 
     arch = {"family": "detector", "backbone": "mobilenetv3_small_050", "drop_rate": 0.0}
     model = build_model(arch).eval()
@@ -236,7 +236,7 @@ def test_sam_steps_take_the_gradient_uphill_and_resume_keeps_the_radius(tmp_path
 @needs_data
 def test_temporal_model_trains_on_video_sequences_and_scores_a_sequence(tmp_path):
     from train.detector import DEFAULTS, make_metadata
-    from train.models import build_model
+    from engines.networks import build_model
     from train.temporal import load_temporal, train_temporal
 
     arch = {"family": "detector", "backbone": "mobilenetv3_small_050", "pretrained": False, "drop_rate": 0.0}
@@ -253,7 +253,7 @@ def test_temporal_model_trains_on_video_sequences_and_scores_a_sequence(tmp_path
 @needs_data
 def test_temporal_training_refuses_a_detector_whose_backbone_weights_are_incomplete(tmp_path):
     from train.detector import DEFAULTS, make_metadata
-    from train.models import build_model
+    from engines.networks import build_model
     from train.temporal import train_temporal
 
     arch = {"family": "detector", "backbone": "mobilenetv3_small_050", "pretrained": False, "drop_rate": 0.0}
@@ -465,7 +465,7 @@ def test_blend_maps_are_zero_for_real_faces_and_lie_where_the_blend_changed_the_
 def test_the_blend_map_head_learns_on_a_fixed_batch_and_stays_out_of_the_forward_pass():
     from train.datasets import FaceDataset, to_tensor
     from train.detector import DEFAULTS, _blend_map_loss, _collate, make_metadata
-    from train.models import build_model
+    from engines.networks import build_model
 
     torch.manual_seed(0)
     ds = FaceDataset(_noise_faces(8), (64, 64), 1.4, sbi=True, train=False, blend_map=True)
@@ -534,7 +534,7 @@ def test_blend_map_training_is_recorded_and_exports_without_the_map_head(tmp_pat
 
 def test_the_face_recognition_trunk_freezes_its_early_levels_and_learns_the_rest_slower(dlib_network):
     from train.detector import _optimizer
-    from train.models import build_model
+    from engines.networks import build_model
 
     model = build_model({"family": "detector", "backbone": "dlib_face_resnet", "pretrained": True})
     trunk = model.backbone.trunk
@@ -555,7 +555,7 @@ def test_the_face_recognition_trunk_freezes_its_early_levels_and_learns_the_rest
 def test_a_run_on_the_face_recognition_trunk_keeps_its_frozen_weights_and_exports(tmp_path, dlib_network):
     from engines.export import export_checkpoint
     from pipeline.cli_detector import train_detector_command
-    from train.models.dlib_resnet import DlibFaceResNet
+    from engines.networks.dlib_resnet import DlibFaceResNet
 
     images = _real_photos(tmp_path, "obama3.jpg", "train__biden__biden.jpg")
     run = tmp_path / "run"

@@ -11,7 +11,7 @@ all use it the same way::
     save_checkpoint(run.checkpoint_path(step), model, architecture, metadata, optimizer=opt, step=step, epoch=epoch)
 
 Checkpoints are plain dicts in the ``dfstream-checkpoint-v1`` format (see
-:mod:`train.models`); they hold only tensors, numbers, strings, lists and dicts,
+:mod:`engines.networks`); they hold only tensors, numbers, strings, lists and dicts,
 so they load with ``torch.load(weights_only=True)`` -- nothing is ever unpickled.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from train.models import CHECKPOINT_FORMAT
+from engines.networks import CHECKPOINT_FORMAT
 
 LATEST = "last.pt"
 BEST = "best.pt"

@@ -49,7 +49,7 @@ DEFAULTS = dict(
     blend_map=0.0,  # weight of a second loss: where in the crop the self-blend mixes two images (Face X-ray's boundary); 0: off
     sbi_pairs=False,  # a real face and its blend: cut and augmented alike, in the same batch (learns sooner, generalised worse here)
     backbone="auto",  # the UltraFace detector's trunk when installed (steadier across seeds, model card), else mobilenetv3_small_100
-    stem="rgb",  # rgb, or srm: fixed high-pass residuals beside the colours (train.models.detector)
+    stem="rgb",  # rgb, or srm: fixed high-pass residuals beside the colours (engines.networks.detector)
     pretrained=False,
     drop_rate=0.2,
     input_size=128,
@@ -158,12 +158,12 @@ def _load_weights(model, state_dict, source: str):
 
 
 def make_metadata(cfg: dict, metrics: dict | None = None, training: dict | None = None) -> ModelMetadata:
-    from train.models.backbones import describe as describe_backbone
+    from engines.networks.backbones import describe as describe_backbone
 
     return common.p_fake_metadata(
         cfg["name"], cfg["input_size"], cfg["margin"],
         f"{describe_backbone(cfg['backbone'])}{' on colours + SRM high-pass residuals' if cfg.get('stem') == 'srm' else ''} -> 1 logit "
-        "-> sigmoid (train.models.detector.FrameDetector)", training, metrics)
+        "-> sigmoid (engines.networks.detector.FrameDetector)", training, metrics)
 
 
 AUTO_SBI_LANDMARKS = "pfld68"
@@ -247,8 +247,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     from torch.nn import functional as F
 
     from train.metrics import compute_metrics
-    from train.models import build_model
-    from train.models.backbones import choose as choose_backbone
+    from engines.networks import build_model
+    from engines.networks.backbones import choose as choose_backbone
     from train.sbi import curriculum_strength
 
     cfg = dict(DEFAULTS)

@@ -18,7 +18,7 @@ SHARED_INPUT = ("input_size", "crop_margin", "mean", "std", "color_order", "outp
 
 
 def combine(checkpoints: list[str | Path], output: str | Path, name: str = "dfstream-detector-ensemble") -> Path:
-    from train.models import build_model
+    from engines.networks import build_model
 
     if len(checkpoints) < 2:
         raise ValueError("an ensemble needs at least two detector checkpoints")

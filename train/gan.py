@@ -93,7 +93,7 @@ def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> di
 
     from train.common import (RunDir, load_checkpoint, progress, resume_from, save_checkpoint, seed_everything,
                               set_threads, tensorboard_writer)
-    from train.models.dcgan import build, build_generator
+    from engines.networks.dcgan import build, build_generator
     from train.swapper import LossWindow, collect_faces, to_tensor
 
     config = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
@@ -246,7 +246,7 @@ def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> di
 def load_generator(checkpoint_path):
     """The generator saved beside a DCGAN discriminator checkpoint (weights_only load)."""
     from train.common import load_checkpoint
-    from train.models.dcgan import build_generator
+    from engines.networks.dcgan import build_generator
 
     checkpoint = load_checkpoint(checkpoint_path)
     arch = checkpoint.get("extra", {}).get("generator_architecture")

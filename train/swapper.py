@@ -276,8 +276,8 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
     from train.common import (RunDir, load_checkpoint, progress, resume_from, save_checkpoint, seed_everything,
                               set_threads, tensorboard_writer)
     from train.image_quality import ssim_torch
-    from train.models import build_model
-    from train.models.swapper import build_discriminator
+    from engines.networks import build_model
+    from engines.networks.swapper import build_discriminator
 
     config = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     config.update(faces_a=str(faces_a), faces_b=str(faces_b), run_dir=str(run_dir))
@@ -526,7 +526,7 @@ def evaluate_swapper(checkpoint_path, faces_a=None, faces_b=None, detector_path=
     at its own threshold, next to its verdicts on the same frames unswapped."""
     from engines.metadata import ModelMetadata
     from train.common import set_threads
-    from train.models import load_checkpoint
+    from engines.networks import load_checkpoint
 
     set_threads(threads)
     model, state = load_checkpoint(checkpoint_path)

@@ -67,7 +67,7 @@ def train_temporal(detector_checkpoint: str | Path, inputs: list[str], run_dir: 
     import torch
     from torch.nn import functional as F
 
-    from train.models import build_model
+    from engines.networks import build_model
 
     cfg = dict(detector=str(detector_checkpoint), inputs=list(inputs), exclude=list(exclude), seq_len=seq_len, steps=steps,
                batch_size=batch_size, lr=lr, hidden=hidden, seed=seed, every_n_frames=every_n_frames, max_frames=max_frames)
@@ -155,7 +155,7 @@ class TemporalScorer:
 
 
 def load_temporal(path: str | Path, expect_input: tuple[int, int] | None = None) -> TemporalScorer:
-    from train.models import build_model
+    from engines.networks import build_model
 
     ckpt = common.load_checkpoint(path)
     if ckpt["architecture"].get("family") != "temporal":

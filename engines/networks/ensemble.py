@@ -16,7 +16,7 @@ from torch import nn
 class DetectorEnsemble(nn.Module):
     def __init__(self, members: list[dict]):
         super().__init__()
-        from train.models import build_model
+        from engines.networks import build_model
 
         if not members:
             raise ValueError("an ensemble needs at least one member")

@@ -1,4 +1,4 @@
-"""Frame-level deepfake detector: a backbone (timm, or a face-detector trunk: train.models.backbones) on an aligned face crop -> P(fake).
+"""Frame-level deepfake detector: a backbone (timm, or a face-detector trunk: engines.networks.backbones) on an aligned face crop -> P(fake).
 
 ``stem="srm"`` puts fixed high-pass filters in front of the backbone: the three SRM
 residual kernels of image steganalysis (Fridrich & Kodovsky, 2012), as face-forgery
@@ -49,7 +49,7 @@ class FrameDetector(nn.Module):
     def __init__(self, backbone: str = "efficientnet_b0", pretrained: bool = False, drop_rate: float = 0.2, stem: str = "rgb",
                  blend_map: bool = False):
         super().__init__()
-        from train.models.backbones import create
+        from engines.networks.backbones import create
 
         if stem not in STEMS:
             raise ValueError(f"unknown stem {stem!r} (expected one of {', '.join(STEMS)})")

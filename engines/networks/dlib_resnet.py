@@ -3,7 +3,7 @@
 ``dlib_face_recognition_resnet_model_v1.dat`` (CC0) is the ``anet_type`` of dlib's
 ``examples/dnn_face_recognition_ex.cpp``: a 29-convolution ResNet trained on about 3 M
 faces of 7485 people to map a 150 x 150 face chip to a 128-d descriptor.  Its layers
-start a deepfake detector's training (:mod:`train.models.backbones`), so this module
+start a deepfake detector's training (:mod:`engines.networks.backbones`), so this module
 needs neither dlib nor a C++ toolchain: :func:`read_dat` parses dlib's serialization
 with numpy, :class:`DlibFaceResNet` is the same network in plain torch modules (ONNX
 exportable).  Descriptors match real dlib 20.0.1's ``compute_face_descriptor`` within

@@ -21,11 +21,11 @@ CHECKPOINT_FORMAT = "dfstream-checkpoint-v1"
 # family -> module defining build(**kwargs); imported lazily so that running a
 # detector never imports the GAN code.
 FAMILIES = {
-    "detector": "train.models.detector",
-    "detector_ensemble": "train.models.ensemble",
-    "temporal": "train.models.temporal",
-    "swapper": "train.models.swapper",
-    "dcgan_discriminator": "train.models.dcgan",
+    "detector": "engines.networks.detector",
+    "detector_ensemble": "engines.networks.ensemble",
+    "temporal": "engines.networks.temporal",
+    "swapper": "engines.networks.swapper",
+    "dcgan_discriminator": "engines.networks.dcgan",
 }
 
 

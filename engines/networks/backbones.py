@@ -11,7 +11,7 @@ one of two pretrained starts for a detector that this project can get here.
 The other is dlib's face-recognition ResNet (CC0, in a PyPI package): trained to tell
 ~7500 people apart from ~3 M faces, its early levels describe facial detail at a
 finer grain than a detector needs, which is where blending seams and re-rendered skin
-differ.  Its file is read by :mod:`train.models.dlib_resnet`.
+differ.  Its file is read by :mod:`engines.networks.dlib_resnet`.
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ class TrunkClassifier(PooledTrunk):
 
 @dataclass(frozen=True)
 class FaceRecognitionTrunk:
-    model: str  # registry name of dlib's network file (train.models.dlib_resnet reads it)
+    model: str  # registry name of dlib's network file (engines.networks.dlib_resnet reads it)
     up_to: str  # the last level kept: later ones learnt who a face is, which a fake does not change
     frozen: tuple[str, ...]  # levels kept at their face-recognition weights when pretrained
     lr_scale: float  # the learnt levels' learning rate, as a fraction of the classifier's
@@ -128,7 +128,7 @@ class FaceRecognitionTrunkClassifier(PooledTrunk):
 
     def __init__(self, name: str, num_classes: int = 1, pretrained: bool = True, drop_rate: float = 0.0, in_chans: int = 3):
         from engines.registry import resolve
-        from train.models.dlib_resnet import DlibFaceResNet
+        from engines.networks.dlib_resnet import DlibFaceResNet
 
         if in_chans != 3:
             raise ValueError(f"backbone {name}: dlib's network takes the 3 colours only, not {in_chans} channels")

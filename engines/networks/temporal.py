@@ -16,7 +16,7 @@ class TemporalDetector(nn.Module):
     def __init__(self, backbone: str = "mobilenetv3_small_100", hidden: int = 64, layers: int = 1,
                  freeze_backbone: bool = True, drop_rate: float = 0.1):
         super().__init__()
-        from train.models.backbones import create
+        from engines.networks.backbones import create
 
         self.backbone = create(backbone, pretrained=False, num_classes=0)
         self.freeze_backbone = freeze_backbone
