@@ -20,7 +20,7 @@ much on the way in and back on the way out.  So the detect stage cuts crops for 
 engine as for any other swapper: size and margin from the metadata.
 
 The source face is found and aligned by the pipeline's own detect stage
-(:mod:`train.faces`, 112 x 112 at margin 1.0 == insightface's ``norm_crop``).
+(:mod:`stages.faces`, 112 x 112 at margin 1.0 == insightface's ``norm_crop``).
 """
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ class EmbeddingModel:
 
 def source_faces_from_images(paths, face_detector: str = "auto") -> np.ndarray:
     """Aligned 112 x 112 ArcFace crops (largest face of each image) through the pipeline's detect stage."""
-    from train.faces import FaceCropper, default_detect_config, is_image, list_media
+    from stages.faces import FaceCropper, default_detect_config, is_image, list_media
 
     files = []
     for p in [paths] if isinstance(paths, (str, Path)) else paths:

@@ -108,7 +108,7 @@ def test_bad_shapes_are_refused():
 def test_paste_into_a_real_photo_touches_only_the_detected_face(monkeypatch):
     if (DATA / "models").is_dir() and not os.environ.get("DFSTREAM_MODELS"):
         monkeypatch.setenv("DFSTREAM_MODELS", str(DATA / "models"))
-    from train.faces import FaceCropper, default_detect_config
+    from stages.faces import FaceCropper, default_detect_config
 
     path = DATA / "real" / "face_recognition_examples" / "two_people.jpg"
     face = FaceCropper(default_detect_config(CROP, MARGIN)).crops_from_image(path, max_faces=1, keep_frames=True)[0]

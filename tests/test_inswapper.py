@@ -138,7 +138,7 @@ def test_inswapper_swaps_a_real_face_end_to_end_from_a_source_photo(tmp_path, mo
     if (DATA / "models").is_dir() and not os.environ.get("DFSTREAM_MODELS"):
         monkeypatch.setenv("DFSTREAM_MODELS", str(DATA / "models"))
     from engines.blending import paste_swapped_face
-    from train.faces import FaceCropper, default_detect_config
+    from stages.faces import FaceCropper, default_detect_config
 
     engine = load_inswapper(make_inswapper(tmp_path / "inswapper_tiny.onnx"), make_embedder(tmp_path / "arcface_tiny.onnx"),
                             SOURCE_FACE)

@@ -1,6 +1,6 @@
 """Training data: labelled media -> cached wide face crops -> model crops (real, fake, self-blended).
 
-Faces come only from :class:`train.faces.FaceCropper` (the pipeline's own decode
+Faces come only from :class:`stages.faces.FaceCropper` (the pipeline's own decode
 and detect stages).  Each face is cached once as a *wide* aligned crop
 (``CACHE_SIZE`` px at ``CACHE_MARGIN``) with its 5 landmarks in crop
 coordinates, in one ``.npz`` per media file under a cache folder outside the
@@ -28,7 +28,7 @@ import numpy as np
 
 from engines.alignment import alignment_matrix, template_points
 from engines.registry import write_atomically
-from train.faces import FaceCropper, default_detect_config, is_image, is_video, list_media
+from stages.faces import FaceCropper, default_detect_config, is_image, is_video, list_media
 
 CACHE_SIZE = 224
 CACHE_MARGIN = 2.0

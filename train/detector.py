@@ -2,7 +2,7 @@
 
 Data: real faces (SBI synthesises the fakes on the fly -- the default), and/or
 labelled real/fake folders or list files.  Faces come from the pipeline's own
-decode + detect stages (:mod:`train.faces`) and are cached once (:mod:`train.datasets`).
+decode + detect stages (:mod:`stages.faces`) and are cached once (:mod:`train.datasets`).
 
 Run folder (``--run-dir``)::
 

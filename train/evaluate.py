@@ -7,7 +7,7 @@ per family (its fakes against every real file: what leave-one-family-out reads,
 :mod:`train.lofo`); it always breaks frame-level scores down by the scored face's size.
 A file that cannot be decoded is skipped with a warning and listed in the JSON.
 
-Faces: the pipeline's own decode + detect stages (:mod:`train.faces`), cut with
+Faces: the pipeline's own decode + detect stages (:mod:`stages.faces`), cut with
 the model's metadata (input size, crop margin).  Scores:
 
 * **frame score** = the highest P(fake) among the faces of that frame (an image is
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from train.datasets import gather
-from train.faces import FaceCropper, default_detect_config, is_image, is_video
+from stages.faces import FaceCropper, default_detect_config, is_image, is_video
 from train.metrics import compute_metrics, format_metrics, roc_auc_interval
 
 log = logging.getLogger(__name__)

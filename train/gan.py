@@ -3,7 +3,7 @@
 As Radford et al.: 64 x 64 images, z ~ N(0, 1) of 100 dimensions, transposed-conv
 generator with batch norm, strided-conv discriminator with LeakyReLU(0.2), binary
 cross-entropy, Adam(2e-4, betas 0.5/0.999), batch 128.  Faces are aligned crops cut
-by the pipeline's own source and detect stages (:mod:`train.faces`).
+by the pipeline's own source and detect stages (:mod:`stages.faces`).
 
 Label convention: the discriminator is trained with 1 = *generated*, so the same
 network, exported, is a dfstream detector (crop -> P(fake)).  The checkpoint
@@ -98,7 +98,7 @@ def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> di
 
     config = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     config.update(faces=str(faces), run_dir=str(run_dir))
-    from train.faces import list_media
+    from stages.faces import list_media
 
     if not list_media(faces):  # before the run folder is made: a typo must not leave one behind
         raise FileNotFoundError(f"no images or videos in {faces}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from train.evaluate import aggregate, frame_scores, load_detector, score_media
-from train.faces import FaceCropper, default_detect_config, is_image, is_video
+from stages.faces import FaceCropper, default_detect_config, is_image, is_video
 
 
 def predict(media: str | Path, model: str = "detector", engine: str = "auto", threshold: float | None = None,

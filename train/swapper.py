@@ -1,7 +1,7 @@
 """Train the face swapper: ``dfstream train swapper --faces-a A --faces-b B`` (or ``python -m train.swapper``).
 
 The "deepfakes" recipe: aligned crops of two people (cut by the pipeline's own
-source and detect stages, :mod:`train.faces`), one shared encoder, one decoder per
+source and detect stages, :mod:`stages.faces`), one shared encoder, one decoder per
 person.  Each step, every decoder learns to rebuild its own person from a randomly
 *warped* copy of the face (so the encoder must learn a face code, not copy pixels);
 the loss is L1 plus a structural term (1 - SSIM) plus a small adversarial term from
@@ -72,7 +72,7 @@ def collect_faces(path, size: int, margin: float, every_n_frames: int = 2, max_f
                   face_detector: str = "auto", keep_frames: bool = False, desc: str = "faces"):
     """FaceCrop records (largest face per image / sampled frame) from a file or folder, in order."""
     from train.common import progress
-    from train.faces import FaceCropper, default_detect_config, list_media
+    from stages.faces import FaceCropper, default_detect_config, list_media
 
     files = list_media(path)
     if not files:
@@ -289,7 +289,7 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
         name_a, name_b = f"{name_a}-a", f"{name_b}-b"
     config.update(name_a=name_a, name_b=name_b)
 
-    from train.faces import list_media
+    from stages.faces import list_media
 
     for path in (faces_a, faces_b):  # before the run folder is made: a typo must not leave one behind
         if not list_media(path):
@@ -473,13 +473,13 @@ def swap_frames(model, ident: IdentityFaces, into: str, metadata) -> list[np.nda
 def flag_frames(frames: list[np.ndarray], detector, face_detector: str = "auto") -> dict:
     """Run a detector engine on the largest face of each frame, cut as the detector wants it.
 
-    Faces are found and aligned by the pipeline's detect stage (:mod:`train.faces`) on the
+    Faces are found and aligned by the pipeline's detect stage (:mod:`stages.faces`) on the
     frames written losslessly (PNG) to a temporary folder."""
     import tempfile
 
     import cv2
 
-    from train.faces import FaceCropper, default_detect_config
+    from stages.faces import FaceCropper, default_detect_config
 
     meta = detector.metadata
     cropper = FaceCropper(default_detect_config(tuple(meta.input_size), meta.crop_margin, face_detector))

@@ -19,7 +19,7 @@ import numpy as np
 from engines.metadata import KIND_TEMPORAL, ModelMetadata
 from train import common
 from train.datasets import cache_faces, gather, model_crop, to_tensor
-from train.faces import is_video
+from stages.faces import is_video
 
 log = logging.getLogger(__name__)
 
