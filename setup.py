@@ -8,7 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["pipeline*", "stages*", "engines*", "train*", "bench*"]),
+    packages=find_packages(include=["pipeline*", "engines*", "stages*", "runtime*", "train*", "bench*", "dfstream*"]),
     package_data={"engines": ["weights/*.onnx", "weights/*.json"]},
     install_requires=[
         # torch is capped at the release this disk carries; a newer one is a multi-GB download

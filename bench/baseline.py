@@ -35,10 +35,10 @@ def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_det
 
     ``detect_max_side``: None detects on the full frame (the obvious loop); a number
     downscales first, as dfstream's detect stage does. ``heap_buffers``: the allocator
-    setting dfstream's stage processes use (:func:`pipeline.runner.keep_large_buffers_on_heap`).
+    setting dfstream's stage processes use (:func:`runtime.runner.keep_large_buffers_on_heap`).
     """
     if heap_buffers:
-        from pipeline.runner import keep_large_buffers_on_heap
+        from runtime.runner import keep_large_buffers_on_heap
 
         keep_large_buffers_on_heap()
     from engines.alignment import align_faces

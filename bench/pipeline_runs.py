@@ -19,11 +19,11 @@ from pathlib import Path
 
 from bench.measure import cpu_s_of
 from pipeline.config import DetectConfig
-from pipeline.graph import infer_threads
+from runtime.graph import infer_threads
 
 
 def _timed_supervisor_class():
-    from pipeline.supervisor import Supervisor
+    from runtime.supervisor import Supervisor
 
     class TimedSupervisor(Supervisor):
         """The pipeline's supervisor, noting when frames start to flow and when the sink is done."""

@@ -122,7 +122,7 @@ def resolve_face_detector(choice: str) -> dict:
 
 
 OPENCV_YUNET = "YuNet through OpenCV's FaceDetectorYN"
-HEAP_BUFFERS = "picture buffers kept on the heap"  # pipeline.runner.keep_large_buffers_on_heap
+HEAP_BUFFERS = "picture buffers kept on the heap"  # runtime.runner.keep_large_buffers_on_heap
 
 
 def opencv_face_detector(chosen: dict) -> str | None:

@@ -253,7 +253,7 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
       dfstream run -s clip.mp4 --swap swapper.onnx -o swapped.mp4
     """
     from engines.metadata import KIND_DETECTOR, KIND_SWAPPER
-    from pipeline.supervisor import run_pipeline
+    from runtime.supervisor import run_pipeline
 
     if plan_file:
         _run_plan(plan_file, external)
@@ -345,8 +345,8 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
 
 
 def _write_plan(path: str, config: RunConfig) -> None:
-    from pipeline.graph import build_graph
-    from pipeline.plan import RunPlan, save_plan
+    from runtime.graph import build_graph
+    from runtime.plan import RunPlan, save_plan
     from pipeline.transport import EndpointAllocator
 
     endpoints = EndpointAllocator("tcp")
@@ -358,8 +358,8 @@ def _write_plan(path: str, config: RunConfig) -> None:
 
 
 def _run_plan(path: str, external: tuple[str, ...]) -> None:
-    from pipeline.plan import PlanError, load_plan
-    from pipeline.supervisor import run_pipeline
+    from runtime.plan import PlanError, load_plan
+    from runtime.supervisor import run_pipeline
 
     try:
         config, plan = load_plan(path)
@@ -384,8 +384,8 @@ def stage_command(plan_file, label):
       host B: dfstream stage plan.json 'detect[0]'
       host A: dfstream run --plan plan.json --external 'detect[0]'
     """
-    from pipeline.plan import PlanError, load_plan
-    from pipeline.runner import StageRunner
+    from runtime.plan import PlanError, load_plan
+    from runtime.runner import StageRunner
 
     try:
         _, plan = load_plan(plan_file)

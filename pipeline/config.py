@@ -95,7 +95,7 @@ class InferConfig:
     mode: str = "detect"  # detect or swap
     engine: str = "auto"  # auto, tensorrt, onnxruntime, torch
     # ONNX Runtime intra-op threads; None: 1 for file runs, the cores this process may use for
-    # live runs (see pipeline.graph.infer_threads)
+    # live runs (see runtime.graph.infer_threads)
     threads: int | None = None
     detector_path: str | None = None  # with mode=swap: also score the swapped faces
     swap_source: tuple[str, ...] = ()  # one-shot (inswapper-style) swappers: photos of the new face

@@ -1,7 +1,7 @@
 """The life cycle every stage shares: open, process one packet, close.
 
 A stage is a plain object with no knowledge of sockets or processes; the runner
-(:mod:`pipeline.runner`) feeds it.  That is what lets training reuse the source
+(:mod:`runtime.runner`) feeds it.  That is what lets training reuse the source
 and detect stages in-process to turn videos into face crops.
 """
 from __future__ import annotations

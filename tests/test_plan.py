@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from pipeline.plan import load_plan
+from runtime.plan import load_plan
 from tests.conftest import REPO, needs_shared_data, run_dfstream, shared
 from tests.video_helpers import video_facts
 

@@ -249,7 +249,7 @@ def test_a_live_stream_keeps_its_frames_when_the_face_detector_cannot_keep_up(tm
 def test_only_swapping_sources_wait_for_the_face_detector():
     """Detection runs as often as it can for detection runs; a swap must see every face on every frame."""
     from pipeline.config import InferConfig, RunConfig, StreamInfo
-    from pipeline.graph import build_graph
+    from runtime.graph import build_graph
     from pipeline.transport import EndpointAllocator
 
     camera = StreamInfo(stream_id=0, url="rtsp://127.0.0.1/cam", kind="rtsp", live=True, name="cam",
@@ -268,7 +268,7 @@ def test_only_swapping_sources_wait_for_the_face_detector():
 
 def test_file_runs_infer_with_one_thread_live_runs_with_every_core_unless_told():
     from pipeline.config import InferConfig, RunConfig, StreamInfo
-    from pipeline.graph import build_graph
+    from runtime.graph import build_graph
     from pipeline.transport import EndpointAllocator
 
     def stream(live):

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pipeline.config import RunConfig, SourceConfig
-from pipeline.runner import StageSpec
+from runtime.runner import StageSpec
 from pipeline.transport import EndpointAllocator
 
 

@@ -22,7 +22,7 @@ from pipeline.config import (
     SourceConfig,
     StreamInfo,
 )
-from pipeline.runner import StageSpec
+from runtime.runner import StageSpec
 
 PLAN_VERSION = 1
 STAGE_CONFIGS = {

@@ -20,10 +20,10 @@ import msgpack
 import zmq
 
 from pipeline.config import RunConfig
-from pipeline.graph import build_graph
+from runtime.graph import build_graph
 from pipeline.metrics import RunMetrics, write_json
-from pipeline.plan import RunPlan
-from pipeline.runner import (
+from runtime.plan import RunPlan
+from runtime.runner import (
     CONTROL_ABORT,
     CONTROL_EXITED,
     CONTROL_START,
