@@ -40,5 +40,5 @@ setup(
         # av 18: Stream.set_display_rotation, with which the tests write a sideways clip
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "av>=18"],
     },
-    entry_points={"console_scripts": ["dfstream=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["dfstream=dfstream.cli.main:main"]},
 )

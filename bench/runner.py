@@ -112,7 +112,7 @@ def resolve_face_detector(choice: str) -> dict:
     """As ``dfstream run --face-detector`` resolves it (auto: YuNet if installed, else Haar)."""
     import click
 
-    from pipeline.cli import _resolve_face_detector
+    from dfstream.cli.main import _resolve_face_detector
 
     try:
         kind, path = _resolve_face_detector(choice)

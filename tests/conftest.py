@@ -101,7 +101,7 @@ def run_dfstream(*args, env_extra: dict | None = None, timeout: float = 240, **k
     env = dict(os.environ)
     env.update(env_extra or {})
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *map(str, args)],
+        [sys.executable, "-m", "dfstream", *map(str, args)],
         cwd=kwargs.pop("cwd", REPO),
         env=env,
         capture_output=True,

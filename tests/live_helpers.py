@@ -143,14 +143,14 @@ class CliRun:
 
 
 class CliProcess:
-    """``python -m pipeline.cli ...`` from this checkout, in its own session, with a marker
+    """``python -m dfstream ...`` from this checkout, in its own session, with a marker
     in its environment that every stage process inherits; :meth:`stop` ends all of them."""
 
     def __init__(self, args, env_extra: dict | None = None, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
         self.marker = f"dfstream-test-{uuid.uuid4().hex}"
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", *map(str, args)],
+            [sys.executable, "-m", "dfstream", *map(str, args)],
             cwd=REPO, env=cli_env(self.marker, **(env_extra or {})), stdin=subprocess.DEVNULL,
             stdout=stdout, stderr=stderr, text=True, start_new_session=True,
         )

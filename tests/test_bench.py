@@ -36,7 +36,7 @@ def _bench(*args, tmp_path, timeout=600):
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
     if SHARED_MODELS.is_dir():  # YuNet; without it the bench falls back to the Haar cascade, as `run` does
         env["DFSTREAM_MODELS"] = str(SHARED_MODELS)
-    return subprocess.run([sys.executable, "-m", "bench", *map(str, args)], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "dfstream", "bench", *map(str, args)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -131,7 +131,7 @@ def test_bad_clip_is_one_line_and_nonzero(tmp_path):
 
 
 def test_dfstream_bench_is_wired_into_the_cli():
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "bench", "--help"], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "dfstream", "bench", "--help"], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "--quick" in result.stdout and "--plot" in result.stdout and "--engine" in result.stdout

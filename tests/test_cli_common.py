@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from pipeline.cli_common import one_line_error, user_errors, verbose_logging
+from dfstream.cli.common import one_line_error, user_errors, verbose_logging
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from engines.loader import EngineError, load_engine
 from engines.metadata import MetadataError, read_metadata
 from engines.registry import ModelNotFoundError, sha256_of
 from engines.tensorrt_engine import cuda_and_trt_available
-from pipeline.cli_engines import export_command
+from dfstream.cli.models import export_command
 from tests.engine_fixtures import make_detector_checkpoint, random_crops
 
 # Largest |torch - ONNX Runtime| on P(fake) accepted here: both are fp32 on the CPU and

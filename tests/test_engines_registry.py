@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import engines.registry as registry
 from engines.loader import EngineError, load_engine
 from engines.registry import ModelIntegrityError, ModelNotFoundError, RegistryEntry, fetch, resolve
-from pipeline.cli_engines import models_group
+from dfstream.cli.models import models_group
 from tests.engine_fixtures import make_metadata_only_checkpoint
 
 PAYLOAD = b"\x08\x07fake onnx bytes for the registry tests" * 64

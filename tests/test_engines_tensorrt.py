@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from engines.build import build_engine
 from engines.loader import EngineError, load_engine
 from engines.tensorrt_engine import cuda_and_trt_available, sidecar_path, tensorrt_missing
-from pipeline.cli_engines import build_engine_command
+from dfstream.cli.models import build_engine_command
 from tests.engine_fixtures import make_detector_checkpoint, make_metadata_only_checkpoint, random_crops
 
 needs_tensorrt = pytest.mark.skipif(

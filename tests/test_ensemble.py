@@ -28,7 +28,7 @@ def _member(directory, seed: int, input_size=(32, 32), margin=1.4, kind="detecto
 def test_the_ensemble_scores_the_mean_of_its_members_in_torch_and_in_onnx(tmp_path):
     from engines.export import export_checkpoint
     from engines.onnxruntime_engine import OnnxRuntimeEngine
-    from pipeline.cli_detector import train_ensemble_command
+    from dfstream.cli.detector import train_ensemble_command
     from engines.networks import load_checkpoint
 
     (a, model_a), (b, model_b), (c, model_c) = (_member(tmp_path, s) for s in (0, 1, 2))
@@ -67,7 +67,7 @@ def test_members_that_see_a_different_crop_are_refused(tmp_path):
 
 
 def test_a_missing_checkpoint_is_a_one_line_error(tmp_path):
-    from pipeline.cli_detector import train_ensemble_command
+    from dfstream.cli.detector import train_ensemble_command
 
     a, _ = _member(tmp_path, 0)
     result = CliRunner().invoke(train_ensemble_command, [str(a), str(tmp_path / "nope.pt"), "-o", str(tmp_path / "e.pt")])
@@ -77,7 +77,7 @@ def test_a_missing_checkpoint_is_a_one_line_error(tmp_path):
 def test_a_mirror_mean_export_scores_the_mean_of_the_crop_and_its_mirror_image(tmp_path):
     from engines.loader import load_metadata
     from engines.onnxruntime_engine import OnnxRuntimeEngine
-    from pipeline.cli_engines import export_command
+    from dfstream.cli.models import export_command
 
     path, model = _member(tmp_path, 1)
     result = CliRunner().invoke(export_command, [str(path), "-o", str(tmp_path / "m.onnx"), "--mirror-mean"])
@@ -94,7 +94,7 @@ def test_a_mirror_mean_export_scores_the_mean_of_the_crop_and_its_mirror_image(t
 
 
 def test_mirror_mean_is_refused_for_a_model_that_does_not_score_faces(tmp_path):
-    from pipeline.cli_engines import export_command
+    from dfstream.cli.models import export_command
 
     path, _ = _member(tmp_path, 0)
     checkpoint = torch.load(path, weights_only=True)

@@ -99,7 +99,7 @@ def test_list_file_reads_relative_paths_and_labels(tmp_path):
 
 @needs_data
 def test_eval_command_writes_json_metrics_and_plots(tmp_path):
-    from pipeline.cli_detector import eval_command
+    from dfstream.cli.detector import eval_command
 
     for label, files in (("real", ["face_recognition_examples/obama3.jpg", "face_recognition_examples/train__obama__obama.jpg"]),
                          ("fake", ["../fake/dfdc_train/lynaeydofd_fr0.jpg", "face_recognition_examples/train__biden__biden.jpg"])):
@@ -124,7 +124,7 @@ def test_eval_command_writes_json_metrics_and_plots(tmp_path):
 
 
 def test_eval_of_a_missing_file_is_one_clear_line(tmp_path):
-    from pipeline.cli_detector import eval_command
+    from dfstream.cli.detector import eval_command
 
     (tmp_path / "list.txt").write_text("nowhere.mp4\treal\n")
     result = CliRunner().invoke(eval_command, [str(tmp_path / "list.txt"), "-m", "whatever.onnx"])
@@ -135,7 +135,7 @@ def test_eval_of_a_missing_file_is_one_clear_line(tmp_path):
 
 @needs_data
 def test_eval_refuses_a_model_of_the_wrong_kind(tmp_path):
-    from pipeline.cli_detector import eval_command
+    from dfstream.cli.detector import eval_command
 
     model = tiny_detector(tmp_path / "swapper.pt", kind="swapper")
     (tmp_path / "list.txt").write_text(f"{DATA / 'real/face_recognition_examples/obama3.jpg'}\treal\n")

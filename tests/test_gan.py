@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.cli_generate import train_gan_command
+from dfstream.cli.generate import train_gan_command
 from engines.networks import build_model
 from engines.networks.dcgan import build_generator
 
@@ -136,7 +136,7 @@ def test_exported_discriminator_is_a_detector_that_runs_in_onnxruntime(gan_run, 
 def test_dfstream_eval_accepts_the_discriminator_as_a_detector(gan_run, tmp_path, monkeypatch):
     pytest.importorskip("train.evaluate", reason="dfstream eval (train/evaluate.py) is not in this checkout")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the checkpoint's ONNX export is cached there
-    from pipeline.cli_detector import eval_command
+    from dfstream.cli.detector import eval_command
 
     run_dir, _ = gan_run
     photos = DATA / "real" / "facenet_pytorch"

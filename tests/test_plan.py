@@ -47,7 +47,7 @@ def test_a_stage_started_by_hand_joins_the_run_of_a_plan(tmp_path, tiny_detector
     out = tmp_path / "out.mp4"
     assert run_dfstream("run", "-s", shared(CLIP), "-m", tiny_detector, "-o", out, "--plan-out", plan_file).returncode == 0
     env = dict(os.environ)
-    remote = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stage", str(plan_file), "detect[0]"],
+    remote = subprocess.Popen([sys.executable, "-m", "dfstream", "stage", str(plan_file), "detect[0]"],
                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         result = run_dfstream("run", "--plan", plan_file, "--external", "detect[0]", timeout=180)

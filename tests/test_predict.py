@@ -30,7 +30,7 @@ def model(tmp_path_factory):
 
 @needs_data
 def test_predict_scores_each_face_of_an_image_with_two_people(model):
-    from pipeline.cli_detector import predict_command
+    from dfstream.cli.detector import predict_command
 
     image = DATA / "real/face_recognition_examples/two_people.jpg"
     result = CliRunner().invoke(predict_command, [str(image), "-m", str(model), "--engine", "torch", "--json"])
@@ -43,7 +43,7 @@ def test_predict_scores_each_face_of_an_image_with_two_people(model):
 
 @needs_data
 def test_predict_video_gives_per_frame_face_scores_and_a_verdict(model):
-    from pipeline.cli_detector import predict_command
+    from dfstream.cli.detector import predict_command
 
     video = DATA / "real/liveportrait_driving_videos/d0.mp4"
     result = CliRunner().invoke(predict_command, [str(video), "-m", str(model), "--engine", "torch",
@@ -55,7 +55,7 @@ def test_predict_video_gives_per_frame_face_scores_and_a_verdict(model):
 
 
 def test_predict_on_a_text_file_is_one_clear_line(tmp_path, model):
-    from pipeline.cli_detector import predict_command
+    from dfstream.cli.detector import predict_command
 
     bad = tmp_path / "notes.txt"
     bad.write_text("not a picture")
@@ -65,7 +65,7 @@ def test_predict_on_a_text_file_is_one_clear_line(tmp_path, model):
 
 
 def test_predict_on_a_missing_file_is_one_clear_line(model):
-    from pipeline.cli_detector import predict_command
+    from dfstream.cli.detector import predict_command
 
     result = CliRunner().invoke(predict_command, ["/nonexistent/clip.mp4", "-m", str(model)])
     assert result.exit_code != 0 and "no such file" in result.output

@@ -13,7 +13,7 @@ from engines.loader import EngineError, tensorrt_source_for_int8
 from engines.metadata import read_metadata
 from engines.onnxruntime_engine import OnnxRuntimeEngine
 from engines.quantize import QuantizeError, quantize_int8
-from pipeline.cli_engines import export_command
+from dfstream.cli.models import export_command
 from tests.conftest import SHARED_DATA, needs_shared_data
 from tests.engine_fixtures import make_detector_checkpoint
 
@@ -100,7 +100,7 @@ def test_calibration_media_without_int8_is_a_usage_error(tmp_path, photos):
 
 
 def test_int8_export_calibrates_on_the_runs_own_training_faces_by_default(tmp_path, photos):
-    from pipeline.cli_detector import train_detector_command
+    from dfstream.cli.detector import train_detector_command
 
     run = tmp_path / "run"
     result = CliRunner().invoke(train_detector_command, [

@@ -96,7 +96,7 @@ def test_a_live_source_faster_than_the_pipeline_drops_frames_instead_of_queueing
 def _start_run(tmp_path, *args) -> tuple[subprocess.Popen, str]:
     marker = uuid.uuid4().hex
     env = dict(os.environ, DFSTREAM_TEST_RUN=marker)
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", *map(str, args), "--no-progress"],
+    process = subprocess.Popen([sys.executable, "-m", "dfstream", "run", *map(str, args), "--no-progress"],
                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return process, f"DFSTREAM_TEST_RUN={marker}"
 

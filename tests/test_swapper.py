@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.cli_generate import swapper_eval_command, train_swapper_command
+from dfstream.cli.generate import swapper_eval_command, train_swapper_command
 from train.image_quality import batch_quality, psnr, ssim, ssim_torch
 from engines.networks import build_model
 

@@ -135,7 +135,7 @@ def test_a_fresh_run_refuses_a_folder_that_holds_a_run(tmp_path):
 
 @needs_data
 def test_training_writes_checkpoints_and_events_and_resume_continues(tmp_path):
-    from pipeline.cli_detector import train_detector_command
+    from dfstream.cli.detector import train_detector_command
 
     images = _real_photos(tmp_path, "obama3.jpg", "train__obama__obama.jpg", "train__biden__biden.jpg", "test__alex_lacamoire1.jpg",
                                   "train__rose_leslie__img1.jpg", "train__kit_harington__john1.jpeg", "two_people.jpg", "obama_partial_face.jpg")
@@ -161,7 +161,7 @@ def test_training_writes_checkpoints_and_events_and_resume_continues(tmp_path):
 
 @needs_data
 def test_the_same_seed_trains_the_same_weights(tmp_path):
-    from pipeline.cli_detector import train_detector_command
+    from dfstream.cli.detector import train_detector_command
 
     images = _real_photos(tmp_path, "obama3.jpg", "train__obama__obama.jpg", "train__biden__biden.jpg", "test__alex_lacamoire1.jpg")
     common = ["--real", str(images), "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--val-fraction", "0",
@@ -180,7 +180,7 @@ def test_the_same_seed_trains_the_same_weights(tmp_path):
 def _short_runs(tmp_path):
     """``run(name, *options)``: a short seeded training run on four real photos in ``tmp_path/name``; returns its
     checkpoints folder (``succeed=False``: the CLI result of a run expected to fail)."""
-    from pipeline.cli_detector import train_detector_command
+    from dfstream.cli.detector import train_detector_command
 
     images = _real_photos(tmp_path, "obama3.jpg", "train__obama__obama.jpg", "train__biden__biden.jpg", "test__alex_lacamoire1.jpg")
     common = ["--real", str(images), "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--val-fraction", "0",
@@ -271,8 +271,7 @@ def test_temporal_training_refuses_a_detector_whose_backbone_weights_are_incompl
 @needs_data
 def test_init_from_warm_starts_weights_with_a_fresh_schedule(tmp_path):
     """--init-from: a new run that starts from another run's weights, at step 0, with its own optimiser and LR schedule."""
-    from pipeline.cli_detector import train_detector_command
-    from train.detector import main
+    from dfstream.cli.detector import train_detector_command
 
     images = _real_photos(tmp_path, "obama3.jpg", "train__obama__obama.jpg", "train__biden__biden.jpg", "test__alex_lacamoire1.jpg")
     common = ["--real", str(images), "--cache-dir", str(tmp_path / "cache"), "--no-progress"] + TINY
@@ -282,10 +281,10 @@ def test_init_from_warm_starts_weights_with_a_fresh_schedule(tmp_path):
     assert source["step"] == 4
 
     # lr 0: the weights cannot move, so the new run's parameters must be exactly the source's
-    with pytest.raises(SystemExit) as done:
-        main(common + ["--run-dir", str(tmp_path / "b"), "--steps", "2", "--lr", "0",
-                       "--init-from", str(tmp_path / "a" / "checkpoints" / "last.pt")])
-    assert done.value.code == 0
+    second = CliRunner().invoke(train_detector_command, common + [
+        "--run-dir", str(tmp_path / "b"), "--steps", "2", "--lr", "0",
+        "--init-from", str(tmp_path / "a" / "checkpoints" / "last.pt")])
+    assert second.exit_code == 0, second.output
     warm = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
     assert warm["step"] == 2  # counted from 0, not continued from 4
     assert warm["scheduler"]["last_epoch"] == 2  # a fresh schedule (warm-up starts again)
@@ -298,7 +297,7 @@ def test_init_from_warm_starts_weights_with_a_fresh_schedule(tmp_path):
 def test_extra_fakes_are_aligned_crops_used_without_face_detection(tmp_path):
     import cv2
 
-    from pipeline.cli_detector import train_detector_command
+    from dfstream.cli.detector import train_detector_command
     from train.datasets import cache_aligned_fakes, load_cached
 
     fakes = tmp_path / "gan_samples"
@@ -322,7 +321,7 @@ def test_extra_fakes_are_aligned_crops_used_without_face_detection(tmp_path):
 
 @needs_data
 def test_sbi_landmarks_option_trains_with_dense_masks_and_records_it(tmp_path):
-    from pipeline.cli_detector import train_detector_command
+    from dfstream.cli.detector import train_detector_command
 
     images = _real_photos(tmp_path, "obama3.jpg", "train__biden__biden.jpg", "train__rose_leslie__img1.jpg", "two_people.jpg")
     run, cache = tmp_path / "run", tmp_path / "cache"
@@ -340,7 +339,7 @@ def test_sbi_landmarks_option_trains_with_dense_masks_and_records_it(tmp_path):
 
 @needs_data
 def test_sbi_inside_and_smooth_augment_are_recorded_in_the_run_and_the_model(tmp_path):
-    from pipeline.cli_detector import train_detector_command
+    from dfstream.cli.detector import train_detector_command
 
     images = _real_photos(tmp_path, "obama3.jpg", "train__biden__biden.jpg")
     run = tmp_path / "run"
@@ -391,7 +390,7 @@ def test_sbi_landmarks_auto_uses_the_68_point_model_only_when_it_is_installed(tm
 
 
 def test_a_backbone_whose_model_file_is_missing_fails_at_once_with_how_to_fetch_it(tmp_path, monkeypatch):
-    from pipeline.cli_detector import train_detector_command
+    from dfstream.cli.detector import train_detector_command
 
     monkeypatch.setenv("DFSTREAM_MODELS", str(tmp_path / "empty"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -409,7 +408,7 @@ def test_a_backbone_whose_model_file_is_missing_fails_at_once_with_how_to_fetch_
 @needs_data
 def test_the_default_backbone_is_the_installed_face_detector_trunk_and_its_run_exports(tmp_path):
     from engines.export import export_checkpoint
-    from pipeline.cli_detector import train_detector_command
+    from dfstream.cli.detector import train_detector_command
 
     images = _real_photos(tmp_path, "obama3.jpg", "train__biden__biden.jpg")
     run = tmp_path / "run"
@@ -506,8 +505,8 @@ def test_a_labelled_fake_has_no_blend_map_and_adds_no_map_loss():
 def test_blend_map_training_is_recorded_and_exports_without_the_map_head(tmp_path):
     import onnx
 
-    from pipeline.cli_detector import train_detector_command
-    from pipeline.cli_engines import export_command
+    from dfstream.cli.detector import train_detector_command
+    from dfstream.cli.models import export_command
 
     images = _real_photos(tmp_path, "obama3.jpg", "train__biden__biden.jpg")
     run, cache = tmp_path / "run", str(tmp_path / "cache")
@@ -554,7 +553,7 @@ def test_the_face_recognition_trunk_freezes_its_early_levels_and_learns_the_rest
 @needs_data
 def test_a_run_on_the_face_recognition_trunk_keeps_its_frozen_weights_and_exports(tmp_path, dlib_network):
     from engines.export import export_checkpoint
-    from pipeline.cli_detector import train_detector_command
+    from dfstream.cli.detector import train_detector_command
     from engines.networks.dlib_resnet import DlibFaceResNet
 
     images = _real_photos(tmp_path, "obama3.jpg", "train__biden__biden.jpg")

@@ -1,4 +1,4 @@
-"""Train the frame-level deepfake detector: ``python -m train.detector`` / ``dfstream train detector``.
+"""Train the frame-level deepfake detector: ``dfstream train detector``.
 
 Data: real faces (SBI synthesises the fakes on the fly -- the default), and/or
 labelled real/fake folders or list files.  Faces come from the pipeline's own
@@ -474,13 +474,3 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     pbar.close()
     writer.close()
     return run.checkpoint_path()
-
-
-def main(argv=None):
-    from pipeline.cli_detector import train_detector_command
-
-    train_detector_command.main(args=argv, prog_name="python -m train.detector")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""Train a DCGAN on face crops: ``dfstream train gan --faces DIR|VIDEO`` (or ``python -m train.gan``).
+"""Train a DCGAN on face crops: ``dfstream train gan --faces DIR|VIDEO``.
 
 As Radford et al.: 64 x 64 images, z ~ N(0, 1) of 100 dimensions, transposed-conv
 generator with batch norm, strided-conv discriminator with LeakyReLU(0.2), binary
@@ -291,13 +291,3 @@ def write_samples(checkpoint_path, out_dir, count: int, seed: int = 0, scale: in
                 written.append(path)
     echo(f"wrote {len(written)} generated faces to {out}")
     return written
-
-
-def main(argv=None) -> None:
-    from pipeline.cli_generate import train_gan_command
-
-    train_gan_command.main(args=argv, prog_name="python -m train.gan")
-
-
-if __name__ == "__main__":
-    main()

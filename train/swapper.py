@@ -1,4 +1,4 @@
-"""Train the face swapper: ``dfstream train swapper --faces-a A --faces-b B`` (or ``python -m train.swapper``).
+"""Train the face swapper: ``dfstream train swapper --faces-a A --faces-b B``.
 
 The "deepfakes" recipe: aligned crops of two people (cut by the pipeline's own
 source and detect stages, :mod:`stages.faces`), one shared encoder, one decoder per
@@ -589,13 +589,3 @@ def evaluate_swapper(checkpoint_path, faces_a=None, faces_b=None, detector_path=
                  f"{o['flagged']}/{o['frames']} of the same frames unswapped ({o['flagged_share']:.1%}; "
                  f"mean P(fake) {o['mean_p_fake']:.3f})")
     return result
-
-
-def main(argv=None) -> None:
-    from pipeline.cli_generate import train_swapper_command
-
-    train_swapper_command.main(args=argv, prog_name="python -m train.swapper")
-
-
-if __name__ == "__main__":
-    main()

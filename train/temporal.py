@@ -1,4 +1,4 @@
-"""Train the temporal detector (frame CNN features -> LSTM): ``python -m train.temporal``.
+"""Train the temporal detector (frame CNN features -> LSTM): ``dfstream train temporal``.
 
 Sequences are ``seq_len`` consecutive cached face crops (the largest face of each
 sampled frame) of one real video.  Label 0: the crops as they are.  Label 1: the
@@ -167,13 +167,3 @@ def load_temporal(path: str | Path, expect_input: tuple[int, int] | None = None)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return TemporalScorer(model, meta, int(meta.extra.get("seq_len", 8)))
-
-
-def main(argv=None):
-    from pipeline.cli_detector import train_temporal_command
-
-    train_temporal_command.main(args=argv, prog_name="python -m train.temporal")
-
-
-if __name__ == "__main__":
-    main()

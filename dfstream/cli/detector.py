@@ -1,7 +1,6 @@
 """Click commands for the deepfake detector: ``dfstream train detector``, ``dfstream eval``, ``dfstream predict``.
 
-The lead's ``pipeline/cli.py`` adds these command objects to the ``dfstream`` group;
-``python -m train.detector`` runs :data:`train_detector_command` on its own.
+:mod:`dfstream.cli.main` adds these command objects to the ``dfstream`` group.
 Every user mistake (missing file, not an image/video, a model of the wrong kind)
 ends in one ``click.ClickException`` line and a non-zero exit.
 """
@@ -12,7 +11,7 @@ import sys
 
 import click
 
-from pipeline.cli_common import one_line_error, user_errors, verbose_logging
+from dfstream.cli.common import one_line_error, user_errors, verbose_logging
 
 
 @click.command("detector")

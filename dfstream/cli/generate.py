@@ -1,8 +1,7 @@
 """Click commands for the generative models: ``dfstream train swapper``, ``dfstream train gan``,
 ``dfstream eval-swap``.
 
-The lead's ``pipeline/cli.py`` adds these command objects to the ``dfstream`` group;
-``python -m train.swapper`` and ``python -m train.gan`` run them on their own.  Every
+:mod:`dfstream.cli.main` adds these command objects to the ``dfstream`` group.  Every
 user mistake (missing file, no faces found, a run folder that already holds a run,
 a model of the wrong kind) ends in one ``click.ClickException`` line and a non-zero exit.
 """
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli_common import one_line_error, user_errors, verbose_logging
+from dfstream.cli.common import one_line_error, user_errors, verbose_logging
 
 
 def _echo(message: str) -> None:

@@ -12,6 +12,11 @@ from pathlib import Path
 
 import click
 
+from dfstream.cli.bench import bench_command
+from dfstream.cli.detector import (eval_command, predict_command, train_detector_command, train_ensemble_command,
+                                   train_temporal_command)
+from dfstream.cli.generate import swapper_eval_command, train_gan_command, train_swapper_command
+from dfstream.cli.models import build_engine_command, export_command, models_group
 from pipeline.config import (
     AnnotateConfig,
     BatchConfig,
@@ -417,31 +422,22 @@ def _summary(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def _register_optional_commands() -> None:
-    """Commands that live beside their subsystems: engines, training, benchmarks."""
-    import importlib
+# Commands that live beside their subsystems: engines and models, training, benchmarks.
+cli.add_command(export_command, "export")
+cli.add_command(build_engine_command, "build-engine")
+cli.add_command(models_group, "models")
+cli.add_command(eval_command, "eval")
+cli.add_command(predict_command, "predict")
+cli.add_command(swapper_eval_command, "eval-swap")
+cli.add_command(bench_command, "bench")
 
-    train_group = click.Group("train", help="Train the models dfstream runs: detector, swapper, gan.")
-    wiring = [
-        ("pipeline.cli_engines", "export_command", cli, "export"),
-        ("pipeline.cli_engines", "build_engine_command", cli, "build-engine"),
-        ("pipeline.cli_engines", "models_group", cli, "models"),
-        ("pipeline.cli_detector", "train_detector_command", train_group, "detector"),
-        ("pipeline.cli_detector", "train_temporal_command", train_group, "temporal"),
-        ("pipeline.cli_detector", "train_ensemble_command", train_group, "ensemble"),
-        ("pipeline.cli_detector", "eval_command", cli, "eval"),
-        ("pipeline.cli_detector", "predict_command", cli, "predict"),
-        ("pipeline.cli_generate", "train_swapper_command", train_group, "swapper"),
-        ("pipeline.cli_generate", "train_gan_command", train_group, "gan"),
-        ("pipeline.cli_generate", "swapper_eval_command", cli, "eval-swap"),
-        ("pipeline.cli_bench", "bench_command", cli, "bench"),
-    ]
-    for module_name, attribute, group, name in wiring:
-        group.add_command(getattr(importlib.import_module(module_name), attribute), name)
-    cli.add_command(train_group)
-
-
-_register_optional_commands()
+train_group = click.Group("train", help="Train the models dfstream runs: detector, swapper, gan.")
+train_group.add_command(train_detector_command, "detector")
+train_group.add_command(train_temporal_command, "temporal")
+train_group.add_command(train_ensemble_command, "ensemble")
+train_group.add_command(train_swapper_command, "swapper")
+train_group.add_command(train_gan_command, "gan")
+cli.add_command(train_group)
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """``dfstream bench``: throughput, latency and scaling, against the limit and a baseline.
 
 The command object lives here so the CLI module only wires it; the benchmark
-itself is the ``bench`` package (``python -m bench`` runs the same command).
+itself is the ``bench`` package.
 """
 from __future__ import annotations
 
@@ -18,13 +18,8 @@ PART_NAMES = ("limit", "baseline", "dfstream", "sweep", "live", "scaling", "micr
 def _command_line() -> str:
     argv = list(sys.argv)
     head = Path(argv[0]).name if argv else "dfstream"
-    if head in ("__main__.py", "-m") or head.startswith("python"):
-        prefix = ["python", "-m", "bench"]
-        rest = argv[1:]
-    else:
-        prefix = ["dfstream"]
-        rest = argv[1:]
-    return " ".join(shlex.quote(a) for a in prefix + rest)
+    prefix = ["python", "-m", "dfstream"] if head in ("__main__.py", "-m") or head.startswith("python") else ["dfstream"]
+    return " ".join(shlex.quote(a) for a in prefix + argv[1:])
 
 
 @click.command("bench")

@@ -1,6 +1,6 @@
 """Click commands for models and engines: ``export``, ``build-engine``, ``models``.
 
-Wired into the ``dfstream`` group by ``pipeline.cli`` with ``cli.add_command``.  Every
+Added to the ``dfstream`` group by :mod:`dfstream.cli.main`.  Every
 error a user can cause ends as one line on stderr and exit status 1
 (``click.ClickException``), never a traceback.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from engines.loader import MODEL_ERRORS
-from pipeline.cli_common import one_line_error
+from dfstream.cli.common import one_line_error
 
 
 def _batch_sizes(_ctx, _param, value: str) -> tuple[int, ...]:

@@ -1,0 +1,1 @@
+"""The ``dfstream`` command line: the top layer, which nothing else in the repository imports."""
