@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from engines.base import preprocess
-from engines.loader import EngineError, load_metadata, model_format
+from engines.errors import EngineError, model_format
+from engines.loader import load_metadata
 from engines.registry import sha256_of
 from engines.tensorrt_engine import (ENGINE_SUFFIX, BuildProfile, TargetInfo, build_plan, sidecar_path,
                                      tensorrt_missing, write_engine)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engines.base import preprocess
-from engines.loader import EngineError
+from engines.errors import EngineError
 from engines.metadata import KIND_TEMPORAL, ModelMetadata, write_onnx_metadata
 from engines.registry import cache_lock, cache_root, sha256_of
 

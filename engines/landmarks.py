@@ -12,11 +12,12 @@ from the ONNX file itself.  Points come back in iBUG 300-W order: 0-16 jaw,
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from engines.registry import LandmarkInput, get_entry, resolve
 
 JAW = slice(0, 17)
 BROWS = slice(17, 27)
@@ -24,20 +25,6 @@ NOSE = slice(27, 36)
 LEFT_EYE = slice(36, 42)  # the eye on the left of the image
 RIGHT_EYE = slice(42, 48)
 MOUTH = slice(48, 68)
-
-
-@dataclass(frozen=True)
-class LandmarkInput:
-    """How a landmark model wants its face: a square box centred on the mean of the 5
-    detector landmarks, ``box_scale`` x the eye-to-mouth distance wide, pixels scaled as
-    ``(rgb * pixel_scale - mean) / std``.  Outputs are (x, y) pairs in [0, 1] of that box."""
-
-    points: int
-    box_scale: float
-    pixel_scale: float = 1 / 255
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    rgb: bool = True
 
 
 def five_point_scale(landmarks5: np.ndarray) -> float:
@@ -104,8 +91,6 @@ class DenseLandmarker:
 
 def create_landmarker(name: str, threads: int | None = 1) -> DenseLandmarker:
     """The registered landmark model ``name``, resolved (and verified) like any named model."""
-    from engines.registry import get_entry, resolve
-
     entry = get_entry(name)
     if entry.landmark_input is None:
         raise ValueError(f"model {name!r} is not a landmark model")

@@ -26,36 +26,15 @@ import logging
 from pathlib import Path
 
 from engines.base import Engine
+from engines.errors import EngineError, model_format
 from engines.metadata import MetadataError, ModelMetadata, read_metadata
 from engines.registry import ModelIntegrityError, ModelNotFoundError, identify, resolve
 
 log = logging.getLogger(__name__)
 
 ENGINE_CHOICES = ("auto", "tensorrt", "onnxruntime", "torch")
-ONNX_SUFFIXES = (".onnx",)
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-TENSORRT_SUFFIXES = (".engine", ".plan")
-
-
-class EngineError(RuntimeError):
-    """A model that cannot be run here: missing or unreadable file, or a backend this machine lacks."""
-
-
 # What a caller (the CLI, the infer stage) catches to print one line instead of a traceback.
 MODEL_ERRORS = (EngineError, MetadataError, ModelNotFoundError, ModelIntegrityError)
-
-
-def model_format(path: str | Path) -> str:
-    """"onnx", "checkpoint" or "tensorrt", from the file name."""
-    suffix = Path(path).suffix.lower()
-    if suffix in ONNX_SUFFIXES:
-        return "onnx"
-    if suffix in CHECKPOINT_SUFFIXES:
-        return "checkpoint"
-    if suffix in TENSORRT_SUFFIXES:
-        return "tensorrt"
-    known = ", ".join(ONNX_SUFFIXES + CHECKPOINT_SUFFIXES + TENSORRT_SUFFIXES)
-    raise EngineError(f"{path}: unknown model file type {suffix or '(no suffix)'!r} (expected one of {known})")
 
 
 def choose_backend(path: str | Path, engine: str = "auto") -> tuple[str, str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.loader import EngineError
+from engines.errors import EngineError
 
 log = logging.getLogger(__name__)
 

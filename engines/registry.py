@@ -25,8 +25,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.landmarks import LandmarkInput
-
 log = logging.getLogger(__name__)
 
 PACKAGED_DIR = Path(__file__).resolve().parent / "weights"
@@ -46,6 +44,20 @@ class ModelNotFoundError(FileNotFoundError):
 
 class ModelIntegrityError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class LandmarkInput:
+    """How a landmark model wants its face: a square box centred on the mean of the 5
+    detector landmarks, ``box_scale`` x the eye-to-mouth distance wide, pixels scaled as
+    ``(rgb * pixel_scale - mean) / std``.  Outputs are (x, y) pairs in [0, 1] of that box."""
+
+    points: int
+    box_scale: float
+    pixel_scale: float = 1 / 255
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    rgb: bool = True
 
 
 @dataclass(frozen=True)

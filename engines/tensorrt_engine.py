@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.base import Engine
-from engines.loader import EngineError  # the loader imports this module only inside functions: no cycle
+from engines.errors import EngineError, model_format
 from engines.metadata import ModelMetadata, read_metadata
 from engines.registry import cache_lock, cache_root, sha256_of, write_atomically
 
@@ -243,8 +243,6 @@ def _plan_from_onnx(path: Path, metadata: ModelMetadata, profile: BuildProfile) 
 def build_plan(source: Path, metadata: ModelMetadata, profile: BuildProfile, device_index: int | None = None) -> bytes:
     """Serialized TensorRT engine for a checkpoint or an ONNX file."""
     import torch
-
-    from engines.loader import model_format
 
     index = torch.cuda.current_device() if device_index is None else device_index
     fmt = model_format(source)

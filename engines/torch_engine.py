@@ -43,7 +43,7 @@ class TorchEngine(Engine):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None, threads: int | None = None) -> "TorchEngine":
-        from engines.loader import EngineError
+        from engines.errors import EngineError
         from engines.networks import load_checkpoint
 
         try:
