@@ -110,14 +110,13 @@ def resolve_model(name: str) -> dict:
 
 def resolve_face_detector(choice: str) -> dict:
     """As ``dfstream run --face-detector`` resolves it (auto: YuNet if installed, else Haar)."""
-    import click
-
-    from dfstream.cli.main import _resolve_face_detector
+    from engines.registry import ModelIntegrityError, ModelNotFoundError
+    from engines.registry import resolve_face_detector as resolve_choice
 
     try:
-        kind, path = _resolve_face_detector(choice)
-    except click.ClickException as exc:
-        raise BenchError(exc.message) from None
+        kind, path = resolve_choice(choice)
+    except (ModelNotFoundError, ModelIntegrityError) as exc:
+        raise BenchError(str(exc)) from None
     return {"choice": choice, "kind": kind, "path": path}
 
 

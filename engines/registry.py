@@ -321,6 +321,30 @@ def auto_face_detector() -> tuple[str, str | None]:
     return "haar", None
 
 
+def resolve_face_detector(choice: str) -> tuple[str, str | None]:
+    """(detector kind, model path) for a face-detector choice: ``auto``, ``haar``, a registry name
+    or a model file.  The pipeline (``--face-detector``), training and the bench all resolve it
+    here, so every one of them finds faces with the same detector.  A file named like an SCRFD or
+    RetinaFace export is run as SCRFD, any other as YuNet.  Raises ModelNotFoundError or
+    ModelIntegrityError with a one-line message."""
+    if choice == "auto":
+        kind, path = auto_face_detector()
+        if kind == "haar":
+            logging.getLogger("dfstream").warning(
+                "YuNet face detector not installed (dfstream models fetch yunet); falling back to the Haar cascade"
+            )
+        return kind, path
+    if choice == "haar":
+        return "haar", None
+    if choice in REGISTRY:
+        return REGISTRY[choice].detector_type, str(resolve(choice))
+    path = Path(choice)
+    if not path.is_file():
+        raise ModelNotFoundError(f"face detector model not found: {choice}")
+    kind = "scrfd" if any(k in path.name.lower() for k in ("scrfd", "retinaface", "det_")) else "yunet"
+    return kind, str(path)
+
+
 def installed_path(entry: RegistryEntry) -> Path | None:
     """Where ``entry``'s file would be resolved from, without verifying it."""
     return _find_file(entry.filename, entry)

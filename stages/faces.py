@@ -37,17 +37,10 @@ class FaceCrop:
 
 
 def default_detect_config(crop_size: tuple[int, int], crop_margin: float, face_detector: str = "auto") -> DetectConfig:
-    """Detect settings for offline work: resolve the face detector as the launcher does."""
-    from engines.registry import REGISTRY, auto_face_detector, resolve
+    """Detect settings for offline work, with the face detector resolved as the pipeline resolves it."""
+    from engines.registry import resolve_face_detector
 
-    path = None
-    kind = face_detector
-    if face_detector == "auto":
-        kind, path = auto_face_detector()
-    elif face_detector in REGISTRY:
-        path, kind = str(resolve(face_detector)), REGISTRY[face_detector].detector_type
-    elif face_detector != "haar":
-        path, kind = face_detector, "yunet"
+    kind, path = resolve_face_detector(face_detector)
     return DetectConfig(
         face_detector=kind,
         face_detector_path=path,

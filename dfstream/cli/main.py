@@ -77,25 +77,10 @@ def _check_x_display(name: str, timeout: float = 3.0) -> None:
 
 def _resolve_face_detector(choice: str) -> tuple[str, str | None]:
     """(detector kind, model path) for --face-detector."""
-    from engines.registry import REGISTRY, ModelIntegrityError, ModelNotFoundError, auto_face_detector, resolve
+    from engines.registry import ModelIntegrityError, ModelNotFoundError, resolve_face_detector
 
     try:
-        if choice == "auto":
-            kind, path = auto_face_detector()
-            if kind == "haar":
-                logging.getLogger("dfstream").warning(
-                    "YuNet face detector not installed (dfstream models fetch yunet); falling back to the Haar cascade"
-                )
-            return kind, path
-        if choice == "haar":
-            return "haar", None
-        if choice in REGISTRY:
-            return REGISTRY[choice].detector_type, str(resolve(choice))
-        path = Path(choice)
-        if not path.is_file():
-            _fail(f"face detector model not found: {choice}")
-        kind = "scrfd" if any(k in path.name.lower() for k in ("scrfd", "retinaface", "det_")) else "yunet"
-        return kind, str(path)
+        return resolve_face_detector(choice)
     except (ModelNotFoundError, ModelIntegrityError) as exc:
         _fail(str(exc))
 
