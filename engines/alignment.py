@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 from skimage.transform import SimilarityTransform
 
+from pipeline import pictures
+
 ARCFACE_TEMPLATE_112 = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float64,
@@ -92,3 +94,21 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, matrix: np.ndarray, feather:
     region = frame[y0:y1, x0:x1].astype(np.float32)
     m = warped_mask[y0:y1, x0:x1]
     frame[y0:y1, x0:x1] = (warped[y0:y1, x0:x1] * m + region * (1.0 - m)).astype(np.uint8)
+
+
+def cut_crops(image: np.ndarray, pixel_format: str, matrices, size: tuple[int, int]) -> np.ndarray:
+    """The N x H x W x 3 BGR crops that frame -> crop ``matrices`` cut from a frame message's picture
+    (:mod:`pipeline.pictures`), converting only the part of it they come from; the same crops as
+    cutting from the whole BGR frame."""
+    crops = np.empty((len(matrices), size[0], size[1], 3), dtype=np.uint8)
+    if not len(matrices):
+        return crops
+    footprints = np.array([crop_footprint(m, size) for m in matrices])
+    box = (*footprints[:, :2].min(axis=0), *footprints[:, 2:].max(axis=0))
+    region = pictures.read_region(image, pixel_format, box, write_back=False)
+    if region is None:  # every crop lies outside the frame: sample the frame's border, as before
+        width, height = pictures.frame_size(image, pixel_format)
+        region = pictures.read_region(image, pixel_format, (0, 0, width, height), write_back=False)
+    for index, matrix in enumerate(matrices):
+        crops[index] = warp_crop(region.bgr, shift_matrix(matrix, region.origin), size)
+    return crops

@@ -20,17 +20,19 @@ much on the way in and back on the way out.  So the detect stage cuts crops for 
 engine as for any other swapper: size and margin from the metadata.
 
 The source face is found and aligned by the pipeline's own detect stage
-(:mod:`stages.faces`, 112 x 112 at margin 1.0 == insightface's ``norm_crop``).
+(:func:`stages.faces.load_inswapper`, 112 x 112 at margin 1.0 == insightface's ``norm_crop``);
+the engine is handed those crops.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from engines.base import Engine
-from engines.metadata import KIND_SWAPPER, MetadataError, ModelMetadata
+from engines.metadata import KIND_SWAPPER, ModelMetadata
 
 log = logging.getLogger(__name__)
 
@@ -129,25 +131,6 @@ class EmbeddingModel:
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
-def source_faces_from_images(paths, face_detector: str = "auto") -> np.ndarray:
-    """Aligned 112 x 112 ArcFace crops (largest face of each image) through the pipeline's detect stage."""
-    from stages.faces import FaceCropper, default_detect_config, is_image, list_media
-
-    files = []
-    for p in [paths] if isinstance(paths, (str, Path)) else paths:
-        try:
-            files += [f for f in list_media(p) if is_image(f)]
-        except FileNotFoundError as exc:
-            raise InswapperError(str(exc)) from None
-    if not files:
-        raise InswapperError(f"no source face images in {paths}")
-    cropper = FaceCropper(default_detect_config((ARCFACE_SIZE, ARCFACE_SIZE), 1.0, face_detector))
-    crops = [c.crop for f in files for c in cropper.crops_from_image(f, max_faces=1)]
-    if not crops:
-        raise InswapperError(f"no face found in the source image(s) {', '.join(str(f) for f in files)}")
-    return np.stack(crops)
-
-
 class InswapperEngine(Engine):
     """One-shot swapper: every target crop gets the source face's identity."""
 
@@ -160,8 +143,11 @@ class InswapperEngine(Engine):
         source_images=None,
         source_embedding: np.ndarray | None = None,
         threads: int | None = None,
-        face_detector: str = "auto",
+        source_faces: Callable[[], np.ndarray] | None = None,
     ):
+        """``source_faces``: the source photos' aligned ARCFACE_SIZE crops (N x 112 x 112 x 3 BGR); it is
+        called only once the model has been checked, so a bad model is reported before the photos
+        are searched.  ``source_images`` names those photos in the metadata."""
         self.model_path = Path(model_path)
         self.session = _onnx_session(self.model_path, threads)
         inputs = self.session.get_inputs()
@@ -187,10 +173,10 @@ class InswapperEngine(Engine):
             margin, self.row_shift = 128.0 / 112.0, int(round(8.0 * size / 128.0))
 
         if source_embedding is None:
-            if embedder_path is None or source_images is None:
+            if embedder_path is None or source_faces is None:
                 raise InswapperError("an inswapper model needs the source face: give an embedding model and source image(s), or an embedding")
             embedder = EmbeddingModel(embedder_path, threads)
-            embeddings = embedder.embed(source_faces_from_images(source_images, face_detector))
+            embeddings = embedder.embed(source_faces())
             source_embedding = embeddings.mean(0)  # several photos of one person: average identity
         source_embedding = np.asarray(source_embedding, np.float32).reshape(-1)
         if source_embedding.shape[0] != self.emap.shape[0]:
@@ -255,11 +241,3 @@ class InswapperEngine(Engine):
 
     def close(self) -> None:
         self.session = None
-
-
-def load_inswapper(model_path, embedder_path, source_images, threads: int | None = None, face_detector: str = "auto") -> InswapperEngine:
-    """Build the engine, turning every user-caused failure into one-line MetadataError."""
-    try:
-        return InswapperEngine(model_path, embedder_path, source_images, threads=threads, face_detector=face_detector)
-    except InswapperError as exc:
-        raise MetadataError(str(exc)) from None

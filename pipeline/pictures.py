@@ -165,26 +165,6 @@ def write_region(image: np.ndarray, pixel_format: str, region: Region) -> None:
     np.copyto(v[y0 // 2:y1 // 2, x0 // 2:x1 // 2], new_v, where=changed_chroma)
 
 
-def cut_crops(image: np.ndarray, pixel_format: str, matrices, size: tuple[int, int]) -> np.ndarray:
-    """The N x H x W x 3 BGR crops that frame -> crop ``matrices`` cut from the picture, converting
-    only the part of it they come from; the same crops as cutting from the whole BGR frame."""
-    # imported here: alignment pulls in scikit-image, which the source and sink never need
-    from engines.alignment import crop_footprint, shift_matrix, warp_crop
-
-    crops = np.empty((len(matrices), size[0], size[1], 3), dtype=np.uint8)
-    if not len(matrices):
-        return crops
-    footprints = np.array([crop_footprint(m, size) for m in matrices])
-    box = (*footprints[:, :2].min(axis=0), *footprints[:, 2:].max(axis=0))
-    region = read_region(image, pixel_format, box, write_back=False)
-    if region is None:  # every crop lies outside the frame: sample the frame's border, as before
-        width, height = frame_size(image, pixel_format)
-        region = read_region(image, pixel_format, (0, 0, width, height), write_back=False)
-    for index, matrix in enumerate(matrices):
-        crops[index] = warp_crop(region.bgr, shift_matrix(matrix, region.origin), size)
-    return crops
-
-
 def draw_rectangle(image: np.ndarray, pixel_format: str, corner1: tuple[int, int], corner2: tuple[int, int],
                    colour_bgr: tuple[int, int, int], thickness: int) -> None:
     """``cv2.rectangle`` (an outline) on the picture itself: on I420 the outline is drawn into each

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from engines.alignment import alignment_matrix
+from engines.alignment import alignment_matrix, cut_crops
 from engines.face_detectors import FaceDetector, FaceDetectorError, create_face_detector
 from pipeline import pictures
 from pipeline.config import DetectConfig
@@ -88,7 +88,7 @@ class DetectStage(Stage):
             return
         size = tuple(cfg.crop_size)
         matrices = [alignment_matrix(np.asarray(f.landmarks), size, cfg.crop_margin) for f in message.faces]
-        message.crops = pictures.cut_crops(message.image, message.pixel_format, matrices, size)
+        message.crops = cut_crops(message.image, message.pixel_format, matrices, size)
         for index, face in enumerate(message.faces):
             face.crop_index = index
         message.analysed = True

@@ -134,3 +134,35 @@ class FaceCropper:
                 )
             )
         return out
+
+
+def source_faces_from_images(paths, face_detector: str = "auto") -> np.ndarray:
+    """Aligned 112 x 112 ArcFace crops (largest face of each image), the one-shot swapper's source face."""
+    from engines.inswapper import ARCFACE_SIZE, InswapperError
+
+    files = []
+    for p in [paths] if isinstance(paths, (str, Path)) else paths:
+        try:
+            files += [f for f in list_media(p) if is_image(f)]
+        except FileNotFoundError as exc:
+            raise InswapperError(str(exc)) from None
+    if not files:
+        raise InswapperError(f"no source face images in {paths}")
+    cropper = FaceCropper(default_detect_config((ARCFACE_SIZE, ARCFACE_SIZE), 1.0, face_detector))
+    crops = [c.crop for f in files for c in cropper.crops_from_image(f, max_faces=1)]
+    if not crops:
+        raise InswapperError(f"no face found in the source image(s) {', '.join(str(f) for f in files)}")
+    return np.stack(crops)
+
+
+def load_inswapper(model_path, embedder_path, source_images, threads: int | None = None, face_detector: str = "auto"):
+    """An inswapper-style one-shot swapper (:mod:`engines.inswapper`) given the new face as photos,
+    their faces found by the detect stage; every user-caused failure as a one-line MetadataError."""
+    from engines.inswapper import InswapperEngine, InswapperError
+    from engines.metadata import MetadataError
+
+    try:
+        return InswapperEngine(model_path, embedder_path, source_images, threads=threads,
+                               source_faces=lambda: source_faces_from_images(source_images, face_detector))
+    except InswapperError as exc:
+        raise MetadataError(str(exc)) from None

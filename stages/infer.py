@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 
 from engines.metadata import KIND_DETECTOR, KIND_SWAPPER
-from pipeline import pictures
 from pipeline.config import InferConfig
 from pipeline.messages import Packet, StageTiming
 from pipeline.stage import Stage, StageError
@@ -34,7 +33,7 @@ class InferStage(Stage):
         kind = KIND_SWAPPER if cfg.mode == "swap" else KIND_DETECTOR
         try:
             if cfg.swap_source:
-                from engines.inswapper import load_inswapper
+                from stages.faces import load_inswapper
 
                 self.engine = load_inswapper(cfg.model_path, cfg.embedder_path, list(cfg.swap_source), threads=cfg.threads)
             else:
@@ -83,7 +82,7 @@ class InferStage(Stage):
     def _score_swapped(self, messages) -> None:
         """The detector's view of each swapped face: its own aligned crop of the frame
         with the swapped face blended in, exactly as the viewer will see it."""
-        from engines.alignment import alignment_matrix
+        from engines.alignment import alignment_matrix, cut_crops
         from engines.blending import paste_swapped_face
 
         swap_meta, detect_meta = self.engine.metadata, self.detector.metadata
@@ -94,7 +93,7 @@ class InferStage(Stage):
                     continue
                 landmarks = np.asarray(face.landmarks)
                 to_detector = alignment_matrix(landmarks, detect_meta.input_size, detect_meta.crop_margin)
-                view = pictures.cut_crops(message.image, message.pixel_format, [to_detector], detect_meta.input_size)[0]
+                view = cut_crops(message.image, message.pixel_format, [to_detector], detect_meta.input_size)[0]
                 to_swapper = alignment_matrix(landmarks, swap_meta.input_size, swap_meta.crop_margin)
                 # detector-crop coordinates -> swapper-crop coordinates
                 detector_to_swapper = _compose(to_swapper, cv2.invertAffineTransform(to_detector))

@@ -15,7 +15,8 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from engines.alignment import alignment_matrix  # noqa: E402
-from engines.inswapper import EmbeddingModel, InswapperEngine, InswapperError, is_inswapper_onnx, load_inswapper  # noqa: E402
+from engines.inswapper import EmbeddingModel, InswapperEngine, InswapperError, is_inswapper_onnx  # noqa: E402
+from stages.faces import load_inswapper  # noqa: E402
 from engines.metadata import MetadataError  # noqa: E402
 
 DATA = Path(os.environ.get("DFSTREAM_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.alignment import alignment_matrix, warp_crop
+from engines.alignment import alignment_matrix, cut_crops, warp_crop
 from pipeline import pictures
 from tests.conftest import shared
 from tests.video_helpers import frame_i420
@@ -40,7 +40,7 @@ def test_crops_cut_from_an_i420_region_equal_crops_cut_from_the_whole_frame(i420
     landmarks = [np.array([[600, 300], [680, 300], [640, 340], [610, 380], [670, 380]], float),
                  np.array([[5, 700], [40, 702], [22, 715], [8, 730], [36, 731]], float)]  # over the bottom edge
     matrices = [alignment_matrix(lm, (128, 128), 1.4) for lm in landmarks]
-    crops = pictures.cut_crops(i420, pictures.YUV420P, matrices, (128, 128))
+    crops = cut_crops(i420, pictures.YUV420P, matrices, (128, 128))
     for crop, matrix in zip(crops, matrices):
         assert np.array_equal(crop, warp_crop(whole, matrix, (128, 128)))
 

@@ -98,8 +98,9 @@ def _model_metadata(name_or_path: str, kind: str):
 
 def _one_shot_swapper(model: str, sources: tuple[str, ...], embedder: str | None):
     """An insightface inswapper-style model: it is given the new face as photos, not trained on it."""
-    from engines.inswapper import is_inswapper_onnx, load_inswapper
+    from engines.inswapper import is_inswapper_onnx
     from engines.metadata import MetadataError
+    from stages.faces import load_inswapper
 
     if not sources or not embedder:
         _fail("a one-shot swapper needs both --swap-source IMAGE and --embedder MODEL")
