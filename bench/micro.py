@@ -236,12 +236,3 @@ def run_infer(models: list[tuple[str, str]], batches=(1, 4, 16), quick: bool = F
             })
         engine.close()
     return results
-
-
-def run_micro(clip: str, detectors: list, models: list, quick: bool = False) -> dict:
-    """All three micro-benchmarks, one after the other (called in a measurement process)."""
-    return {
-        "transport": run_transport(quick),
-        "face_detection": run_face_detection(clip, detectors, quick),
-        "infer": run_infer(models, quick=quick),
-    }

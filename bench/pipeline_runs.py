@@ -98,12 +98,6 @@ def build_config(clips: list[str], live: bool, model_path: str, engine: str, fac
     )
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    import numpy as np
-
-    return round(float(np.percentile(values, q)), 2) if values else None
-
-
 def run_dfstream(clips: list[str], **options) -> dict:
     """Run the pipeline on ``clips`` (one stream each) and return its figures."""
     config = build_config(clips, **options)

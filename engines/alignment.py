@@ -75,27 +75,6 @@ def align_faces(image: np.ndarray, landmarks_list, size: tuple[int, int], margin
     return crops
 
 
-def paste_back(frame: np.ndarray, crop: np.ndarray, matrix: np.ndarray, feather: float = 0.08) -> None:
-    """Warp ``crop`` back into ``frame`` in place through the inverse of ``matrix``,
-    blending with a feathered elliptical mask so no seam shows."""
-    height, width = crop.shape[:2]
-    inverse = cv2.invertAffineTransform(matrix)
-    mask = np.zeros((height, width), np.float32)
-    cv2.ellipse(mask, (width // 2, int(height * 0.52)), (int(width * 0.36), int(height * 0.45)), 0, 0, 360, 1.0, -1)
-    blur = max(3, int(feather * width) | 1)
-    mask = cv2.GaussianBlur(mask, (blur, blur), 0)
-    frame_h, frame_w = frame.shape[:2]
-    warped = cv2.warpAffine(crop, inverse, (frame_w, frame_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    warped_mask = cv2.warpAffine(mask, inverse, (frame_w, frame_h), flags=cv2.INTER_LINEAR)[..., None]
-    ys, xs = np.nonzero(warped_mask[..., 0] > 1e-3)
-    if len(ys) == 0:
-        return
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    region = frame[y0:y1, x0:x1].astype(np.float32)
-    m = warped_mask[y0:y1, x0:x1]
-    frame[y0:y1, x0:x1] = (warped[y0:y1, x0:x1] * m + region * (1.0 - m)).astype(np.uint8)
-
-
 def cut_crops(image: np.ndarray, pixel_format: str, matrices, size: tuple[int, int]) -> np.ndarray:
     """The N x H x W x 3 BGR crops that frame -> crop ``matrices`` cut from a frame message's picture
     (:mod:`pipeline.pictures`), converting only the part of it they come from; the same crops as

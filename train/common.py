@@ -241,14 +241,6 @@ def resume_from(checkpoint: dict, model, optimizer=None, scheduler=None, extra_s
     return int(checkpoint.get("step", 0)), int(checkpoint.get("epoch", 0))
 
 
-def data_root() -> Path:
-    """Where the shared data lives: ``$DFSTREAM_DATA`` or ``../shared/data`` next to the repo."""
-    env = os.environ.get("DFSTREAM_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-
-
 def cache_root() -> Path:
     """Per-user cache for derived training data (face crops), outside the repository."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

@@ -150,10 +150,7 @@ class FaceSwapper(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
-    # pixel space [0, 1] <-> the model's normalised input space
-    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.std + self.mean
-
+    # pixel space [0, 1] -> the model's normalised input space
     def to_normalised(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
