@@ -1,9 +1,9 @@
 """dfstream itself, run the way ``dfstream run`` runs it, with the clock started at the first frame.
 
-The configuration is built as the ``run`` command builds it (probed sources,
-the stage configs' defaults, the model's crop size and margin from its
-metadata, the batch timeout from the fastest live source) with only the swept
-knobs changed.  The supervisor is the pipeline's own, with two clocks added: the
+The configuration is built by the function that builds the ``run`` command's
+(:func:`runtime.run_config.build_run_config`: probed sources, the stage configs'
+defaults, the model's crop size and margin from its metadata, the batch timeout
+from the fastest live source) with only the swept knobs changed.  The supervisor is the pipeline's own, with two clocks added: the
 moment every stage has reported ready (sources start reading then) and the
 moment the sink has exited (last frame encoded, file closed).  Throughput is
 frames written over that span, so model loading and process start-up are not
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench.measure import cpu_s_of
-from pipeline.config import DetectConfig
+from pipeline.config import DetectConfig, RunConfig
 from runtime.graph import infer_threads
 
 
@@ -50,51 +50,31 @@ def _timed_supervisor_class():
 
 
 def build_config(clips: list[str], live: bool, model_path: str, engine: str, face_detector: str,
-                 face_detector_path: str | None, out_dir: str, detect_every: int = 3,
-                 classify_every: int | None = None, detect_size: int = 640, replicas: int = 1,
+                 face_detector_path: str | None, out_dir: str, detect_every: int = RunConfig.detect_every,
+                 classify_every: int | None = None, detect_size: int = DetectConfig.detect_max_side, replicas: int = 1,
                  detect_replicas: int | None = None, infer_replicas: int | None = None,
-                 max_batch: int | None = None, transport: str = "ipc", queue_size: int | None = None,
+                 max_batch: int | None = None, transport: str = RunConfig.transport, queue_size: int | None = None,
                  draw: bool = True, video_output: bool = True, batch_timeout_ms: float | None = None,
                  preset: str | None = None, infer_threads: int | None = None,
                  detect_threads: int = DetectConfig.threads, upstream_niceness: int | None = None):
-    """A RunConfig as ``dfstream run -s CLIP... -o OUT/{index}.mp4 [--live] ...`` would make it
-    (``video_output=False``: ``--events OUT/events.jsonl`` instead of ``-o``: no encoding)."""
+    """A RunConfig as ``dfstream run -s CLIP... -o OUT/{index}.mp4 [--live] ...`` makes it, by the same
+    function (``video_output=False``: ``--events OUT/events.jsonl`` instead of ``-o``: no encoding)."""
     from engines.metadata import KIND_DETECTOR, read_metadata
-    from pipeline.config import AnnotateConfig, BatchConfig, InferConfig, RunConfig, SinkConfig
-    from stages.source import probe
+    from runtime.run_config import build_run_config, probe_streams
 
-    streams = [probe(path, i, paced=live) for i, path in enumerate(clips)]
-    names = [s.name for s in streams]
-    for stream in streams:
-        if names.count(stream.name) > 1:
-            stream.name = f"{stream.name}-{stream.stream_id}"
+    streams = probe_streams(clips, live)
     metadata = read_metadata(model_path).expect_kind(KIND_DETECTOR, model_path)
-    classify_every = classify_every or detect_every
-    if classify_every % detect_every:
-        raise ValueError(f"classify_every ({classify_every}) must be a multiple of detect_every ({detect_every})")
-    live_rates = [s.fps for s in streams if s.live and s.fps]
-    defaults = RunConfig(streams=[])
-    return RunConfig(
-        streams=streams,
-        detect=DetectConfig(face_detector=face_detector, face_detector_path=face_detector_path,
-                            detect_every=detect_every, classify_every=classify_every,
-                            detect_max_side=detect_size, crop_size=tuple(metadata.input_size),
-                            crop_margin=metadata.crop_margin, threads=detect_threads),
-        batch=BatchConfig(max_batch=max_batch or BatchConfig().max_batch,
-                          timeout_ms=batch_timeout_ms if batch_timeout_ms is not None
-                          else (1000.0 / max(live_rates) if live_rates else 33.0),
-                          live_streams=len(streams) if all(s.live for s in streams) else 0),
-        infer=InferConfig(model_path=model_path, mode="detect", engine=engine, threads=infer_threads),
-        annotate=AnnotateConfig(threshold=metadata.threshold, crop_size=tuple(metadata.input_size),
-                                crop_margin=metadata.crop_margin, draw=draw),
-        sink=SinkConfig(output_pattern=str(Path(out_dir) / "dfstream-{index}.mp4") if video_output else None,
-                        events_path=None if video_output else str(Path(out_dir) / "events.jsonl")).with_preset(preset),
-        detect_replicas=detect_replicas or replicas,
-        infer_replicas=infer_replicas or replicas,
-        queue_size=queue_size or defaults.queue_size,
-        upstream_niceness=defaults.upstream_niceness if upstream_niceness is None else upstream_niceness,
-        progress=False,
-        transport=transport,
+    unset_means_default = {"max_batch": max_batch, "queue_size": queue_size, "upstream_niceness": upstream_niceness}
+    return build_run_config(
+        streams, model_path, metadata, (face_detector, face_detector_path),
+        engine=engine, infer_threads=infer_threads, detect_every=detect_every, classify_every=classify_every,
+        detect_size=detect_size, detect_threads=detect_threads, replicas=replicas,
+        detect_replicas=detect_replicas, infer_replicas=infer_replicas, batch_timeout_ms=batch_timeout_ms,
+        draw=draw, preset=preset,
+        output=str(Path(out_dir) / "dfstream-{index}.mp4") if video_output else None,
+        events_path=None if video_output else str(Path(out_dir) / "events.jsonl"),
+        progress=False, transport=transport,
+        **{name: value for name, value in unset_means_default.items() if value is not None},
     )
 
 
@@ -166,7 +146,7 @@ def run_dfstream(clips: list[str], **options) -> dict:
         "max_rss_mb_sum": metrics.get("max_rss_mb_sum"),
         "restarts": metrics.get("restarts", 0),
         "settings": {
-            "detect_every": config.detect.detect_every, "classify_every": config.detect.classify_every,
+            "detect_every": config.detect_every, "classify_every": config.classify_every,
             "detect_size": config.detect.detect_max_side, "detect_replicas": config.detect_replicas,
             "infer_replicas": config.infer_replicas, "max_batch": config.batch.max_batch,
             "batch_timeout_ms": round(config.batch.timeout_ms, 2), "transport": config.transport,

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.clips import REPO
+from pipeline.config import STAGE_NAMES
 
 
 # -- facts ---------------------------------------------------------------------------
@@ -148,13 +149,11 @@ def results_rows(doc: dict) -> list[dict]:
     return rows
 
 
-STAGES = ("source", "detect", "batch", "infer", "annotate", "sink")
-
 
 def stage_cells(run: dict) -> dict[str, str]:
     """"fps/busy% p50ms" per stage (replicas joined with +)."""
     cells = {}
-    for stage in STAGES:
+    for stage in STAGE_NAMES:
         rows = [r for r in run.get("stages", []) if r["stage"] == stage]
         if not rows:
             continue
@@ -208,12 +207,12 @@ def table(doc: dict) -> str:
     if runs:
         lines.append("")
         lines.append("per stage (fps / busy% / busy ms per frame):")
-        lines.append(f"{'configuration':<30}" + "".join(f"{s:>21}" for s in STAGES))
+        lines.append(f"{'configuration':<30}" + "".join(f"{s:>21}" for s in STAGE_NAMES))
         for run in runs:
             if run.get("error"):
                 continue
             cells = stage_cells(run)
-            lines.append(f"{run['name']:<30}" + "".join(f"{cells.get(s, '-'):>21}" for s in STAGES))
+            lines.append(f"{run['name']:<30}" + "".join(f"{cells.get(s, '-'):>21}" for s in STAGE_NAMES))
     live = doc.get("live")
     if live:
         lines.append("")
@@ -251,10 +250,10 @@ def table(doc: dict) -> str:
         lines.append("(latency: worst stream's percentile, capture to written)")
         runs = [s for s in scaling if not s.get("error")]
         if runs:
-            lines.append(f"{'  per stage':<14}" + "".join(f"{st:>21}" for st in STAGES))
+            lines.append(f"{'  per stage':<14}" + "".join(f"{st:>21}" for st in STAGE_NAMES))
             for s in runs:
                 cells = stage_cells(s)
-                lines.append(f"{'  ' + str(s['streams']) + ' streams':<14}" + "".join(f"{cells.get(st, '-'):>21}" for st in STAGES))
+                lines.append(f"{'  ' + str(s['streams']) + ' streams':<14}" + "".join(f"{cells.get(st, '-'):>21}" for st in STAGE_NAMES))
     micro = doc.get("micro") or {}
     if micro.get("transport"):
         lines.append("")

@@ -60,10 +60,7 @@ class SourceConfig:
 @dataclass
 class DetectConfig:
     face_detector: str = "auto"  # yunet, scrfd, haar, auto (yunet if installed, else haar), or a path
-    face_detector_path: str | None = None  # resolved by the launcher
-    # The source schedules these (SourceConfig); the detect stage does what each frame asks.
-    detect_every: int = 3  # run the face detector on every k-th frame, track in between
-    classify_every: int = 3  # cut crops for the model on every m-th frame (a multiple of k)
+    face_detector_path: str | None = None  # resolved by engines.registry.resolve_face_detector
     detect_max_side: int = 640  # frames are downscaled to this before face detection
     min_face_score: float = 0.8  # YuNet scores clear faces above 0.9; lower lets in corners and textures
     # ONNX Runtime threads per detect replica (0: one per usable core). The detector shares
@@ -116,7 +113,8 @@ class AnnotateConfig:
     hud: bool = True
     mode: str = "detect"  # detect or swap (swap: paste swapped crops back into the frame)
     swap_faces: str = "all"  # all, largest, or a track id: which swapped faces are pasted back
-    crop_size: tuple[int, int] = (224, 224)  # for paste-back: how detect cut the crops
+    # for paste-back: how detect cut the crops (the graph copies DetectConfig's)
+    crop_size: tuple[int, int] = (224, 224)
     crop_margin: float = 1.0
     streams: list[StreamInfo] = field(default_factory=list)
 
@@ -152,6 +150,10 @@ class RunConfig:
     infer: InferConfig = field(default_factory=InferConfig)
     annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
+    # The detection schedule, which each source follows (the graph copies it into every
+    # SourceConfig); the detect stage does what each frame asks.
+    detect_every: int = 3  # run the face detector on every k-th frame, track in between
+    classify_every: int = 3  # cut crops for the model on every m-th frame (a multiple of k)
     detect_replicas: int = 1
     infer_replicas: int = 1
     queue_size: int = 8  # ZeroMQ high-water mark (messages) per hop for file sources
@@ -182,3 +184,15 @@ class RunConfig:
     @property
     def live(self) -> bool:
         return any(s.live for s in self.streams)
+
+
+# The stages of a run, in the order a frame passes them, and the config class of each.
+STAGE_CONFIGS = {
+    "source": SourceConfig,
+    "detect": DetectConfig,
+    "batch": BatchConfig,
+    "infer": InferConfig,
+    "annotate": AnnotateConfig,
+    "sink": SinkConfig,
+}
+STAGE_NAMES = tuple(STAGE_CONFIGS)

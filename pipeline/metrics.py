@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.config import RunConfig
+from pipeline.config import STAGE_NAMES, RunConfig
 
 
 def rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
@@ -24,8 +24,6 @@ def rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
     except (OSError, ValueError, IndexError):
         pass
     return 0.0
-
-STAGE_ORDER = ("source", "detect", "batch", "infer", "annotate", "sink")
 
 
 class RunMetrics:
@@ -66,7 +64,7 @@ class RunMetrics:
     def stage_rows(self) -> list[dict]:
         depths = self.queue_depths()
         rows = []
-        for (stage, replica), r in sorted(self.latest.items(), key=lambda kv: (STAGE_ORDER.index(kv[0][0]), kv[0][1])):
+        for (stage, replica), r in sorted(self.latest.items(), key=lambda kv: (STAGE_NAMES.index(kv[0][0]), kv[0][1])):
             active = r.get("active_s") or 0.0
             rows.append(
                 {

@@ -42,8 +42,8 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
     def source_config(stream):
         return SourceConfig(stream=stream, open_timeout_s=config.open_timeout_s,
                             read_timeout_s=max(config.open_timeout_s, 10.0),
-                            detect_every=config.detect.detect_every,
-                            classify_every=config.detect.classify_every,
+                            detect_every=config.detect_every,
+                            classify_every=config.classify_every,
                             detect_when_free=config.infer.mode != "swap", all_pixels=pixels)
 
     def spec(stage, replica, stage_config, inbox, outbox, eos_per_stream):
@@ -84,7 +84,8 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
     specs.append(spec("batch", 0, config.batch, batch_in, infer_in, config.detect_replicas))
     infer = replace(config.infer, threads=infer_threads(config))
     specs += [spec("infer", i, infer, url, [annotate_in], 1) for i, url in enumerate(infer_in)]
-    annotate = replace(config.annotate, streams=config.streams)
+    annotate = replace(config.annotate, streams=config.streams,
+                       crop_size=config.detect.crop_size, crop_margin=config.detect.crop_margin)
     # end-of-stream markers reach annotate from every infer and detect replica, and from the source
     specs.append(spec("annotate", 0, annotate, annotate_in, [sink_in], config.infer_replicas + config.detect_replicas + 1))
     sink = replace(config.sink, streams=config.streams)

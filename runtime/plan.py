@@ -12,27 +12,10 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from pipeline.config import (
-    AnnotateConfig,
-    BatchConfig,
-    DetectConfig,
-    InferConfig,
-    RunConfig,
-    SinkConfig,
-    SourceConfig,
-    StreamInfo,
-)
+from pipeline.config import STAGE_CONFIGS, STAGE_NAMES, RunConfig, StreamInfo
 from runtime.runner import StageSpec
 
 PLAN_VERSION = 1
-STAGE_CONFIGS = {
-    "source": SourceConfig,
-    "detect": DetectConfig,
-    "batch": BatchConfig,
-    "infer": InferConfig,
-    "annotate": AnnotateConfig,
-    "sink": SinkConfig,
-}
 
 
 class PlanError(ValueError):
@@ -99,13 +82,10 @@ def load_plan(path: str | Path) -> tuple[RunConfig, RunPlan]:
             d[by_stream] = {int(k): v for k, v in d.get(by_stream, {}).items()}
         specs.append(StageSpec(**d))
     run = document["run"]
+    per_stage = {name: _stage_config(name, run[name]) for name in STAGE_NAMES if name in run}  # sources: per stream
     config = RunConfig(
         streams=[_stream(s) for s in run["streams"]],
-        detect=_stage_config("detect", run["detect"]),
-        batch=_stage_config("batch", run["batch"]),
-        infer=_stage_config("infer", run["infer"]),
-        annotate=_stage_config("annotate", run["annotate"]),
-        sink=_stage_config("sink", run["sink"]),
-        **{k: v for k, v in run.items() if k not in ("streams", "detect", "batch", "infer", "annotate", "sink")},
+        **per_stage,
+        **{k: v for k, v in run.items() if k != "streams" and k not in per_stage},
     )
     return config, RunPlan(document["control"], document["report"], specs)

@@ -9,7 +9,6 @@ ended, when the supervisor aborts the run, or when its parent process is gone
 """
 from __future__ import annotations
 
-import importlib
 import os
 import resource
 import signal
@@ -37,7 +36,7 @@ CONTROL_EXITED = b"exited "  # + a stage label: that stage has taken all its inp
 class StageSpec:
     """Everything one stage replica needs to run, sent to its process."""
 
-    stage: str  # source, detect, batch, infer, annotate, sink
+    stage: str  # one of pipeline.config.STAGE_NAMES
     replica: int
     config: Any  # the stage's config dataclass
     inbox: str | None  # endpoint this replica binds (None for sources)
@@ -67,23 +66,24 @@ class StageSpec:
         return f"{self.stage}[{self.replica}]"
 
 
-# stage name -> (module, class); imported lazily so a stage process loads only its own stage
-STAGE_CLASSES = {
-    "source": ("stages.source", "SourceStage"),
-    "detect": ("stages.detect", "DetectStage"),
-    "batch": ("stages.batch", "BatchStage"),
-    "infer": ("stages.infer", "InferStage"),
-    "annotate": ("stages.annotate", "AnnotateStage"),
-    "sink": ("stages.sink", "SinkStage"),
-}
-
-
 def build_stage(spec: StageSpec) -> Stage:
-    """The stage object for a spec; imports only what that stage needs."""
-    if spec.stage not in STAGE_CLASSES:
+    """The stage object for a spec. Each stage's module is imported only here, in its own process,
+    so a process loads only its own stage's libraries (the sink never loads a model runtime)."""
+    if spec.stage == "source":
+        from stages.source import SourceStage as stage_class
+    elif spec.stage == "detect":
+        from stages.detect import DetectStage as stage_class
+    elif spec.stage == "batch":
+        from stages.batch import BatchStage as stage_class
+    elif spec.stage == "infer":
+        from stages.infer import InferStage as stage_class
+    elif spec.stage == "annotate":
+        from stages.annotate import AnnotateStage as stage_class
+    elif spec.stage == "sink":
+        from stages.sink import SinkStage as stage_class
+    else:
         raise ValueError(f"unknown stage {spec.stage!r}")
-    module_name, class_name = STAGE_CLASSES[spec.stage]
-    return getattr(importlib.import_module(module_name), class_name)(spec.config)
+    return stage_class(spec.config)
 
 
 class StageRunner:

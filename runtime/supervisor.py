@@ -145,7 +145,7 @@ class Supervisor:
     def _can_restart(self, spec: StageSpec) -> bool:
         # Sources and the sink hold per-stream state that a new process cannot
         # take over (sequence numbers, the output file); the rest can restart.
-        restartable = spec.stage in ("detect", "batch", "infer", "annotate")
+        restartable = spec.stage not in ("source", "sink")
         return restartable and self.restarts.get(spec.label, 0) < self.config.max_restarts
 
     def _check_external(self, started: float) -> None:

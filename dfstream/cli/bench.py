@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from engines.loader import ENGINE_CHOICES
+
 PART_NAMES = ("limit", "baseline", "dfstream", "sweep", "live", "scaling", "micro")
 
 
@@ -31,7 +33,7 @@ def _command_line() -> str:
               help="Deepfake detector model: a file or a registry name. When the default 'detector' is not "
                    "installed, an untrained stand-in with its architecture is used (same compute), and the "
                    "results say so.")
-@click.option("--engine", default="auto", show_default=True, type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]),
+@click.option("--engine", default="auto", show_default=True, type=click.Choice(ENGINE_CHOICES),
               help="Model runtime for dfstream, the baseline and the micro-benchmarks (on a GPU machine: tensorrt).")
 @click.option("--face-detector", default="auto", show_default=True, metavar="auto|yunet|yunet-opencv|scrfd|haar|PATH",
               help="Face detector for dfstream and the baseline.")

@@ -12,6 +12,7 @@ import sys
 import click
 
 from dfstream.cli.common import one_line_error, user_errors, verbose_logging
+from engines.loader import ENGINE_CHOICES
 
 
 @click.command("detector")
@@ -120,7 +121,7 @@ def train_ensemble_command(checkpoints, output, name):
 @click.command("eval")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-m", "--model", default="detector", show_default=True, help="Detector model: .onnx, checkpoint, or registry name.")
-@click.option("--engine", default="auto", show_default=True, type=click.Choice(["auto", "onnxruntime", "torch", "tensorrt"]))
+@click.option("--engine", default="auto", show_default=True, type=click.Choice(ENGINE_CHOICES))
 @click.option("--temporal", default=None, help="Temporal (CNN+LSTM) checkpoint: video scores from it instead of frame averages.")
 @click.option("--threshold", type=float, default=None, help="P(fake) threshold (default: the model's).")
 @click.option("--every-n-frames", type=int, default=10, show_default=True)
@@ -155,7 +156,7 @@ def eval_command(inputs, model, engine, temporal, threshold, every_n_frames, max
 @click.command("predict")
 @click.argument("media")
 @click.option("-m", "--model", default="detector", show_default=True)
-@click.option("--engine", default="auto", show_default=True, type=click.Choice(["auto", "onnxruntime", "torch", "tensorrt"]))
+@click.option("--engine", default="auto", show_default=True, type=click.Choice(ENGINE_CHOICES))
 @click.option("--threshold", type=float, default=None)
 @click.option("--every-n-frames", type=int, default=5, show_default=True)
 @click.option("--max-frames", type=int, default=60, show_default=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from dfstream.cli.common import one_line_error, user_errors, verbose_logging
+from engines.loader import ENGINE_CHOICES
 
 
 def _echo(message: str) -> None:
@@ -183,7 +184,7 @@ def train_gan_command(faces, run_dir, resume, epochs, minutes, batch_size, image
 @click.option("--holdout", type=click.FloatRange(0, 0.9), default=None, help="Held-back share (default: the training run's).")
 @click.option("--detector", "detector_path", metavar="MODEL",
               help="Detector model (file or registry name): report the share of swapped frames it flags at its threshold.")
-@click.option("--engine", default="auto", show_default=True, type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]),
+@click.option("--engine", default="auto", show_default=True, type=click.Choice(ENGINE_CHOICES),
               help="Runtime for the detector.")
 @click.option("--samples-out", type=click.Path(file_okay=False), help="Write the swapped held-back frames here as JPEGs.")
 @click.option("--json", "json_path", metavar="PATH", help="Write all figures as JSON.")

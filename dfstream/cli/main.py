@@ -17,15 +17,8 @@ from dfstream.cli.detector import (eval_command, predict_command, train_detector
                                    train_temporal_command)
 from dfstream.cli.generate import swapper_eval_command, train_gan_command, train_swapper_command
 from dfstream.cli.models import build_engine_command, export_command, models_group
-from pipeline.config import (
-    AnnotateConfig,
-    BatchConfig,
-    DetectConfig,
-    InferConfig,
-    RunConfig,
-    SinkConfig,
-    StreamInfo,
-)
+from engines.loader import ENGINE_CHOICES
+from pipeline.config import AnnotateConfig, BatchConfig, DetectConfig, InferConfig, RunConfig, SinkConfig, StreamInfo
 
 DEFAULT_DETECTOR = "detector"  # registry name of the detector model that ships with dfstream
 
@@ -36,19 +29,12 @@ def _fail(message: str) -> None:
 
 def _probe_sources(sources: tuple[str, ...], live: bool, open_timeout: float) -> list[StreamInfo]:
     from pipeline.stage import StageError
-    from stages.source import probe
+    from runtime.run_config import probe_streams
 
-    streams = []
-    for stream_id, url in enumerate(sources):
-        try:
-            streams.append(probe(url, stream_id, paced=live, open_timeout=open_timeout))
-        except StageError as exc:
-            _fail(str(exc))
-    names = [s.name for s in streams]
-    for stream in streams:  # {stream} in output patterns must name each stream once
-        if names.count(stream.name) > 1:
-            stream.name = f"{stream.name}-{stream.stream_id}"
-    return streams
+    try:
+        return probe_streams(sources, live, open_timeout)
+    except StageError as exc:
+        _fail(str(exc))
 
 
 def _check_x_display(name: str, timeout: float = 3.0) -> None:
@@ -174,19 +160,19 @@ def cli(log_level: str) -> None:
               help="With an insightface inswapper-style --swap model: photo(s) of the face to put in (repeatable).")
 @click.option("--embedder", "embedder", metavar="MODEL",
               help="With --swap-source: the ArcFace-style ONNX model that turns those photos into an identity.")
-@click.option("--swap-faces", default="all", show_default=True, metavar="all|largest|TRACK",
+@click.option("--swap-faces", default=AnnotateConfig.swap_faces, show_default=True, metavar="all|largest|TRACK",
               help="With --swap: swap every face, only the largest, or only the face with this track id.")
-@click.option("--engine", default="auto", show_default=True, type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]),
+@click.option("--engine", default=InferConfig.engine, show_default=True, type=click.Choice(ENGINE_CHOICES),
               help="Model runtime; auto picks TensorRT when CUDA and torch-tensorrt are present, else ONNX Runtime.")
 @click.option("--face-detector", default="auto", show_default=True, metavar="auto|yunet|yunet-opencv|scrfd|haar|PATH",
               help="Face detector: YuNet (default when installed), SCRFD/RetinaFace ONNX via insightface, or the "
                    "Haar cascade that needs no model file.")
-@click.option("--detect-every", default=3, show_default=True, type=click.IntRange(1),
+@click.option("--detect-every", default=RunConfig.detect_every, show_default=True, type=click.IntRange(1),
               help="Run face detection on every k-th frame; faces are tracked in between. Live streams: "
                    "at most every k-th, less often while every detect replica is busy (no frame is dropped for it).")
 @click.option("--classify-every", "classify_every", default=None, type=click.IntRange(1),
               help="Score each tracked face every m-th frame (a multiple of k; default: k).")
-@click.option("--detect-size", default=640, show_default=True, type=click.IntRange(64),
+@click.option("--detect-size", default=DetectConfig.detect_max_side, show_default=True, type=click.IntRange(64),
               help="Frames are downscaled so their longer side is at most this before face detection.")
 @click.option("--min-face-score", default=DetectConfig.min_face_score, show_default=True, type=click.FloatRange(0, 1),
               help="Face detector confidence below which a detection is ignored.")
@@ -194,13 +180,13 @@ def cli(log_level: str) -> None:
               help="Processes for the face detect stage and for the infer stage.")
 @click.option("--detect-replicas", type=click.IntRange(1, 16), help="Face detect processes (overrides --replicas).")
 @click.option("--infer-replicas", type=click.IntRange(1, 16), help="Infer processes (overrides --replicas).")
-@click.option("--max-batch", default=16, show_default=True, type=click.IntRange(1), help="Faces per model batch.")
+@click.option("--max-batch", default=BatchConfig.max_batch, show_default=True, type=click.IntRange(1), help="Faces per model batch.")
 @click.option("--batch-timeout-ms", type=click.FloatRange(0), default=None,
               help="Send a partial batch this long after its first face (default: one frame interval of the "
                    "fastest live source, else 33 ms).")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="P(fake) at which a face is called fake "
               "(default: the model's own threshold).")
-@click.option("--queue-size", default=8, show_default=True, type=click.IntRange(1),
+@click.option("--queue-size", default=RunConfig.queue_size, show_default=True, type=click.IntRange(1),
               help="Frames queued per hop between stages for file sources (live sources keep 1, and hand a "
                    "frame to face detection only when it is free).")
 @click.option("--max-latency-ms", "max_latency_ms", default=RunConfig.live_latency_budget_ms, show_default=True,
@@ -211,11 +197,11 @@ def cli(log_level: str) -> None:
 @click.option("--upstream-niceness", default=RunConfig.upstream_niceness, show_default=True,
               type=click.IntRange(0, 19), help="With --output: the niceness of every stage but the encoding sink, "
               "which sets the pace; the others yield the CPU to it (0: all stages equal).")
-@click.option("--transport", default="ipc", show_default=True, type=click.Choice(["ipc", "tcp"]),
+@click.option("--transport", default=RunConfig.transport, show_default=True, type=click.Choice(["ipc", "tcp"]),
               help="Private ipc:// sockets (default) or tcp:// on 127.0.0.1.")
-@click.option("--open-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
+@click.option("--open-timeout", default=RunConfig.open_timeout_s, show_default=True, type=click.FloatRange(0.1),
               help="Seconds to wait for a network source or webcam to answer.")
-@click.option("--metrics-interval", default=5.0, show_default=True, type=click.FloatRange(0.5),
+@click.option("--metrics-interval", default=RunConfig.metrics_interval_s, show_default=True, type=click.FloatRange(0.5),
               help="Live runs print per-stage metrics this often (seconds).")
 @click.option("--preset", default=None,
               type=click.Choice(["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"]),
@@ -244,6 +230,7 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
       dfstream run -s clip.mp4 --swap swapper.onnx -o swapped.mp4
     """
     from engines.metadata import KIND_DETECTOR, KIND_SWAPPER
+    from runtime.run_config import RunOptionError, build_run_config
     from runtime.supervisor import run_pipeline
 
     if plan_file:
@@ -271,54 +258,22 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
     else:
         model_path, metadata = _model_metadata(swap_model if swapping else model, KIND_SWAPPER if swapping else KIND_DETECTOR)
     detector_path = _model_metadata(swap_detector, KIND_DETECTOR)[0] if swap_detector else None
-    detector_kind, detector_file = _resolve_face_detector(face_detector)
-
-    if swapping:
-        detect_every = 1  # a swapped face must be redrawn on every frame
-    classify_every = classify_every or detect_every
-    if classify_every % detect_every:
-        _fail(f"--classify-every ({classify_every}) must be a multiple of --detect-every ({detect_every})")
-    if classify_every != detect_every and swapping:
-        classify_every = detect_every
-    live_rates = [s.fps for s in streams if s.live and s.fps]
-    timeout_ms = batch_timeout_ms if batch_timeout_ms is not None else (1000.0 / max(live_rates) if live_rates else 33.0)
-
-    config = RunConfig(
-        streams=streams,
-        detect=DetectConfig(
-            face_detector=detector_kind,
-            face_detector_path=detector_file,
-            detect_every=detect_every,
-            classify_every=classify_every,
-            detect_max_side=detect_size,
-            min_face_score=min_face_score,
-            crop_size=tuple(metadata.input_size),
-            crop_margin=metadata.crop_margin,
-        ),
-        batch=BatchConfig(max_batch=max_batch, timeout_ms=timeout_ms,
-                          live_streams=len(streams) if all(s.live for s in streams) else 0),
-        infer=InferConfig(model_path=model_path, mode="swap" if swapping else "detect", engine=engine,
-                          detector_path=detector_path, swap_source=tuple(swap_sources), embedder_path=embedder),
-        annotate=AnnotateConfig(
-            threshold=threshold if threshold is not None else metadata.threshold,
-            mode="swap" if swapping else "detect",
-            swap_faces=swap_faces,
-            crop_size=tuple(metadata.input_size),
-            crop_margin=metadata.crop_margin,
-            draw=not no_draw,
-        ),
-        sink=SinkConfig(output_pattern=output, display=display, events_path=events_path, crf=crf).with_preset(preset),
-        detect_replicas=detect_replicas or replicas,
-        infer_replicas=infer_replicas or replicas,
-        queue_size=queue_size,
-        live_latency_budget_ms=max_latency_ms,
-        upstream_niceness=upstream_niceness,
-        metrics_interval_s=metrics_interval,
-        metrics_json=metrics_json,
-        progress=not no_progress,
-        transport="tcp" if plan_out else transport,
-        open_timeout_s=open_timeout,
-    )
+    face_detector = _resolve_face_detector(face_detector)
+    try:
+        config = build_run_config(
+            streams, model_path, metadata, face_detector,
+            swap=swapping, detector_path=detector_path, swap_sources=tuple(swap_sources), embedder=embedder,
+            swap_faces=swap_faces, engine=engine, detect_every=detect_every, classify_every=classify_every,
+            detect_size=detect_size, min_face_score=min_face_score, replicas=replicas,
+            detect_replicas=detect_replicas, infer_replicas=infer_replicas, max_batch=max_batch,
+            batch_timeout_ms=batch_timeout_ms, threshold=threshold, draw=not no_draw,
+            output=output, display=display, events_path=events_path, preset=preset, crf=crf,
+            queue_size=queue_size, live_latency_budget_ms=max_latency_ms, upstream_niceness=upstream_niceness,
+            metrics_interval_s=metrics_interval, metrics_json=metrics_json, progress=not no_progress,
+            transport="tcp" if plan_out else transport, open_timeout_s=open_timeout,
+        )
+    except RunOptionError as exc:
+        _fail(str(exc))
     if plan_out:
         _write_plan(plan_out, config)
     result = run_pipeline(config)

@@ -1,0 +1,121 @@
+"""From the user's options to a :class:`RunConfig`: the one place a run is assembled.
+
+``dfstream run`` and the bench (:mod:`bench.pipeline_runs`) both build their runs here,
+so a benchmarked run is configured exactly as a user's run with the same options.
+Each setting is stored once: on the config of the stage that uses it, or on the
+RunConfig when the graph hands it to several stages (:func:`runtime.graph.build_graph`
+copies the detection schedule into every source and the crop geometry into annotate).
+"""
+from __future__ import annotations
+
+from engines.metadata import ModelMetadata
+from pipeline.config import (
+    AnnotateConfig,
+    BatchConfig,
+    DetectConfig,
+    InferConfig,
+    RunConfig,
+    SinkConfig,
+    SourceConfig,
+    StreamInfo,
+)
+
+FILE_BATCH_TIMEOUT_MS = 33.0  # with no live source: about one frame of a 30 fps video
+
+
+class RunOptionError(ValueError):
+    """Options that do not make a run together; the message names the command-line options."""
+
+
+def probe_streams(urls, live: bool = False, open_timeout: float = SourceConfig.open_timeout_s) -> list[StreamInfo]:
+    """Each source probed (a StageError names one that cannot be opened), with names made unique
+    so that ``{stream}`` in an output pattern names each stream once."""
+    from stages.source import probe
+
+    streams = [probe(url, stream_id, paced=live, open_timeout=open_timeout) for stream_id, url in enumerate(urls)]
+    names = [s.name for s in streams]
+    for stream in streams:
+        if names.count(stream.name) > 1:
+            stream.name = f"{stream.name}-{stream.stream_id}"
+    return streams
+
+
+def build_run_config(
+    streams: list[StreamInfo],
+    model_path: str,
+    metadata: ModelMetadata,
+    face_detector: tuple[str, str | None],
+    *,
+    swap: bool = False,
+    detector_path: str | None = None,
+    swap_sources: tuple[str, ...] = (),
+    embedder: str | None = None,
+    swap_faces: str = AnnotateConfig.swap_faces,
+    engine: str = InferConfig.engine,
+    infer_threads: int | None = None,
+    detect_every: int = RunConfig.detect_every,
+    classify_every: int | None = None,
+    detect_size: int = DetectConfig.detect_max_side,
+    min_face_score: float = DetectConfig.min_face_score,
+    detect_threads: int = DetectConfig.threads,
+    replicas: int = 1,
+    detect_replicas: int | None = None,
+    infer_replicas: int | None = None,
+    max_batch: int = BatchConfig.max_batch,
+    batch_timeout_ms: float | None = None,
+    threshold: float | None = None,
+    draw: bool = AnnotateConfig.draw,
+    output: str | None = None,
+    display: bool = False,
+    events_path: str | None = None,
+    preset: str | None = None,
+    crf: int = SinkConfig.crf,
+    **run_settings,
+) -> RunConfig:
+    """The RunConfig for ``streams`` (see :func:`probe_streams`) and a model (its path and metadata).
+
+    ``face_detector``: (kind, model path) from :func:`engines.registry.resolve_face_detector`.
+    ``classify_every`` defaults to ``detect_every``; swapping detects and swaps every face on
+    every frame.  ``batch_timeout_ms`` defaults to one frame interval of the fastest live
+    source.  ``threshold`` defaults to the model's.  Any other RunConfig field (queue_size,
+    transport, progress ...) is passed in ``run_settings``.  Raises RunOptionError."""
+    if swap:
+        detect_every = 1  # a swapped face must be redrawn on every frame
+    classify_every = classify_every or detect_every
+    if classify_every % detect_every:
+        raise RunOptionError(f"--classify-every ({classify_every}) must be a multiple of --detect-every ({detect_every})")
+    if swap:
+        classify_every = detect_every
+    live_rates = [s.fps for s in streams if s.live and s.fps]
+    if batch_timeout_ms is None:
+        batch_timeout_ms = 1000.0 / max(live_rates) if live_rates else FILE_BATCH_TIMEOUT_MS
+    mode = "swap" if swap else "detect"
+    kind, path = face_detector
+    return RunConfig(
+        streams=streams,
+        detect_every=detect_every,
+        classify_every=classify_every,
+        detect=DetectConfig(
+            face_detector=kind,
+            face_detector_path=path,
+            detect_max_side=detect_size,
+            min_face_score=min_face_score,
+            threads=detect_threads,
+            crop_size=tuple(metadata.input_size),
+            crop_margin=metadata.crop_margin,
+        ),
+        batch=BatchConfig(max_batch=max_batch, timeout_ms=batch_timeout_ms,
+                          live_streams=len(streams) if all(s.live for s in streams) else 0),
+        infer=InferConfig(model_path=model_path, mode=mode, engine=engine, threads=infer_threads,
+                          detector_path=detector_path, swap_source=tuple(swap_sources), embedder_path=embedder),
+        annotate=AnnotateConfig(
+            threshold=threshold if threshold is not None else metadata.threshold,
+            mode=mode,
+            swap_faces=swap_faces,
+            draw=draw,
+        ),
+        sink=SinkConfig(output_pattern=output, display=display, events_path=events_path, crf=crf).with_preset(preset),
+        detect_replicas=detect_replicas or replicas,
+        infer_replicas=infer_replicas or replicas,
+        **run_settings,
+    )
