@@ -16,7 +16,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from engines.alignment import crop_footprint, warp_crop
+from engines.alignment import crop_footprint, shift_matrix, warp_crop
+from pipeline import pictures
 
 
 @lru_cache(maxsize=16)
@@ -92,3 +93,14 @@ def paste_swapped_face(
     region = frame[y0:y1, x0:x1]
     blended = warped.astype(np.float32) * alpha + region.astype(np.float32) * (1.0 - alpha)
     region[...] = np.clip(blended + 0.5, 0, 255).astype(frame.dtype)
+
+
+def paste_swap(image: np.ndarray, pixel_format: str, crop: np.ndarray, matrix_frame_to_crop: np.ndarray) -> None:
+    """:func:`paste_swapped_face` into a frame message's picture (I420 or BGR, :mod:`pipeline.pictures`)
+    in place, converting only the region the crop covers.  Every swap is pasted back through
+    here: into the output frame (annotate) and into the detector's view of it (infer's self-check)."""
+    size = crop.shape[:2]
+    region = pictures.read_region(image, pixel_format, crop_footprint(matrix_frame_to_crop, size))
+    if region is not None:
+        paste_swapped_face(region.bgr, crop, shift_matrix(matrix_frame_to_crop, region.origin))
+        pictures.write_region(image, pixel_format, region)

@@ -118,9 +118,9 @@ class AnnotateStage(Stage):
 
     def open(self) -> None:
         if self.config.mode == "swap":
-            from engines.blending import paste_swapped_face
+            from engines.blending import paste_swap
 
-            self._paste = paste_swapped_face
+            self._paste = paste_swap
 
     def process(self, packet: Packet) -> list[Packet]:
         out = []
@@ -183,7 +183,7 @@ class AnnotateStage(Stage):
                 self._draw_hud(message, fps, latency)
 
     def _paste_swaps(self, message: FrameMessage) -> None:
-        from engines.alignment import alignment_matrix, crop_footprint, shift_matrix
+        from engines.alignment import alignment_matrix
 
         chosen = self._faces_to_swap(message)
         chosen_ids = {id(face) for face in chosen}
@@ -192,12 +192,8 @@ class AnnotateStage(Stage):
                 face.swapped = False  # swapped by infer, but not one the user asked for
         for face in chosen:
             if face.swapped and face.crop_index >= 0:
-                size = tuple(self.config.crop_size)
-                matrix = alignment_matrix(np.asarray(face.landmarks), size, self.config.crop_margin)
-                region = pictures.read_region(message.image, message.pixel_format, crop_footprint(matrix, size))
-                if region is not None:
-                    self._paste(region.bgr, message.crops[face.crop_index], shift_matrix(matrix, region.origin))
-                    pictures.write_region(message.image, message.pixel_format, region)
+                matrix = alignment_matrix(np.asarray(face.landmarks), tuple(self.config.crop_size), self.config.crop_margin)
+                self._paste(message.image, message.pixel_format, message.crops[face.crop_index], matrix)
 
     def _faces_to_swap(self, message: FrameMessage):
         choice = self.config.swap_faces

@@ -83,7 +83,8 @@ class InferStage(Stage):
         """The detector's view of each swapped face: its own aligned crop of the frame
         with the swapped face blended in, exactly as the viewer will see it."""
         from engines.alignment import alignment_matrix, cut_crops
-        from engines.blending import paste_swapped_face
+        from engines.blending import paste_swap
+        from pipeline.pictures import BGR24
 
         swap_meta, detect_meta = self.engine.metadata, self.detector.metadata
         views, owners = [], []
@@ -97,7 +98,7 @@ class InferStage(Stage):
                 to_swapper = alignment_matrix(landmarks, swap_meta.input_size, swap_meta.crop_margin)
                 # detector-crop coordinates -> swapper-crop coordinates
                 detector_to_swapper = _compose(to_swapper, cv2.invertAffineTransform(to_detector))
-                paste_swapped_face(view, message.crops[face.crop_index], detector_to_swapper)
+                paste_swap(view, BGR24, message.crops[face.crop_index], detector_to_swapper)
                 views.append(view)
                 owners.append(face)
         if views:
