@@ -20,33 +20,29 @@ from pathlib import Path
 from bench.measure import cpu_s_of
 from pipeline.config import DetectConfig, RunConfig
 from runtime.graph import infer_threads
+from runtime.supervisor import Supervisor, SupervisorObserver
 
 
-def _timed_supervisor_class():
-    from runtime.supervisor import Supervisor
+class RunClock(SupervisorObserver):
+    """Notes, from inside the pipeline's own supervisor, when frames start to flow (every
+    stage ready) and when the sink is done (last frame encoded, file closed)."""
 
-    class TimedSupervisor(Supervisor):
-        """The pipeline's supervisor, noting when frames start to flow and when the sink is done."""
+    flow_started: float | None = None
+    sink_done: float | None = None
+    cpu_at_flow: float | None = None
 
-        flow_started: float | None = None
-        sink_done: float | None = None
-        cpu_at_flow: float | None = None
-
-        def _drain_reports(self, timeout_ms: int) -> None:
-            super()._drain_reports(timeout_ms)
-            now = time.monotonic()
-            if self.flow_started is None and self.specs and len(self.ready) == len(self.specs):
-                self.flow_started = now
-                times = os.times()
-                # children reaped earlier (runs before this one in the same process) are in
-                # os.times() at the end too
-                self.cpu_at_flow = times.user + times.system + times.children_user + times.children_system + sum(
-                    cpu_s_of(p.pid) for p in self.processes.values() if p.pid
-                )
-            if self.sink_done is None and any(label.startswith("sink[") for label in self.exited):
-                self.sink_done = now
-
-    return TimedSupervisor
+    def reports_received(self, supervisor) -> None:
+        now = time.monotonic()
+        if self.flow_started is None and supervisor.specs and len(supervisor.ready) == len(supervisor.specs):
+            self.flow_started = now
+            times = os.times()
+            # children reaped earlier (runs before this one in the same process) are in
+            # os.times() at the end too
+            self.cpu_at_flow = times.user + times.system + times.children_user + times.children_system + sum(
+                cpu_s_of(p.pid) for p in supervisor.processes.values() if p.pid
+            )
+        if self.sink_done is None and any(label.startswith("sink[") for label in supervisor.exited):
+            self.sink_done = now
 
 
 def build_config(clips: list[str], live: bool, model_path: str, engine: str, face_detector: str,
@@ -82,7 +78,8 @@ def run_dfstream(clips: list[str], **options) -> dict:
     """Run the pipeline on ``clips`` (one stream each) and return its figures."""
     config = build_config(clips, **options)
     log = io.StringIO()
-    supervisor = _timed_supervisor_class()(config, out=log)
+    clock = RunClock()
+    supervisor = Supervisor(config, out=log, observer=clock)
     created = time.monotonic()
     result = supervisor.run()
     finished = time.monotonic()  # every stage process has exited
@@ -92,7 +89,7 @@ def run_dfstream(clips: list[str], **options) -> dict:
         raise RuntimeError(f"dfstream run failed: {result.error}" + (f" (supervisor said: {said})" if said else ""))
     times = os.times()
     cpu_total = times.user + times.system + times.children_user + times.children_system
-    start, end = supervisor.flow_started, supervisor.sink_done
+    start, end = clock.flow_started, clock.sink_done
     streams = metrics["streams"]
     written = sum(s["frames_written"] or 0 for s in streams)
     decoded = sum(s["frames_decoded"] or 0 for s in streams)
@@ -102,7 +99,7 @@ def run_dfstream(clips: list[str], **options) -> dict:
     # CPU from the first frame until every process exited, over that time: the stages' wind-down
     # after the sink is done is in the CPU figure, so it must be in the time too (on a clip of a
     # second it is a third of the run)
-    cpu_window = cpu_total - supervisor.cpu_at_flow if supervisor.cpu_at_flow is not None else None
+    cpu_window = cpu_total - clock.cpu_at_flow if clock.cpu_at_flow is not None else None
     cpu_span = finished - start if start is not None else None
     stages = [
         {k: row[k] for k in ("stage", "replica", "frames", "fps", "busy_pct", "cpu_s", "max_rss_mb")}

@@ -1,12 +1,24 @@
-"""The life cycle every stage shares: open, process one packet, close.
+"""The stage protocol: everything the runner calls on a stage, and what each call promises.
 
 A stage is a plain object with no knowledge of sockets or processes; the runner
 (:mod:`runtime.runner`) feeds it.  That is what lets training reuse the source
 and detect stages in-process to turn videos into face crops.
+
+In a stage's process the runner calls, in this order: :meth:`Stage.open`; then, for
+a consumer stage, :meth:`Stage.process` for each packet received (and
+:meth:`Stage.tick` at :meth:`Stage.next_deadline`), :meth:`Stage.end_of_stream` and
+:meth:`Stage.stream_finished` once every upstream replica has ended a stream; or,
+for a :class:`Source`, :meth:`Source.start` and :meth:`Stage.process` until
+:attr:`Source.finished`; after every send it looks at :attr:`Stage.stop_requested`;
+at the end :meth:`Stage.abort` (only when the run failed) and :meth:`Stage.close`
+(always).  :meth:`Stage.stats` is read for every stats report.
 """
 from __future__ import annotations
 
-from pipeline.messages import FrameMessage, Packet
+from typing import Callable
+
+from pipeline.config import StreamInfo
+from pipeline.messages import EndOfStream, FrameMessage, Packet
 
 
 class StageError(RuntimeError):
@@ -15,6 +27,10 @@ class StageError(RuntimeError):
 
 class Stage:
     name = "stage"
+    # Set by the stage to ask the supervisor to stop the sources, as Ctrl-C does (the sink's
+    # window: q or Esc). The runner reports it once after the packets it is sending and
+    # clears it; the stage goes on processing what is still in flight.
+    stop_requested: bool = False
 
     def open(self) -> None:
         """Acquire resources (models, files, windows). Called once in the stage's process."""
@@ -36,6 +52,11 @@ class Stage:
         """Every upstream replica has finished ``stream_id``: flush what is held for it."""
         return []
 
+    def stream_finished(self, info: EndOfStream) -> None:
+        """Called after :meth:`end_of_stream`'s packets are sent, with the source's totals for
+        the stream (frames, drops, its error if it failed); the marker goes downstream next.
+        The sink closes the stream's output file here (or discards it when ``info.error``)."""
+
     def next_deadline(self) -> float | None:
         """``time.monotonic()`` at which :meth:`tick` must run even with no input, or None."""
         return None
@@ -53,3 +74,37 @@ class Stage:
 
     def close(self) -> None:
         """Release resources; must leave outputs valid (called on errors and Ctrl-C too)."""
+
+
+class Source(Stage):
+    """A stage with no input: it produces frames of one stream (:mod:`stages.source`).
+
+    The runner calls :meth:`start` once every stage of the run is ready, then
+    :meth:`Stage.process` with no packet until :attr:`finished`, and :meth:`stop` on a
+    stop request.  In live runs it may hold a frame back (:class:`runtime.admission.LiveAdmission`)
+    and asks :meth:`detect_due` first; it gives the source :attr:`detector_free`."""
+
+    stream: StreamInfo
+    finished: bool = False  # no more frames: the runner sends the end-of-stream marker
+    frames_sent: int = 0  # frames produced so far (the end-of-stream marker's total)
+    warning: str | None = None  # why the stream ended early, shown once the source is done
+    waited_s: float = 0.0  # time process() spent waiting for a live camera (not counted as busy)
+    # Live runs: set by the runner, "is a detect replica free for a frame now?". A source
+    # whose config allows it sends a frame due for detection round a busy detector.
+    detector_free: Callable[[], bool] | None = None
+
+    def start(self) -> None:
+        """Begin reading (live sources start their camera reader only now)."""
+
+    def stop(self) -> None:
+        """Stop reading early (a stop request): set :attr:`finished`; what was sent still flows."""
+        self.finished = True
+
+    @property
+    def dropped(self) -> int:
+        """Frames the source dropped (a live reader keeps only the newest frame)."""
+        return 0
+
+    def detect_due(self) -> bool:
+        """Whether the next frame produced is due for face detection."""
+        return True

@@ -16,6 +16,7 @@ import time
 import traceback
 from collections import defaultdict
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import msgpack
@@ -23,13 +24,28 @@ import zmq
 
 from pipeline.messages import EndOfStream, Packet
 from pipeline.metrics import rss_mb
-from pipeline.stage import Stage, StageError
+from pipeline.stage import Source, Stage, StageError
 from pipeline.transport import CreditInbox, CreditSender, FinishedInbox, FinishedSender, Inbox, Outbox
+from runtime.admission import LiveAdmission
 
-CONTROL_START = b"start"  # every stage is ready: sources may start reading
-CONTROL_STOP = b"stop"  # sources stop reading; everything already read still flows to the sink
-CONTROL_ABORT = b"abort"
-CONTROL_EXITED = b"exited "  # + a stage label: that stage has taken all its input and left  # every stage stops now; outputs in progress are discarded
+class Control(bytes, Enum):
+    """What the supervisor publishes to every stage on the control channel."""
+
+    START = b"start"  # every stage is ready: sources may start reading
+    STOP = b"stop"  # sources stop reading; everything already read still flows to the sink
+    ABORT = b"abort"  # every stage stops now; outputs in progress are discarded
+    EXITED = b"exited "  # + a stage label: that stage has taken all its input and left
+
+
+class Report(str, Enum):
+    """The kinds of report a stage sends the supervisor (a msgpack dict, its "type")."""
+
+    READY = "ready"  # opened: models loaded, sources open
+    STATS = "stats"  # figures for the metrics, about once a second and at the end
+    WARNING = "warning"  # a line to show the user (a live stream that ended early)
+    STOP_REQUEST = "stop_request"  # the stage asked to stop the run (Stage.stop_requested)
+    ERROR = "error"  # the stage failed: its one-line message; the run aborts
+    EXIT = "exit"  # the stage has finished and is leaving
 
 
 @dataclass
@@ -104,8 +120,11 @@ class StageRunner:
         self.credit_sender = (
             CreditSender(self.context, spec.credit_outboxes, spec.replica) if spec.credit_outboxes else None
         )
-        self.finished_inbox = (FinishedInbox(self.context, spec.finished_inbox, spec.latency_budget_s)
-                               if spec.finished_inbox else None)
+        finished_inbox = (FinishedInbox(self.context, spec.finished_inbox, spec.latency_budget_s)
+                          if spec.finished_inbox else None)
+        # live sources: credits from the detect replicas and the latency budget decide when a frame enters
+        self.admission = (LiveAdmission(self.credit_inbox, finished_inbox)
+                          if self.credit_inbox is not None or finished_inbox is not None else None)
         self.finished_sender = FinishedSender(self.context, spec.finished_outboxes) if spec.finished_outboxes else None
         self.stage: Stage | None = None
         self.started_flow = False  # supervisor said every stage is ready
@@ -113,7 +132,6 @@ class StageRunner:
         self.stopping = False  # supervisor asked sources to stop reading
         self.aborted = False
         self.processed = 0  # frames handled
-        self.dropped_over_budget = 0  # live sources: frames the camera reader dropped while over the latency budget
         self.busy_s = 0.0  # time inside stage.process
         self.started = time.monotonic()
         self.first_input: float | None = None
@@ -127,8 +145,8 @@ class StageRunner:
         return [box for box in (self.outbox, self.bypass) if box is not None]
 
     # -- reporting ----------------------------------------------------------
-    def report(self, kind: str, **fields) -> None:
-        body = {"type": kind, "stage": self.spec.stage, "replica": self.spec.replica, "pid": os.getpid(), **fields}
+    def report(self, kind: Report, **fields) -> None:
+        body = {"type": kind.value, "stage": self.spec.stage, "replica": self.spec.replica, "pid": os.getpid(), **fields}
         self.reporter.send(msgpack.packb(body, default=str))
 
     def report_stats(self, final: bool = False) -> None:
@@ -138,10 +156,10 @@ class StageRunner:
         self._last_report = now
         usage = resource.getrusage(resource.RUSAGE_SELF)
         extra = self.stage.stats() if self.stage else {}
-        if self.finished_inbox is not None:
-            extra["dropped_over_budget"] = self.dropped_over_budget
+        if self.admission is not None and self.admission.finished is not None:
+            extra["dropped_over_budget"] = self.admission.dropped_over_budget
         self.report(
-            "stats",
+            Report.STATS,
             cpu_s=usage.ru_utime + usage.ru_stime,
             max_rss_mb=rss_mb(field="VmHWM") or usage.ru_maxrss / 1024.0,  # ru_maxrss: not Linux
             niceness=os.nice(0),
@@ -159,14 +177,14 @@ class StageRunner:
     def check_control(self) -> None:
         while self.control.poll(0):
             command = self.control.recv()
-            if command == CONTROL_ABORT:
+            if command == Control.ABORT:
                 self.aborted = True
-            elif command == CONTROL_STOP:
+            elif command == Control.STOP:
                 self.stopping = True
-            elif command == CONTROL_START:
+            elif command == Control.START:
                 self.started_flow = True
-            elif command.startswith(CONTROL_EXITED):
-                self.downstream_exited.add(command[len(CONTROL_EXITED):].decode())
+            elif command.startswith(Control.EXITED):
+                self.downstream_exited.add(command[len(Control.EXITED):].decode())
         if self.spec.parent_pid and os.getppid() != self.spec.parent_pid:
             self.aborted = True  # the supervisor died: do not linger as an orphan
 
@@ -182,8 +200,8 @@ class StageRunner:
             if outbox is not None and packet:
                 outbox.send(packet, self.should_stop_sending)
             self.last_output = time.monotonic()
-        if self.stage is not None and getattr(self.stage, "stop_requested", False):
-            self.report("stop_request")
+        if self.stage is not None and self.stage.stop_requested:
+            self.report(Report.STOP_REQUEST)
             self.stage.stop_requested = False
 
     # -- main loops -----------------------------------------------------------
@@ -192,7 +210,7 @@ class StageRunner:
         try:
             self.stage = build_stage(spec)
             self.stage.open()
-            self.report("ready")
+            self.report(Report.READY)
             if self.credit_sender is not None:
                 self.credit_sender.give_all()
             if spec.stage == "source":
@@ -201,10 +219,10 @@ class StageRunner:
                 self.run_consumer()
             code = 0
         except StageError as exc:
-            self.report("error", message=str(exc))
+            self.report(Report.ERROR, message=str(exc))
             code = 2
         except Exception as exc:  # an unexpected failure is still reported as one line
-            self.report("error", message=f"{spec.label} failed: {type(exc).__name__}: {exc}", trace=traceback.format_exc())
+            self.report(Report.ERROR, message=f"{spec.label} failed: {type(exc).__name__}: {exc}", trace=traceback.format_exc())
             code = 1
         finally:
             if self.stage is not None:
@@ -213,9 +231,9 @@ class StageRunner:
                 try:
                     self.stage.close()
                 except Exception as exc:
-                    self.report("error", message=f"{spec.label} could not close cleanly: {exc}")
+                    self.report(Report.ERROR, message=f"{spec.label} could not close cleanly: {exc}")
             self.report_stats(final=True)
-            self.report("exit", aborted=self.aborted)
+            self.report(Report.EXIT, aborted=self.aborted)
             self.wait_for_downstream()
             self.close_sockets()
         return code
@@ -233,15 +251,16 @@ class StageRunner:
             self.check_control()
 
     def run_source(self) -> None:
-        stage = self.stage
+        stage: Source = self.stage
+        admission = self.admission
         error = None
         # Frames read before the other stages have loaded their models would
         # wait in a queue: live latency from the very first frame.
         while not (self.started_flow or self.stopping or self.aborted):
             self.control.poll(100)
             self.check_control()
-        if self.credit_inbox is not None:
-            stage.detector_free = self.detect_replica_free
+        if admission is not None and admission.credits is not None:
+            stage.detector_free = admission.detector_free
         stage.start()
         try:
             while not stage.finished:
@@ -251,33 +270,17 @@ class StageRunner:
                 if self.stopping:
                     stage.stop()
                     break
-                # live: a frame goes to the face detector only when a detect replica is free
-                # to take it at once. Either the stage sends a due frame round a busy detector
-                # (detect_when_free), or the source waits here, dropping frames, until one is free.
-                if self.credit_inbox is not None and stage.detect_due() and not stage.config.detect_when_free:
-                    self.credit_inbox.collect(0 if self.credit_inbox.available() else 100)
-                    if not self.credit_inbox.available():
-                        continue
-                # live: a pipeline behind by more than the latency budget gets no new frame
-                # until it catches up (the camera reader drops frames meanwhile)
-                if self.finished_inbox is not None:
-                    self.finished_inbox.collect(0)
-                    if self.finished_inbox.over_budget(time.time()):
-                        dropped = stage.dropped
-                        self.finished_inbox.collect(20)
-                        self.dropped_over_budget += stage.dropped - dropped
-                        continue
+                if admission is not None and not admission.admit(stage):
+                    continue
                 started, waited = time.monotonic(), stage.waited_s
                 packets = stage.process(None)
                 self.first_input = self.first_input or started
                 self.busy_s += time.monotonic() - started - (stage.waited_s - waited)
                 self.processed += sum(len(p) for p in packets)
                 for packet in packets:
-                    if self.finished_inbox is not None:
-                        for message in packet:
-                            self.finished_inbox.sent(message.seq, message.capture_time)
-                    if self.credit_inbox is not None and any(message.to_detect for message in packet):
-                        self.outbox.send_to(self.credit_inbox.take(), packet, self.should_stop_sending)
+                    detect_replica = admission.sent(packet) if admission is not None else None
+                    if detect_replica is not None:
+                        self.outbox.send_to(detect_replica, packet, self.should_stop_sending)
                         self.last_output = time.monotonic()
                     else:
                         self.emit([packet])
@@ -287,16 +290,11 @@ class StageRunner:
             raise
         finally:
             if stage.warning:
-                self.report("warning", message=stage.warning)
+                self.report(Report.WARNING, message=stage.warning)
             if not self.aborted:
                 marker = EndOfStream(stage.stream.stream_id, stage.frames_sent, stage.dropped, error)
                 for outbox in self.outboxes():
                     outbox.broadcast(marker, self.should_stop_sending)
-
-    def detect_replica_free(self) -> bool:
-        """Live sources: whether a detect replica has asked for a frame and not yet had one."""
-        self.credit_inbox.collect(0)
-        return self.credit_inbox.available()
 
     def run_consumer(self) -> None:
         stage, spec = self.stage, self.spec
@@ -344,8 +342,7 @@ class StageRunner:
             return
         info = self._eos_info[stream]
         self.emit(self.stage.end_of_stream(stream))
-        if hasattr(self.stage, "stream_finished"):
-            self.stage.stream_finished(info)
+        self.stage.stream_finished(info)
         for outbox in self.outboxes():
             outbox.broadcast(info, self.should_stop_sending)
         open_streams.discard(stream)
@@ -355,7 +352,8 @@ class StageRunner:
             self.inbox.close()
         for outbox in self.outboxes():
             outbox.close(linger_ms=0 if self.aborted else None)
-        for extra in (self.credit_inbox, self.credit_sender, self.finished_inbox, self.finished_sender):
+        finished_inbox = self.admission.finished if self.admission is not None else None
+        for extra in (self.credit_inbox, self.credit_sender, finished_inbox, self.finished_sender):
             if extra is not None:
                 extra.close()
         self.control.close()

@@ -23,14 +23,7 @@ from pipeline.config import RunConfig
 from runtime.graph import build_graph
 from pipeline.metrics import RunMetrics, write_json
 from runtime.plan import RunPlan
-from runtime.runner import (
-    CONTROL_ABORT,
-    CONTROL_EXITED,
-    CONTROL_START,
-    CONTROL_STOP,
-    StageSpec,
-    run_stage_process,
-)
+from runtime.runner import Control, Report, StageSpec, run_stage_process
 from pipeline.transport import EndpointAllocator
 
 EXTERNAL_START_S = 120.0  # stages started by hand on other hosts must report this soon
@@ -48,10 +41,22 @@ class RunResult:
     stopped: bool
 
 
+class SupervisorObserver:
+    """Watches a run from inside the supervisor (the bench's clocks): told each time the
+    supervisor has looked for stage reports (every 100 ms at most) and taken in what came, so
+    :attr:`Supervisor.ready`, :attr:`Supervisor.exited` and the metrics are up to date. It must
+    only read the supervisor, and return quickly."""
+
+    def reports_received(self, supervisor: "Supervisor") -> None:
+        pass
+
+
 class Supervisor:
-    def __init__(self, config: RunConfig, out=sys.stderr, plan: RunPlan | None = None, external: tuple[str, ...] = ()):
+    def __init__(self, config: RunConfig, out=sys.stderr, plan: RunPlan | None = None, external: tuple[str, ...] = (),
+                 observer: SupervisorObserver | None = None):
         self.config = config
         self.out = out
+        self.observer = observer
         self.context = multiprocessing.get_context("spawn")
         self.zmq = zmq.Context()
         if plan is None:
@@ -112,35 +117,36 @@ class Supervisor:
         if self.stop_requested_at is None:
             print(f"dfstream: {why}", file=self.out)
             self.stop_requested_at = time.monotonic()
-        self.control.send(CONTROL_STOP)
+        self.control.send(Control.STOP)
 
     def abort(self, error: str) -> None:
         self.error = self.error or error
         if self.abort_at is None:
             self.abort_at = time.monotonic()
-        self.control.send(CONTROL_ABORT)
+        self.control.send(Control.ABORT)
 
     # -- reports ----------------------------------------------------------------
     def _drain_reports(self, timeout_ms: int) -> None:
-        if not self.reports.poll(timeout_ms):
-            return
-        while self.reports.poll(0):
-            report = msgpack.unpackb(self.reports.recv())
-            label = f"{report['stage']}[{report['replica']}]"
-            kind = report["type"]
-            self.last_heard[label] = time.monotonic()
-            if kind == "stats":
-                self.metrics.update(report)
-            elif kind == "error":
-                self.abort(report["message"])
-            elif kind == "warning":
-                print(f"dfstream: warning: {report['message']}", file=self.out)
-            elif kind == "stop_request":
-                self.request_stop("window closed: stopping")
-            elif kind == "ready":
-                self.ready.add(label)
-            elif kind == "exit":
-                self.exited.add(label)
+        if self.reports.poll(timeout_ms):
+            while self.reports.poll(0):
+                report = msgpack.unpackb(self.reports.recv())
+                label = f"{report['stage']}[{report['replica']}]"
+                kind = report["type"]
+                self.last_heard[label] = time.monotonic()
+                if kind == Report.STATS:
+                    self.metrics.update(report)
+                elif kind == Report.ERROR:
+                    self.abort(report["message"])
+                elif kind == Report.WARNING:
+                    print(f"dfstream: warning: {report['message']}", file=self.out)
+                elif kind == Report.STOP_REQUEST:
+                    self.request_stop("window closed: stopping")
+                elif kind == Report.READY:
+                    self.ready.add(label)
+                elif kind == Report.EXIT:
+                    self.exited.add(label)
+        if self.observer is not None:
+            self.observer.reports_received(self)
 
     def _can_restart(self, spec: StageSpec) -> bool:
         # Sources and the sink hold per-stream state that a new process cannot
@@ -200,15 +206,15 @@ class Supervisor:
                     self._check_startup(started)
                 now = time.monotonic()
                 if self.abort_at is None and len(self.ready) == len(self.specs):
-                    self.control.send(CONTROL_START)  # repeated: a PUB message reaches only current subscribers
+                    self.control.send(Control.START)  # repeated: a PUB message reaches only current subscribers
                 for label in self.exited:  # repeated too: upstream stages wait for these to close
-                    self.control.send(CONTROL_EXITED + label.encode())
+                    self.control.send(Control.EXITED + label.encode())
                 if self.stop_requested_at is not None and self.abort_at is None:
-                    self.control.send(CONTROL_STOP)  # late subscribers must hear it too
+                    self.control.send(Control.STOP)  # late subscribers must hear it too
                     if now - self.stop_requested_at > GRACEFUL_STOP_S:
                         self.abort("the pipeline did not drain in time after the stop request")
                 if self.abort_at is not None:
-                    self.control.send(CONTROL_ABORT)
+                    self.control.send(Control.ABORT)
                     if now - self.abort_at > ABORT_GRACE_S:
                         self._terminate_all()
                         break

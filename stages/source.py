@@ -29,7 +29,7 @@ from pipeline.config import (
     StreamInfo,
 )
 from pipeline.messages import FrameMessage, Packet, StageTiming
-from pipeline.stage import Stage, StageError
+from pipeline.stage import Source, StageError
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
@@ -196,7 +196,7 @@ class _NewestFrameSlot:
             return item
 
 
-class SourceStage(Stage):
+class SourceStage(Source):
     name = "source"
 
     def __init__(self, config: SourceConfig):
