@@ -14,27 +14,30 @@ the metadata's ``output`` says: P(fake) of shape (N,), or an image batch.
 """
 from __future__ import annotations
 
-import importlib
-
 CHECKPOINT_FORMAT = "dfstream-checkpoint-v1"
 
-# family -> module defining build(**kwargs); imported lazily so that running a
-# detector never imports the GAN code.
-FAMILIES = {
-    "detector": "engines.networks.detector",
-    "detector_ensemble": "engines.networks.ensemble",
-    "temporal": "engines.networks.temporal",
-    "swapper": "engines.networks.swapper",
-    "dcgan_discriminator": "engines.networks.dcgan",
-}
+FAMILIES = ("detector", "detector_ensemble", "temporal", "swapper", "dcgan_discriminator")
 
 
 def build_model(architecture: dict):
+    """The network a checkpoint's ``architecture`` describes. Each family's module is imported
+    only when that family is built, so running a detector never imports the GAN code."""
     family = architecture.get("family")
-    if family not in FAMILIES:
+    if family == "detector":
+        from engines.networks import detector as module
+    elif family == "detector_ensemble":
+        from engines.networks import ensemble as module
+    elif family == "temporal":
+        from engines.networks import temporal as module
+    elif family == "swapper":
+        from engines.networks import swapper as module
+    elif family == "dcgan_discriminator":
+        from engines.networks import dcgan as module
+    else:
         raise ValueError(f"unknown model family {family!r} (expected one of {', '.join(FAMILIES)})")
-    module = importlib.import_module(FAMILIES[family])
     kwargs = {k: v for k, v in architecture.items() if k != "family"}
+    if family == "detector_ensemble":
+        kwargs["build_member"] = build_model
     return module.build(**kwargs)
 
 

@@ -14,20 +14,20 @@ from torch import nn
 
 
 class DetectorEnsemble(nn.Module):
-    def __init__(self, members: list[dict]):
+    def __init__(self, members: list[nn.Module]):
         super().__init__()
-        from engines.networks import build_model
-
         if not members:
             raise ValueError("an ensemble needs at least one member")
-        self.members = nn.ModuleList(build_model(architecture) for architecture in members)
+        self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([member(x) for member in self.members]).mean(dim=0)
 
 
-def build(members: list[dict]) -> DetectorEnsemble:
-    return DetectorEnsemble(members)
+def build(members: list[dict], build_member) -> DetectorEnsemble:
+    """The ensemble of the ``members`` (their architectures), each built by ``build_member``
+    (:func:`engines.networks.build_model`, passed in: it is what imports this module)."""
+    return DetectorEnsemble([build_member(architecture) for architecture in members])
 
 
 class MirrorAveraged(nn.Module):
