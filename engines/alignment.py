@@ -85,7 +85,7 @@ def cut_crops(image: np.ndarray, pixel_format: str, matrices, size: tuple[int, i
     footprints = np.array([crop_footprint(m, size) for m in matrices])
     box = (*footprints[:, :2].min(axis=0), *footprints[:, 2:].max(axis=0))
     region = pictures.read_region(image, pixel_format, box, write_back=False)
-    if region is None:  # every crop lies outside the frame: sample the frame's border, as before
+    if region is None:  # every crop lies outside the frame: sample its border, as warping the whole frame does
         width, height = pictures.frame_size(image, pixel_format)
         region = pictures.read_region(image, pixel_format, (0, 0, width, height), write_back=False)
     for index, matrix in enumerate(matrices):

@@ -174,12 +174,12 @@ REGISTRY: dict[str, RegistryEntry] = {
             kind="detector",
             filename="dfstream_detector_sbi68_mnv3s_128_mirror.onnx",
             sha256="9df51762e1e4d9bef63a5549fc6a518beee080f98dacd1d6876683026ea56209",
-            description="the previous default detector: MobileNetV3-small, 128 px crops, mean of the crop and its "
-                        "mirror; less accurate on held-out clips, a little faster (engines/weights/MODEL_CARD.md)",
+            description="a smaller detector: MobileNetV3-small, 128 px crops, mean of the crop and its "
+                        "mirror; less accurate on held-out clips than the default, a little faster (engines/weights/MODEL_CARD.md)",
             license="research use: trained on ../shared data of mixed, partly unclear rights (see MODEL_CARD.md)",
             packaged=True,
         ),
-        # (later the "swapper") are added here as RegistryEntry(name=..., kind="swapper", ...).
+        # a trained swapper is registered here the same way: RegistryEntry(name=..., kind="swapper", ...)
     )
 }
 
@@ -312,7 +312,7 @@ AUTO_FACE_DETECTORS = ("yunet", "yunet-opencv")
 
 def auto_face_detector() -> tuple[str, str | None]:
     """(detector kind, model path) for ``--face-detector auto``: YuNet through ONNX Runtime, else
-    through OpenCV (a cache filled before the ONNX Runtime export was the default), else Haar."""
+    through OpenCV (yunet-opencv, for a cache that holds only that export), else Haar."""
     for name in AUTO_FACE_DETECTORS:
         try:
             return REGISTRY[name].detector_type, str(resolve(name))
