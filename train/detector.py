@@ -241,36 +241,37 @@ def evaluate_dataset(model, dataset, metadata, batch_size: int = 64):
     return np.concatenate(scores), np.concatenate(labels), np.asarray(crops)
 
 
-def train(config: dict, run_dir: str | Path, resume: bool = False, progress: bool | None = None) -> Path:
-    """Train (or resume) a frame detector; returns the path of the last checkpoint."""
-    import torch
-    from torch.nn import functional as F
+# settings a resumed run keeps from its config.json whatever the command line says: they fix
+# the data, the network and the recipe the checkpoint was trained with
+RESUME_KEEPS = ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi",
+                "sbi_landmarks", "sbi_curriculum", "sbi_inside", "smooth_augment", "blend_map", "ema", "sam")
 
-    from train.metrics import compute_metrics
-    from engines.networks import build_model
+
+def _run_config(config: dict, run_dir: Path, resume: bool) -> dict:
+    """The run's settings: the defaults, the caller's, a resumed run's own (RESUME_KEEPS), and the
+    landmark model and backbone resolved, so config.json records what the run used."""
     from engines.networks.backbones import choose as choose_backbone
-    from train.sbi import curriculum_strength
 
     cfg = dict(DEFAULTS)
     cfg.update({k: v for k, v in config.items() if v is not None or k not in DEFAULTS})
-    run_dir = Path(run_dir)
     if resume and (run_dir / "config.json").is_file():
         saved = json.loads((run_dir / "config.json").read_text())
-        for key in ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi",
-                    "sbi_landmarks", "sbi_curriculum", "sbi_inside", "smooth_augment", "blend_map", "ema", "sam"):
+        for key in RESUME_KEEPS:
             if key in saved:
                 cfg[key] = saved[key]
-    cfg["sbi_landmarks"] = sbi_landmark_model(cfg["sbi_landmarks"])  # before config.json: a run records what it used
+    cfg["sbi_landmarks"] = sbi_landmark_model(cfg["sbi_landmarks"])
     cfg["backbone"] = choose_backbone(cfg["backbone"])
     blend_map_weight = float(cfg["blend_map"] or 0.0)
     if blend_map_weight < 0:
         raise ValueError(f"--blend-map {cfg['blend_map']}: the weight must be 0 (off) or positive")
     if blend_map_weight and not cfg["sbi"]:
         raise ValueError("--blend-map needs self-blending (its maps come from the blends): drop --no-sbi")
-    run = common.RunDir.create(run_dir, cfg, resume=resume)
-    threads = common.set_threads(cfg["threads"])
-    common.seed_everything(int(cfg["seed"]))
+    return cfg
 
+
+def _datasets(cfg: dict, run: common.RunDir, bar):
+    """(face records, training cache, training set, validation set or None): the media's faces, found
+    and cached once, split by source file; the split is written to the run's faces.json."""
     items = gather(cfg["data"], exclude=tuple(cfg["exclude"])) if cfg["data"] else []
     items += gather(cfg["real"], default_label=0, exclude=tuple(cfg["exclude"])) if cfg["real"] else []
     items += gather(cfg["fake"], default_label=1, exclude=tuple(cfg["exclude"])) if cfg["fake"] else []
@@ -281,8 +282,6 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     if not any(i.label == 0 for i in items):
         raise ValueError("no real media: self-blending and the 'real' class both need real faces")
     cache_dir = Path(cfg["cache_dir"]) if cfg["cache_dir"] else common.cache_root() / "faces"
-    def bar(it, desc=""):
-        return common.progress(it, desc=desc, disable=None if progress is None else not progress)
 
     records = cache_faces(items, cache_dir, cfg["every_n_frames"], cfg["max_frames"], cfg["max_faces"], cfg["face_detector"], progress=bar)
     if cfg["sbi"] and cfg["sbi_landmarks"]:
@@ -295,9 +294,10 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     if len(train_cache["labels"]) == 0:
         raise ValueError("no faces found in the training media")
     size = (int(cfg["input_size"]), int(cfg["input_size"]))
+    blend_map = float(cfg["blend_map"] or 0.0) > 0
     train_set = FaceDataset(train_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=True, seed=int(cfg["seed"]),
                             pairs=bool(cfg["sbi_pairs"]), inside=bool(cfg["sbi_inside"]),
-                            smooth=bool(cfg["smooth_augment"]), blend_map=blend_map_weight > 0)
+                            smooth=bool(cfg["smooth_augment"]), blend_map=blend_map)
     val_set = None
     if val_recs:
         val_cache = load_cached(val_recs)
@@ -308,15 +308,116 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
                 keep = np.random.default_rng(cfg["seed"]).choice(len(val_set), int(cfg["val_max"]), replace=False)
                 val_set.index = [val_set.index[i] for i in sorted(keep)]
     log.info("%d training samples from %d faces, %d validation samples", len(train_set), len(train_cache["labels"]), len(val_set) if val_set else 0)
+    return records, train_cache, train_set, val_set
+
+
+def _new_detector(cfg: dict):
+    """(model, architecture) of a fresh detector; its classifier starts at P(fake) = 0.5 for every face."""
+    import torch
+
+    from engines.networks import build_model
 
     architecture = {"family": "detector", "backbone": cfg["backbone"], "pretrained": bool(cfg["pretrained"]),
-                    "drop_rate": float(cfg["drop_rate"]), "stem": cfg["stem"], "blend_map": blend_map_weight > 0}
+                    "drop_rate": float(cfg["drop_rate"]), "stem": cfg["stem"], "blend_map": float(cfg["blend_map"] or 0.0) > 0}
     model = build_model(architecture)
     architecture["pretrained"] = False  # the weights are in the checkpoint from now on
     head = model.backbone.get_classifier() if hasattr(model.backbone, "get_classifier") else None
-    if isinstance(head, torch.nn.Linear):  # start at P(fake)=0.5 for every face: loss ln 2, no early swings
+    if isinstance(head, torch.nn.Linear):  # loss ln 2 at the start, no early swings
         torch.nn.init.zeros_(head.weight)
         torch.nn.init.zeros_(head.bias)
+    return model, architecture
+
+
+def _start_weights(cfg: dict, run: common.RunDir, resume: bool, model, optimizer, scheduler, ema) -> tuple[int, int]:
+    """(step, epoch) the run starts at: a resumed run's last checkpoint (weights, optimiser, schedule,
+    moving average, RNG), or --init-from's weights at step 0, or the fresh model at step 0."""
+    last = run.latest_checkpoint() if resume else None
+    if last is not None:
+        step, epoch = common.resume_from(common.load_checkpoint(last), model, optimizer, scheduler,
+                                         extra_state={"ema": ema} if ema is not None else None)
+        log.info("resumed from %s at step %d", last, step)
+        return step, epoch
+    if cfg["init_from"]:
+        # warm start: weights only; the optimiser, the schedule (warm-up + cosine) and the step count start afresh
+        init = common.load_checkpoint(cfg["init_from"])
+        saved_arch = init.get("architecture") or {}
+        if saved_arch.get("backbone", cfg["backbone"]) != cfg["backbone"]:
+            raise ValueError(f"--init-from {cfg['init_from']} is a {saved_arch.get('backbone')} checkpoint, not {cfg['backbone']}")
+        if saved_arch.get("stem", "rgb") != cfg["stem"]:
+            raise ValueError(f"--init-from {cfg['init_from']} has the {saved_arch.get('stem', 'rgb')} stem, not {cfg['stem']}")
+        _load_weights(model, init["state_dict"], f"--init-from {cfg['init_from']}")
+        if ema is not None:
+            _load_weights(ema.module, init["state_dict"], f"--init-from {cfg['init_from']}")
+        log.info("initialised from %s (its step %s); fresh optimiser and schedule", cfg["init_from"], init.get("step"))
+    return 0, 0
+
+
+def _training_info(cfg: dict, run: common.RunDir, records: list[dict], train_cache: dict) -> dict:
+    """How the model was trained, for its metadata."""
+    info = {
+        "command": run.config.get("command", ""),
+        "data": sorted({r["path"] for r in records}),
+        "faces": int(len(train_cache["labels"])),
+        "sbi": bool(cfg["sbi"]),
+        "sbi_landmarks": cfg["sbi_landmarks"] or "none (5-point polygon)",
+        "sbi_pairs": bool(cfg["sbi"] and cfg["sbi_pairs"]),
+        "sbi_curriculum_steps": int(cfg["sbi_curriculum"]) if cfg["sbi"] else 0,
+        "sbi_inside": bool(cfg["sbi"] and cfg["sbi_inside"]),
+        "smooth_augment": bool(cfg["smooth_augment"]),
+        "blend_map": float(cfg["blend_map"] or 0.0),
+        "seed": int(cfg["seed"]),
+        "backbone": cfg["backbone"],
+        "stem": cfg["stem"],
+        "pretrained": bool(cfg["pretrained"]),
+        "ema": cfg["ema"],
+        "sam": cfg["sam"],
+    }
+    if cfg["init_from"]:
+        info["init_from"] = str(cfg["init_from"])
+    return info
+
+
+def _validate(model, ema, val_set, metadata, writer, step: int) -> tuple[dict, dict]:
+    """Validation figures of the weights (and of their moving average), logged to TensorBoard:
+    the ``extra`` of the checkpoints written next."""
+    from train.metrics import compute_metrics
+
+    s, yv, sample = evaluate_dataset(model, val_set, metadata)
+    m = compute_metrics(yv, s)
+    for key in ("roc_auc", "log_loss", "accuracy"):
+        if m.get(key) is not None:
+            writer.add_scalar(f"val/{key}", m[key], step)
+    writer.add_image("val/samples", _score_grid(sample, np.concatenate([s[:8], s[-8:]]), np.concatenate([yv[:8], yv[-8:]])), step, dataformats="HWC")
+    log.info("step %d val auc %s loss %s", step, m.get("roc_auc"), m.get("log_loss"))
+    ema_extra = {}
+    if ema is not None:
+        s, yv, _ = evaluate_dataset(ema.module, val_set, metadata)
+        ema_extra = {"val": compute_metrics(yv, s)}
+        for key in ("roc_auc", "log_loss"):
+            if ema_extra["val"].get(key) is not None:
+                writer.add_scalar(f"val_ema/{key}", ema_extra["val"][key], step)
+        log.info("step %d val auc of the averaged weights %s", step, ema_extra["val"].get("roc_auc"))
+    return {"val": m}, ema_extra
+
+
+def train(config: dict, run_dir: str | Path, resume: bool = False, progress: bool | None = None) -> Path:
+    """Train (or resume) a frame detector; returns the path of the last checkpoint."""
+    import torch
+    from torch.nn import functional as F
+
+    from train.sbi import curriculum_strength
+
+    cfg = _run_config(config, Path(run_dir), resume)
+    blend_map_weight = float(cfg["blend_map"] or 0.0)
+    run = common.RunDir.create(run_dir, cfg, resume=resume)
+    common.set_threads(cfg["threads"])
+    common.seed_everything(int(cfg["seed"]))
+
+    def bar(it, desc=""):
+        return common.progress(it, desc=desc, disable=None if progress is None else not progress)
+
+    records, train_cache, train_set, val_set = _datasets(cfg, run, bar)
+    model, architecture = _new_detector(cfg)
     metadata = make_metadata(cfg)
     optimizer = _optimizer(model, cfg)
     sharpness_aware = cfg.get("sam") is not None
@@ -337,45 +438,9 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     ema = _weight_average(model, cfg["ema"])
-    step, epoch = 0, 0
-    last = run.latest_checkpoint() if resume else None
-    if last is not None:
-        step, epoch = common.resume_from(common.load_checkpoint(last), model, optimizer, scheduler,
-                                         extra_state={"ema": ema} if ema is not None else None)
-        log.info("resumed from %s at step %d", last, step)
-    elif cfg["init_from"]:
-        # warm start: weights only; the optimiser, the schedule (warm-up + cosine) and the step count start afresh
-        init = common.load_checkpoint(cfg["init_from"])
-        saved_arch = init.get("architecture") or {}
-        if saved_arch.get("backbone", cfg["backbone"]) != cfg["backbone"]:
-            raise ValueError(f"--init-from {cfg['init_from']} is a {saved_arch.get('backbone')} checkpoint, not {cfg['backbone']}")
-        if saved_arch.get("stem", "rgb") != cfg["stem"]:
-            raise ValueError(f"--init-from {cfg['init_from']} has the {saved_arch.get('stem', 'rgb')} stem, not {cfg['stem']}")
-        _load_weights(model, init["state_dict"], f"--init-from {cfg['init_from']}")
-        if ema is not None:
-            _load_weights(ema.module, init["state_dict"], f"--init-from {cfg['init_from']}")
-        log.info("initialised from %s (its step %s); fresh optimiser and schedule", cfg["init_from"], init.get("step"))
+    step, epoch = _start_weights(cfg, run, resume, model, optimizer, scheduler, ema)
     writer = common.tensorboard_writer(run.path, purge_step=step if step else None)
-    training_info = {
-        "command": run.config.get("command", ""),
-        "data": sorted({r["path"] for r in records}),
-        "faces": int(len(train_cache["labels"])),
-        "sbi": bool(cfg["sbi"]),
-        "sbi_landmarks": cfg["sbi_landmarks"] or "none (5-point polygon)",
-        "sbi_pairs": bool(cfg["sbi"] and cfg["sbi_pairs"]),
-        "sbi_curriculum_steps": int(cfg["sbi_curriculum"]) if cfg["sbi"] else 0,
-        "sbi_inside": bool(cfg["sbi"] and cfg["sbi_inside"]),
-        "smooth_augment": bool(cfg["smooth_augment"]),
-        "blend_map": blend_map_weight,
-        "seed": int(cfg["seed"]),
-        "backbone": cfg["backbone"],
-        "stem": cfg["stem"],
-        "pretrained": bool(cfg["pretrained"]),
-        "ema": cfg["ema"],
-        "sam": cfg["sam"],
-    }
-    if cfg["init_from"]:
-        training_info["init_from"] = str(cfg["init_from"])
+    training_info = _training_info(cfg, run, records, train_cache)
 
     def save(path, extra=None):
         info = dict(training_info, steps=step, epoch=epoch)
@@ -442,23 +507,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
                 log.info("step %d loss %.4f acc %.3f", step, l, a)
             out_of_time = cfg["time_limit"] and (time.time() - started) > 60 * float(cfg["time_limit"])
             if step % int(cfg["checkpoint_every"]) == 0 or step == total or out_of_time:
-                extra, ema_extra = {}, {}
-                if val_set is not None:
-                    s, yv, sample = evaluate_dataset(model, val_set, metadata)
-                    m = compute_metrics(yv, s)
-                    for key in ("roc_auc", "log_loss", "accuracy"):
-                        if m.get(key) is not None:
-                            writer.add_scalar(f"val/{key}", m[key], step)
-                    writer.add_image("val/samples", _score_grid(sample, np.concatenate([s[:8], s[-8:]]), np.concatenate([yv[:8], yv[-8:]])), step, dataformats="HWC")
-                    extra = {"val": m}
-                    log.info("step %d val auc %s loss %s", step, m.get("roc_auc"), m.get("log_loss"))
-                    if ema is not None:
-                        s, yv, _ = evaluate_dataset(ema.module, val_set, metadata)
-                        ema_extra = {"val": compute_metrics(yv, s)}
-                        for key in ("roc_auc", "log_loss"):
-                            if ema_extra["val"].get(key) is not None:
-                                writer.add_scalar(f"val_ema/{key}", ema_extra["val"][key], step)
-                        log.info("step %d val auc of the averaged weights %s", step, ema_extra["val"].get("roc_auc"))
+                extra, ema_extra = _validate(model, ema, val_set, metadata, writer, step) if val_set is not None else ({}, {})
                 save(run.checkpoint_path(), extra)
                 if ema is not None:
                     save_average(ema_extra)
