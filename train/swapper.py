@@ -267,18 +267,9 @@ class LossWindow:
         return {k: (float(np.mean(self.first[k])), float(np.mean(self.last[k]))) for k in self.first}
 
 
-def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: str | None = None, resume: bool = False,
-                  echo=print, **options) -> dict:
-    """Train (or ``resume``) a swapper; returns a summary with the loss windows and held-back metrics."""
-    import torch
-    import torch.nn.functional as F
-
-    from train.common import (RunDir, load_checkpoint, progress, resume_from, save_checkpoint, seed_everything,
-                              set_threads, tensorboard_writer)
-    from train.image_quality import ssim_torch
-    from engines.networks import build_model
-    from engines.networks.swapper import build_discriminator
-
+def _swapper_config(faces_a, faces_b, run_dir, name_a: str | None, name_b: str | None, options: dict) -> dict:
+    """The run's settings: the defaults, the caller's, and the two people's names (from their
+    file or folder names by default; made distinct when they are the same)."""
     config = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     config.update(faces_a=str(faces_a), faces_b=str(faces_b), run_dir=str(run_dir))
     if config["target"] not in ("a", "b"):
@@ -288,6 +279,82 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
     if name_a == name_b:
         name_a, name_b = f"{name_a}-a", f"{name_b}-b"
     config.update(name_a=name_a, name_b=name_b)
+    return config
+
+
+def _swapper_networks(checkpoint: dict | None, config: dict, size: int):
+    """(swapper, its architecture, discriminator, the discriminator's channels): a resumed run's own
+    architecture, or a new one from the config."""
+    from engines.networks import build_model
+    from engines.networks.swapper import build_discriminator
+
+    if checkpoint is not None:
+        architecture = dict(checkpoint["architecture"])
+        disc_channels = checkpoint["extra"].get("discriminator_channels", [32, 64, 128])
+    else:
+        architecture = {"family": "swapper", "input_size": size, "encoder_channels": list(config["encoder_channels"]),
+                        "latent": int(config["latent"]), "decoder_channels": None, "identities": ["a", "b"],
+                        "target": config["target"], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "residual": True}
+        disc_channels = [32, 64, 128]
+    model = build_model(architecture)
+    architecture["decoder_channels"] = list(model.decoder_channels)  # saved resolved: defaults may change
+    return model, architecture, build_discriminator(disc_channels), disc_channels
+
+
+def _train_step(model, discriminator, opt_g, opt_d, data, rng, aug_gen, config: dict, batch_size: int, bce) -> dict:
+    """One optimiser step of the swapper (each person's batch rebuilt through its own decoder),
+    then one of the discriminator; returns the step's losses."""
+    import torch
+    import torch.nn.functional as F
+
+    from train.image_quality import ssim_torch
+
+    targets, recons, losses = [], [], {}
+    loss_g = 0.0
+    for key, x in zip(("a", "b"), data):
+        idx = torch.from_numpy(rng.integers(0, len(x), size=batch_size))
+        inputs, target = augment(x[idx], config["warp"], config["colour"], aug_gen)
+        recon = model.autoencode(inputs, key)
+        l1 = F.l1_loss(recon, target)
+        structural = 1.0 - ssim_torch(recon, target)
+        rec = l1 + config["ssim_weight"] * structural
+        losses[f"rec_{key}"] = rec.item()
+        losses[f"l1_{key}"] = l1.item()
+        loss_g = loss_g + rec
+        targets.append(target)
+        recons.append(recon)
+    fake = torch.cat(recons)
+    real = torch.cat(targets)
+    if config["adv_weight"] > 0:
+        logits = discriminator(fake * 2 - 1)
+        adv = bce(logits, torch.ones_like(logits))  # the swapper wants its faces judged real
+        loss_g = loss_g + config["adv_weight"] * adv
+        losses["adv_g"] = adv.item()
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    if config["adv_weight"] > 0:
+        real_logits = discriminator(real * 2 - 1)
+        fake_logits = discriminator(fake.detach() * 2 - 1)
+        loss_d = 0.5 * (bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits)))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        losses["d"] = loss_d.item()
+    losses["total_g"] = loss_g.item()
+    return losses
+
+
+def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: str | None = None, resume: bool = False,
+                  echo=print, **options) -> dict:
+    """Train (or ``resume``) a swapper; returns a summary with the loss windows and held-back metrics."""
+    import torch
+
+    from train.common import (RunDir, load_checkpoint, progress, resume_from, save_checkpoint, seed_everything,
+                              set_threads, tensorboard_writer)
+
+    config = _swapper_config(faces_a, faces_b, run_dir, name_a, name_b, options)
+    name_a, name_b = config["name_a"], config["name_b"]
 
     from stages.faces import list_media
 
@@ -314,17 +381,7 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
          f"{name_b} {len(identities[1].train)} train + {len(identities[1].held)} held back "
          f"({size}x{size}, margin {margin}, {time.time() - started:.1f}s, {threads} threads)")
 
-    if checkpoint is not None:
-        architecture = dict(checkpoint["architecture"])
-        disc_channels = checkpoint["extra"].get("discriminator_channels", [32, 64, 128])
-    else:
-        architecture = {"family": "swapper", "input_size": size, "encoder_channels": list(config["encoder_channels"]),
-                        "latent": int(config["latent"]), "decoder_channels": None, "identities": ["a", "b"],
-                        "target": config["target"], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "residual": True}
-        disc_channels = [32, 64, 128]
-    model = build_model(architecture)
-    architecture["decoder_channels"] = list(model.decoder_channels)  # saved resolved: defaults may change
-    discriminator = build_discriminator(disc_channels)
+    model, architecture, discriminator, disc_channels = _swapper_networks(checkpoint, config, size)
     betas = (0.5, 0.999)
     opt_g = torch.optim.Adam(model.parameters(), lr=config["lr"], betas=betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config["lr"], betas=betas)
@@ -385,39 +442,7 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
             echo(f"stopping at step {step}: --minutes {config['minutes']} reached")
             break
         step += 1
-        targets, recons, losses = [], [], {}
-        loss_g = 0.0
-        for key, x in zip(("a", "b"), data):
-            idx = torch.from_numpy(rng.integers(0, len(x), size=batch_size))
-            inputs, target = augment(x[idx], config["warp"], config["colour"], aug_gen)
-            recon = model.autoencode(inputs, key)
-            l1 = F.l1_loss(recon, target)
-            structural = 1.0 - ssim_torch(recon, target)
-            rec = l1 + config["ssim_weight"] * structural
-            losses[f"rec_{key}"] = rec.item()
-            losses[f"l1_{key}"] = l1.item()
-            loss_g = loss_g + rec
-            targets.append(target)
-            recons.append(recon)
-        fake = torch.cat(recons)
-        real = torch.cat(targets)
-        if config["adv_weight"] > 0:
-            logits = discriminator(fake * 2 - 1)
-            adv = bce(logits, torch.ones_like(logits))  # the swapper wants its faces judged real
-            loss_g = loss_g + config["adv_weight"] * adv
-            losses["adv_g"] = adv.item()
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        if config["adv_weight"] > 0:
-            real_logits = discriminator(real * 2 - 1)
-            fake_logits = discriminator(fake.detach() * 2 - 1)
-            loss_d = 0.5 * (bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits)))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            losses["d"] = loss_d.item()
-        losses["total_g"] = loss_g.item()
+        losses = _train_step(model, discriminator, opt_g, opt_d, data, rng, aug_gen, config, batch_size, bce)
         window.add(losses)
         if step % int(config["log_every"]) == 0 or step == 1:
             for k, v in losses.items():
@@ -442,16 +467,22 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
             windows[k] = (v, windows[k][1])
     summary = {"step": step, "seconds": time.time() - started, "losses": windows, "metrics": metrics,
                "checkpoint": str(run.checkpoint_path()), "run_dir": str(run.path)}
+    _echo_summary(echo, summary, window.size, name_a, name_b)
+    return summary
+
+
+def _echo_summary(echo, summary: dict, window_size: int, name_a: str, name_b: str) -> None:
+    windows, metrics = summary["losses"], summary["metrics"]
     if windows:
-        echo(f"losses (mean of first -> last {window.size} steps): " + ", ".join(f"{k} {a:.4f} -> {b:.4f}" for k, (a, b) in windows.items()
+        echo(f"losses (mean of first -> last {window_size} steps): " + ", ".join(f"{k} {a:.4f} -> {b:.4f}" for k, (a, b) in windows.items()
                                                                     if k in ("rec_a", "rec_b", "adv_g", "d")))
     if "psnr" in metrics:
         echo(f"held-back reconstruction: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f} "
              f"({name_a}: {metrics.get('psnr_a', float('nan')):.2f} dB / {metrics.get('ssim_a', float('nan')):.3f}, "
              f"{name_b}: {metrics.get('psnr_b', float('nan')):.2f} dB / {metrics.get('ssim_b', float('nan')):.3f}; "
              f"{metrics.get('held_back_crops', 0)} crops)")
-    echo(f"checkpoint {run.checkpoint_path()} (step {step}, {summary['seconds']:.0f}s); TensorBoard: tensorboard --logdir {run.path}")
-    return summary
+    echo(f"checkpoint {summary['checkpoint']} (step {summary['step']}, {summary['seconds']:.0f}s); "
+         f"TensorBoard: tensorboard --logdir {summary['run_dir']}")
 
 
 # --------------------------------------------------------------------------- dfstream eval-swap
