@@ -86,6 +86,43 @@ def _grid(images, nrow: int = 8) -> np.ndarray:
     return (grid.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
 
 
+def _face_tensor(faces, config: dict, size: int, echo, threads_note: str):
+    """The faces found in ``faces`` as one N x 3 x size x size tensor in [-1, 1] (the generator's tanh range)."""
+    from train.swapper import collect_faces, to_tensor
+
+    started = time.time()
+    found = collect_faces(faces, size, float(config["crop_margin"]), int(config["every_n_frames"]), config["max_frames"],
+                          config["face_detector"], desc="faces")
+    if len(found) < 2:
+        raise ValueError(f"found {len(found)} face(s) in {faces}; a GAN needs many")
+    crops = np.stack([f.crop for f in found])
+    echo(f"faces: {len(crops)} crops {size}x{size} (margin {config['crop_margin']}) in {time.time() - started:.1f}s; {threads_note}")
+    return to_tensor(crops, "RGB").mul_(2).sub_(1)
+
+
+def _train_step(generator, discriminator, opt_g, opt_d, real, z_dim: int, bce) -> dict:
+    """One discriminator step and one generator step on a batch of real faces; the step's losses."""
+    import torch
+
+    # discriminator: real -> 0 (not generated), G(z) -> 1 (generated)
+    fake = generator(torch.randn(len(real), z_dim))
+    real_logits = discriminator.logits(real)
+    fake_logits = discriminator.logits(fake.detach())
+    loss_d = bce(real_logits, torch.zeros_like(real_logits)) + bce(fake_logits, torch.ones_like(fake_logits))
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    # generator: wants D to call its images real (the non-saturating loss of the paper)
+    gen_logits = discriminator.logits(fake)
+    loss_g = bce(gen_logits, torch.zeros_like(gen_logits))
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    return {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
+            "d_real": torch.sigmoid(real_logits).mean().item(),  # P(fake) on real faces: low is right
+            "d_fake": torch.sigmoid(fake_logits).mean().item()}  # P(fake) on generated: high is right
+
+
 def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> dict:
     """Train (or ``resume``) a DCGAN on the faces in ``faces``; returns a summary."""
     import cv2
@@ -94,7 +131,7 @@ def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> di
     from train.common import (RunDir, load_checkpoint, progress, resume_from, save_checkpoint, seed_everything,
                               set_threads, tensorboard_writer)
     from engines.networks.dcgan import build, build_generator
-    from train.swapper import LossWindow, collect_faces, to_tensor
+    from train.swapper import LossWindow
 
     config = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     config.update(faces=str(faces), run_dir=str(run_dir))
@@ -114,13 +151,7 @@ def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> di
     size = int(config["image_size"])
 
     started = time.time()
-    found = collect_faces(faces, size, float(config["crop_margin"]), int(config["every_n_frames"]), config["max_frames"],
-                          config["face_detector"], desc="faces")
-    if len(found) < 2:
-        raise ValueError(f"found {len(found)} face(s) in {faces}; a GAN needs many")
-    crops = np.stack([f.crop for f in found])
-    echo(f"faces: {len(crops)} crops {size}x{size} (margin {config['crop_margin']}) in {time.time() - started:.1f}s; {threads} threads")
-    data = to_tensor(crops, "RGB").mul_(2).sub_(1)  # [-1, 1], the generator's tanh range
+    data = _face_tensor(faces, config, size, echo, f"{threads} threads")
 
     z_dim = int(config["z_dim"])
     generator = build_generator(z_dim=z_dim, ngf=int(config["ngf"]), image_size=size)
@@ -180,26 +211,9 @@ def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> di
             if config["flip"]:
                 flip = torch.rand(len(real)) < 0.5
                 real = torch.where(flip[:, None, None, None], real.flip(3), real)
-            n = len(real)
-            # discriminator: real -> 0 (not generated), G(z) -> 1 (generated)
-            fake = generator(torch.randn(n, z_dim))
-            real_logits = discriminator.logits(real)
-            fake_logits = discriminator.logits(fake.detach())
-            loss_d = bce(real_logits, torch.zeros_like(real_logits)) + bce(fake_logits, torch.ones_like(fake_logits))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            # generator: wants D to call its images real (the non-saturating loss of the paper)
-            gen_logits = discriminator.logits(fake)
-            loss_g = bce(gen_logits, torch.zeros_like(gen_logits))
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
+            losses = _train_step(generator, discriminator, opt_g, opt_d, real, z_dim, bce)
             step += 1
             done += 1
-            losses = {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
-                      "d_real": torch.sigmoid(real_logits).mean().item(),  # P(fake) on real faces: low is right
-                      "d_fake": torch.sigmoid(fake_logits).mean().item()}  # P(fake) on generated: high is right
             window.add(losses)
             for k, v in losses.items():
                 sums[k] += v
