@@ -222,6 +222,23 @@ SCALING_VARIANTS = [
 
 
 # -- the run -----------------------------------------------------------------------------
+@dataclass
+class Sitting:
+    """What every measurement of one bench run shares: the clip, the model and face-detector
+    arguments, the time budget of one measurement, and where outputs go."""
+
+    clip: dict
+    out_root: Path
+    budget: float  # seconds one measurement may take (a multiple of it for the slower ones)
+    common: dict  # model_path, engine, face_detector, face_detector_path
+    repeat: int  # runs of the limit, the baseline and dfstream's defaults, interleaved
+
+    def out(self, name: str) -> str:
+        folder = self.out_root / name.replace(" ", "-").replace(",", "")
+        folder.mkdir(parents=True, exist_ok=True)
+        return str(folder)
+
+
 class Bench:
     def __init__(self, options: BenchOptions, echo=None):
         self.options = options
@@ -313,100 +330,21 @@ class Bench:
         self.echo(f"clip: {clip['path']} ({clip['width']}x{clip['height']}, {clip['fps']:.2f} fps, {clip['frames']} frames)")
         out_root = Path(opts.out_dir) if opts.out_dir else Path(tempfile.mkdtemp(prefix="dfstream-bench-"))
         out_root.mkdir(parents=True, exist_ok=True)
-        budget = 300 + 30 * clip["seconds"]
-        common = dict(model_path=model["path"], engine=opts.engine, face_detector=face["kind"],
-                      face_detector_path=face["path"])
-
-        def out(name: str) -> str:
-            folder = out_root / name.replace(" ", "-").replace(",", "")
-            folder.mkdir(parents=True, exist_ok=True)
-            return str(folder)
-
-        repeat = opts.repeat if opts.repeat else (1 if opts.quick else 3)
-        doc["settings"]["repeat"] = repeat
+        sitting = Sitting(clip=clip, out_root=out_root, budget=300 + 30 * clip["seconds"],
+                          common=dict(model_path=model["path"], engine=opts.engine, face_detector=face["kind"],
+                                      face_detector_path=face["path"]),
+                          repeat=opts.repeat if opts.repeat else (1 if opts.quick else 3))
+        doc["settings"]["repeat"] = sitting.repeat
         plan = sweep_plan(opts.quick, clip, opts.parts)
         try:
-            # The three figures the targets compare are measured `repeat` times, interleaved
-            # (limit, baseline, dfstream, limit, ...), so a burst of load elsewhere on the machine
-            # hits all three alike; each keeps its median run and lists the others.
-            trio: dict[str, list] = {"limit": [], "baseline": [], "defaults": []}
-            for round_ in range(repeat):
-                tag = f" (round {round_ + 1}/{repeat})" if repeat > 1 else ""
-                if "limit" in opts.parts:
-                    trio["limit"].append(self.run_one(f"limit: decode -> yuv420p -> encode, 1 process{tag}",
-                                                      "bench.limit:run_limit", budget, clip=clip["path"],
-                                                      out_dir=out("limit")))
-                if "baseline" in opts.parts:
-                    trio["baseline"].append(self.run_one(
-                        f"baseline: decode, detect + classify every frame, draw, encode, 1 process{tag}",
-                        "bench.baseline:run_baseline", budget * 3, clip=clip["path"], out_dir=out("baseline"),
-                        **common))
-                if plan and plan[0][0] == "defaults":
-                    trio["defaults"].append(self.run_one(f"dfstream defaults{tag}", "bench.pipeline_runs:run_dfstream",
-                                                         budget * 2, clips=[clip["path"]], live=False,
-                                                         out_dir=out("dfstream-defaults"), **common))
-            for key in ("limit", "baseline"):
-                if trio[key]:
-                    doc[key] = median_run(trio[key])
+            defaults = self._limit_baseline_defaults(doc, sitting, plan)
             if "baseline" in opts.parts and not opts.quick:
-                # the baseline with the one-thread ONNX Runtime dfstream's file runs use, so the
-                # setting is compared with a baseline that has it too
-                doc["baseline_variants"] = [{"name": "infer threads 1", **self.run_one(
-                    "baseline, infer threads 1", "bench.baseline:run_baseline", budget * 3, clip=clip["path"],
-                    out_dir=out("baseline"), infer_threads=1, **common)}]
-                # and with the allocator setting dfstream's stage processes make, for the same reason
-                doc["baseline_variants"].append({"name": HEAP_BUFFERS, **self.run_one(
-                    f"baseline, {HEAP_BUFFERS}", "bench.baseline:run_baseline", budget * 3, clip=clip["path"],
-                    out_dir=out("baseline"), heap_buffers=True, **common)})
-                opencv_yunet = opencv_face_detector(face)
-                if opencv_yunet:
-                    # YuNet as OpenCV's samples run it (cv2.FaceDetectorYN): the loop most users would
-                    # write. Shown beside, never used for the target: the baseline above has dfstream's runtime.
-                    doc["baseline_variants"].append({"name": OPENCV_YUNET, **self.run_one(
-                        f"baseline, {OPENCV_YUNET}", "bench.baseline:run_baseline", budget * 3, clip=clip["path"],
-                        out_dir=out("baseline"), **dict(common, face_detector_path=opencv_yunet))})
-            runs = []
-            for name, description, overrides in plan:
-                if name == "defaults" and trio["defaults"]:
-                    result = median_run(trio["defaults"])
-                else:
-                    result = self.run_one(f"dfstream {name}", "bench.pipeline_runs:run_dfstream", budget * 2,
-                                          clips=[clip["path"]], live=False, out_dir=out(f"dfstream-{name}"),
-                                          **common, **overrides)
-                runs.append({"name": name, "description": description, "overrides": overrides, **result})
+                doc["baseline_variants"] = self._baseline_variants(sitting, face)
+            runs = self._sweep(sitting, plan, defaults)
             if runs:
                 doc["dfstream"] = runs
             if "live" in opts.parts or "scaling" in opts.parts:
-                # p99 of one 10 s run is its 3rd-worst frame: the defaults are run `repeat` times
-                # and the run with the median p99 is kept
-                live = median_run([
-                    self.run_one(f"live: 1 stream paced at {clip['fps']:.2f} fps, defaults"
-                                 + (f" (run {i + 1}/{repeat})" if repeat > 1 else ""),
-                                 "bench.pipeline_runs:run_dfstream", budget * 2, clips=[clip["path"]], live=True,
-                                 out_dir=out("live-1"), **common)
-                    for i in range(repeat if "live" in opts.parts else 1)], measure="p99_ms")
-                live["source_fps"] = clip["fps"]
-                doc["live"] = live
-                if "live" in opts.parts and not opts.quick:
-                    # the settings the proposed pipeline patches would make the default (see BENCHMARKS.md)
-                    variants = []
-                    for name, overrides in LIVE_VARIANTS:
-                        r = self.run_one(f"live: 1 stream, {name}", "bench.pipeline_runs:run_dfstream", budget * 2,
-                                         clips=[clip["path"]], live=True, out_dir=out(f"live-1-{name}"),
-                                         **common, **overrides)
-                        variants.append({"name": name, "overrides": overrides, **r})
-                    doc["live_variants"] = variants
-                if "scaling" in opts.parts:
-                    doc["scaling"] = self.scaling(live, clip, common, budget, out)
-                    most = max((s["streams"] for s in doc["scaling"] if _keeps_up(s)), default=0)
-                    if not opts.quick and most < 4:
-                        # what limits the stream count: the proposed settings, with and without video to encode
-                        doc["scaling_variants"] = [
-                            {"name": name, "overrides": overrides, "video_output": video,
-                             "runs": self.scaling(None, clip, common, budget, out, video_output=video,
-                                                  overrides=overrides, label=name)}
-                            for name, overrides, video in SCALING_VARIANTS
-                        ]
+                self._live_and_scaling(doc, sitting)
             if "micro" in opts.parts:
                 doc["micro"] = self.micro(clip, model, face, detect_size)
         finally:
@@ -417,6 +355,101 @@ class Bench:
         doc["ratios"] = ratios(doc)
         doc["targets"] = targets(doc)
         return doc
+
+    def _limit_baseline_defaults(self, doc: dict, sitting: "Sitting", plan) -> list[dict]:
+        """The three figures the targets compare, measured ``repeat`` times, interleaved (limit,
+        baseline, dfstream, limit, ...), so a burst of load elsewhere on the machine hits all three
+        alike; the limit and the baseline keep their median run (in ``doc``); the runs of dfstream's
+        defaults are returned for the sweep."""
+        opts, clip, common, budget, out = self.options, sitting.clip, sitting.common, sitting.budget, sitting.out
+        trio: dict[str, list] = {"limit": [], "baseline": [], "defaults": []}
+        for round_ in range(sitting.repeat):
+            tag = f" (round {round_ + 1}/{sitting.repeat})" if sitting.repeat > 1 else ""
+            if "limit" in opts.parts:
+                trio["limit"].append(self.run_one(f"limit: decode -> yuv420p -> encode, 1 process{tag}",
+                                                  "bench.limit:run_limit", budget, clip=clip["path"],
+                                                  out_dir=out("limit")))
+            if "baseline" in opts.parts:
+                trio["baseline"].append(self.run_one(
+                    f"baseline: decode, detect + classify every frame, draw, encode, 1 process{tag}",
+                    "bench.baseline:run_baseline", budget * 3, clip=clip["path"], out_dir=out("baseline"),
+                    **common))
+            if plan and plan[0][0] == "defaults":
+                trio["defaults"].append(self.run_one(f"dfstream defaults{tag}", "bench.pipeline_runs:run_dfstream",
+                                                     budget * 2, clips=[clip["path"]], live=False,
+                                                     out_dir=out("dfstream-defaults"), **common))
+        for key in ("limit", "baseline"):
+            if trio[key]:
+                doc[key] = median_run(trio[key])
+        return trio["defaults"]
+
+    def _baseline_variants(self, sitting: "Sitting", face: dict) -> list[dict]:
+        clip, common, budget, out = sitting.clip, sitting.common, sitting.budget, sitting.out
+        # the baseline with the one-thread ONNX Runtime dfstream's file runs use, so the
+        # setting is compared with a baseline that has it too
+        variants = [{"name": "infer threads 1", **self.run_one(
+            "baseline, infer threads 1", "bench.baseline:run_baseline", budget * 3, clip=clip["path"],
+            out_dir=out("baseline"), infer_threads=1, **common)}]
+        # and with the allocator setting dfstream's stage processes make, for the same reason
+        variants.append({"name": HEAP_BUFFERS, **self.run_one(
+            f"baseline, {HEAP_BUFFERS}", "bench.baseline:run_baseline", budget * 3, clip=clip["path"],
+            out_dir=out("baseline"), heap_buffers=True, **common)})
+        opencv_yunet = opencv_face_detector(face)
+        if opencv_yunet:
+            # YuNet as OpenCV's samples run it (cv2.FaceDetectorYN): the loop most users would
+            # write. Shown beside, never used for the target: the baseline above has dfstream's runtime.
+            variants.append({"name": OPENCV_YUNET, **self.run_one(
+                f"baseline, {OPENCV_YUNET}", "bench.baseline:run_baseline", budget * 3, clip=clip["path"],
+                out_dir=out("baseline"), **dict(common, face_detector_path=opencv_yunet))})
+        return variants
+
+    def _sweep(self, sitting: "Sitting", plan, defaults: list[dict]) -> list[dict]:
+        """dfstream with each configuration of the plan (its defaults: the median of the runs above)."""
+        clip, common, budget, out = sitting.clip, sitting.common, sitting.budget, sitting.out
+        runs = []
+        for name, description, overrides in plan:
+            if name == "defaults" and defaults:
+                result = median_run(defaults)
+            else:
+                result = self.run_one(f"dfstream {name}", "bench.pipeline_runs:run_dfstream", budget * 2,
+                                      clips=[clip["path"]], live=False, out_dir=out(f"dfstream-{name}"),
+                                      **common, **overrides)
+            runs.append({"name": name, "description": description, "overrides": overrides, **result})
+        return runs
+
+    def _live_and_scaling(self, doc: dict, sitting: "Sitting") -> None:
+        opts, clip, common, budget, out, repeat = (self.options, sitting.clip, sitting.common, sitting.budget,
+                                                   sitting.out, sitting.repeat)
+        # p99 of one 10 s run is its 3rd-worst frame: the defaults are run `repeat` times
+        # and the run with the median p99 is kept
+        live = median_run([
+            self.run_one(f"live: 1 stream paced at {clip['fps']:.2f} fps, defaults"
+                         + (f" (run {i + 1}/{repeat})" if repeat > 1 else ""),
+                         "bench.pipeline_runs:run_dfstream", budget * 2, clips=[clip["path"]], live=True,
+                         out_dir=out("live-1"), **common)
+            for i in range(repeat if "live" in opts.parts else 1)], measure="p99_ms")
+        live["source_fps"] = clip["fps"]
+        doc["live"] = live
+        if "live" in opts.parts and not opts.quick:
+            # the settings the proposed pipeline patches would make the default (see BENCHMARKS.md)
+            variants = []
+            for name, overrides in LIVE_VARIANTS:
+                r = self.run_one(f"live: 1 stream, {name}", "bench.pipeline_runs:run_dfstream", budget * 2,
+                                 clips=[clip["path"]], live=True, out_dir=out(f"live-1-{name}"),
+                                 **common, **overrides)
+                variants.append({"name": name, "overrides": overrides, **r})
+            doc["live_variants"] = variants
+        if "scaling" in opts.parts:
+            doc["scaling"] = self.scaling(live, clip, common, budget, out)
+            most = max((s["streams"] for s in doc["scaling"] if _keeps_up(s)), default=0)
+            if not opts.quick and most < 4:
+                # what limits the stream count: the proposed settings, with and without video to encode
+                doc["scaling_variants"] = [
+                    {"name": name, "overrides": overrides, "video_output": video,
+                     "runs": self.scaling(None, clip, common, budget, out, video_output=video,
+                                          overrides=overrides, label=name)}
+                    for name, overrides, video in SCALING_VARIANTS
+                ]
 
     def scaling(self, live: dict | None, clip: dict, common: dict, budget: float, out,
                 video_output: bool = True, overrides: dict | None = None, label: str = "") -> list[dict]:
