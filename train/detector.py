@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -31,52 +32,11 @@ from engines.metadata import ModelMetadata
 from train import common
 from train.datasets import (FaceDataset, cache_aligned_fakes, cache_dense_landmarks, cache_faces, gather, load_cached,
                             to_tensor)
+from train.settings import DetectorTraining
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = dict(
-    data=[],  # labelled folders (real/, fake/) or list files (path<TAB>label)
-    real=[],  # folders / files of real media
-    fake=[],  # folders / files of fake media
-    extra_fakes=[],  # folders of already aligned fake face crops (our DCGAN samples, our swaps): training only
-    extra_fakes_margin=1.3,  # the alignment margin those crops were cut with
-    exclude=[],  # glob patterns of media to leave out (held-out evaluation clips)
-    sbi=True,
-    sbi_landmarks="auto",  # landmark model for the self-blending masks: auto (pfld68 if installed), a name, or none
-    sbi_curriculum=1020,  # steps over which the self-blends ease from twice as strong to normal (0: off); 1020: as measured
-    sbi_inside=False,  # self-blend seams kept inside the face hull (none across the contour into hair or background)
-    smooth_augment=False,  # edge-preserving smoothing (denoisers, beauty filters, codecs) among the augmentations
-    blend_map=0.0,  # weight of a second loss: where in the crop the self-blend mixes two images (Face X-ray's boundary); 0: off
-    sbi_pairs=False,  # a real face and its blend: cut and augmented alike, in the same batch (learns sooner, generalised worse here)
-    backbone="auto",  # the UltraFace detector's trunk when installed (steadier across seeds, model card), else mobilenetv3_small_100
-    stem="rgb",  # rgb, or srm: fixed high-pass residuals beside the colours (engines.networks.detector)
-    pretrained=False,
-    drop_rate=0.2,
-    input_size=128,
-    margin=1.4,
-    batch_size=32,
-    steps=2000,
-    lr=2e-3,
-    weight_decay=0.05,
-    warmup=100,
-    ema=None,  # decay of an exponential moving average of the weights (0.999 ...), kept in checkpoints/ema.pt; None: off
-    sam=None,  # sharpness-aware minimisation's radius rho (the SBI paper's 0.05); None: plain AdamW steps
-    seed=0,
-    threads=None,
-    workers=1,
-    val_fraction=0.1,
-    val_max=256,
-    every_n_frames=4,
-    max_frames=100,
-    max_faces=2,
-    face_detector="auto",
-    cache_dir=None,
-    log_every=20,
-    checkpoint_every=250,
-    time_limit=None,  # minutes: stop (and checkpoint) after this much wall time
-    init_from=None,  # checkpoint whose weights start this run (fresh optimiser, schedule and step count)
-    name="dfstream-detector",
-)
+DEFAULTS = asdict(DetectorTraining())  # the settings a run starts from (train/settings.py)
 
 
 EMA_CHECKPOINT = "ema.pt"

@@ -23,31 +23,16 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from train.settings import GanTraining
+
 log = logging.getLogger("dfstream.train.gan")
 
-DEFAULTS = dict(
-    image_size=64,
-    crop_margin=1.3,
-    every_n_frames=5,
-    max_frames=None,
-    batch_size=128,
-    epochs=25,
-    minutes=None,
-    lr=2e-4,
-    beta1=0.5,
-    z_dim=100,
-    ngf=64,
-    ndf=64,
-    flip=True,
-    seed=0,
-    threads=None,
-    face_detector="auto",
-    log_every=1,
-)
+DEFAULTS = asdict(GanTraining())  # the settings a run starts from (train/settings.py)
 
 FIXED_SAMPLES = 64
 

@@ -23,37 +23,16 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from train.settings import SwapperTraining
+
 log = logging.getLogger("dfstream.train.swapper")
 
-DEFAULTS = dict(
-    input_size=64,
-    crop_margin=1.1,
-    every_n_frames=2,
-    max_frames=None,
-    holdout=0.15,
-    batch_size=16,
-    steps=5000,
-    minutes=None,
-    lr=2e-4,
-    ssim_weight=1.0,
-    adv_weight=0.1,
-    warp=True,
-    colour=True,
-    sample_every=100,
-    checkpoint_every=500,
-    log_every=10,
-    seed=0,
-    threads=None,
-    target="b",
-    face_detector="auto",
-    latent=256,
-    encoder_channels=(32, 64, 128, 256),
-)
+DEFAULTS = asdict(SwapperTraining())  # the settings a run starts from (train/settings.py)
 
 
 # --------------------------------------------------------------------------- data

@@ -13,6 +13,7 @@ import click
 
 from dfstream.cli.common import one_line_error, user_errors, verbose_logging
 from engines.loader import ENGINE_CHOICES
+from train.settings import DetectorTraining
 
 
 @click.command("detector")
@@ -21,70 +22,70 @@ from engines.loader import ENGINE_CHOICES
 @click.option("--fake", multiple=True, help="Folder or file of fake images/videos. Repeatable.")
 @click.option("--extra-fakes", multiple=True, help="Folder of already aligned fake face crops (e.g. `dfstream train gan "
               "--samples-out`, our swapper's output) added to the training fakes, without face detection. Repeatable.")
-@click.option("--extra-fakes-margin", type=float, default=1.3, show_default=True,
+@click.option("--extra-fakes-margin", type=float, default=DetectorTraining.extra_fakes_margin, show_default=True,
               help="Alignment margin the --extra-fakes crops were cut with.")
 @click.option("--exclude", multiple=True, help="Glob of media to leave out (e.g. held-out clips). Repeatable.")
-@click.option("--sbi/--no-sbi", default=True, show_default=True, help="Synthesise fakes from real faces by self-blending.")
-@click.option("--sbi-landmarks", default="auto", show_default=True, metavar="MODEL|auto|none",
+@click.option("--sbi/--no-sbi", default=DetectorTraining.sbi, show_default=True, help="Synthesise fakes from real faces by self-blending.")
+@click.option("--sbi-landmarks", default=DetectorTraining.sbi_landmarks, show_default=True, metavar="MODEL|auto|none",
               help="Landmark model whose 68 points shape the self-blending masks (registry name, e.g. pfld68); "
                    "auto: pfld68 when installed; none (or auto without it): a polygon from the face detector's 5 points.")
-@click.option("--sbi-curriculum", type=click.IntRange(min=0), default=1020, show_default=True, metavar="STEPS",
+@click.option("--sbi-curriculum", type=click.IntRange(min=0), default=DetectorTraining.sbi_curriculum, show_default=True, metavar="STEPS",
               help="Easier self-blends first: the source's colour change, shift and blend ratio start twice as strong "
                    "and ease to normal over this many steps (set per epoch), so training leaves chance sooner; 0: off.")
-@click.option("--sbi-pairs/--no-sbi-pairs", default=False, show_default=True,
+@click.option("--sbi-pairs/--no-sbi-pairs", default=DetectorTraining.sbi_pairs, show_default=True,
               help="Cut and augment each real face and its blend alike, in the same batch (as the SBI paper), so the "
                    "blend is their only difference. The loss falls about twice as soon, but from scratch on "
                    "../shared it generalised worse to unseen videos (README); off: drawn independently.")
-@click.option("--sbi-inside/--no-sbi-inside", default=False, show_default=True,
+@click.option("--sbi-inside/--no-sbi-inside", default=DetectorTraining.sbi_inside, show_default=True,
               help="Keep each self-blend's soft edge inside the face's landmark hull (no forehead hull, the mask eroded "
                    "by its blur), so no seam crosses the face contour into hair or background, as in most face swaps.")
-@click.option("--smooth-augment/--no-smooth-augment", default=False, show_default=True,
+@click.option("--smooth-augment/--no-smooth-augment", default=DetectorTraining.smooth_augment, show_default=True,
               help="Add edge-preserving smoothing (what camera denoising, beauty filters and low-bitrate codecs do to "
                    "skin) to the augmentations of real and fake crops alike.")
-@click.option("--blend-map", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="WEIGHT",
+@click.option("--blend-map", type=click.FloatRange(min=0), default=DetectorTraining.blend_map, show_default=True, metavar="WEIGHT",
               help="Also teach where each self-blend mixes two images (Face X-ray's boundary map, on the backbone's "
                    "last feature grid; zero for real faces), with this weight beside the real/fake loss; a "
                    "training-only head, not in the exported model. 0: off (here it scored unseen clips lower, model card).")
-@click.option("--backbone", default="auto", show_default=True,
+@click.option("--backbone", default=DetectorTraining.backbone, show_default=True,
               help="ultraface_rfb320: the trunk of the UltraFace face detector, its graph read from the registry model "
                    "ultraface-rfb320 (steadiest across seeds here, see the model card); dlib_face_resnet: dlib's "
                    "face-recognition ResNet up to its 128-channel level (registry model dlib-face-resnet; with "
                    "--pretrained its early levels stay frozen and the rest learns at 0.03 x --lr); or any timm model name "
                    "(mobilenetv3_small_100, efficientnet_b0, xception41, resnet18, resnext50_32x4d ...); "
                    "auto: ultraface_rfb320 when installed, else mobilenetv3_small_100.")
-@click.option("--stem", type=click.Choice(["rgb", "srm"]), default="rgb", show_default=True,
+@click.option("--stem", type=click.Choice(["rgb", "srm"]), default=DetectorTraining.stem, show_default=True,
               help="srm: give the backbone fixed high-pass (SRM) residuals of each colour beside the colours.")
 @click.option("--pretrained", is_flag=True,
               help="Start from pretrained weights: timm's (must be in the local timm/HF cache), for ultraface_rfb320 "
                    "the face detector's own (WIDER FACE), for dlib_face_resnet dlib's face recogniser's; the last two "
                    "need no internet.")
-@click.option("--input-size", type=int, default=128, show_default=True, help="Square crop size in pixels.")
-@click.option("--margin", type=float, default=1.4, show_default=True, help="Crop margin (>1 keeps the face boundary in the crop).")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--steps", type=int, default=2000, show_default=True, help="Optimiser steps in total.")
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--ema", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, metavar="DECAY",
+@click.option("--input-size", type=int, default=DetectorTraining.input_size, show_default=True, help="Square crop size in pixels.")
+@click.option("--margin", type=float, default=DetectorTraining.margin, show_default=True, help="Crop margin (>1 keeps the face boundary in the crop).")
+@click.option("--batch-size", type=int, default=DetectorTraining.batch_size, show_default=True)
+@click.option("--steps", type=int, default=DetectorTraining.steps, show_default=True, help="Optimiser steps in total.")
+@click.option("--lr", type=float, default=DetectorTraining.lr, show_default=True)
+@click.option("--ema", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=DetectorTraining.ema, metavar="DECAY",
               help="Also keep an exponential moving average of the weights with this decay (0.999: about the last "
                    "thousand steps), validated beside them and written to checkpoints/ema.pt for export and eval.")
-@click.option("--sam", type=click.FloatRange(0, min_open=True), default=None, metavar="RHO",
+@click.option("--sam", type=click.FloatRange(0, min_open=True), default=DetectorTraining.sam, metavar="RHO",
               help="Sharpness-aware minimisation with this radius (the SBI paper's 0.05): seeks flat minima; each step "
                    "costs two passes. Off by default: it scored unseen clips lower here (model card).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=None, help="torch CPU threads (default: usable cores).")
-@click.option("--workers", type=int, default=1, show_default=True, help="Data-loading processes (self-blending runs there).")
-@click.option("--every-n-frames", type=int, default=4, show_default=True, help="Video frame sampling for face crops.")
-@click.option("--max-frames", type=int, default=100, show_default=True, help="Sampled frames per video at most.")
-@click.option("--max-faces", type=int, default=2, show_default=True, help="Faces per frame at most.")
-@click.option("--face-detector", default="auto", show_default=True)
-@click.option("--cache-dir", default=None, help="Face-crop cache (default ~/.cache/dfstream/faces).")
-@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Fraction of media files held out for validation.")
-@click.option("--checkpoint-every", type=int, default=250, show_default=True)
-@click.option("--log-every", type=int, default=20, show_default=True)
-@click.option("--time-limit", type=float, default=None, help="Minutes of wall time; stop and checkpoint after it.")
-@click.option("--name", default="dfstream-detector", show_default=True, help="Model name written into its metadata.")
+@click.option("--seed", type=int, default=DetectorTraining.seed, show_default=True)
+@click.option("--threads", type=int, default=DetectorTraining.threads, help="torch CPU threads (default: usable cores).")
+@click.option("--workers", type=int, default=DetectorTraining.workers, show_default=True, help="Data-loading processes (self-blending runs there).")
+@click.option("--every-n-frames", type=int, default=DetectorTraining.every_n_frames, show_default=True, help="Video frame sampling for face crops.")
+@click.option("--max-frames", type=int, default=DetectorTraining.max_frames, show_default=True, help="Sampled frames per video at most.")
+@click.option("--max-faces", type=int, default=DetectorTraining.max_faces, show_default=True, help="Faces per frame at most.")
+@click.option("--face-detector", default=DetectorTraining.face_detector, show_default=True)
+@click.option("--cache-dir", default=DetectorTraining.cache_dir, help="Face-crop cache (default ~/.cache/dfstream/faces).")
+@click.option("--val-fraction", type=float, default=DetectorTraining.val_fraction, show_default=True, help="Fraction of media files held out for validation.")
+@click.option("--checkpoint-every", type=int, default=DetectorTraining.checkpoint_every, show_default=True)
+@click.option("--log-every", type=int, default=DetectorTraining.log_every, show_default=True)
+@click.option("--time-limit", type=float, default=DetectorTraining.time_limit, help="Minutes of wall time; stop and checkpoint after it.")
+@click.option("--name", default=DetectorTraining.name, show_default=True, help="Model name written into its metadata.")
 @click.option("--run-dir", required=True, help="Run folder: config.json, checkpoints/, TensorBoard events.")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint.")
-@click.option("--init-from", default=None, help="Checkpoint whose weights start a new run (fresh optimiser, learning-rate "
+@click.option("--init-from", default=DetectorTraining.init_from, help="Checkpoint whose weights start a new run (fresh optimiser, learning-rate "
               "schedule and step count; unlike --resume, which continues the old schedule).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
 @click.option("-v", "--verbose", is_flag=True)

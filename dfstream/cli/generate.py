@@ -14,6 +14,7 @@ import click
 
 from dfstream.cli.common import one_line_error, user_errors, verbose_logging
 from engines.loader import ENGINE_CHOICES
+from train.settings import GanTraining, SwapperTraining
 
 
 def _echo(message: str) -> None:
@@ -47,26 +48,26 @@ _threads_option = click.option("--threads", type=click.IntRange(1), default=None
 @click.option("--name-b", help="Name of person B (default: the file or folder name).")
 @click.option("--run-dir", required=True, type=click.Path(file_okay=False), help="Run folder: config, TensorBoard events, samples, checkpoints.")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint.")
-@click.option("--steps", type=click.IntRange(1), default=5000, show_default=True, help="Total optimiser steps (a resumed run continues up to this).")
-@click.option("--minutes", type=click.FloatRange(0, min_open=True), default=None, help="Stop after this much wall time (and save).")
-@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="Crops of each person per step.")
-@click.option("--input-size", type=click.IntRange(32), default=64, show_default=True, help="Square crop size (a multiple of 16).")
-@click.option("--crop-margin", type=click.FloatRange(0.5, 3.0), default=1.1, show_default=True, help="Alignment margin of the crops (1.0 = ArcFace layout).")
-@click.option("--every-n-frames", type=click.IntRange(1), default=2, show_default=True, help="Use every n-th video frame.")
-@click.option("--max-frames", type=click.IntRange(1), default=None, help="Sampled frames per video at most.")
-@click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.15, show_default=True, help="Share of each person's crops (the last ones) held back for PSNR/SSIM.")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-4, show_default=True, help="Adam learning rate (betas 0.5, 0.999).")
-@click.option("--ssim-weight", type=click.FloatRange(0), default=1.0, show_default=True, help="Weight of the structural (1 - SSIM) term.")
-@click.option("--adv-weight", type=click.FloatRange(0), default=0.1, show_default=True, help="Weight of the adversarial term (0: no discriminator).")
-@click.option("--warp/--no-warp", default=True, show_default=True, help="Random warps of the input faces.")
-@click.option("--colour/--no-colour", default=True, show_default=True, help="Random colour changes.")
-@click.option("--target", type=click.Choice(["a", "b"]), default="b", show_default=True, help="Whose decoder the exported swapper draws with (b: faces become B).")
-@click.option("--latent", type=click.IntRange(16), default=256, show_default=True, help="Bottleneck width of the shared encoder.")
-@click.option("--encoder-channels", default="32,64,128,256", show_default=True, metavar="C1,C2,...",
+@click.option("--steps", type=click.IntRange(1), default=SwapperTraining.steps, show_default=True, help="Total optimiser steps (a resumed run continues up to this).")
+@click.option("--minutes", type=click.FloatRange(0, min_open=True), default=SwapperTraining.minutes, help="Stop after this much wall time (and save).")
+@click.option("--batch-size", type=click.IntRange(1), default=SwapperTraining.batch_size, show_default=True, help="Crops of each person per step.")
+@click.option("--input-size", type=click.IntRange(32), default=SwapperTraining.input_size, show_default=True, help="Square crop size (a multiple of 16).")
+@click.option("--crop-margin", type=click.FloatRange(0.5, 3.0), default=SwapperTraining.crop_margin, show_default=True, help="Alignment margin of the crops (1.0 = ArcFace layout).")
+@click.option("--every-n-frames", type=click.IntRange(1), default=SwapperTraining.every_n_frames, show_default=True, help="Use every n-th video frame.")
+@click.option("--max-frames", type=click.IntRange(1), default=SwapperTraining.max_frames, help="Sampled frames per video at most.")
+@click.option("--holdout", type=click.FloatRange(0, 0.9), default=SwapperTraining.holdout, show_default=True, help="Share of each person's crops (the last ones) held back for PSNR/SSIM.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=SwapperTraining.lr, show_default=True, help="Adam learning rate (betas 0.5, 0.999).")
+@click.option("--ssim-weight", type=click.FloatRange(0), default=SwapperTraining.ssim_weight, show_default=True, help="Weight of the structural (1 - SSIM) term.")
+@click.option("--adv-weight", type=click.FloatRange(0), default=SwapperTraining.adv_weight, show_default=True, help="Weight of the adversarial term (0: no discriminator).")
+@click.option("--warp/--no-warp", default=SwapperTraining.warp, show_default=True, help="Random warps of the input faces.")
+@click.option("--colour/--no-colour", default=SwapperTraining.colour, show_default=True, help="Random colour changes.")
+@click.option("--target", type=click.Choice(["a", "b"]), default=SwapperTraining.target, show_default=True, help="Whose decoder the exported swapper draws with (b: faces become B).")
+@click.option("--latent", type=click.IntRange(16), default=SwapperTraining.latent, show_default=True, help="Bottleneck width of the shared encoder.")
+@click.option("--encoder-channels", default=",".join(map(str, SwapperTraining.encoder_channels)), show_default=True, metavar="C1,C2,...",
               help="Channels of the encoder's strided convs (one per halving; decoders mirror them).")
-@click.option("--sample-every", type=click.IntRange(1), default=100, show_default=True, help="Steps between sample-swap grids.")
-@click.option("--checkpoint-every", type=click.IntRange(1), default=500, show_default=True, help="Steps between checkpoints (also written at the end).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--sample-every", type=click.IntRange(1), default=SwapperTraining.sample_every, show_default=True, help="Steps between sample-swap grids.")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=SwapperTraining.checkpoint_every, show_default=True, help="Steps between checkpoints (also written at the end).")
+@click.option("--seed", type=int, default=SwapperTraining.seed, show_default=True)
 @_threads_option
 @_face_detector_option
 @click.option("--json", "json_path", metavar="PATH", help="Write the run summary (losses, PSNR/SSIM) as JSON.")
@@ -112,20 +113,20 @@ def train_swapper_command(faces_a, faces_b, name_a, name_b, run_dir, resume, ste
 @click.option("--faces", metavar="DIR|VIDEO", help="Images or videos of real faces to learn from.")
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Run folder: config, TensorBoard events, sample grids, checkpoints.")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint.")
-@click.option("--epochs", type=click.IntRange(1), default=25, show_default=True, help="Total epochs (a resumed run continues up to this).")
-@click.option("--minutes", type=click.FloatRange(0, min_open=True), default=None, help="Stop after this much wall time (and save).")
-@click.option("--batch-size", type=click.IntRange(2), default=128, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=GanTraining.epochs, show_default=True, help="Total epochs (a resumed run continues up to this).")
+@click.option("--minutes", type=click.FloatRange(0, min_open=True), default=GanTraining.minutes, help="Stop after this much wall time (and save).")
+@click.option("--batch-size", type=click.IntRange(2), default=GanTraining.batch_size, show_default=True)
 @click.option("--image-size", type=click.Choice(["32", "64", "128"]), default="64", show_default=True)
-@click.option("--crop-margin", type=click.FloatRange(0.5, 3.0), default=1.3, show_default=True,
+@click.option("--crop-margin", type=click.FloatRange(0.5, 3.0), default=GanTraining.crop_margin, show_default=True,
               help="Alignment margin of the crops; the exported discriminator is run on crops cut like this.")
-@click.option("--every-n-frames", type=click.IntRange(1), default=5, show_default=True, help="Use every n-th video frame.")
-@click.option("--max-frames", type=click.IntRange(1), default=None, help="Sampled frames per video at most.")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-4, show_default=True)
-@click.option("--beta1", type=click.FloatRange(0, 1), default=0.5, show_default=True)
-@click.option("--z-dim", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--ngf", type=click.IntRange(4), default=64, show_default=True, help="Generator width (the paper: 64; smaller is faster on CPU).")
-@click.option("--ndf", type=click.IntRange(4), default=64, show_default=True, help="Discriminator width.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--every-n-frames", type=click.IntRange(1), default=GanTraining.every_n_frames, show_default=True, help="Use every n-th video frame.")
+@click.option("--max-frames", type=click.IntRange(1), default=GanTraining.max_frames, help="Sampled frames per video at most.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=GanTraining.lr, show_default=True)
+@click.option("--beta1", type=click.FloatRange(0, 1), default=GanTraining.beta1, show_default=True)
+@click.option("--z-dim", type=click.IntRange(1), default=GanTraining.z_dim, show_default=True)
+@click.option("--ngf", type=click.IntRange(4), default=GanTraining.ngf, show_default=True, help="Generator width (the paper: 64; smaller is faster on CPU).")
+@click.option("--ndf", type=click.IntRange(4), default=GanTraining.ndf, show_default=True, help="Discriminator width.")
+@click.option("--seed", type=int, default=GanTraining.seed, show_default=True)
 @_threads_option
 @_face_detector_option
 @click.option("--samples-out", nargs=2, type=(click.Path(file_okay=False), click.IntRange(1)), default=None,
