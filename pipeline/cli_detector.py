@@ -38,6 +38,10 @@ from pipeline.cli_common import one_line_error, user_errors, verbose_logging
 @click.option("--sbi-inside/--no-sbi-inside", default=False, show_default=True,
               help="Keep each self-blend's soft edge inside the face's landmark hull (no forehead hull, the mask eroded "
                    "by its blur), so no seam crosses the face contour into hair or background, as in most face swaps.")
+@click.option("--swap-blend", type=click.FloatRange(0, 1), default=0.0, show_default=True, metavar="SHARE",
+              help="This share of the synthesised fakes are made as real-time swappers make a frame: a face of "
+                   "another source, warped onto the target, resampled to a generator's resolution, colour-matched "
+                   "and blended inside the inner face (train.swapblend); the rest are self-blends.")
 @click.option("--smooth-augment/--no-smooth-augment", default=False, show_default=True,
               help="Add edge-preserving smoothing (what camera denoising, beauty filters and low-bitrate codecs do to "
                    "skin) to the augmentations of real and fake crops alike.")

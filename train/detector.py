@@ -45,6 +45,7 @@ DEFAULTS = dict(
     sbi_landmarks="auto",  # landmark model for the self-blending masks: auto (pfld68 if installed), a name, or none
     sbi_curriculum=1020,  # steps over which the self-blends ease from twice as strong to normal (0: off); 1020: as measured
     sbi_inside=False,  # self-blend seams kept inside the face hull (none across the contour into hair or background)
+    swap_blend=0.0,  # share of the synthesised fakes made as real-time swappers make them (train.swapblend), not self-blends
     smooth_augment=False,  # edge-preserving smoothing (denoisers, beauty filters, codecs) among the augmentations
     blend_map=0.0,  # weight of a second loss: where in the crop the self-blend mixes two images (Face X-ray's boundary); 0: off
     sbi_pairs=False,  # a real face and its blend: cut and augmented alike, in the same batch (learns sooner, generalised worse here)
@@ -257,7 +258,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     if resume and (run_dir / "config.json").is_file():
         saved = json.loads((run_dir / "config.json").read_text())
         for key in ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi",
-                    "sbi_landmarks", "sbi_curriculum", "sbi_inside", "smooth_augment", "blend_map", "ema", "sam"):
+                    "sbi_landmarks", "sbi_curriculum", "sbi_inside", "swap_blend", "smooth_augment", "blend_map", "ema",
+                    "sam"):
             if key in saved:
                 cfg[key] = saved[key]
     cfg["sbi_landmarks"] = sbi_landmark_model(cfg["sbi_landmarks"])  # before config.json: a run records what it used
@@ -265,6 +267,10 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     blend_map_weight = float(cfg["blend_map"] or 0.0)
     if blend_map_weight < 0:
         raise ValueError(f"--blend-map {cfg['blend_map']}: the weight must be 0 (off) or positive")
+    if not 0.0 <= float(cfg["swap_blend"] or 0.0) <= 1.0:
+        raise ValueError(f"--swap-blend {cfg['swap_blend']}: a share, from 0 to 1")
+    if cfg["swap_blend"] and not cfg["sbi"]:
+        raise ValueError("--swap-blend replaces some self-blends: drop --no-sbi")
     if blend_map_weight and not cfg["sbi"]:
         raise ValueError("--blend-map needs self-blending (its maps come from the blends): drop --no-sbi")
     run = common.RunDir.create(run_dir, cfg, resume=resume)
@@ -297,13 +303,14 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     size = (int(cfg["input_size"]), int(cfg["input_size"]))
     train_set = FaceDataset(train_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=True, seed=int(cfg["seed"]),
                             pairs=bool(cfg["sbi_pairs"]), inside=bool(cfg["sbi_inside"]),
-                            smooth=bool(cfg["smooth_augment"]), blend_map=blend_map_weight > 0)
+                            smooth=bool(cfg["smooth_augment"]), blend_map=blend_map_weight > 0,
+                            swap_share=float(cfg["swap_blend"] or 0.0))
     val_set = None
     if val_recs:
         val_cache = load_cached(val_recs)
         if len(val_cache["labels"]):
             val_set = FaceDataset(val_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=False, seed=int(cfg["seed"]),
-                                  inside=bool(cfg["sbi_inside"]))
+                                  inside=bool(cfg["sbi_inside"]), swap_share=float(cfg["swap_blend"] or 0.0))
             if len(val_set) > cfg["val_max"]:
                 keep = np.random.default_rng(cfg["seed"]).choice(len(val_set), int(cfg["val_max"]), replace=False)
                 val_set.index = [val_set.index[i] for i in sorted(keep)]
@@ -365,6 +372,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
         "sbi_pairs": bool(cfg["sbi"] and cfg["sbi_pairs"]),
         "sbi_curriculum_steps": int(cfg["sbi_curriculum"]) if cfg["sbi"] else 0,
         "sbi_inside": bool(cfg["sbi"] and cfg["sbi_inside"]),
+        "swap_blend": float(cfg["swap_blend"] or 0.0) if cfg["sbi"] else 0.0,
         "smooth_augment": bool(cfg["smooth_augment"]),
         "blend_map": blend_map_weight,
         "seed": int(cfg["seed"]),
