@@ -157,6 +157,67 @@ def eval_command(inputs, model, engine, temporal, threshold, every_n_frames, max
     click.echo(f"written: {output}" + (f", plots in {plot_dir}" if plot_dir else ""))
 
 
+@click.group("lofo")
+def lofo_group():
+    """Leave-one-family-out: the protocol detector choices are made on (train/lofo.py)."""
+
+
+@lofo_group.command("folds")
+@click.option("--manifest", default=None, help="List file with family and group columns (default: train/data/shared_clips.tsv, "
+              "the clips of ../shared/data).")
+@click.option("-o", "--output", required=True, help="Folder: one sub-folder per held-out family (and final/) with "
+              "train.tsv, val.tsv and test.tsv.")
+def lofo_folds_command(manifest, output):
+    """Write the split of every fold: train on the other families, test on the held-out one and on people no fold trains on."""
+    from pathlib import Path
+
+    from train import lofo
+    from train.datasets import read_list_file
+
+    try:
+        items = read_list_file(manifest or lofo.DEFAULT_MANIFEST)
+        for family in lofo.families(items) + [None]:
+            fold = lofo.fold(items, family)
+            lofo.Fold.write(fold, Path(output) / (family or "final"))
+            click.echo(f"{family or 'final':<16} train {len(fold.train):>4}  val {len(fold.val):>4}  test {len(fold.test):>4}"
+                       f"  -> {Path(output) / (family or 'final')}")
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
+
+
+@lofo_group.command("score")
+@click.option("-m", "--model", "models", multiple=True, required=True,
+              help="A model of the recipe, once per seed (file or registry name); with {family} in the path, one "
+                   "model per fold, trained without that family.")
+@click.option("--manifest", default=None, help="List file with family and group columns (default: the ../shared manifest).")
+@click.option("--family", "families", multiple=True, help="Held-out families to score (default: all). Repeatable.")
+@click.option("--engine", default="auto", show_default=True, type=click.Choice(["auto", "onnxruntime", "torch", "tensorrt"]))
+@click.option("--every-n-frames", type=int, default=10, show_default=True)
+@click.option("--max-frames", type=int, default=32, show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--ci-resamples", type=click.IntRange(min=0), default=2000, show_default=True)
+@click.option("-o", "--output", default="lofo.json", show_default=True, help="JSON file for the table and every seed's scores.")
+@click.option("-v", "--verbose", is_flag=True)
+def lofo_score_command(models, manifest, families, engine, every_n_frames, max_frames, threads, ci_resamples, output, verbose):
+    """Score a recipe (its seeds' models) on every held-out family: ROC-AUC per family, mean and spread over seeds."""
+    verbose_logging(verbose)
+    from pathlib import Path
+
+    from train import lofo
+
+    try:
+        result = lofo.score(list(models), manifest or lofo.DEFAULT_MANIFEST, list(families) or None,
+                            ci_resamples=ci_resamples, engine=engine, every_n_frames=every_n_frames,
+                            max_frames=max_frames, threads=threads,
+                            progress=lambda done, total: click.echo(f"scored {done}/{total} model(s)", err=True))
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(json.dumps(result, indent=1))
+    click.echo(lofo.format_table(result))
+    click.echo(f"written: {output}")
+
+
 @click.command("predict")
 @click.argument("media")
 @click.option("-m", "--model", default="detector", show_default=True)
