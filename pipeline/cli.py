@@ -432,6 +432,7 @@ def _register_optional_commands() -> None:
         ("pipeline.cli_detector", "eval_command", cli, "eval"),
         ("pipeline.cli_detector", "predict_command", cli, "predict"),
         ("pipeline.cli_detector", "lofo_group", cli, "lofo"),
+        ("pipeline.cli_detector", "calibrate_command", cli, "calibrate"),
         ("pipeline.cli_generate", "train_swapper_command", train_group, "swapper"),
         ("pipeline.cli_generate", "train_gan_command", train_group, "gan"),
         ("pipeline.cli_generate", "swapper_eval_command", cli, "eval-swap"),

@@ -218,6 +218,36 @@ def lofo_score_command(models, manifest, families, engine, every_n_frames, max_f
     click.echo(f"written: {output}")
 
 
+@click.command("calibrate")
+@click.argument("model")
+@click.option("-o", "--output", required=True, help="The calibrated copy (.onnx): the model with its Platt scaling and "
+              "threshold in its metadata.")
+@click.option("--false-alarm-rate", type=float, default=0.05, show_default=True,
+              help="The share of real validation files the default threshold may call fake.")
+@click.option("--manifest", default=None, help="List file with family and group columns (default: the ../shared manifest).")
+@click.option("--trained-on", multiple=True, help="A fake family the model learnt from (its fakes are then not used to "
+              "calibrate it). Repeatable; none for a model trained on real faces alone.")
+@click.option("--every-n-frames", type=int, default=10, show_default=True)
+@click.option("--max-frames", type=int, default=32, show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--json", "json_out", default=None, help="Also write the fit and its measurements here.")
+@click.option("-v", "--verbose", is_flag=True)
+def calibrate_command(model, output, false_alarm_rate, manifest, trained_on, every_n_frames, max_frames, threads, json_out,
+                      verbose):
+    """Calibrate a detector's P(fake) and set its threshold on validation data (leave-one-family-out's val split)."""
+    verbose_logging(verbose)
+    from train.calibrate import calibrate, format_result, write_report
+
+    try:
+        result = calibrate(model, output, manifest=manifest, false_alarm_rate=false_alarm_rate, trained_on=tuple(trained_on),
+                           every_n_frames=every_n_frames, max_frames=max_frames, threads=threads)
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
+    if json_out:
+        write_report(result, json_out)
+    click.echo(format_result(result))
+
+
 @click.command("predict")
 @click.argument("media")
 @click.option("-m", "--model", default="detector", show_default=True)
