@@ -139,18 +139,24 @@ def train_ensemble_command(checkpoints, output, name):
 @click.option("--ci-resamples", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Bootstrap resamples for the ROC-AUCs' 95%% confidence intervals (frames resampled by whole "
                    "videos); 0: none.")
+@click.option("--frame-scale", type=click.FloatRange(0.05, 1.0), default=1.0, show_default=True,
+              help="Webcam-grade input: shrink every frame to this share of its sides before faces are found "
+                   "(smaller faces, as a call's video delivers them).")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None,
+              help="Webcam-grade input: JPEG-compress every frame at this quality (a stand-in for a stream's codec).")
 @click.option("-v", "--verbose", is_flag=True)
 def eval_command(inputs, model, engine, temporal, threshold, every_n_frames, max_frames, max_faces, video_agg, threads, output,
-                 plot_dir, ci_resamples, verbose):
+                 plot_dir, ci_resamples, frame_scale, jpeg_quality, verbose):
     """Measure a detector on labelled images/videos: folders with real/ and fake/, or list files (path<TAB>label)."""
     verbose_logging(verbose)
     from train.evaluate import evaluate
+    from train.faces import Degradation
 
     try:
         report = evaluate(list(inputs), model=model, engine=engine, temporal=temporal, threshold=threshold,
                           every_n_frames=every_n_frames, max_frames=max_frames, max_faces=max_faces,
                           video_agg=video_agg, threads=threads, output=output, plot_dir=plot_dir,
-                          ci_resamples=ci_resamples)
+                          ci_resamples=ci_resamples, degradation=Degradation(frame_scale, jpeg_quality))
     except user_errors() as exc:
         raise one_line_error(exc) from None
     click.echo(report["text"])
@@ -196,19 +202,24 @@ def lofo_folds_command(manifest, output):
 @click.option("--max-frames", type=int, default=32, show_default=True)
 @click.option("--threads", type=int, default=None)
 @click.option("--ci-resamples", type=click.IntRange(min=0), default=2000, show_default=True)
+@click.option("--frame-scale", type=click.FloatRange(0.05, 1.0), default=1.0, show_default=True,
+              help="Webcam-grade input: shrink every frame to this share of its sides (as `dfstream eval`).")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None, help="Webcam-grade input: JPEG quality of every frame.")
 @click.option("-o", "--output", default="lofo.json", show_default=True, help="JSON file for the table and every seed's scores.")
 @click.option("-v", "--verbose", is_flag=True)
-def lofo_score_command(models, manifest, families, engine, every_n_frames, max_frames, threads, ci_resamples, output, verbose):
+def lofo_score_command(models, manifest, families, engine, every_n_frames, max_frames, threads, ci_resamples, frame_scale,
+                       jpeg_quality, output, verbose):
     """Score a recipe (its seeds' models) on every held-out family: ROC-AUC per family, mean and spread over seeds."""
     verbose_logging(verbose)
     from pathlib import Path
 
     from train import lofo
+    from train.faces import Degradation
 
     try:
         result = lofo.score(list(models), manifest or lofo.DEFAULT_MANIFEST, list(families) or None,
                             ci_resamples=ci_resamples, engine=engine, every_n_frames=every_n_frames,
-                            max_frames=max_frames, threads=threads,
+                            max_frames=max_frames, threads=threads, degradation=Degradation(frame_scale, jpeg_quality),
                             progress=lambda done, total: click.echo(f"scored {done}/{total} model(s)", err=True))
     except user_errors() as exc:
         raise one_line_error(exc) from None
