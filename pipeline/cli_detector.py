@@ -106,6 +106,35 @@ def train_detector_command(run_dir, resume, progress, verbose, **options):
     click.echo(f"export:     dfstream export {last} -o detector.onnx")
 
 
+@click.command("sharpness")
+@click.option("--real", multiple=True, required=True, help="Folder, file or list file of real images/videos. Repeatable.")
+@click.option("--exclude", multiple=True, help="Glob of media to leave out (held-out people). Repeatable.")
+@click.option("--sided", type=click.Choice(["smoother", "both"]), default="smoother", show_default=True,
+              help="smoother: only a face smoother than real faces' surroundings is suspect (a pasted, re-rendered "
+                   "face); both: a sharper one too (but a real photo with a blurred background looks sharper).")
+@click.option("--name", default="dfstream-sharpness-contrast", show_default=True, help="Model name written into its metadata.")
+@click.option("--face-detector", default="auto", show_default=True)
+@click.option("--cache-dir", default=None, help="Face-crop cache (default ~/.cache/dfstream/faces).")
+@click.option("-o", "--output", required=True, help="Checkpoint to write (export it with `dfstream export`).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+@click.option("-v", "--verbose", is_flag=True)
+def train_sharpness_command(real, exclude, sided, name, face_detector, cache_dir, output, progress, verbose):
+    """Measure the sharpness-contrast detector's reference on real faces (no fakes needed, nothing to learn)."""
+    verbose_logging(verbose)
+    from train.common import progress as bar
+    from train.sharpness import fit
+
+    try:
+        result = fit(list(real), output, sided=sided, exclude=tuple(exclude), name=name, face_detector=face_detector,
+                     cache_dir=cache_dir, progress=lambda it, desc="": bar(it, desc=desc, disable=None if progress is None else not progress))
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
+    click.echo(f"reference: log contrast {result['mean']:.3f} +- {result['std']:.3f} over {result['faces']} faces "
+               f"of {result['files']} files")
+    click.echo(f"checkpoint: {result['checkpoint']}")
+    click.echo(f"export:     dfstream export {result['checkpoint']} -o sharpness.onnx")
+
+
 @click.command("ensemble")
 @click.argument("checkpoints", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, help="Checkpoint to write (export it with `dfstream export`).")

@@ -26,6 +26,7 @@ FAMILIES = {
     "temporal": "train.models.temporal",
     "swapper": "train.models.swapper",
     "dcgan_discriminator": "train.models.dcgan",
+    "sharpness": "train.models.sharpness",
 }
 
 
