@@ -75,6 +75,37 @@ def align_faces(image: np.ndarray, landmarks_list, size: tuple[int, int], margin
     return crops
 
 
+def face_polygon(landmarks: np.ndarray, scale: float = 1.0, chin: float = 1.0, brow: float = 1.0) -> np.ndarray:
+    """A face-region polygon (K x 2) from 5 landmarks (left eye, right eye, nose, left mouth, right mouth)."""
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    eye_l, eye_r, nose, mouth_l, mouth_r = lm
+    eyes = (eye_l + eye_r) / 2
+    mouth = (mouth_l + mouth_r) / 2
+    down = mouth - eyes
+    d = max(np.linalg.norm(down), 1.0)
+    down /= d
+    right = eye_r - eye_l
+    w = max(np.linalg.norm(right), 1.0)
+    right /= w
+    centre = (eyes + mouth) / 2
+    pts = [
+        eye_l - 0.55 * w * right - 0.55 * d * brow * down,  # brows
+        eye_r + 0.55 * w * right - 0.55 * d * brow * down,
+        eyes - 0.75 * d * brow * down,  # forehead centre
+        eye_l - 0.75 * w * right + 0.15 * d * down,  # temples / cheeks
+        eye_r + 0.75 * w * right + 0.15 * d * down,
+        mouth_l - 0.55 * w * right + 0.1 * d * down,  # jaw
+        mouth_r + 0.55 * w * right + 0.1 * d * down,
+        mouth_l - 0.25 * w * right + 0.65 * d * chin * down,  # chin
+        mouth_r + 0.25 * w * right + 0.65 * d * chin * down,
+        mouth + 0.8 * d * chin * down,
+        nose,
+    ]
+    pts = np.asarray(pts)
+    pts = centre + (pts - centre) * scale
+    return cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2)
+
+
 def cut_crops(image: np.ndarray, pixel_format: str, matrices, size: tuple[int, int]) -> np.ndarray:
     """The N x H x W x 3 BGR crops that frame -> crop ``matrices`` cut from a frame message's picture
     (:mod:`pipeline.pictures`), converting only the part of it they come from; the same crops as

@@ -55,7 +55,7 @@ class Engine(ABC):
         out = self.run_tensor(preprocess(crops_bgr, self.metadata))
         if self.metadata.output == "image":
             return postprocess_image(out, self.metadata)
-        return np.asarray(out, dtype=np.float32).reshape(len(crops_bgr))
+        return self.metadata.calibrated(np.asarray(out, dtype=np.float32).reshape(len(crops_bgr)))
 
     def describe(self) -> str:
         return f"{self.metadata.name} ({self.metadata.kind}) on {self.backend}"

@@ -36,6 +36,9 @@ class ModelMetadata:
     output: str = "p_fake"  # "p_fake" (N,) probabilities, or "image" (N,3,H,W) in mean/std space
     labels: tuple[str, ...] = ("real", "fake")
     threshold: float = 0.5  # P(fake) at or above which a face is called fake
+    # Platt scaling of a detector's P(fake), fitted on validation data (train.calibrate): {"a", "b", ...};
+    # engines apply it to the network's output, so every consumer sees calibrated scores. Empty: none.
+    calibration: dict = field(default_factory=dict)
     architecture: str = ""
     training: dict = field(default_factory=dict)  # data, command, epochs, seed ...
     metrics: dict = field(default_factory=dict)  # what `dfstream eval` measured
@@ -74,6 +77,18 @@ class ModelMetadata:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as exc:
             raise MetadataError(f"model metadata is not valid JSON: {exc}") from exc
+
+    def calibrated(self, p_fake):
+        """The network's P(fake) through this model's Platt scaling: sigmoid(a * logit(p) + b)."""
+        import numpy as np
+
+        p = np.asarray(p_fake, dtype=np.float32)
+        if not self.calibration:
+            return p
+        eps = 1e-6
+        q = np.clip(p.astype(np.float64), eps, 1 - eps)
+        z = float(self.calibration["a"]) * np.log(q / (1 - q)) + float(self.calibration["b"])
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
     def expect_kind(self, kind: str, path: str | Path = "") -> "ModelMetadata":
         if self.kind != kind:

@@ -67,11 +67,42 @@ def list_media(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and (is_image(p) or is_video(p)))
 
 
-class FaceCropper:
-    """Turns image and video files into aligned face crops with the detect stage."""
+@dataclass(frozen=True)
+class Degradation:
+    """What a webcam call does to a picture before anyone scores it: fewer pixels (``scale`` of each
+    side) and a lossy codec (JPEG at ``jpeg_quality``, standing in for H.264 at a stream's bitrate)."""
 
-    def __init__(self, detect_config: DetectConfig):
+    scale: float = 1.0
+    jpeg_quality: int | None = None
+
+    def __post_init__(self):
+        if not 0.05 <= self.scale <= 1.0:
+            raise ValueError(f"frame scale {self.scale}: between 0.05 and 1")
+        if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"JPEG quality {self.jpeg_quality}: between 1 and 100")
+
+    @property
+    def active(self) -> bool:
+        return self.scale < 1.0 or self.jpeg_quality is not None
+
+    def apply(self, bgr: np.ndarray) -> np.ndarray:
+        out = bgr
+        if self.scale < 1.0:
+            h, w = bgr.shape[:2]
+            out = cv2.resize(out, (max(16, round(w * self.scale)), max(16, round(h * self.scale))), interpolation=cv2.INTER_AREA)
+        if self.jpeg_quality is not None:
+            ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(self.jpeg_quality)])
+            out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        return out
+
+
+class FaceCropper:
+    """Turns image and video files into aligned face crops with the detect stage (after a
+    :class:`Degradation` of each frame, when one is given)."""
+
+    def __init__(self, detect_config: DetectConfig, degradation: Degradation | None = None):
         self.config = detect_config
+        self.degradation = degradation if degradation is not None and degradation.active else None
         self.detect = DetectStage(self.config)  # every frame it is given: process_frame(force=True)
         self.detect.open()
 
@@ -119,6 +150,9 @@ class FaceCropper:
         return FrameMessage(stream_id=0, seq=0, frame_index=index, pts=index, time_base=(1, 1), capture_time=0.0, image=image)
 
     def _crops(self, message: FrameMessage, source: str, max_faces: int, keep_frames: bool) -> list[FaceCrop]:
+        if self.degradation is not None:
+            message.image = self.degradation.apply(pictures.to_bgr(message.image, message.pixel_format))
+            message.pixel_format = pictures.BGR24
         self.detect.process_frame(message, force=True)
         out = []
         for face in message.faces[:max_faces]:

@@ -171,3 +171,34 @@ def test_family_table_scores_each_family_against_every_real_file():
     sizes = {r["face_px"]: r for r in by_face_size(files, 0.5)}
     assert sizes["60-120px"]["n"] == 3 and sizes["60-120px"]["n_fake"] == 1
     assert sizes[">=240px"]["n"] == 2
+
+
+def test_degradation_shrinks_and_compresses_frames_and_refuses_nonsense():
+    from stages.faces import Degradation
+
+    frame = np.random.default_rng(0).integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    out = Degradation(scale=0.25, jpeg_quality=30).apply(frame)
+    assert out.shape == (90, 160, 3)
+    assert not Degradation().active and Degradation(jpeg_quality=90).active
+    with pytest.raises(ValueError, match="frame scale"):
+        Degradation(scale=2.0)
+
+
+@needs_data
+def test_eval_at_webcam_grade_scores_smaller_faces(tmp_path, tiny_detector):
+    from dfstream.cli.detector import eval_command
+
+    (tmp_path / "list.tsv").write_text(f"{DATA / 'real/grid_lipnet/GRID_bbaf2n.mpg'}\treal\n"
+                                       f"{DATA / 'fake/dfdc_train/widuwuoiur.mp4'}\tfake\n")
+    sizes = {}
+    for scale in ("1.0", "0.5"):
+        out = tmp_path / f"eval-{scale}.json"
+        result = CliRunner().invoke(eval_command, [str(tmp_path / "list.tsv"), "-m", str(tiny_detector), "--max-frames", "3",
+                                                   "--frame-scale", scale, "--jpeg-quality", "40", "-o", str(out),
+                                                   "--ci-resamples", "0"])
+        assert result.exit_code == 0, result.output
+        report = json.loads(out.read_text())
+        sizes[scale] = np.mean([px for f in report["files"] for px in f["frame_face_px"]])
+        assert report["degradation"]["jpeg_quality"] == 40
+    assert sizes["0.5"] == pytest.approx(sizes["1.0"] / 2, rel=0.25)
+    assert "by face size" in result.output

@@ -72,3 +72,41 @@ def test_shared_manifest_lists_every_family_and_files_that_exist():
     for family in lofo.families(items):
         fold = lofo.fold(items, family)
         assert any(i.label == 1 for i in fold.test) and any(i.label == 0 for i in fold.test)
+
+
+def _names_in_bucket(bucket: str, n: int, prefix: str) -> list[str]:
+    names = (f"{prefix}{k}" for k in range(1000))
+    return [name for name in names if lofo.bucket(name) == bucket][:n]
+
+
+@needs_shared_data
+def test_score_gives_each_held_out_family_its_own_fakes_against_the_test_people(tmp_path, tiny_detector):
+    from tests.conftest import SHARED_DATA
+
+    clips = sorted((SHARED_DATA / "real" / "grid_lipnet").glob("*.mpg"))[:8]  # 3 s studio clips: quick to score
+    photo = SHARED_DATA / "real" / "face_recognition_examples" / "obama3.jpg"
+    test_people = _names_in_bucket("test", 4, "person")
+    rows = [f"{p}\treal\t-\t{g}" for p, g in zip(clips[:3], test_people)]
+    rows += [f"{photo}\treal\t-\t{test_people[3]}"]  # a photo: the false-alarm line, not the family table
+    rows += [f"{clips[3]}\treal\t-\t{_names_in_bucket('train', 1, 'person')[0]}"]
+    rows += [f"{clips[4]}\tfake\tswap\tswap_a", f"{clips[5]}\tfake\tswap\tswap_b",
+             f"{clips[6]}\tfake\tlipsync\tlip_a", f"{clips[7]}\tfake\tlipsync\tlip_b"]
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text("\n".join(rows) + "\n")
+    quick = dict(engine="onnxruntime", every_n_frames=25, max_frames=2)
+    result = lofo.score([str(tiny_detector), str(tiny_detector)], manifest, ci_resamples=50, **quick)
+    assert set(result["families"]) == {"lipsync", "swap"}
+    assert len(result["seeds"]) == 2 and len(result["mean_video_roc_auc_per_seed"]) == 2
+    for family, row in result["families"].items():
+        assert row["n_fake"] == 2 and row["n_real"] == 3  # videos only; the train-bucket person is never a test file
+    assert result["seeds"][0]["real_photos"]["n"] == 1 and result["real_photos_flagged"] in (0.0, 1.0)
+    seed = result["seeds"][0]["families"]["swap"]["video_level"]
+    assert 0.0 <= seed["roc_auc"] <= 1.0
+    # per-fold models: {family} names the model trained without that family
+    for family in ("swap", "lipsync"):
+        (tmp_path / f"fold-{family}.onnx").symlink_to(tiny_detector)
+    per_fold = lofo.score([str(tmp_path / "fold-{family}.onnx")], manifest, ci_resamples=0, **quick)
+    assert per_fold["families"]["lipsync"]["video_level"]["roc_auc_mean"] is not None
+    assert "held-out family" in lofo.format_table(per_fold)
+    with pytest.raises(ValueError, match="no fake family 'gan'"):
+        lofo.score([str(tiny_detector)], manifest, ["gan"], **quick)

@@ -316,6 +316,8 @@ class FaceDataset:
     each frame beside its blend.  Set :attr:`epoch` before each epoch for fresh draws.
 
     ``inside``: every blend's soft edge stays inside the face hull (:func:`train.sbi.face_mask`).
+    ``swap_share``: this share of the synthesised fakes are swap blends (:func:`train.swapblend.swap_blend`:
+    a face of another source file rendered in) instead of self-blends, drawn per face and epoch.
     ``smooth``: :func:`augment` also applies edge-preserving smoothing, to real and fake alike.
     ``blend_map``: each sample is (crop, label, map): the model crop's :func:`blend_boundary`, cut and
     mirrored like the crop (zeros for a real face; NaN for a labelled fake, whose blend is unknown).
@@ -325,7 +327,8 @@ class FaceDataset:
     """
 
     def __init__(self, cached: dict, size: tuple[int, int], margin: float, sbi: bool = True, train: bool = True, seed: int = 0,
-                 pairs: bool = False, inside: bool = False, smooth: bool = False, blend_map: bool = False):
+                 pairs: bool = False, inside: bool = False, smooth: bool = False, blend_map: bool = False,
+                 swap_share: float = 0.0):
         self.c = cached
         self.size = tuple(size)
         self.margin = margin
@@ -336,10 +339,14 @@ class FaceDataset:
         self.inside = inside
         self.smooth = smooth
         self.blend_map = blend_map
+        self.swap_share = float(swap_share) if sbi else 0.0
         self.epoch = 0
         self.blend_strength = 1.0
         real = np.nonzero(cached["labels"] == 0)[0]
         fake = np.nonzero(cached["labels"] == 1)[0]
+        self._real = real  # donors of swap blends
+        if self.swap_share and len(np.unique(cached["source"][real])) < 2:
+            raise ValueError("swap blends need real faces from at least two source files")
         index = [(int(i), 0) for i in real] + [(int(i), 1) for i in fake]
         if sbi:
             index += [(int(i), 2) for i in real]  # 2: self-blended from a real face
@@ -379,8 +386,12 @@ class FaceDataset:
         mask = None
         if kind == 2:
             dense = self.c["dense"][face] if "dense" in self.c else None
-            wide, mask = self_blend(wide, lm, blend_rng, dense=dense if dense is not None and np.isfinite(dense).all() else None,
-                                    strength=self.blend_strength if self.train else 1.0, inside=self.inside, return_mask=True)
+            dense = dense if dense is not None and np.isfinite(dense).all() else None
+            if self.swap_share and blend_rng.random() < self.swap_share:
+                wide, mask = self._swap(face, wide, lm, dense, blend_rng)
+            else:
+                wide, mask = self_blend(wide, lm, blend_rng, dense=dense, strength=self.blend_strength if self.train else 1.0,
+                                        inside=self.inside, return_mask=True)
         label = 0 if kind == 0 else 1
         if view_key is None:
             crop = model_crop(wide, lm, self.size, self.margin)
@@ -400,6 +411,18 @@ class FaceDataset:
                                                None if view_key is None else np.random.default_rng(view_key)))
             target = np.ascontiguousarray(target[:, ::-1]) if flipped else target
         return crop, label, target
+
+
+    def _swap(self, face: int, wide: np.ndarray, lm: np.ndarray, dense, rng: np.random.Generator):
+        """A swap blend of ``face`` with a real face of another source file as the donor."""
+        from train.swapblend import swap_blend
+
+        source = self.c["source"]
+        for _ in range(16):
+            donor = int(self._real[rng.integers(len(self._real))])
+            if source[donor] != source[face]:
+                break
+        return swap_blend(wide, lm, self.c["crops"][donor], self.c["landmarks"][donor], rng, dense=dense, return_mask=True)
 
 
 def template_landmarks(size: tuple[int, int], margin: float) -> np.ndarray:

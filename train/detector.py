@@ -204,7 +204,7 @@ def evaluate_dataset(model, dataset, metadata, batch_size: int = 64):
 # settings a resumed run keeps from its config.json whatever the command line says: they fix
 # the data, the network and the recipe the checkpoint was trained with
 RESUME_KEEPS = ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi",
-                "sbi_landmarks", "sbi_curriculum", "sbi_inside", "smooth_augment", "blend_map", "ema", "sam")
+                "sbi_landmarks", "sbi_curriculum", "sbi_inside", "swap_blend", "smooth_augment", "blend_map", "ema", "sam")
 
 
 def _run_config(config: dict, run_dir: Path, resume: bool) -> dict:
@@ -224,6 +224,10 @@ def _run_config(config: dict, run_dir: Path, resume: bool) -> dict:
     blend_map_weight = float(cfg["blend_map"] or 0.0)
     if blend_map_weight < 0:
         raise ValueError(f"--blend-map {cfg['blend_map']}: the weight must be 0 (off) or positive")
+    if not 0.0 <= float(cfg["swap_blend"] or 0.0) <= 1.0:
+        raise ValueError(f"--swap-blend {cfg['swap_blend']}: a share, from 0 to 1")
+    if cfg["swap_blend"] and not cfg["sbi"]:
+        raise ValueError("--swap-blend replaces some self-blends: drop --no-sbi")
     if blend_map_weight and not cfg["sbi"]:
         raise ValueError("--blend-map needs self-blending (its maps come from the blends): drop --no-sbi")
     return cfg
@@ -257,13 +261,14 @@ def _datasets(cfg: dict, run: common.RunDir, bar):
     blend_map = float(cfg["blend_map"] or 0.0) > 0
     train_set = FaceDataset(train_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=True, seed=int(cfg["seed"]),
                             pairs=bool(cfg["sbi_pairs"]), inside=bool(cfg["sbi_inside"]),
-                            smooth=bool(cfg["smooth_augment"]), blend_map=blend_map)
+                            smooth=bool(cfg["smooth_augment"]), blend_map=blend_map,
+                            swap_share=float(cfg["swap_blend"] or 0.0))
     val_set = None
     if val_recs:
         val_cache = load_cached(val_recs)
         if len(val_cache["labels"]):
             val_set = FaceDataset(val_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=False, seed=int(cfg["seed"]),
-                                  inside=bool(cfg["sbi_inside"]))
+                                  inside=bool(cfg["sbi_inside"]), swap_share=float(cfg["swap_blend"] or 0.0))
             if len(val_set) > cfg["val_max"]:
                 keep = np.random.default_rng(cfg["seed"]).choice(len(val_set), int(cfg["val_max"]), replace=False)
                 val_set.index = [val_set.index[i] for i in sorted(keep)]
@@ -323,6 +328,7 @@ def _training_info(cfg: dict, run: common.RunDir, records: list[dict], train_cac
         "sbi_pairs": bool(cfg["sbi"] and cfg["sbi_pairs"]),
         "sbi_curriculum_steps": int(cfg["sbi_curriculum"]) if cfg["sbi"] else 0,
         "sbi_inside": bool(cfg["sbi"] and cfg["sbi_inside"]),
+        "swap_blend": float(cfg["swap_blend"] or 0.0) if cfg["sbi"] else 0.0,
         "smooth_augment": bool(cfg["smooth_augment"]),
         "blend_map": float(cfg["blend_map"] or 0.0),
         "seed": int(cfg["seed"]),

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from train.datasets import gather
-from stages.faces import FaceCropper, default_detect_config, is_image, is_video
+from stages.faces import Degradation, FaceCropper, default_detect_config, is_image, is_video
 from train.metrics import compute_metrics, format_metrics, roc_auc_interval
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,8 @@ def format_face_sizes(rows: list[dict]) -> str:
 def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", temporal: str | None = None,
              threshold: float | None = None, every_n_frames: int = 10, max_frames: int = 32, max_faces: int = 4,
              video_agg: str = "mean", threads: int | None = None, output: str | Path | None = "eval.json",
-             plot_dir: str | Path | None = None, face_detector: str = "auto", ci_resamples: int = 2000) -> dict:
+             plot_dir: str | Path | None = None, face_detector: str = "auto", ci_resamples: int = 2000,
+             degradation: Degradation | None = None) -> dict:
     items = gather(inputs)
     if not items:
         raise ValueError("nothing to evaluate")
@@ -219,7 +220,7 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
         from train.temporal import load_temporal
 
         temporal_model = load_temporal(temporal, expect_input=tuple(meta.input_size))
-    cropper = FaceCropper(default_detect_config(tuple(meta.input_size), meta.crop_margin, face_detector))
+    cropper = FaceCropper(default_detect_config(tuple(meta.input_size), meta.crop_margin, face_detector), degradation)
     per_file, no_face, unreadable = [], [], []
     from pipeline.stage import StageError
     from train.common import progress
@@ -262,6 +263,8 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
         "frame_score": "max P(fake) over the faces of a frame",
         "video_score": how,
         "sampling": {"every_n_frames": every_n_frames, "max_frames": max_frames, "max_faces": max_faces},
+        "degradation": None if degradation is None else {"frame_scale": degradation.scale,
+                                                         "jpeg_quality": degradation.jpeg_quality},
         "frame_level": frame_m,
         "video_level": video_m,
         "by_family": families,

@@ -26,6 +26,8 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from train.datasets import NO_FAMILY, LabelledMedia
 
 DEFAULT_MANIFEST = Path(__file__).parent / "data" / "shared_clips.tsv"
@@ -97,3 +99,132 @@ def fold(items: list[LabelledMedia], family: str | None) -> Fold:
 
 def final_split(items: list[LabelledMedia]) -> Fold:
     return fold(items, None)
+
+
+# ---------------------------------------------------------------- scoring a recipe
+
+FAMILY_PLACEHOLDER = "{family}"
+
+
+def fold_items(fold_: Fold, family: str) -> list[LabelledMedia]:
+    """What a held-out family is measured on: its fake videos against the fold's real test videos
+    (like against like: photos would be an easy 'real' that says nothing of a family's videos)."""
+    from stages.faces import is_video
+
+    return [i for i in fold_.test if (i.label == 0 or i.family == family) and is_video(i.path)]
+
+
+def real_test_photos(items: list[LabelledMedia]) -> list[LabelledMedia]:
+    """The real photos no fold trains on: where the false-alarm rate on photos is measured."""
+    from stages.faces import is_image
+
+    return [i for i in final_split(items).test if i.label == 0 and is_image(i.path)]
+
+
+def _write_list(items: list[LabelledMedia], path: Path) -> Path:
+    path.write_text("".join(f"{i.path.resolve()}\t{'fake' if i.label else 'real'}\t{i.family}\t{i.group}\n" for i in items))
+    return path
+
+
+def score(models: list[str], manifest: str | Path = DEFAULT_MANIFEST, families_: list[str] | None = None,
+          ci_resamples: int = 2000, progress=None, **eval_options) -> dict:
+    """The leave-one-family-out table of one recipe: ``models`` are its seeds (one model each), or
+    patterns with ``{family}`` for a model trained per fold.  Each held-out family's fakes are scored
+    against its fold's real test files; the table gives each family's video and frame ROC-AUC as the
+    mean and spread over the seeds, with each seed's bootstrap interval, and the mean over families
+    (the figure every detector choice is made on)."""
+    import tempfile
+
+    from train.datasets import read_list_file
+    from train.evaluate import evaluate, level_metrics
+
+    items = read_list_file(manifest)
+    chosen = families_ or families(items)
+    unknown = sorted(set(chosen) - set(families(items)))
+    if unknown:
+        raise ValueError(f"no fake family {', '.join(map(repr, unknown))} in {manifest} (families: {', '.join(families(items))})")
+    if not models:
+        raise ValueError("no model to score: give one per seed")
+    folds = {family: fold(items, family) for family in chosen}
+    seeds: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="dfstream-lofo-") as tmp:
+        for k, model in enumerate(models):
+            per_family: dict[str, list[dict]] = {}
+            if FAMILY_PLACEHOLDER in model:  # one model per fold: score each fold's test files with its own
+                for family in chosen:
+                    listed = _write_list(fold_items(folds[family], family), Path(tmp) / f"{k}-{family}.tsv")
+                    report = evaluate([str(listed)], model=model.replace(FAMILY_PLACEHOLDER, family), output=None,
+                                      ci_resamples=0, **eval_options)
+                    per_family[family] = report["files"]
+            else:  # one model for every fold: score the union once
+                union = {str(i.path): i for family in chosen for i in fold_items(folds[family], family)}
+                union.update({str(i.path): i for i in real_test_photos(items)})
+                listed = _write_list(list(union.values()), Path(tmp) / f"{k}-all.tsv")
+                report = evaluate([str(listed)], model=model, output=None, ci_resamples=0, **eval_options)
+                by_path = {f["path"]: f for f in report["files"]}
+                for family in chosen:
+                    per_family[family] = [by_path[str(i.path.resolve())] for i in fold_items(folds[family], family)
+                                          if str(i.path.resolve()) in by_path]
+            rows = {}
+            for family, files in per_family.items():
+                frame_m, video_m = level_metrics(files, report["threshold"], ci_resamples)
+                rows[family] = {"video_level": video_m, "frame_level": frame_m,
+                                "n_fake": sum(f["label"] for f in files), "n_real": sum(1 - f["label"] for f in files)}
+            photos = [f for f in report["files"] if Path(f["path"]).resolve() in {i.path.resolve() for i in real_test_photos(items)}]
+            flagged = sum(f["video_score"] >= report["threshold"] for f in photos)
+            seeds.append({"model": model, "threshold": report["threshold"], "families": rows,
+                          "real_photos": {"n": len(photos), "flagged": int(flagged)}})
+            if progress:
+                progress(k + 1, len(models))
+    return summarise(seeds, chosen)
+
+
+def summarise(seeds: list[dict], chosen: list[str]) -> dict:
+    table = {}
+    for family in chosen:
+        entry = {}
+        for level in ("video_level", "frame_level"):
+            aucs = [s["families"][family][level]["roc_auc"] for s in seeds]
+            aucs = [a for a in aucs if a is not None]
+            entry[level] = {"roc_auc_mean": float(np.mean(aucs)) if aucs else None,
+                            "roc_auc_sd": float(np.std(aucs)) if aucs else None,
+                            "roc_auc_per_seed": aucs,
+                            "roc_auc_ci_per_seed": [s["families"][family][level].get("roc_auc_ci") for s in seeds]}
+        entry["n_fake"] = seeds[0]["families"][family]["n_fake"]
+        entry["n_real"] = seeds[0]["families"][family]["n_real"]
+        table[family] = entry
+    means = {level: [table[f][level]["roc_auc_mean"] for f in chosen if table[f][level]["roc_auc_mean"] is not None]
+             for level in ("video_level", "frame_level")}
+    # the recipe's figure per seed: its mean over families; the spread of that over the seeds
+    per_seed = [float(np.mean([s["families"][f]["video_level"]["roc_auc"] for f in chosen
+                               if s["families"][f]["video_level"]["roc_auc"] is not None])) for s in seeds]
+    photos = [s["real_photos"] for s in seeds if s["real_photos"]["n"]]
+    return {"seeds": seeds, "families": table,
+            "real_photos_flagged": float(np.mean([p["flagged"] / p["n"] for p in photos])) if photos else None,
+            "mean_video_roc_auc": float(np.mean(means["video_level"])) if means["video_level"] else None,
+            "mean_frame_roc_auc": float(np.mean(means["frame_level"])) if means["frame_level"] else None,
+            "mean_video_roc_auc_per_seed": per_seed,
+            "mean_video_roc_auc_sd": float(np.std(per_seed)) if per_seed else None}
+
+
+def format_table(result: dict) -> str:
+    def cell(level):
+        m = level["roc_auc_mean"]
+        if m is None:
+            return "n/a"
+        cis = [c for c in level["roc_auc_ci_per_seed"] if c]
+        ci = f" [{np.mean([c[0] for c in cis]):.2f}-{np.mean([c[1] for c in cis]):.2f}]" if cis else ""
+        return f"{m:.3f} ± {level['roc_auc_sd']:.3f}{ci}"
+
+    n = len(result["seeds"])
+    lines = [f"leave-one-family-out, {n} seed(s): ROC-AUC mean ± sd over seeds [mean 95% CI bounds]",
+             f"{'held-out family':<16} {'fake':>4} {'real':>4}  {'video':<28} frame"]
+    for family, row in result["families"].items():
+        lines.append(f"{family:<16} {row['n_fake']:>4} {row['n_real']:>4}  {cell(row['video_level']):<28} {cell(row['frame_level'])}")
+    lines.append(f"{'mean':<16} {'':>4} {'':>4}  {result['mean_video_roc_auc']:.3f} ± {result['mean_video_roc_auc_sd']:.3f}"
+                 f"{'':<15} {result['mean_frame_roc_auc']:.3f}")
+    if result["real_photos_flagged"] is not None:
+        n = result["seeds"][0]["real_photos"]["n"]
+        lines.append(f"real photos of the test people flagged fake at the model's threshold: "
+                     f"{100 * result['real_photos_flagged']:.1f} % of {n}")
+    return "\n".join(lines)

@@ -23,6 +23,7 @@ class DetectorTraining:
     sbi_landmarks: str | None = "auto"  # landmark model for the self-blending masks: auto (pfld68 if installed), a name, or none
     sbi_curriculum: int = 1020  # steps over which the self-blends ease from twice as strong to normal (0: off); 1020: as measured
     sbi_inside: bool = False  # self-blend seams kept inside the face hull (none across the contour into hair or background)
+    swap_blend: float = 0.0  # share of the synthesised fakes made as real-time swappers make them (train.swapblend), not self-blends
     smooth_augment: bool = False  # edge-preserving smoothing (denoisers, beauty filters, codecs) among the augmentations
     blend_map: float = 0.0  # weight of a second loss: where in the crop the self-blend mixes two images (Face X-ray's boundary); 0: off
     sbi_pairs: bool = False  # a real face and its blend: cut and augmented alike, in the same batch (learns sooner, generalised worse here)

@@ -39,6 +39,10 @@ from train.settings import DetectorTraining
 @click.option("--sbi-inside/--no-sbi-inside", default=DetectorTraining.sbi_inside, show_default=True,
               help="Keep each self-blend's soft edge inside the face's landmark hull (no forehead hull, the mask eroded "
                    "by its blur), so no seam crosses the face contour into hair or background, as in most face swaps.")
+@click.option("--swap-blend", type=click.FloatRange(0, 1), default=DetectorTraining.swap_blend, show_default=True, metavar="SHARE",
+              help="This share of the synthesised fakes are made as real-time swappers make a frame: a face of "
+                   "another source, warped onto the target, resampled to a generator's resolution, colour-matched "
+                   "and blended inside the inner face (train.swapblend); the rest are self-blends.")
 @click.option("--smooth-augment/--no-smooth-augment", default=DetectorTraining.smooth_augment, show_default=True,
               help="Add edge-preserving smoothing (what camera denoising, beauty filters and low-bitrate codecs do to "
                    "skin) to the augmentations of real and fake crops alike.")
@@ -103,6 +107,35 @@ def train_detector_command(run_dir, resume, progress, verbose, **options):
     click.echo(f"export:     dfstream export {last} -o detector.onnx")
 
 
+@click.command("sharpness")
+@click.option("--real", multiple=True, required=True, help="Folder, file or list file of real images/videos. Repeatable.")
+@click.option("--exclude", multiple=True, help="Glob of media to leave out (held-out people). Repeatable.")
+@click.option("--sided", type=click.Choice(["smoother", "both"]), default="smoother", show_default=True,
+              help="smoother: only a face smoother than real faces' surroundings is suspect (a pasted, re-rendered "
+                   "face); both: a sharper one too (but a real photo with a blurred background looks sharper).")
+@click.option("--name", default="dfstream-sharpness-contrast", show_default=True, help="Model name written into its metadata.")
+@click.option("--face-detector", default="auto", show_default=True)
+@click.option("--cache-dir", default=None, help="Face-crop cache (default ~/.cache/dfstream/faces).")
+@click.option("-o", "--output", required=True, help="Checkpoint to write (export it with `dfstream export`).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+@click.option("-v", "--verbose", is_flag=True)
+def train_sharpness_command(real, exclude, sided, name, face_detector, cache_dir, output, progress, verbose):
+    """Measure the sharpness-contrast detector's reference on real faces (no fakes needed, nothing to learn)."""
+    verbose_logging(verbose)
+    from train.common import progress as bar
+    from train.sharpness import fit
+
+    try:
+        result = fit(list(real), output, sided=sided, exclude=tuple(exclude), name=name, face_detector=face_detector,
+                     cache_dir=cache_dir, progress=lambda it, desc="": bar(it, desc=desc, disable=None if progress is None else not progress))
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
+    click.echo(f"reference: log contrast {result['mean']:.3f} +- {result['std']:.3f} over {result['faces']} faces "
+               f"of {result['files']} files")
+    click.echo(f"checkpoint: {result['checkpoint']}")
+    click.echo(f"export:     dfstream export {result['checkpoint']} -o sharpness.onnx")
+
+
 @click.command("ensemble")
 @click.argument("checkpoints", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, help="Checkpoint to write (export it with `dfstream export`).")
@@ -136,22 +169,124 @@ def train_ensemble_command(checkpoints, output, name):
 @click.option("--ci-resamples", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Bootstrap resamples for the ROC-AUCs' 95%% confidence intervals (frames resampled by whole "
                    "videos); 0: none.")
+@click.option("--frame-scale", type=click.FloatRange(0.05, 1.0), default=1.0, show_default=True,
+              help="Webcam-grade input: shrink every frame to this share of its sides before faces are found "
+                   "(smaller faces, as a call's video delivers them).")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None,
+              help="Webcam-grade input: JPEG-compress every frame at this quality (a stand-in for a stream's codec).")
 @click.option("-v", "--verbose", is_flag=True)
 def eval_command(inputs, model, engine, temporal, threshold, every_n_frames, max_frames, max_faces, video_agg, threads, output,
-                 plot_dir, ci_resamples, verbose):
+                 plot_dir, ci_resamples, frame_scale, jpeg_quality, verbose):
     """Measure a detector on labelled images/videos: folders with real/ and fake/, or list files (path<TAB>label)."""
     verbose_logging(verbose)
     from train.evaluate import evaluate
+    from stages.faces import Degradation
 
     try:
         report = evaluate(list(inputs), model=model, engine=engine, temporal=temporal, threshold=threshold,
                           every_n_frames=every_n_frames, max_frames=max_frames, max_faces=max_faces,
                           video_agg=video_agg, threads=threads, output=output, plot_dir=plot_dir,
-                          ci_resamples=ci_resamples)
+                          ci_resamples=ci_resamples, degradation=Degradation(frame_scale, jpeg_quality))
     except user_errors() as exc:
         raise one_line_error(exc) from None
     click.echo(report["text"])
     click.echo(f"written: {output}" + (f", plots in {plot_dir}" if plot_dir else ""))
+
+
+@click.group("lofo")
+def lofo_group():
+    """Leave-one-family-out: the protocol detector choices are made on (train/lofo.py)."""
+
+
+@lofo_group.command("folds")
+@click.option("--manifest", default=None, help="List file with family and group columns (default: train/data/shared_clips.tsv, "
+              "the clips of ../shared/data).")
+@click.option("-o", "--output", required=True, help="Folder: one sub-folder per held-out family (and final/) with "
+              "train.tsv, val.tsv and test.tsv.")
+def lofo_folds_command(manifest, output):
+    """Write the split of every fold: train on the other families, test on the held-out one and on people no fold trains on."""
+    from pathlib import Path
+
+    from train import lofo
+    from train.datasets import read_list_file
+
+    try:
+        items = read_list_file(manifest or lofo.DEFAULT_MANIFEST)
+        for family in lofo.families(items) + [None]:
+            fold = lofo.fold(items, family)
+            lofo.Fold.write(fold, Path(output) / (family or "final"))
+            click.echo(f"{family or 'final':<16} train {len(fold.train):>4}  val {len(fold.val):>4}  test {len(fold.test):>4}"
+                       f"  -> {Path(output) / (family or 'final')}")
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
+
+
+@lofo_group.command("score")
+@click.option("-m", "--model", "models", multiple=True, required=True,
+              help="A model of the recipe, once per seed (file or registry name); with {family} in the path, one "
+                   "model per fold, trained without that family.")
+@click.option("--manifest", default=None, help="List file with family and group columns (default: the ../shared manifest).")
+@click.option("--family", "families", multiple=True, help="Held-out families to score (default: all). Repeatable.")
+@click.option("--engine", default="auto", show_default=True, type=click.Choice(ENGINE_CHOICES))
+@click.option("--every-n-frames", type=int, default=10, show_default=True)
+@click.option("--max-frames", type=int, default=32, show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--ci-resamples", type=click.IntRange(min=0), default=2000, show_default=True)
+@click.option("--frame-scale", type=click.FloatRange(0.05, 1.0), default=1.0, show_default=True,
+              help="Webcam-grade input: shrink every frame to this share of its sides (as `dfstream eval`).")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None, help="Webcam-grade input: JPEG quality of every frame.")
+@click.option("-o", "--output", default="lofo.json", show_default=True, help="JSON file for the table and every seed's scores.")
+@click.option("-v", "--verbose", is_flag=True)
+def lofo_score_command(models, manifest, families, engine, every_n_frames, max_frames, threads, ci_resamples, frame_scale,
+                       jpeg_quality, output, verbose):
+    """Score a recipe (its seeds' models) on every held-out family: ROC-AUC per family, mean and spread over seeds."""
+    verbose_logging(verbose)
+    from pathlib import Path
+
+    from train import lofo
+    from stages.faces import Degradation
+
+    try:
+        result = lofo.score(list(models), manifest or lofo.DEFAULT_MANIFEST, list(families) or None,
+                            ci_resamples=ci_resamples, engine=engine, every_n_frames=every_n_frames,
+                            max_frames=max_frames, threads=threads, degradation=Degradation(frame_scale, jpeg_quality),
+                            progress=lambda done, total: click.echo(f"scored {done}/{total} model(s)", err=True))
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(json.dumps(result, indent=1))
+    click.echo(lofo.format_table(result))
+    click.echo(f"written: {output}")
+
+
+@click.command("calibrate")
+@click.argument("model")
+@click.option("-o", "--output", required=True, help="The calibrated copy (.onnx): the model with its Platt scaling and "
+              "threshold in its metadata.")
+@click.option("--false-alarm-rate", type=float, default=0.05, show_default=True,
+              help="The share of real validation files the default threshold may call fake.")
+@click.option("--manifest", default=None, help="List file with family and group columns (default: the ../shared manifest).")
+@click.option("--trained-on", multiple=True, help="A fake family the model learnt from (its fakes are then not used to "
+              "calibrate it). Repeatable; none for a model trained on real faces alone.")
+@click.option("--every-n-frames", type=int, default=10, show_default=True)
+@click.option("--max-frames", type=int, default=32, show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--json", "json_out", default=None, help="Also write the fit and its measurements here.")
+@click.option("-v", "--verbose", is_flag=True)
+def calibrate_command(model, output, false_alarm_rate, manifest, trained_on, every_n_frames, max_frames, threads, json_out,
+                      verbose):
+    """Calibrate a detector's P(fake) and set its threshold on validation data (leave-one-family-out's val split)."""
+    verbose_logging(verbose)
+    from train.calibrate import calibrate, format_result, write_report
+
+    try:
+        result = calibrate(model, output, manifest=manifest, false_alarm_rate=false_alarm_rate, trained_on=tuple(trained_on),
+                           every_n_frames=every_n_frames, max_frames=max_frames, threads=threads)
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
+    if json_out:
+        write_report(result, json_out)
+    click.echo(format_result(result))
 
 
 @click.command("predict")

@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 from dfstream.cli.bench import bench_command
-from dfstream.cli.detector import (eval_command, predict_command, train_detector_command, train_ensemble_command,
-                                   train_temporal_command)
+from dfstream.cli.detector import (calibrate_command, eval_command, lofo_group, predict_command, train_detector_command,
+                                   train_ensemble_command, train_sharpness_command, train_temporal_command)
 from dfstream.cli.generate import swapper_eval_command, train_gan_command, train_swapper_command
 from dfstream.cli.models import build_engine_command, export_command, models_group
 from engines.loader import ENGINE_CHOICES
@@ -372,10 +372,14 @@ cli.add_command(predict_command, "predict")
 cli.add_command(swapper_eval_command, "eval-swap")
 cli.add_command(bench_command, "bench")
 
+cli.add_command(lofo_group, "lofo")
+cli.add_command(calibrate_command, "calibrate")
+
 train_group = click.Group("train", help="Train the models dfstream runs: detector, swapper, gan.")
 train_group.add_command(train_detector_command, "detector")
 train_group.add_command(train_temporal_command, "temporal")
 train_group.add_command(train_ensemble_command, "ensemble")
+train_group.add_command(train_sharpness_command, "sharpness")
 train_group.add_command(train_swapper_command, "swapper")
 train_group.add_command(train_gan_command, "gan")
 cli.add_command(train_group)

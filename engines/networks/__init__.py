@@ -16,7 +16,7 @@ from __future__ import annotations
 
 CHECKPOINT_FORMAT = "dfstream-checkpoint-v1"
 
-FAMILIES = ("detector", "detector_ensemble", "temporal", "swapper", "dcgan_discriminator")
+FAMILIES = ("detector", "detector_ensemble", "temporal", "swapper", "dcgan_discriminator", "sharpness")
 
 
 def build_model(architecture: dict):
@@ -33,6 +33,8 @@ def build_model(architecture: dict):
         from engines.networks import swapper as module
     elif family == "dcgan_discriminator":
         from engines.networks import dcgan as module
+    elif family == "sharpness":
+        from engines.networks import sharpness as module
     else:
         raise ValueError(f"unknown model family {family!r} (expected one of {', '.join(FAMILIES)})")
     kwargs = {k: v for k, v in architecture.items() if k != "family"}

@@ -1,0 +1,195 @@
+"""``dfstream calibrate``: a detector's P(fake) made to mean what it says, and its default threshold.
+
+Both are fitted on validation data of the leave-one-family-out protocol (:mod:`train.lofo`),
+never on the people the model is measured on:
+
+* **Platt scaling** (``sigmoid(a * logit(p) + b)``, fitted by logistic regression on the
+  frame scores, each video weighing as much as any other and both classes alike) on the
+  real files of the *val* bucket and the fakes of every family the model was not trained
+  on.  Its worth is measured by cross-fitting: for each family, scaling fitted without it
+  and scored on it (its fakes against the test people's real videos), as expected
+  calibration error (ECE) before and after.  Platt scaling is monotonic: it changes no
+  ROC-AUC, only what a score of 0.8 means.
+* **The threshold**: the lowest calibrated score at which at most ``false_alarm_rate`` of
+  the val bucket's real files (videos and photos, each scored as ``dfstream eval`` scores
+  it) are called fake.  The rate it gives on the test people is reported beside it.
+
+The result is a copy of the model file with ``calibration`` and ``threshold`` in its
+metadata; every engine applies the scaling to the network's output.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ECE_BINS = 10
+
+
+def _logit(p) -> np.ndarray:
+    q = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(q / (1 - q))
+
+
+def platt_fit(scores, labels, weights=None) -> tuple[float, float]:
+    """(a, b) of ``sigmoid(a * logit(p) + b)`` by weighted logistic regression (scikit-learn, no penalty)."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(labels, int)
+    if len(np.unique(y)) < 2:
+        raise ValueError("calibration needs real and fake scores")
+    fit = LogisticRegression(C=np.inf, max_iter=1000).fit(_logit(scores)[:, None], y, sample_weight=weights)
+    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
+
+
+def platt_apply(scores, a: float, b: float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-(a * _logit(scores) + b)))
+
+
+def expected_calibration_error(probs, labels, bins: int = ECE_BINS) -> float:
+    """Mean |accuracy - confidence| over equal-width bins of P(fake), weighted by their counts."""
+    p = np.asarray(probs, np.float64)
+    y = np.asarray(labels, np.float64)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for k in range(bins):
+        inside = which == k
+        if inside.any():
+            ece += inside.mean() * abs(y[inside].mean() - p[inside].mean())
+    return float(ece)
+
+
+def threshold_for_false_alarms(real_scores, rate: float) -> float:
+    """The lowest threshold at which at most ``rate`` of ``real_scores`` reach it (score >= threshold is fake)."""
+    s = np.sort(np.asarray(real_scores, np.float64))
+    if len(s) == 0:
+        raise ValueError("no real scores to set a threshold on")
+    allowed = int(np.floor(rate * len(s)))  # how many may be flagged
+    above = s[len(s) - allowed - 1]  # the highest score that must stay below the threshold
+    return float(np.nextafter(above, 1.0))
+
+
+def _frames(files: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frame scores, labels and weights (1 / frames of its video: each video weighs the same)."""
+    s = np.array([v for f in files for v in f["frame_scores"]], np.float64)
+    y = np.array([f["label"] for f in files for _ in f["frame_scores"]], int)
+    w = np.array([1.0 / len(f["frame_scores"]) for f in files for _ in f["frame_scores"]], np.float64)
+    for label in (0, 1):  # both classes weigh alike
+        if (y == label).any():
+            w[y == label] *= len(y) / (2 * w[y == label].sum())
+    return s, y, w
+
+
+def _video_scores(files: list[dict], a: float | None = None, b: float | None = None) -> np.ndarray:
+    """Each file's score as eval gives it (the mean of its frames), through the scaling when given."""
+    return np.array([float(np.mean(platt_apply(f["frame_scores"], a, b) if a is not None else f["frame_scores"]))
+                     for f in files])
+
+
+def calibrate(model: str, output: str | Path, manifest: str | Path | None = None, false_alarm_rate: float = 0.05,
+              trained_on: tuple[str, ...] = (), **eval_options) -> dict:
+    """Fit the scaling and the threshold (module docstring); write the calibrated copy of ``model`` to ``output``."""
+    from engines.metadata import read_metadata, write_onnx_metadata
+    from engines.registry import resolve
+    from train import lofo
+    from train.datasets import read_list_file
+    from train.evaluate import evaluate
+    from stages.faces import is_video
+
+    if not 0 < false_alarm_rate < 0.5:
+        raise ValueError(f"--false-alarm-rate {false_alarm_rate}: a share between 0 and 0.5")
+    source = Path(resolve(model)) if not Path(model).is_file() else Path(model)
+    if source.suffix != ".onnx":
+        raise ValueError(f"{model}: calibrate writes ONNX models; export the checkpoint first (dfstream export)")
+    metadata = read_metadata(source)
+    if metadata.calibration:
+        raise ValueError(f"{model} is already calibrated: calibrate the model it was made from")
+    items = read_list_file(manifest or lofo.DEFAULT_MANIFEST)
+    unknown = set(trained_on) - set(lofo.families(items))
+    if unknown:
+        raise ValueError(f"--trained-on {', '.join(sorted(unknown))}: no such family in the manifest")
+    split = lofo.final_split(items)
+    fakes = [i for i in items if i.label == 1 and i.family not in trained_on and is_video(i.path)]
+    if not fakes:
+        raise ValueError("no fake family the model was not trained on: nothing to calibrate on")
+    wanted = {"val": [i for i in split.val if i.label == 0], "test": [i for i in split.test if i.label == 0], "fake": fakes}
+    with tempfile.TemporaryDirectory(prefix="dfstream-calibrate-") as tmp:
+        listed = Path(tmp) / "all.tsv"
+        everything = {str(i.path.resolve()): i for group in wanted.values() for i in group}
+        listed.write_text("".join(f"{p}\t{'fake' if i.label else 'real'}\t{i.family}\t{i.group}\n" for p, i in everything.items()))
+        report = evaluate([str(listed)], model=str(source), output=None, ci_resamples=0, **eval_options)
+    by_path = {f["path"]: f for f in report["files"]}
+    scored = {name: [by_path[str(i.path.resolve())] for i in group if str(i.path.resolve()) in by_path]
+              for name, group in wanted.items()}
+    val_real, test_real, fake = scored["val"], scored["test"], scored["fake"]
+    test_real_videos = [f for f in test_real if is_video(f["path"])]
+
+    # cross-fitted: each family's calibration error with the scaling fitted without it
+    families, ece_before, ece_after = sorted({f["family"] for f in fake}), [], []
+    for family in families:
+        fit_files = val_real + [f for f in fake if f["family"] != family]
+        a, b = platt_fit(*_frames(fit_files))
+        held = test_real_videos + [f for f in fake if f["family"] == family]
+        labels = [f["label"] for f in held]
+        ece_before.append(expected_calibration_error(_video_scores(held), labels))
+        ece_after.append(expected_calibration_error(_video_scores(held, a, b), labels))
+    a, b = platt_fit(*_frames(val_real + fake))
+    threshold = threshold_for_false_alarms(_video_scores(val_real, a, b), false_alarm_rate)
+    test_scores = _video_scores(test_real, a, b)
+    result = {
+        "model": str(model),
+        "method": "platt",
+        "a": a,
+        "b": b,
+        "fitted_on": {"real_val_files": len(val_real), "fake_videos": len(fake), "families": families,
+                      "manifest": str(manifest or lofo.DEFAULT_MANIFEST)},
+        "ece_cross_fitted": {"per_family": dict(zip(families, ece_after)), "mean": float(np.mean(ece_after)),
+                             "mean_before": float(np.mean(ece_before)), "bins": ECE_BINS},
+        "threshold": threshold,
+        "false_alarm_rate_target": false_alarm_rate,
+        "false_alarms_val": float(np.mean(_video_scores(val_real, a, b) >= threshold)),
+        "false_alarms_test": {"files": len(test_real), "flagged": float(np.mean(test_scores >= threshold)),
+                              "videos": float(np.mean(_video_scores(test_real_videos, a, b) >= threshold))
+                              if test_real_videos else None},
+    }
+    from dataclasses import replace
+
+    calibration = {k: result[k] for k in ("method", "a", "b", "fitted_on", "ece_cross_fitted", "false_alarm_rate_target",
+                                          "false_alarms_val", "false_alarms_test")}
+    calibrated = replace(metadata, calibration=calibration, threshold=threshold)
+    output = Path(output)
+    if output.resolve() == source.resolve():
+        raise ValueError("--output must be a new file: the calibrated copy keeps the original beside it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.partial")
+    shutil.copyfile(source, partial)
+    write_onnx_metadata(partial, calibrated)
+    partial.replace(output)
+    result["output"] = str(output)
+    return result
+
+
+def format_result(r: dict) -> str:
+    ece = r["ece_cross_fitted"]
+    per = ", ".join(f"{k} {v:.3f}" for k, v in ece["per_family"].items())
+    test = r["false_alarms_test"]
+    return "\n".join([
+        f"Platt scaling: P = sigmoid({r['a']:.3f} * logit(p) + {r['b']:.3f}), fitted on {r['fitted_on']['real_val_files']} "
+        f"real val files and {r['fitted_on']['fake_videos']} fake videos",
+        f"expected calibration error, cross-fitted by family: {ece['mean_before']:.3f} before, {ece['mean']:.3f} after ({per})",
+        f"threshold {r['threshold']:.4f}: {100 * r['false_alarms_val']:.1f} % of the val real files flagged (target "
+        f"<= {100 * r['false_alarm_rate_target']:.0f} %); on the test people {100 * test['flagged']:.1f} % of "
+        f"{test['files']} real files" + (f" ({100 * test['videos']:.1f} % of their videos)" if test["videos"] is not None else ""),
+        f"written: {r['output']}",
+    ])
+
+
+def write_report(result: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(result, indent=1))
