@@ -1,4 +1,4 @@
-"""Shared training plumbing: run directories, seeds, TensorBoard, checkpoints, --resume, progress.
+"""Shared training plumbing: run directories, seeds, TensorBoard, checkpoints, --resume, progress, loss windows.
 
 Small and generic on purpose: the detector, temporal, swapper and DCGAN trainers
 all use it the same way::
@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+
+import numpy as np
 
 from engines.networks import CHECKPOINT_FORMAT
 
@@ -134,6 +136,27 @@ def progress(iterable: Iterable | None = None, total: int | None = None, desc: s
     if disable is None:
         disable = not (sys.stderr.isatty() or os.environ.get("DFSTREAM_PROGRESS") == "1")
     return tqdm(iterable, total=total, desc=desc, disable=disable, dynamic_ncols=True, **kwargs)
+
+
+class LossWindow:
+    """Mean of each loss over the first and the latest ``size`` steps (for 'start -> end' reports)."""
+
+    def __init__(self, size: int = 20):
+        self.size = size
+        self.first: dict[str, list[float]] = {}
+        self.last: dict[str, list[float]] = {}
+
+    def add(self, losses: dict) -> None:
+        for k, v in losses.items():
+            first = self.first.setdefault(k, [])
+            if len(first) < self.size:
+                first.append(v)
+            last = self.last.setdefault(k, [])
+            last.append(v)
+            del last[: -self.size]
+
+    def summary(self) -> dict:
+        return {k: (float(np.mean(self.first[k])), float(np.mean(self.last[k]))) for k in self.first}
 
 
 def _rng_state() -> dict:

@@ -113,10 +113,9 @@ def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> di
     import cv2
     import torch
 
-    from train.common import (RunDir, load_checkpoint, progress, resume_from, save_checkpoint, seed_everything,
-                              set_threads, tensorboard_writer)
+    from train.common import (LossWindow, RunDir, load_checkpoint, progress, resume_from, save_checkpoint,
+                              seed_everything, set_threads, tensorboard_writer)
     from engines.networks.dcgan import build, build_generator
-    from train.swapper import LossWindow
 
     config = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     config.update(faces=str(faces), run_dir=str(run_dir))

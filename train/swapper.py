@@ -225,27 +225,6 @@ def _metadata(architecture: dict, identities: list[IdentityFaces], config: dict,
     )
 
 
-class LossWindow:
-    """Mean of each loss over the first and the latest ``size`` steps (for 'start -> end' reports)."""
-
-    def __init__(self, size: int = 20):
-        self.size = size
-        self.first: dict[str, list[float]] = {}
-        self.last: dict[str, list[float]] = {}
-
-    def add(self, losses: dict) -> None:
-        for k, v in losses.items():
-            first = self.first.setdefault(k, [])
-            if len(first) < self.size:
-                first.append(v)
-            last = self.last.setdefault(k, [])
-            last.append(v)
-            del last[: -self.size]
-
-    def summary(self) -> dict:
-        return {k: (float(np.mean(self.first[k])), float(np.mean(self.last[k]))) for k in self.first}
-
-
 def _swapper_config(faces_a, faces_b, run_dir, name_a: str | None, name_b: str | None, options: dict) -> dict:
     """The run's settings: the defaults, the caller's, and the two people's names (from their
     file or folder names by default; made distinct when they are the same)."""
@@ -329,8 +308,8 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
     """Train (or ``resume``) a swapper; returns a summary with the loss windows and held-back metrics."""
     import torch
 
-    from train.common import (RunDir, load_checkpoint, progress, resume_from, save_checkpoint, seed_everything,
-                              set_threads, tensorboard_writer)
+    from train.common import (LossWindow, RunDir, load_checkpoint, progress, resume_from, save_checkpoint,
+                              seed_everything, set_threads, tensorboard_writer)
 
     config = _swapper_config(faces_a, faces_b, run_dir, name_a, name_b, options)
     name_a, name_b = config["name_a"], config["name_b"]
