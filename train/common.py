@@ -96,6 +96,20 @@ class RunDir:
         return steps[-1] if steps else None
 
 
+def open_run(path: str | Path, config: dict, resume: bool, kept: Iterable[str]) -> tuple[RunDir, dict | None]:
+    """The run folder (:meth:`RunDir.create`, which records ``config``) and, when the run resumes, its
+    last checkpoint, with the ``kept`` settings put back into ``config`` from the checkpoint's own
+    config: they fix the data and the network, whatever the command line says now."""
+    run = RunDir.create(path, config, resume=resume)
+    checkpoint = load_checkpoint(run.latest_checkpoint()) if run.resumed else None
+    if checkpoint is not None:
+        saved = checkpoint["extra"].get("config", {})
+        for key in kept:
+            if key in saved:
+                config[key] = saved[key]
+    return run, checkpoint
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy and torch (and make torch deterministic when asked)."""
     import numpy as np

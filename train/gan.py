@@ -33,6 +33,8 @@ from train.settings import GanTraining
 log = logging.getLogger("dfstream.train.gan")
 
 DEFAULTS = asdict(GanTraining())  # the settings a run starts from (train/settings.py)
+# settings a resumed run takes from its checkpoint whatever the command line says: they fix the data and the network
+RESUME_KEEPS = ("image_size", "crop_margin", "every_n_frames", "max_frames", "z_dim", "ngf", "ndf", "face_detector")
 
 FIXED_SAMPLES = 64
 
@@ -113,8 +115,8 @@ def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> di
     import cv2
     import torch
 
-    from train.common import (LossWindow, RunDir, load_checkpoint, progress, resume_from, save_checkpoint,
-                              seed_everything, set_threads, tensorboard_writer)
+    from train.common import (LossWindow, open_run, progress, resume_from, save_checkpoint, seed_everything,
+                              set_threads, tensorboard_writer)
     from engines.networks.dcgan import build, build_generator
 
     config = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
@@ -123,13 +125,7 @@ def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> di
 
     if not list_media(faces):  # before the run folder is made: a typo must not leave one behind
         raise FileNotFoundError(f"no images or videos in {faces}")
-    run = RunDir.create(run_dir, config, resume=resume)
-    checkpoint = load_checkpoint(run.latest_checkpoint()) if run.resumed else None
-    if checkpoint is not None:
-        saved = checkpoint["extra"].get("config", {})
-        for key in ("image_size", "crop_margin", "every_n_frames", "max_frames", "z_dim", "ngf", "ndf", "face_detector"):
-            if key in saved:
-                config[key] = saved[key]
+    run, checkpoint = open_run(run_dir, config, resume, kept=RESUME_KEEPS)
     seed_everything(int(config["seed"]))
     threads = set_threads(config["threads"])
     size = int(config["image_size"])

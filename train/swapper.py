@@ -33,6 +33,8 @@ from train.settings import SwapperTraining
 log = logging.getLogger("dfstream.train.swapper")
 
 DEFAULTS = asdict(SwapperTraining())  # the settings a run starts from (train/settings.py)
+# settings a resumed run takes from its checkpoint whatever the command line says: they fix the data and the network
+RESUME_KEEPS = ("input_size", "crop_margin", "every_n_frames", "max_frames", "holdout", "face_detector")
 
 
 # --------------------------------------------------------------------------- data
@@ -308,8 +310,8 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
     """Train (or ``resume``) a swapper; returns a summary with the loss windows and held-back metrics."""
     import torch
 
-    from train.common import (LossWindow, RunDir, load_checkpoint, progress, resume_from, save_checkpoint,
-                              seed_everything, set_threads, tensorboard_writer)
+    from train.common import (LossWindow, open_run, progress, resume_from, save_checkpoint, seed_everything,
+                              set_threads, tensorboard_writer)
 
     config = _swapper_config(faces_a, faces_b, run_dir, name_a, name_b, options)
     name_a, name_b = config["name_a"], config["name_b"]
@@ -319,13 +321,7 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
     for path in (faces_a, faces_b):  # before the run folder is made: a typo must not leave one behind
         if not list_media(path):
             raise FileNotFoundError(f"no images or videos in {path}")
-    run = RunDir.create(run_dir, config, resume=resume)
-    checkpoint = load_checkpoint(run.latest_checkpoint()) if run.resumed else None
-    if checkpoint is not None:  # the data and the network are the saved run's, whatever the command line says
-        saved = checkpoint["extra"].get("config", {})
-        for key in ("input_size", "crop_margin", "every_n_frames", "max_frames", "holdout", "face_detector"):
-            if key in saved:
-                config[key] = saved[key]
+    run, checkpoint = open_run(run_dir, config, resume, kept=RESUME_KEEPS)
     seed_everything(int(config["seed"]))
     threads = set_threads(config["threads"])
 
