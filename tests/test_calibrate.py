@@ -48,3 +48,8 @@ def test_every_engine_applies_the_models_calibration(tmp_path, tiny_detector):
     engine = load_engine(str(calibrated_file), engine="onnxruntime", kind="detector")
     assert engine.metadata.threshold == 0.3
     np.testing.assert_allclose(engine.run(crops), platt_apply(plain, 2.0, -1.0), atol=1e-5)
+
+
+def test_a_fit_that_would_reverse_the_ranking_is_refused():
+    with pytest.raises(ValueError, match="reverse"):
+        platt_fit([0.9, 0.8, 0.7, 0.2, 0.1, 0.3], [0, 0, 0, 1, 1, 1])

@@ -4,15 +4,17 @@ Both are fitted on validation data of the leave-one-family-out protocol (:mod:`t
 never on the people the model is measured on:
 
 * **Platt scaling** (``sigmoid(a * logit(p) + b)``, fitted by logistic regression on the
-  frame scores, each video weighing as much as any other and both classes alike) on the
+  frame scores, each video weighing as much as any other of its family, each fake family
+  alike, and both classes alike) on the
   real files of the *val* bucket and the fakes of every family the model was not trained
   on.  Its worth is measured by cross-fitting: for each family, scaling fitted without it
   and scored on it (its fakes against the test people's real videos), as expected
   calibration error (ECE) before and after.  Platt scaling is monotonic: it changes no
   ROC-AUC, only what a score of 0.8 means.
 * **The threshold**: the lowest calibrated score at which at most ``false_alarm_rate`` of
-  the val bucket's real files (videos and photos, each scored as ``dfstream eval`` scores
-  it) are called fake.  The rate it gives on the test people is reported beside it.
+  the val bucket's real videos, and at most that share of its real photos, are called fake
+  (each file scored as ``dfstream eval`` scores it).  The rate it gives on the test people
+  is reported beside it.
 
 The result is a copy of the model file with ``calibration`` and ``threshold`` in its
 metadata; every engine applies the scaling to the network's output.
@@ -38,14 +40,19 @@ def _logit(p) -> np.ndarray:
 
 
 def platt_fit(scores, labels, weights=None) -> tuple[float, float]:
-    """(a, b) of ``sigmoid(a * logit(p) + b)`` by weighted logistic regression (scikit-learn, no penalty)."""
+    """(a, b) of ``sigmoid(a * logit(p) + b)`` by weighted logistic regression (scikit-learn, no penalty).
+    Refused when the fit would turn the scores round (a <= 0): the model ranks these fakes below the reals."""
     from sklearn.linear_model import LogisticRegression
 
     y = np.asarray(labels, int)
     if len(np.unique(y)) < 2:
         raise ValueError("calibration needs real and fake scores")
     fit = LogisticRegression(C=np.inf, max_iter=1000).fit(_logit(scores)[:, None], y, sample_weight=weights)
-    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    a, b = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    if a <= 0:
+        raise ValueError("the model scores these fakes lower than these reals on the whole: scaling would reverse "
+                         "its ranking, so it is not calibrated on them")
+    return a, b
 
 
 def platt_apply(scores, a: float, b: float) -> np.ndarray:
@@ -77,13 +84,18 @@ def threshold_for_false_alarms(real_scores, rate: float) -> float:
 
 
 def _frames(files: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frame scores, labels and weights (1 / frames of its video: each video weighs the same)."""
+    """Frame scores, labels and weights: each file weighs the same within its class and fake family,
+    each fake family the same (the largest family must not decide what a score means), the two
+    classes alike."""
     s = np.array([v for f in files for v in f["frame_scores"]], np.float64)
     y = np.array([f["label"] for f in files for _ in f["frame_scores"]], int)
+    key = [f"fake:{f['family']}" if f["label"] else "real" for f in files for _ in f["frame_scores"]]
     w = np.array([1.0 / len(f["frame_scores"]) for f in files for _ in f["frame_scores"]], np.float64)
-    for label in (0, 1):  # both classes weigh alike
-        if (y == label).any():
-            w[y == label] *= len(y) / (2 * w[y == label].sum())
+    key = np.array(key)
+    fake_families = sorted({k for k in key if k != "real"})
+    for k in set(key):
+        share = 0.5 if k == "real" else 0.5 / len(fake_families)
+        w[key == k] *= share * len(y) / w[key == k].sum()
     return s, y, w
 
 
@@ -141,7 +153,9 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
         ece_before.append(expected_calibration_error(_video_scores(held), labels))
         ece_after.append(expected_calibration_error(_video_scores(held, a, b), labels))
     a, b = platt_fit(*_frames(val_real + fake))
-    threshold = threshold_for_false_alarms(_video_scores(val_real, a, b), false_alarm_rate)
+    # videos and photos each keep to the rate: a threshold set on photos alone can flag a quarter of the videos
+    kinds = [[f for f in val_real if is_video(f["path"])], [f for f in val_real if not is_video(f["path"])]]
+    threshold = max(threshold_for_false_alarms(_video_scores(files, a, b), false_alarm_rate) for files in kinds if files)
     test_scores = _video_scores(test_real, a, b)
     result = {
         "model": str(model),
@@ -155,6 +169,7 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
         "threshold": threshold,
         "false_alarm_rate_target": false_alarm_rate,
         "false_alarms_val": float(np.mean(_video_scores(val_real, a, b) >= threshold)),
+        "false_alarms_val_videos": float(np.mean(_video_scores(kinds[0], a, b) >= threshold)) if kinds[0] else None,
         "false_alarms_test": {"files": len(test_real), "flagged": float(np.mean(test_scores >= threshold)),
                               "videos": float(np.mean(_video_scores(test_real_videos, a, b) >= threshold))
                               if test_real_videos else None},
