@@ -366,10 +366,35 @@ def _validate(model, ema, val_set, metadata, writer, step: int) -> tuple[dict, d
     return {"val": m}, ema_extra
 
 
+def _train_step(model, optimizer, scheduler, x, y, target, blend_map_weight: float, sharpness_aware: bool):
+    """One optimiser step on a batch (crops ``x``, labels ``y``, blend maps ``target`` or None);
+    (loss, its classification part, the logits) before the step."""
+    from torch.nn import functional as F
+
+    def objective():
+        """(loss, its classification part, the logits) of this batch at the current weights."""
+        if target is None:
+            logits = model.logits(x)
+            loss = F.binary_cross_entropy_with_logits(logits, y)
+            return loss, loss, logits
+        logits, map_logits = model.logits_and_map(x)
+        label_loss = F.binary_cross_entropy_with_logits(logits, y)
+        return label_loss + blend_map_weight * _blend_map_loss(map_logits, target), label_loss, logits
+
+    loss, label_loss, logits = objective()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if sharpness_aware:
+        optimizer.step(lambda: _uphill_pass(model, objective))
+    else:
+        optimizer.step()
+    scheduler.step()
+    return loss, label_loss, logits
+
+
 def train(config: dict, run_dir: str | Path, resume: bool = False, progress: bool | None = None) -> Path:
     """Train (or resume) a frame detector; returns the path of the last checkpoint."""
     import torch
-    from torch.nn import functional as F
 
     from train.sbi import curriculum_strength
 
@@ -436,25 +461,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
             x = to_tensor(crops, metadata)
             y = torch.from_numpy(labels)
             target = torch.from_numpy(maps[0]) if maps else None
-
-            def objective():
-                """(loss, its classification part, the logits) of this batch at the current weights."""
-                if target is None:
-                    logits = model.logits(x)
-                    loss = F.binary_cross_entropy_with_logits(logits, y)
-                    return loss, loss, logits
-                logits, map_logits = model.logits_and_map(x)
-                label_loss = F.binary_cross_entropy_with_logits(logits, y)
-                return label_loss + blend_map_weight * _blend_map_loss(map_logits, target), label_loss, logits
-
-            loss, label_loss, logits = objective()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if sharpness_aware:
-                optimizer.step(lambda: _uphill_pass(model, objective))
-            else:
-                optimizer.step()
-            scheduler.step()
+            loss, label_loss, logits = _train_step(model, optimizer, scheduler, x, y, target, blend_map_weight,
+                                                   sharpness_aware)
             step += 1
             if ema is not None:
                 ema.update(model, step=step)
