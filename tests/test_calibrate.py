@@ -53,3 +53,10 @@ def test_every_engine_applies_the_models_calibration(tmp_path, tiny_detector):
 def test_a_fit_that_would_reverse_the_ranking_is_refused():
     with pytest.raises(ValueError, match="reverse"):
         platt_fit([0.9, 0.8, 0.7, 0.2, 0.1, 0.3], [0, 0, 0, 1, 1, 1])
+
+
+def test_balanced_calibration_error_weighs_reals_and_fakes_alike():
+    y = np.array([0] * 90 + [1] * 10)
+    p = np.full(100, 0.1)  # right for this 10 % mix, wrong for an even one
+    assert expected_calibration_error(p, y) == pytest.approx(0.0)
+    assert expected_calibration_error(p, y, balanced=True) == pytest.approx(0.4)

@@ -9,7 +9,8 @@ never on the people the model is measured on:
   real files of the *val* bucket and the fakes of every family the model was not trained
   on.  Its worth is measured by cross-fitting: for each family, scaling fitted without it
   and scored on it (its fakes against the test people's real videos), as expected
-  calibration error (ECE) before and after.  Platt scaling is monotonic: it changes no
+  calibration error (ECE, reals and fakes weighing alike: the prior the scaling is fitted
+  for) before and after.  Platt scaling is monotonic: it changes no
   ROC-AUC, only what a score of 0.8 means.
 * **The threshold**: the lowest calibrated score at which at most ``false_alarm_rate`` of
   the val bucket's real videos, and at most that share of its real photos, are called fake
@@ -59,17 +60,24 @@ def platt_apply(scores, a: float, b: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(a * _logit(scores) + b)))
 
 
-def expected_calibration_error(probs, labels, bins: int = ECE_BINS) -> float:
-    """Mean |accuracy - confidence| over equal-width bins of P(fake), weighted by their counts."""
+def expected_calibration_error(probs, labels, bins: int = ECE_BINS, balanced: bool = False) -> float:
+    """Mean |share of fakes - mean P(fake)| over equal-width bins of P(fake), weighted by their counts.
+    ``balanced``: reals and fakes weigh alike, the prior the scaling is fitted for (P(fake) 0.5 = even
+    evidence), whatever the share of fakes in the set measured."""
     p = np.asarray(probs, np.float64)
     y = np.asarray(labels, np.float64)
+    w = np.ones_like(p)
+    if balanced and 0 < y.sum() < len(y):
+        w = np.where(y == 1, 0.5 / y.sum(), 0.5 / (len(y) - y.sum()))
+    w = w / w.sum()
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
     ece = 0.0
     for k in range(bins):
         inside = which == k
         if inside.any():
-            ece += inside.mean() * abs(y[inside].mean() - p[inside].mean())
+            wk = w[inside]
+            ece += wk.sum() * abs(np.average(y[inside], weights=wk) - np.average(p[inside], weights=wk))
     return float(ece)
 
 
@@ -150,8 +158,8 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
         a, b = platt_fit(*_frames(fit_files))
         held = test_real_videos + [f for f in fake if f["family"] == family]
         labels = [f["label"] for f in held]
-        ece_before.append(expected_calibration_error(_video_scores(held), labels))
-        ece_after.append(expected_calibration_error(_video_scores(held, a, b), labels))
+        ece_before.append(expected_calibration_error(_video_scores(held), labels, balanced=True))
+        ece_after.append(expected_calibration_error(_video_scores(held, a, b), labels, balanced=True))
     a, b = platt_fit(*_frames(val_real + fake))
     # videos and photos each keep to the rate: a threshold set on photos alone can flag a quarter of the videos
     kinds = [[f for f in val_real if is_video(f["path"])], [f for f in val_real if not is_video(f["path"])]]
@@ -198,7 +206,7 @@ def format_result(r: dict) -> str:
     return "\n".join([
         f"Platt scaling: P = sigmoid({r['a']:.3f} * logit(p) + {r['b']:.3f}), fitted on {r['fitted_on']['real_val_files']} "
         f"real val files and {r['fitted_on']['fake_videos']} fake videos",
-        f"expected calibration error, cross-fitted by family: {ece['mean_before']:.3f} before, {ece['mean']:.3f} after ({per})",
+        f"expected calibration error (classes weighed alike), cross-fitted by family: {ece['mean_before']:.3f} before, {ece['mean']:.3f} after ({per})",
         f"threshold {r['threshold']:.4f}: {100 * r['false_alarms_val']:.1f} % of the val real files flagged (target "
         f"<= {100 * r['false_alarm_rate_target']:.0f} %); on the test people {100 * test['flagged']:.1f} % of "
         f"{test['files']} real files" + (f" ({100 * test['videos']:.1f} % of their videos)" if test["videos"] is not None else ""),

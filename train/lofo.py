@@ -169,7 +169,8 @@ def score(models: list[str], manifest: str | Path = DEFAULT_MANIFEST, families_:
             for family, files in per_family.items():
                 frame_m, video_m = level_metrics(files, report["threshold"], ci_resamples)
                 rows[family] = {"video_level": video_m, "frame_level": frame_m,
-                                "n_fake": sum(f["label"] for f in files), "n_real": sum(1 - f["label"] for f in files)}
+                                "n_fake": sum(f["label"] for f in files), "n_real": sum(1 - f["label"] for f in files),
+                                "video_scores": {f["path"]: round(f["video_score"], 5) for f in files}}
             photos = [f for f in report["files"] if Path(f["path"]).resolve() in {i.path.resolve() for i in real_test_photos(items)}]
             flagged = sum(f["video_score"] >= report["threshold"] for f in photos)
             seeds.append({"model": model, "threshold": report["threshold"], "families": rows,
