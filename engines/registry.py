@@ -151,20 +151,32 @@ REGISTRY: dict[str, RegistryEntry] = {
         RegistryEntry(
             name="detector",
             kind="detector",
-            filename="dfstream_detector_sbi68_dlib168_int8.onnx",
-            sha256="705fd15985cc625f611504f5213d6dc8adb7dd572a4e0aea5537f1b4620e3c1e",
-            description="dfstream default deepfake detector: dlib's face-recognition ResNet trunk, 168 px crops, "
-                        "self-blended images in 68-point masks, int8 for CPUs (engines/weights/MODEL_CARD.md)",
-            license="research use: trained on ../shared data of mixed, partly unclear rights (see MODEL_CARD.md)",
+            filename="dfstream_detector_sharpness_contrast.onnx",
+            sha256="c04a7971bd67395e1a464bff7165ad4da835a337bc8f374566b59961689960f0",
+            description="dfstream default deepfake detector: a face smoother than its surroundings, against real "
+                        "faces (no learnt weights), calibrated; catches pasted and re-rendered faces (swaps, lip-sync), "
+                        "not whole generated frames; chosen by leave-one-family-out (engines/weights/MODEL_CARD.md)",
+            license="research use: its reference is measured on ../shared data of mixed, partly unclear rights "
+                    "(see MODEL_CARD.md)",
             packaged=True,
-            fp32_twin="detector-fp32",
         ),
         RegistryEntry(
-            name="detector-fp32",
+            name="detector-dlib168",
+            kind="detector",
+            filename="dfstream_detector_sbi68_dlib168_int8.onnx",
+            sha256="705fd15985cc625f611504f5213d6dc8adb7dd572a4e0aea5537f1b4620e3c1e",
+            description="dlib's face-recognition ResNet trunk, 168 px crops, self-blended images in 68-point masks, "
+                        "int8 for CPUs; below chance on unseen swaps and talking heads (engines/weights/MODEL_CARD.md)",
+            license="research use: trained on ../shared data of mixed, partly unclear rights (see MODEL_CARD.md)",
+            packaged=True,
+            fp32_twin="detector-dlib168-fp32",
+        ),
+        RegistryEntry(
+            name="detector-dlib168-fp32",
             kind="detector",
             filename="dfstream_detector_sbi68_dlib168.onnx",
             sha256="29353d7665fc02ad15206dcd3e0b6bf00e8786cd7cd11086a452e1f7ba8aefc2",
-            description="the default detector's weights in fp32: what TensorRT builds from (about 3x slower than "
+            description="detector-dlib168's weights in fp32: what TensorRT builds from (about 3x slower than "
                         "the int8 file on ONNX Runtime's CPU kernels)",
             license="research use: trained on ../shared data of mixed, partly unclear rights (see MODEL_CARD.md)",
             packaged=True,

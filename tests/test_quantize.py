@@ -128,12 +128,12 @@ def test_tensorrt_is_refused_an_int8_file_without_a_twin_and_auto_keeps_it_on_on
         _plan_from_onnx(int8, read_metadata(int8), BuildProfile.up_to(4))
 
 
-def test_tensorrt_builds_the_default_detector_from_its_fp32_twin_of_the_same_checkpoint():
+def test_tensorrt_builds_a_packaged_int8_detector_from_its_fp32_twin_of_the_same_checkpoint():
     from engines.registry import resolve
 
-    int8 = resolve("detector")
+    int8 = resolve("detector-dlib168")
     path, backend, reason = tensorrt_source_for_int8(int8, "tensorrt")
-    assert backend == "tensorrt" and path == resolve("detector-fp32") and "fp32 twin" in reason
+    assert backend == "tensorrt" and path == resolve("detector-dlib168-fp32") and "fp32 twin" in reason
     quantised, full = read_metadata(int8), read_metadata(path)
     assert "int8" in quantised.extra and "int8" not in full.extra
     assert quantised.extra["source"]["checkpoint_sha256"] == full.extra["source"]["checkpoint_sha256"]
