@@ -110,3 +110,13 @@ def test_score_gives_each_held_out_family_its_own_fakes_against_the_test_people(
     assert "held-out family" in lofo.format_table(per_fold)
     with pytest.raises(ValueError, match="no fake family 'gan'"):
         lofo.score([str(tiny_detector)], manifest, ["gan"], **quick)
+
+
+def test_real_only_training_files_are_outside_every_folds_test_and_every_familys_sources():
+    items = toy_manifest()
+    reals = lofo.untied_train_reals(items)
+    assert reals and all(i.label == 0 and i.family == "-" for i in reals)
+    for family in lofo.families(items):
+        test = {i.group for i in lofo.fold(items, family).test}
+        assert not test & {i.group for i in reals}
+    assert "a_other_clip.mp4" not in {i.path.name for i in reals}  # person_a is a swap family's source

@@ -101,6 +101,14 @@ def final_split(items: list[LabelledMedia]) -> Fold:
     return fold(items, None)
 
 
+def untied_train_reals(items: list[LabelledMedia]) -> list[LabelledMedia]:
+    """The real files of the train bucket tied to no family: what a model that learns from real faces alone
+    (self-blends, the sharpness reference) trains on, so that it is fit for every fold at once -- no fold's
+    test people and no family's sources are among them."""
+    tied = tied_families(items)
+    return [i for i in items if i.label == 0 and not tied[i.group] and bucket(i.group) == "train"]
+
+
 # ---------------------------------------------------------------- scoring a recipe
 
 FAMILY_PLACEHOLDER = "{family}"

@@ -217,6 +217,10 @@ def lofo_folds_command(manifest, output):
             lofo.Fold.write(fold, Path(output) / (family or "final"))
             click.echo(f"{family or 'final':<16} train {len(fold.train):>4}  val {len(fold.val):>4}  test {len(fold.test):>4}"
                        f"  -> {Path(output) / (family or 'final')}")
+        reals = lofo.untied_train_reals(items)
+        lofo.Fold(None, train=reals).write(Path(output) / "real-only")
+        click.echo(f"{'real-only':<16} train {len(reals):>4}  (real files tied to no family: for models that learn "
+                   f"from real faces alone, fit for every fold) -> {Path(output) / 'real-only'}")
     except user_errors() as exc:
         raise one_line_error(exc) from None
 
