@@ -16,6 +16,16 @@ from engines.loader import ENGINE_CHOICES
 from train.settings import DetectorTraining
 
 
+def webcam_grade_options(command):
+    """--frame-scale and --jpeg-quality: score frames as a video call would deliver them (stages.faces.Degradation)."""
+    command = click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None,
+                           help="Webcam-grade input: JPEG-compress every frame at this quality (a stand-in for a "
+                                "stream's codec).")(command)
+    return click.option("--frame-scale", type=click.FloatRange(0.05, 1.0), default=1.0, show_default=True,
+                        help="Webcam-grade input: shrink every frame to this share of its sides before faces are "
+                             "found (smaller faces, as a call's video delivers them).")(command)
+
+
 @click.command("detector")
 @click.option("--data", multiple=True, help="Labelled folder (real/ and fake/ inside) or list file of 'path<TAB>label' lines. Repeatable.")
 @click.option("--real", multiple=True, help="Folder or file of real images/videos. Repeatable.")
@@ -169,11 +179,7 @@ def train_ensemble_command(checkpoints, output, name):
 @click.option("--ci-resamples", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Bootstrap resamples for the ROC-AUCs' 95%% confidence intervals (frames resampled by whole "
                    "videos); 0: none.")
-@click.option("--frame-scale", type=click.FloatRange(0.05, 1.0), default=1.0, show_default=True,
-              help="Webcam-grade input: shrink every frame to this share of its sides before faces are found "
-                   "(smaller faces, as a call's video delivers them).")
-@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None,
-              help="Webcam-grade input: JPEG-compress every frame at this quality (a stand-in for a stream's codec).")
+@webcam_grade_options
 @click.option("-v", "--verbose", is_flag=True)
 def eval_command(inputs, model, engine, temporal, threshold, every_n_frames, max_frames, max_faces, video_agg, threads, output,
                  plot_dir, ci_resamples, frame_scale, jpeg_quality, verbose):
@@ -236,9 +242,7 @@ def lofo_folds_command(manifest, output):
 @click.option("--max-frames", type=int, default=32, show_default=True)
 @click.option("--threads", type=int, default=None)
 @click.option("--ci-resamples", type=click.IntRange(min=0), default=2000, show_default=True)
-@click.option("--frame-scale", type=click.FloatRange(0.05, 1.0), default=1.0, show_default=True,
-              help="Webcam-grade input: shrink every frame to this share of its sides (as `dfstream eval`).")
-@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None, help="Webcam-grade input: JPEG quality of every frame.")
+@webcam_grade_options
 @click.option("-o", "--output", default="lofo.json", show_default=True, help="JSON file for the table and every seed's scores.")
 @click.option("-v", "--verbose", is_flag=True)
 def lofo_score_command(models, manifest, families, engine, every_n_frames, max_frames, threads, ci_resamples, frame_scale,
