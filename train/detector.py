@@ -32,6 +32,7 @@ from engines.metadata import ModelMetadata
 from train import common
 from train.datasets import (FaceDataset, cache_aligned_fakes, cache_dense_landmarks, cache_faces, gather, load_cached,
                             to_tensor)
+from train.loop import LoopConfig, TrainingLoop, tensorboard_writer
 from train.settings import DetectorTraining
 
 log = logging.getLogger(__name__)
@@ -430,70 +431,80 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     ema = _weight_average(model, cfg["ema"])
     step, epoch = _start_weights(cfg, run, resume, model, optimizer, scheduler, ema)
-    writer = common.tensorboard_writer(run.path, purge_step=step if step else None)
+    start_saved = bool(resume and run.latest_checkpoint() is not None)
+    writer = tensorboard_writer(run.path, step)
     training_info = _training_info(cfg, run, records, train_cache)
+    state = {"epoch": epoch, "batches": None}
 
-    def save(path, extra=None):
-        info = dict(training_info, steps=step, epoch=epoch)
+    def save(path, at: int, extra=None):
+        info = dict(training_info, steps=at, epoch=state["epoch"])
         return common.save_checkpoint(path, model, architecture, make_metadata(cfg, training=info), optimizer, scheduler,
-                                      step=step, epoch=epoch, extra=extra,
+                                      step=at, epoch=state["epoch"], extra=extra,
                                       extra_state={"ema": ema.state_dict()} if ema is not None else None)
 
-    def save_average(extra=None):
+    def save_average(at: int, extra=None):
         """checkpoints/ema.pt: the averaged weights as a checkpoint of their own, for export and eval."""
-        info = dict(training_info, steps=step, epoch=epoch, weights=f"exponential moving average, decay {cfg['ema']}")
+        info = dict(training_info, steps=at, epoch=state["epoch"], weights=f"exponential moving average, decay {cfg['ema']}")
         return common.save_checkpoint(run.checkpoint_path(EMA_CHECKPOINT), ema.module, architecture,
-                                      make_metadata(cfg, training=info), step=step, epoch=epoch, extra=extra)
+                                      make_metadata(cfg, training=info), step=at, epoch=state["epoch"], extra=extra)
+
+    def checkpoint(at: int, final: bool) -> None:
+        """Validate, then last.pt (and ema.pt); every --checkpoint-every steps a stepNNNNNNNN.pt too."""
+        extra, ema_extra = _validate(model, ema, val_set, metadata, writer, at) if val_set is not None else ({}, {})
+        save(run.checkpoint_path(), at, extra)
+        if ema is not None:
+            save_average(at, ema_extra)
+        if at % int(cfg["checkpoint_every"]) == 0:
+            save(run.checkpoint_path(at), at, extra)
 
     import torch.utils.data as tud
 
+    def next_batch(done: int):
+        """The next batch; each epoch's loader is made when its first batch is wanted (its crops, blends and
+        curriculum strength fixed then)."""
+        while True:
+            if state["batches"] is None:
+                train_set.epoch = state["epoch"]  # before the workers start: they draw this epoch's crops and blends
+                train_set.blend_strength = curriculum_strength(done, int(cfg["sbi_curriculum"]))
+                batches = train_set.batches(int(cfg["batch_size"]), np.random.default_rng([int(cfg["seed"]), state["epoch"]]))
+                state["batches"] = iter(tud.DataLoader(train_set, batch_sampler=batches, num_workers=int(cfg["workers"]),
+                                                       collate_fn=_collate, persistent_workers=False))
+            try:
+                return next(state["batches"])
+            except StopIteration:
+                state["batches"] = None
+                state["epoch"] += 1
+
+    def one_step(done: int) -> dict:
+        crops, labels, *maps = next_batch(done)
+        x = to_tensor(crops, metadata)
+        y = torch.from_numpy(labels)
+        target = torch.from_numpy(maps[0]) if maps else None
+        loss, label_loss, logits = _train_step(model, optimizer, scheduler, x, y, target, blend_map_weight, sharpness_aware)
+        acc = float(((logits.detach() > 0).float() == y).float().mean())
+        return {"loss": float(label_loss.detach()), "acc": acc, "total": float(loss.detach())}
+
+    def scalars(at: int, window: list[dict]) -> dict:
+        """The means over the steps since the last point, and the learning rate now."""
+        l, a, total_loss = (float(np.mean([v[k] for v in window])) for k in ("loss", "acc", "total"))
+        log.info("step %d loss %.4f acc %.3f", at, l, a)
+        out = {"train/loss": l}
+        if blend_map_weight:
+            out["train/blend_map_loss"] = (total_loss - l) / blend_map_weight
+        out.update({"train/accuracy": a, "train/lr": scheduler.get_last_lr()[0]})
+        return out
+
     started = clock["start"] = time.time()
     model.train()
-    pbar = common.progress(total=total, initial=step, desc="train detector", disable=None if progress is None else not progress)
-    running = []
-    while step < total:
-        train_set.epoch = epoch  # before the workers start: they draw this epoch's crops and blends
-        train_set.blend_strength = curriculum_strength(step, int(cfg["sbi_curriculum"]))
-        batches = train_set.batches(int(cfg["batch_size"]), np.random.default_rng([int(cfg["seed"]), epoch]))
-        loader = tud.DataLoader(train_set, batch_sampler=batches, num_workers=int(cfg["workers"]), collate_fn=_collate,
-                                persistent_workers=False)
-        for crops, labels, *maps in loader:
-            x = to_tensor(crops, metadata)
-            y = torch.from_numpy(labels)
-            target = torch.from_numpy(maps[0]) if maps else None
-            loss, label_loss, logits = _train_step(model, optimizer, scheduler, x, y, target, blend_map_weight,
-                                                   sharpness_aware)
-            step += 1
-            if ema is not None:
-                ema.update(model, step=step)
-            acc = float(((logits.detach() > 0).float() == y).float().mean())
-            running.append((float(label_loss.detach()), acc, float(loss.detach())))
-            pbar.update(1)
-            if step % int(cfg["log_every"]) == 0 or step == total:
-                l, a, total_loss = np.mean(running, axis=0)
-                running = []
-                writer.add_scalar("train/loss", l, step)
-                if target is not None:
-                    writer.add_scalar("train/blend_map_loss", (total_loss - l) / blend_map_weight, step)
-                writer.add_scalar("train/accuracy", a, step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-                pbar.set_postfix(loss=f"{l:.3f}", acc=f"{a:.2f}")
-                log.info("step %d loss %.4f acc %.3f", step, l, a)
-            out_of_time = cfg["time_limit"] and (time.time() - started) > 60 * float(cfg["time_limit"])
-            if step % int(cfg["checkpoint_every"]) == 0 or step == total or out_of_time:
-                extra, ema_extra = _validate(model, ema, val_set, metadata, writer, step) if val_set is not None else ({}, {})
-                save(run.checkpoint_path(), extra)
-                if ema is not None:
-                    save_average(ema_extra)
-                if step % int(cfg["checkpoint_every"]) == 0:
-                    save(run.checkpoint_path(step), extra)
-                writer.flush()
-            if step >= total or out_of_time:
-                break
-        epoch += 1
-        if cfg["time_limit"] and (time.time() - started) > 60 * float(cfg["time_limit"]):
-            log.warning("time limit reached at step %d of %d", step, total)
-            break
-    pbar.close()
+    loop = TrainingLoop(
+        LoopConfig(total=total, start=step, started=started, time_limit_s=limit_s, log_every=int(cfg["log_every"]),
+                   checkpoint_every=int(cfg["checkpoint_every"]), saved_at_start=start_saved, desc="train detector",
+                   unit="it", progress=progress),
+        step=one_step, save=checkpoint, writer=writer, scalars=scalars,
+        postfix=lambda v: {"loss": f"{v['loss']:.3f}", "acc": f"{v['acc']:.2f}"}, ema=ema, model=model)
+    result = loop.run()
+    state["batches"] = None  # the last epoch's loader workers go now
+    if result.out_of_time:
+        log.warning("time limit reached at step %d of %d", result.step, total)
     writer.close()
     return run.checkpoint_path()

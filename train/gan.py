@@ -115,8 +115,8 @@ def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> di
     import cv2
     import torch
 
-    from train.common import (LossWindow, open_run, progress, resume_from, save_checkpoint, seed_everything,
-                              set_threads, tensorboard_writer)
+    from train.common import LossWindow, open_run, resume_from, save_checkpoint, seed_everything, set_threads
+    from train.loop import LoopConfig, TrainingLoop, tensorboard_writer
     from engines.networks.dcgan import build, build_generator
 
     config = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
@@ -146,7 +146,7 @@ def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> di
     fixed_noise = torch.randn(FIXED_SAMPLES, z_dim, generator=torch.Generator().manual_seed(int(config["seed"])))
     architecture = {"family": "dcgan_discriminator", "ndf": int(config["ndf"]), "image_size": size, "channels": 3}
     generator_arch = {"z_dim": z_dim, "ngf": int(config["ngf"]), "image_size": size, "channels": 3}
-    writer = tensorboard_writer(run.path, purge_step=step + 1 if step else None)
+    writer = tensorboard_writer(run.path, step)
     samples_dir = run.path / "samples"
     samples_dir.mkdir(exist_ok=True)
     if epoch == 0:
@@ -157,72 +157,79 @@ def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> di
     bce = torch.nn.BCEWithLogitsLoss()
     batch_size = min(int(config["batch_size"]), len(data))
     epochs = int(config["epochs"])
-    deadline = started + 60.0 * float(config["minutes"]) if config["minutes"] else None
     window = LossWindow(max(1, min(20, (epochs * max(1, len(data) // batch_size) - step) // 5)))
     first_losses = checkpoint["extra"].get("first_losses", {}) if checkpoint is not None else {}
     metrics = dict(checkpoint["metadata"].get("metrics", {})) if checkpoint is not None else {}
     steps_per_epoch = max(1, len(data) // batch_size)
-    bar = progress(total=epochs * steps_per_epoch, initial=min(step, epochs * steps_per_epoch), desc="dcgan", unit="step")
-    stopped = False
+    # an epoch cut short by --minutes is not counted (--resume redoes it): whole epochs are left from any start
+    total = step + (epochs - epoch) * steps_per_epoch if epoch < epochs else step
+    current = {"epoch": epoch, "order": None, "i": 0, "done": 0, "sums": {}}  # the epoch being trained
 
-    def save() -> Path:
+    def save(at: int) -> Path:
         summary = window.summary()
         firsts = {**{k: v[0] for k, v in summary.items()}, **first_losses}
-        meta = _detector_metadata(config, len(data), epoch, step, metrics)
-        return save_checkpoint(run.checkpoint_path(), discriminator, architecture, meta, optimizer=opt_d, step=step,
-                               epoch=epoch, extra={"config": config, "generator_architecture": generator_arch,
-                                                   "first_losses": firsts},
+        meta = _detector_metadata(config, len(data), current["epoch"], at, metrics)
+        return save_checkpoint(run.checkpoint_path(), discriminator, architecture, meta, optimizer=opt_d, step=at,
+                               epoch=current["epoch"], extra={"config": config, "generator_architecture": generator_arch,
+                                                              "first_losses": firsts},
                                extra_state={"generator": generator, "optimizer_g": opt_g})
+
+    def one_step(done: int) -> dict:
+        if current["i"] == 0:  # an epoch starts
+            generator.train()
+            discriminator.train()
+            current.update(order=torch.randperm(len(data)), done=0,
+                           sums={"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0})
+        i = current["i"]
+        real = data[current["order"][i * batch_size:(i + 1) * batch_size]]
+        if config["flip"]:
+            flip = torch.rand(len(real)) < 0.5
+            real = torch.where(flip[:, None, None, None], real.flip(3), real)
+        losses = _train_step(generator, discriminator, opt_g, opt_d, real, z_dim, bce)
+        window.add(losses)
+        for k, v in losses.items():
+            current["sums"][k] += v
+        current["done"] += 1
+        current["i"] = (i + 1) % steps_per_epoch
+        if current["i"] == 0:
+            current["epoch"] += 1
+        return losses
+
+    def end_epoch(at: int, final: bool) -> None:
+        """At each epoch's end (and on a time stop inside one): the epoch's means, a sample grid, last.pt."""
+        nonlocal metrics
+        done = current["done"]
+        if done:
+            partial = current["i"] > 0
+            name = f"epoch_{current['epoch'] + 1:03d}_partial.png" if partial else f"epoch_{current['epoch']:03d}.png"
+            sums = current["sums"]
+            for k, v in sums.items():
+                writer.add_scalar(f"epoch/{k}", v / done, at)
+            generator.eval()
+            with torch.no_grad():
+                grid = _grid(generator(fixed_noise))
+            writer.add_image("samples/generated", grid, at, dataformats="HWC")
+            cv2.imwrite(str(samples_dir / name), grid[..., ::-1])
+            metrics = {"epoch": current["epoch"], "loss_d": round(sums["loss_d"] / done, 4),
+                       "loss_g": round(sums["loss_g"] / done, 4), "p_fake_real": round(sums["d_real"] / done, 4),
+                       "p_fake_generated": round(sums["d_fake"] / done, 4)}
+        save(at)
 
     if epoch >= epochs:
         echo(f"nothing to do: the run has already trained {epoch} of --epochs {epochs}")
-    while epoch < epochs and not stopped:
-        generator.train()
-        discriminator.train()
-        order = torch.randperm(len(data))
-        sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}
-        done = 0
-        for i in range(steps_per_epoch):
-            if deadline is not None and time.time() >= deadline:
-                echo(f"stopping in epoch {epoch + 1} at step {step}: --minutes {config['minutes']} reached")
-                stopped = True
-                break
-            real = data[order[i * batch_size:(i + 1) * batch_size]]
-            if config["flip"]:
-                flip = torch.rand(len(real)) < 0.5
-                real = torch.where(flip[:, None, None, None], real.flip(3), real)
-            losses = _train_step(generator, discriminator, opt_g, opt_d, real, z_dim, bce)
-            step += 1
-            done += 1
-            window.add(losses)
-            for k, v in losses.items():
-                sums[k] += v
-            if step % int(config["log_every"]) == 0:
-                writer.add_scalar("loss/discriminator", losses["loss_d"], step)
-                writer.add_scalar("loss/generator", losses["loss_g"], step)
-                writer.add_scalar("p_fake/real", losses["d_real"], step)
-                writer.add_scalar("p_fake/generated", losses["d_fake"], step)
-            bar.update(1)
-            bar.set_postfix(d=f"{losses['loss_d']:.3f}", g=f"{losses['loss_g']:.3f}", refresh=False)
-        if done == 0:
-            break
-        if not stopped:  # an epoch cut short by --minutes is not counted: --resume redoes it
-            epoch += 1
-        name = f"epoch_{epoch:03d}.png" if not stopped else f"epoch_{epoch + 1:03d}_partial.png"
-        for k, v in sums.items():
-            writer.add_scalar(f"epoch/{k}", v / done, step)
-        generator.eval()
-        with torch.no_grad():
-            grid = _grid(generator(fixed_noise))
-        writer.add_image("samples/generated", grid, step, dataformats="HWC")
-        cv2.imwrite(str(samples_dir / name), grid[..., ::-1])
-        metrics = {"epoch": epoch, "loss_d": round(sums["loss_d"] / done, 4), "loss_g": round(sums["loss_g"] / done, 4),
-                   "p_fake_real": round(sums["d_real"] / done, 4), "p_fake_generated": round(sums["d_fake"] / done, 4)}
-        save()
-    bar.close()
-    if not run.latest_checkpoint():
-        save()
-    writer.flush()
+    tags = {"loss_d": "loss/discriminator", "loss_g": "loss/generator", "d_real": "p_fake/real", "d_fake": "p_fake/generated"}
+    loop = TrainingLoop(
+        LoopConfig(total=total, start=step, started=started,
+                   time_limit_s=60.0 * float(config["minutes"]) if config["minutes"] else None,
+                   log_every=int(config["log_every"]), checkpoint_every=steps_per_epoch, checkpoint_origin=step,
+                   saved_at_start=checkpoint is not None, desc="dcgan", unit="step"),
+        step=one_step, save=end_epoch, writer=writer,
+        scalars=lambda at, values: {tag: values[-1][k] for k, tag in tags.items()},
+        postfix=lambda v: {"d": f"{v['loss_d']:.3f}", "g": f"{v['loss_g']:.3f}"})
+    result = loop.run()
+    step, epoch = result.step, current["epoch"]
+    if result.out_of_time:
+        echo(f"stopping in epoch {epoch + 1} at step {step}: --minutes {config['minutes']} reached")
     writer.close()
 
     windows = window.summary()

@@ -310,8 +310,8 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
     """Train (or ``resume``) a swapper; returns a summary with the loss windows and held-back metrics."""
     import torch
 
-    from train.common import (LossWindow, open_run, progress, resume_from, save_checkpoint, seed_everything,
-                              set_threads, tensorboard_writer)
+    from train.common import LossWindow, open_run, resume_from, save_checkpoint, seed_everything, set_threads
+    from train.loop import LoopConfig, TrainingLoop, tensorboard_writer
 
     config = _swapper_config(faces_a, faces_b, run_dir, name_a, name_b, options)
     name_a, name_b = config["name_a"], config["name_b"]
@@ -345,7 +345,7 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
         echo(f"resumed {run.latest_checkpoint()} at step {step}")
 
     metadata = _metadata(architecture, identities, config, {}, step)
-    writer = tensorboard_writer(run.path, purge_step=step + 1 if step else None)
+    writer = tensorboard_writer(run.path, step)
     def spread(ident: IdentityFaces) -> np.ndarray:  # 4 held-back faces spread over the held-back frames
         pool = ident.held if len(ident.held) >= 4 else ident.train
         return pool[np.linspace(0, len(pool) - 1, min(4, len(pool))).astype(int)]
@@ -356,7 +356,6 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
     rng = np.random.default_rng(int(config["seed"]) + step)
     aug_gen = torch.Generator().manual_seed(int(config["seed"]) + step)
     batch_size, total_steps = int(config["batch_size"]), int(config["steps"])
-    deadline = started + 60.0 * float(config["minutes"]) if config["minutes"] else None
     window = LossWindow(max(1, min(20, (total_steps - step) // 5)))
     bce = torch.nn.BCEWithLogitsLoss()
     metrics: dict = dict(checkpoint["metadata"].get("metrics", {})) if checkpoint is not None else {}
@@ -389,30 +388,31 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
         write_samples(step)
     model.train()
     discriminator.train()
-    bar = progress(total=total_steps, initial=step, desc="swapper", unit="step")
-    last_saved = step
-    while step < total_steps:
-        if deadline is not None and time.time() >= deadline:
-            echo(f"stopping at step {step}: --minutes {config['minutes']} reached")
-            break
-        step += 1
+
+    def one_step(done: int) -> dict:
         losses = _train_step(model, discriminator, opt_g, opt_d, data, rng, aug_gen, config, batch_size, bce)
         window.add(losses)
-        if step % int(config["log_every"]) == 0 or step == 1:
-            for k, v in losses.items():
-                writer.add_scalar(f"loss/{k}", v, step)
-        bar.update(1)
-        bar.set_postfix(rec_a=f"{losses['rec_a']:.3f}", rec_b=f"{losses['rec_b']:.3f}", refresh=False)
-        if step % int(config["sample_every"]) == 0:
-            write_samples(step)
-        if step % int(config["checkpoint_every"]) == 0:
-            save(step)
-            last_saved = step
-    bar.close()
-    if step != last_saved or not run.latest_checkpoint():
-        write_samples(step)
-        save(step)
-    writer.flush()
+        if (done + 1) % int(config["sample_every"]) == 0:
+            write_samples(done + 1)
+        return losses
+
+    def save_at(at: int, final: bool) -> None:
+        if final:
+            write_samples(at)
+        save(at)
+
+    loop = TrainingLoop(
+        LoopConfig(total=total_steps, start=step, started=started,
+                   time_limit_s=60.0 * float(config["minutes"]) if config["minutes"] else None,
+                   log_every=int(config["log_every"]), checkpoint_every=int(config["checkpoint_every"]),
+                   saved_at_start=checkpoint is not None, desc="swapper", unit="step"),
+        step=one_step, save=save_at, writer=writer,
+        scalars=lambda at, values: {f"loss/{k}": v for k, v in values[-1].items()},
+        postfix=lambda v: {"rec_a": f"{v['rec_a']:.3f}", "rec_b": f"{v['rec_b']:.3f}"})
+    result = loop.run()
+    step = result.step
+    if result.out_of_time:
+        echo(f"stopping at step {step}: --minutes {config['minutes']} reached")
     writer.close()
 
     windows = window.summary()
