@@ -39,6 +39,9 @@ class ModelMetadata:
     # Platt scaling of a detector's P(fake), fitted on validation data (train.calibrate): {"a", "b", ...};
     # engines apply it to the network's output, so every consumer sees calibrated scores. Empty: none.
     calibration: dict = field(default_factory=dict)
+    # A face whose box is shorter than this (frame pixels) is too small for this model to judge: it is
+    # answered "unscorable", not scored. 0: every face is scored.
+    min_face_px: int = 0
     architecture: str = ""
     training: dict = field(default_factory=dict)  # data, command, epochs, seed ...
     metrics: dict = field(default_factory=dict)  # what `dfstream eval` measured
@@ -89,6 +92,10 @@ class ModelMetadata:
         q = np.clip(p.astype(np.float64), eps, 1 - eps)
         z = float(self.calibration["a"]) * np.log(q / (1 - q)) + float(self.calibration["b"])
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+    def scorable(self, box) -> bool:
+        """Whether a face with this box (x1, y1, x2, y2, frame pixels) is large enough to score."""
+        return not self.min_face_px or (float(box[3]) - float(box[1])) >= self.min_face_px
 
     def expect_kind(self, kind: str, path: str | Path = "") -> "ModelMetadata":
         if self.kind != kind:

@@ -14,6 +14,7 @@ import numpy as np
 VERDICT_REAL = "real"
 VERDICT_FAKE = "fake"
 VERDICT_UNSURE = "uncertain"
+VERDICT_UNSCORABLE = "unscorable"  # too small to judge: no score, not a guess
 
 PICTURE_PART = "picture"
 SCORES_PART = "scores"
@@ -32,6 +33,7 @@ class Face:
     smoothed_score: float | None = None  # per-track EMA of fake_score
     verdict: str | None = None
     swapped: bool = False
+    unscorable: bool = False  # smaller than the detector's min_face_px: left unscored
 
     def to_dict(self) -> dict:
         return {
@@ -44,6 +46,7 @@ class Face:
             "smoothed_score": self.smoothed_score,
             "verdict": self.verdict,
             "swapped": self.swapped,
+            "unscorable": self.unscorable,
         }
 
     @classmethod
@@ -58,6 +61,7 @@ class Face:
             smoothed_score=d.get("smoothed_score"),
             verdict=d.get("verdict"),
             swapped=d.get("swapped", False),
+            unscorable=d.get("unscorable", False),
         )
 
 

@@ -17,11 +17,12 @@ import numpy as np
 
 from pipeline import pictures
 from pipeline.config import AnnotateConfig
-from pipeline.messages import PICTURE_PART, SCORES_PART, VERDICT_FAKE, VERDICT_REAL, FrameMessage, Packet, StageTiming
+from pipeline.messages import (PICTURE_PART, SCORES_PART, VERDICT_FAKE, VERDICT_REAL, VERDICT_UNSCORABLE, FrameMessage, Packet,
+                               StageTiming)
 from pipeline.stage import Stage, StageError
 from stages.tracking import FaceTracker
 
-COLOURS = {VERDICT_FAKE: (40, 40, 230), VERDICT_REAL: (60, 200, 60)}  # BGR
+COLOURS = {VERDICT_FAKE: (40, 40, 230), VERDICT_REAL: (60, 200, 60), VERDICT_UNSCORABLE: (150, 150, 150)}  # BGR
 UNSURE_COLOUR = (0, 190, 255)
 
 

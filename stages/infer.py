@@ -60,11 +60,15 @@ class InferStage(Stage):
         return [packet]
 
     def _score(self, messages, scores: np.ndarray) -> None:
+        metadata = self.engine.metadata
         offset = 0
         for message in messages:
             for face in message.faces:
                 if face.crop_index >= 0:
-                    face.fake_score = float(scores[offset + face.crop_index])
+                    if metadata.scorable(face.box):
+                        face.fake_score = float(scores[offset + face.crop_index])
+                    else:  # a score from a face this small would be a guess
+                        face.unscorable = True
             offset += len(message.crops)
 
     def _swap(self, messages, crops: np.ndarray) -> None:

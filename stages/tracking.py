@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.config import AnnotateConfig
-from pipeline.messages import VERDICT_FAKE, VERDICT_REAL, VERDICT_UNSURE, Face, FrameMessage
+from pipeline.messages import VERDICT_FAKE, VERDICT_REAL, VERDICT_UNSCORABLE, VERDICT_UNSURE, Face, FrameMessage
 
 
 MAX_ENDED_TRACKS = 100  # finished tracks kept for the end-of-run summary
@@ -33,6 +33,7 @@ class Track:
     scores: int = 0
     smoothed: float | None = None
     score_sum: float = 0.0
+    too_small: bool = False  # its face was last seen too small for the detector to judge
 
 
 class FaceTracker:
@@ -57,12 +58,17 @@ class FaceTracker:
             message.faces = [self._held(track) for track in self.tracks if track.missed == 0]
 
     def verdict(self, track: Track) -> str:
-        """The verdict drawn on the current frame: from the moving average of the track's scores."""
+        """The verdict drawn on the current frame: from the moving average of the track's scores;
+        ``unscorable`` while a face too small to judge has never been scored."""
+        if track.too_small and not track.scores:
+            return VERDICT_UNSCORABLE
         return self._verdict_of(track.smoothed, track.scores)
 
     def overall_verdict(self, track: Track) -> str:
         """The verdict on the whole track: from the mean of all its scores, as ``dfstream eval``
         scores a video, so that the end-of-run report does not hang on the last few frames."""
+        if track.too_small and not track.scores:
+            return VERDICT_UNSCORABLE
         return self._verdict_of(track.score_sum / track.scores if track.scores else None, track.scores)
 
     def _verdict_of(self, score: float | None, scores: int) -> str:
@@ -109,6 +115,8 @@ class FaceTracker:
 
     def _score(self, face: Face) -> None:
         track = self._track(face.track_id)
+        if face.unscorable or face.fake_score is not None:
+            track.too_small = face.unscorable
         if face.fake_score is not None:
             alpha = self.config.ema_alpha
             track.smoothed = face.fake_score if track.smoothed is None else alpha * face.fake_score + (1 - alpha) * track.smoothed

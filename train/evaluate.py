@@ -58,7 +58,8 @@ def aggregate(scores, how: str = "mean") -> float:
 
 def score_media(engine, cropper: FaceCropper, path: Path, every_n_frames: int, max_frames: int, max_faces: int,
                 batch: int = 16) -> list[dict]:
-    """Per-face records {frame, face, score, box} of one image or video."""
+    """Per-face records {frame, face, score, box} of one image or video; a face smaller than the model's
+    ``min_face_px`` gets ``score`` None and ``unscorable`` True (never a guess)."""
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     if not (is_video(path) or is_image(path)):
@@ -67,17 +68,21 @@ def score_media(engine, cropper: FaceCropper, path: Path, every_n_frames: int, m
     out = []
     for start in range(0, len(faces), batch):
         chunk = faces[start:start + batch]
-        scores = engine.run(np.stack([f.crop for f in chunk]))
-        for f, s in zip(chunk, scores):
-            out.append({"frame": int(f.frame_index), "face": int(f.face_index), "score": float(s),
+        judged = [engine.metadata.scorable(f.box) for f in chunk]
+        scored = iter(engine.run(np.stack([f.crop for f, ok in zip(chunk, judged) if ok])) if any(judged) else ())
+        for f, ok in zip(chunk, judged):
+            out.append({"frame": int(f.frame_index), "face": int(f.face_index),
+                        "score": float(next(scored)) if ok else None, "unscorable": not ok,
                         "box": [round(float(v), 1) for v in f.box], "crop": f.crop})
     return out
 
 
 def frame_scores(faces: list[dict]) -> dict[int, float]:
+    """Each frame's most suspicious scored face (frames whose faces were all unscorable are left out)."""
     frames: dict[int, float] = {}
     for f in faces:
-        frames[f["frame"]] = max(frames.get(f["frame"], 0.0), f["score"])
+        if f["score"] is not None:
+            frames[f["frame"]] = max(frames.get(f["frame"], 0.0), f["score"])
     return frames
 
 
@@ -221,7 +226,8 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
 
         temporal_model = load_temporal(temporal, expect_input=tuple(meta.input_size))
     cropper = FaceCropper(default_detect_config(tuple(meta.input_size), meta.crop_margin, face_detector), degradation)
-    per_file, no_face, unreadable = [], [], []
+    per_file, no_face, unreadable, unscorable = [], [], [], []
+    unscorable_faces = 0  # faces smaller than the model's min_face_px: left out, not guessed
     from pipeline.stage import StageError
     from train.common import progress
 
@@ -232,17 +238,18 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
             log.warning("skipped %s: %s", item.path, exc)
             unreadable.append({"path": str(item.path), "error": str(exc)})
             continue
+        unscorable_faces += sum(f["unscorable"] for f in faces)
         frames = frame_scores(faces)
         if not frames:
-            no_face.append(str(item.path))
+            (unscorable if faces else no_face).append(str(item.path))
             continue
         scored_face = {}  # frame -> height of its most suspicious face
         for f in faces:
-            if f["score"] >= frames[f["frame"]] and f["frame"] not in scored_face:
+            if f["score"] is not None and f["score"] >= frames[f["frame"]] and f["frame"] not in scored_face:
                 scored_face[f["frame"]] = f["box"][3] - f["box"][1]
         fs = [frames[k] for k in sorted(frames)]
         if temporal_model is not None:
-            seq = [f["crop"] for f in sorted(faces, key=lambda f: f["frame"]) if f["face"] == 0]
+            seq = [f["crop"] for f in sorted(faces, key=lambda f: f["frame"]) if f["face"] == 0 and f["score"] is not None]
             vscore = temporal_model.score_sequence(np.stack(seq))
         else:
             vscore = aggregate(fs, video_agg)
@@ -271,6 +278,7 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
         "by_face_size": sizes,
         "files": per_file,
         "no_face_found": no_face,
+        "unscorable": {"files": unscorable, "faces": unscorable_faces, "min_face_px": int(meta.min_face_px)},
         "unreadable": unreadable,
     }
     text = [format_metrics("frame-level", frame_m), format_metrics("video-level", video_m), f"video score: {how}"]
@@ -280,6 +288,9 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
         text.append(format_face_sizes(sizes))
     if no_face:
         text.append(f"no face found in {len(no_face)} file(s), left out: " + ", ".join(Path(p).name for p in no_face))
+    if unscorable:
+        text.append(f"every face too small to judge (< {meta.min_face_px} px) in {len(unscorable)} file(s), left out: "
+                    + ", ".join(Path(p).name for p in unscorable))
     if unreadable:
         text.append(f"could not read {len(unreadable)} file(s), left out: " + ", ".join(Path(u["path"]).name for u in unreadable))
     report["text"] = "\n".join(text)

@@ -28,6 +28,9 @@ def predict(media: str | Path, model: str = "detector", engine: str = "auto", th
     faces = score_media(det, cropper, path, every_n_frames, max_frames, max_faces)
     for f in faces:
         f.pop("crop", None)
+        if f["score"] is None:
+            f["verdict"] = "unscorable"
+            continue
         f["score"] = round(f["score"], 4)
         f["verdict"] = "fake" if f["score"] >= thr else "real"
     frames = frame_scores(faces)
@@ -40,7 +43,8 @@ def predict(media: str | Path, model: str = "detector", engine: str = "auto", th
         "faces": faces,
         "frames_with_faces": len(frames),
         "score": None if score is None else round(score, 4),
-        "verdict": "no face found" if score is None else ("fake" if score >= thr else "real"),
+        "min_face_px": int(meta.min_face_px),
+        "verdict": ("unscorable" if faces else "no face found") if score is None else ("fake" if score >= thr else "real"),
     }
 
 
@@ -51,10 +55,13 @@ def format_prediction(result: dict) -> str:
     for f in shown:
         where = f"frame {f['frame']:5d} " if result["type"] == "video" else ""
         box = ",".join(f"{v:.0f}" for v in f["box"])
-        lines.append(f"  {where}face {f['face']}  box [{box}]  P(fake) {f['score']:.3f}  {f['verdict']}")
+        p_fake = "  n/a " if f["score"] is None else f"{f['score']:.3f}"
+        lines.append(f"  {where}face {f['face']}  box [{box}]  P(fake) {p_fake}  {f['verdict']}")
     if len(faces) > len(shown):
         lines.append(f"  ... {len(faces) - len(shown)} more faces (use --json for all)")
-    if result["score"] is None:
+    if result["score"] is None and faces:
+        lines.append(f"verdict: UNSCORABLE (every face smaller than {result['min_face_px']} px: too small to judge)")
+    elif result["score"] is None:
         lines.append("verdict: no face found")
     else:
         lines.append(f"verdict: {result['verdict'].upper()} (score {result['score']:.3f} over {result['frames_with_faces']} frame(s))")
