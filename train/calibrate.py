@@ -26,6 +26,7 @@ import json
 import logging
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +120,7 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
     from engines.metadata import read_metadata, write_onnx_metadata
     from engines.registry import resolve
     from train import lofo
-    from train.datasets import read_list_file
+    from train.datasets import read_list_file, write_list_file
     from train.evaluate import evaluate
     from stages.faces import is_video
 
@@ -141,9 +142,8 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
         raise ValueError("no fake family the model was not trained on: nothing to calibrate on")
     wanted = {"val": [i for i in split.val if i.label == 0], "test": [i for i in split.test if i.label == 0], "fake": fakes}
     with tempfile.TemporaryDirectory(prefix="dfstream-calibrate-") as tmp:
-        listed = Path(tmp) / "all.tsv"
         everything = {str(i.path.resolve()): i for group in wanted.values() for i in group}
-        listed.write_text("".join(f"{p}\t{'fake' if i.label else 'real'}\t{i.family}\t{i.group}\n" for p, i in everything.items()))
+        listed = write_list_file(list(everything.values()), Path(tmp) / "all.tsv")
         report = evaluate([str(listed)], model=str(source), output=None, ci_resamples=0, **eval_options)
     by_path = {f["path"]: f for f in report["files"]}
     scored = {name: [by_path[str(i.path.resolve())] for i in group if str(i.path.resolve()) in by_path]
@@ -182,8 +182,6 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
                               "videos": float(np.mean(_video_scores(test_real_videos, a, b) >= threshold))
                               if test_real_videos else None},
     }
-    from dataclasses import replace
-
     calibration = {k: result[k] for k in ("method", "a", "b", "fitted_on", "ece_cross_fitted", "false_alarm_rate_target",
                                           "false_alarms_val", "false_alarms_test")}
     calibrated = replace(metadata, calibration=calibration, threshold=threshold)

@@ -63,6 +63,15 @@ def parse_label(text: str) -> int:
     return LABELS[key]
 
 
+def write_list_file(items: list[LabelledMedia], path: str | Path, comment: str | None = None) -> Path:
+    """The list file :func:`read_list_file` reads back: absolute paths, label, family and group."""
+    lines = [f"# {comment}"] if comment else []
+    lines += [f"{i.path.resolve()}\t{'fake' if i.label else 'real'}\t{i.family}\t{i.group}" for i in items]
+    path = Path(path)
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
 def read_list_file(path: str | Path) -> list[LabelledMedia]:
     """``path<TAB>label[<TAB>family[<TAB>group]]`` lines (``#`` comments, blank lines ignored); relative
     paths are relative to the list.  Without tabs, ``path label`` split at the last blank."""

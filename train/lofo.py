@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.datasets import NO_FAMILY, LabelledMedia
+from train.datasets import NO_FAMILY, LabelledMedia, write_list_file
 
 DEFAULT_MANIFEST = Path(__file__).parent / "data" / "shared_clips.tsv"
 TEST_SHARE = 0.25  # of the untied real groups: held out of every fold and of the shipped model
@@ -69,14 +69,9 @@ class Fold:
         """``train.tsv``, ``val.tsv``, ``test.tsv`` in ``folder`` (absolute paths, all four columns)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        written = {}
-        for name in ("train", "val", "test"):
-            lines = [f"# {name} split, held-out family: {self.family or 'none (the shipped model)'}"]
-            lines += [f"{i.path.resolve()}\t{'fake' if i.label else 'real'}\t{i.family}\t{i.group}"
-                      for i in getattr(self, name)]
-            written[name] = folder / f"{name}.tsv"
-            written[name].write_text("\n".join(lines) + "\n")
-        return written
+        return {name: write_list_file(getattr(self, name), folder / f"{name}.tsv",
+                                      f"{name} split, held-out family: {self.family or 'none (the shipped model)'}")
+                for name in ("train", "val", "test")}
 
 
 def fold(items: list[LabelledMedia], family: str | None) -> Fold:
@@ -129,11 +124,6 @@ def real_test_photos(items: list[LabelledMedia]) -> list[LabelledMedia]:
     return [i for i in final_split(items).test if i.label == 0 and is_image(i.path)]
 
 
-def _write_list(items: list[LabelledMedia], path: Path) -> Path:
-    path.write_text("".join(f"{i.path.resolve()}\t{'fake' if i.label else 'real'}\t{i.family}\t{i.group}\n" for i in items))
-    return path
-
-
 def score(models: list[str], manifest: str | Path = DEFAULT_MANIFEST, families_: list[str] | None = None,
           ci_resamples: int = 2000, progress=None, **eval_options) -> dict:
     """The leave-one-family-out table of one recipe: ``models`` are its seeds (one model each), or
@@ -154,20 +144,22 @@ def score(models: list[str], manifest: str | Path = DEFAULT_MANIFEST, families_:
     if not models:
         raise ValueError("no model to score: give one per seed")
     folds = {family: fold(items, family) for family in chosen}
+    photos_scored = real_test_photos(items)
+    photo_paths = {str(i.path.resolve()) for i in photos_scored}
     seeds: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="dfstream-lofo-") as tmp:
         for k, model in enumerate(models):
             per_family: dict[str, list[dict]] = {}
             if FAMILY_PLACEHOLDER in model:  # one model per fold: score each fold's test files with its own
                 for family in chosen:
-                    listed = _write_list(fold_items(folds[family], family), Path(tmp) / f"{k}-{family}.tsv")
+                    listed = write_list_file(fold_items(folds[family], family), Path(tmp) / f"{k}-{family}.tsv")
                     report = evaluate([str(listed)], model=model.replace(FAMILY_PLACEHOLDER, family), output=None,
                                       ci_resamples=0, **eval_options)
                     per_family[family] = report["files"]
             else:  # one model for every fold: score the union once
                 union = {str(i.path): i for family in chosen for i in fold_items(folds[family], family)}
-                union.update({str(i.path): i for i in real_test_photos(items)})
-                listed = _write_list(list(union.values()), Path(tmp) / f"{k}-all.tsv")
+                union.update({str(i.path): i for i in photos_scored})
+                listed = write_list_file(list(union.values()), Path(tmp) / f"{k}-all.tsv")
                 report = evaluate([str(listed)], model=model, output=None, ci_resamples=0, **eval_options)
                 by_path = {f["path"]: f for f in report["files"]}
                 for family in chosen:
@@ -179,7 +171,7 @@ def score(models: list[str], manifest: str | Path = DEFAULT_MANIFEST, families_:
                 rows[family] = {"video_level": video_m, "frame_level": frame_m,
                                 "n_fake": sum(f["label"] for f in files), "n_real": sum(1 - f["label"] for f in files),
                                 "video_scores": {f["path"]: round(f["video_score"], 5) for f in files}}
-            photos = [f for f in report["files"] if Path(f["path"]).resolve() in {i.path.resolve() for i in real_test_photos(items)}]
+            photos = [f for f in report["files"] if f["path"] in photo_paths]
             flagged = sum(f["video_score"] >= report["threshold"] for f in photos)
             seeds.append({"model": model, "threshold": report["threshold"], "families": rows,
                           "real_photos": {"n": len(photos), "flagged": int(flagged)}})
