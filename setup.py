@@ -8,7 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["pipeline*", "engines*", "stages*", "runtime*", "train*", "bench*", "dfstream*"]),
+    packages=find_packages(include=["pipeline*", "engines*", "stages*", "runtime*", "train*", "bench*", "monitor*", "dfstream*"]),
     package_data={"engines": ["weights/*.onnx", "weights/*.json"]},
     install_requires=[
         # torch is capped at the release this disk carries; a newer one is a multi-GB download
@@ -34,6 +34,7 @@ setup(
         "scikit-image>=0.22",
         "tensorboard>=2.16",
         "matplotlib>=3.8",
+        "prometheus-client>=0.20",  # the monitor's /metrics, in the format Prometheus scrapes
     ],
     extras_require={
         "tensorrt": ["torch-tensorrt>=2.4,<2.15"],

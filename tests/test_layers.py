@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import REPO
 
-LAYERS = ("pipeline", "engines", "stages", "runtime", "train", "bench", "dfstream")
+LAYERS = ("pipeline", "engines", "stages", "runtime", "train", "bench", "monitor", "dfstream")
 TOOL = REPO.parent / "shared" / "tools" / "import_cycles.py"
 
 

@@ -1,0 +1,1 @@
+"""dfstream monitor: cameras watched for months -- runs per camera, alerts, dashboard, metrics."""
