@@ -42,6 +42,9 @@ class ModelMetadata:
     # A face whose box is shorter than this (frame pixels) is too small for this model to judge: it is
     # answered "unscorable", not scored. 0: every face is scored.
     min_face_px: int = 0
+    # A face crop with less fine detail than this (engines.face_detail: blurred, smeared, upscaled from
+    # few pixels) is answered "unscorable" too. 0: not checked.
+    min_face_detail: float = 0.0
     architecture: str = ""
     training: dict = field(default_factory=dict)  # data, command, epochs, seed ...
     metrics: dict = field(default_factory=dict)  # what `dfstream eval` measured
@@ -93,9 +96,16 @@ class ModelMetadata:
         z = float(self.calibration["a"]) * np.log(q / (1 - q)) + float(self.calibration["b"])
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
-    def scorable(self, box) -> bool:
-        """Whether a face with this box (x1, y1, x2, y2, frame pixels) is large enough to score."""
-        return not self.min_face_px or (float(box[3]) - float(box[1])) >= self.min_face_px
+    def scorable(self, box, crop=None) -> bool:
+        """Whether a face with this box (x1, y1, x2, y2, frame pixels) is large enough to score and,
+        given its aligned ``crop``, sharp enough (``min_face_detail``)."""
+        if self.min_face_px and (float(box[3]) - float(box[1])) < self.min_face_px:
+            return False
+        if self.min_face_detail and crop is not None:
+            from engines.face_detail import face_detail
+
+            return face_detail(crop) >= self.min_face_detail
+        return True
 
     def expect_kind(self, kind: str, path: str | Path = "") -> "ModelMetadata":
         if self.kind != kind:

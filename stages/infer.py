@@ -65,9 +65,9 @@ class InferStage(Stage):
         for message in messages:
             for face in message.faces:
                 if face.crop_index >= 0:
-                    if metadata.scorable(face.box):
+                    if metadata.scorable(face.box, message.crops[face.crop_index]):
                         face.fake_score = float(scores[offset + face.crop_index])
-                    else:  # a score from a face this small would be a guess
+                    else:  # a score from a face this small or blurred would be a guess
                         face.unscorable = True
             offset += len(message.crops)
 

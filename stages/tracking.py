@@ -33,7 +33,7 @@ class Track:
     scores: int = 0
     smoothed: float | None = None
     score_sum: float = 0.0
-    too_small: bool = False  # its face was last seen too small for the detector to judge
+    too_small: bool = False  # its face was last seen too small or blurred for the detector to judge
 
 
 class FaceTracker:
@@ -59,7 +59,7 @@ class FaceTracker:
 
     def verdict(self, track: Track) -> str:
         """The verdict drawn on the current frame: from the moving average of the track's scores;
-        ``unscorable`` while a face too small to judge has never been scored."""
+        ``unscorable`` while a face too small or blurred to judge has never been scored."""
         if track.too_small and not track.scores:
             return VERDICT_UNSCORABLE
         return self._verdict_of(track.smoothed, track.scores)

@@ -1,4 +1,4 @@
-"""Faces too small for the detector are answered 'unscorable', never guessed: infer, tracking, eval, predict."""
+"""Faces too small or too blurred for the detector are answered 'unscorable', never guessed: infer, tracking, eval, predict."""
 import shutil
 from dataclasses import replace
 
@@ -12,11 +12,16 @@ from stages.tracking import FaceTracker
 from tests.conftest import SHARED_DATA, needs_shared_data
 
 
-def _with_floor(tmp_path, model, min_face_px: int):
-    floored = tmp_path / f"floor{min_face_px}.onnx"
+def _with_floor(tmp_path, model, min_face_px: int, min_face_detail: float = 0.0):
+    floored = tmp_path / f"floor{min_face_px}-{min_face_detail}.onnx"
     shutil.copyfile(model, floored)
-    write_onnx_metadata(floored, replace(read_metadata(model), min_face_px=min_face_px))
+    write_onnx_metadata(floored, replace(read_metadata(model), min_face_px=min_face_px, min_face_detail=min_face_detail))
     return floored
+
+
+def _texture(seed: int = 0, size: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(128, 40, (size, size, 3)), 0, 255).astype(np.uint8)
 
 
 def _frame(boxes, crops: bool = True):
@@ -67,6 +72,60 @@ def test_predict_and_eval_answer_unscorable_for_faces_under_the_floor(tmp_path, 
     (tmp_path / "list.tsv").write_text(f"{photo}\treal\n{SHARED_DATA / 'fake/dfdc_train/lynaeydofd_fr0.jpg'}\tfake\n")
     report = evaluate([str(tmp_path / "list.tsv")], model=str(floored), engine="onnxruntime", output=None, ci_resamples=0)
     assert len(report["unscorable"]["files"]) == 2 and report["unscorable"]["faces"] >= 2
-    assert report["files"] == [] and "too small to judge" in report["text"]
+    assert report["files"] == [] and "too blurred to judge" in report["text"]
     plain = predict(str(photo), model=str(tiny_detector), engine="onnxruntime")
     assert plain["verdict"] in ("real", "fake")
+
+
+def test_face_detail_falls_with_blur_and_barely_moves_with_brightness_and_contrast():
+    import cv2
+
+    from engines.face_detail import face_detail
+
+    sharp = _texture()
+    detail = face_detail(sharp)
+    blurred = [face_detail(cv2.GaussianBlur(sharp, (0, 0), sigma)) for sigma in (0.8, 1.6, 3.2)]
+    assert detail > blurred[0] > blurred[1] > blurred[2]
+    dimmer = (sharp.astype(np.float32) * 0.5 + 20).astype(np.uint8)  # half the contrast, another brightness
+    # dimensionless: halving the contrast moves it a little (the contrast floor, rounding), a slight blur a lot
+    assert abs(face_detail(dimmer) - detail) < 0.2 * detail
+    assert blurred[0] < 0.5 * detail
+
+
+def test_infer_leaves_a_blurred_face_unscored_and_scores_a_sharp_one(tmp_path, tiny_detector):
+    import cv2
+
+    from engines.face_detail import face_detail
+    from stages.infer import InferStage
+
+    sharp = _texture(1)
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 3.0)
+    floor = (face_detail(sharp) + face_detail(blurred)) / 2
+    stage = InferStage(InferConfig(model_path=str(_with_floor(tmp_path, tiny_detector, 0, floor)), engine="onnxruntime"))
+    stage.open()
+    message = _frame([(0, 0, 120, 120), (200, 0, 320, 120)])  # both large enough
+    message.crops = np.stack([sharp, blurred])
+    stage.process([message])
+    kept, smeared = message.faces
+    assert not kept.unscorable and kept.fake_score is not None
+    assert smeared.unscorable and smeared.fake_score is None
+
+
+@needs_shared_data
+def test_detail_floor_read_off_the_size_floor_flags_a_blurred_photo_but_not_the_original(tmp_path, tiny_detector):
+    import cv2
+
+    from train.detail_floor import detail_floor
+    from train.predict import predict
+
+    meta = replace(read_metadata(tiny_detector), min_face_px=56)
+    clips = [SHARED_DATA / "real" / "liveportrait_driving_videos" / name for name in ("d0.mp4", "d3.mp4")]
+    floor = detail_floor(clips, meta, every_n_frames=5, max_frames=12)
+    assert floor["faces"] >= 20 and floor["floor"] > 0
+    photo = SHARED_DATA / "real" / "face_recognition_examples" / "obama3.jpg"
+    smeared = tmp_path / "obama3_out_of_focus.jpg"
+    cv2.imwrite(str(smeared), cv2.GaussianBlur(cv2.imread(str(photo)), (0, 0), 8.0))
+    model = _with_floor(tmp_path, tiny_detector, 56, floor["floor"])
+    assert predict(str(photo), model=str(model), engine="onnxruntime")["verdict"] in ("real", "fake")
+    blurred = predict(str(smeared), model=str(model), engine="onnxruntime")
+    assert blurred["faces"] and blurred["verdict"] == "unscorable"

@@ -17,8 +17,12 @@ never on the people the model is measured on:
   (each file scored as ``dfstream eval`` scores it).  The rate it gives on the test people
   is reported beside it.
 
-The result is a copy of the model file with ``calibration`` and ``threshold`` in its
-metadata; every engine applies the scaling to the network's output.
+* **The detail floor** (``min_face_detail``, :mod:`train.detail_floor`), first: read off the
+  model's size floor on the val bucket's real faces; faces below it are ``unscorable`` and
+  left out of everything that follows, as they are in use.
+
+The result is a copy of the model file with ``calibration``, ``threshold`` and
+``min_face_detail`` in its metadata; every engine applies the scaling to the network's output.
 """
 from __future__ import annotations
 
@@ -115,7 +119,7 @@ def _video_scores(files: list[dict], a: float | None = None, b: float | None = N
 
 
 def calibrate(model: str, output: str | Path, manifest: str | Path | None = None, false_alarm_rate: float = 0.05,
-              trained_on: tuple[str, ...] = (), **eval_options) -> dict:
+              trained_on: tuple[str, ...] = (), set_detail_floor: bool = True, progress=None, **eval_options) -> dict:
     """Fit the scaling and the threshold (module docstring); write the calibrated copy of ``model`` to ``output``."""
     from engines.metadata import read_metadata, write_onnx_metadata
     from engines.registry import resolve
@@ -141,10 +145,21 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
     if not fakes:
         raise ValueError("no fake family the model was not trained on: nothing to calibrate on")
     wanted = {"val": [i for i in split.val if i.label == 0], "test": [i for i in split.test if i.label == 0], "fake": fakes}
+    floor = {"floor": float(metadata.min_face_detail), "set": False}
+    if set_detail_floor:
+        from train.detail_floor import detail_floor
+
+        floor = detail_floor([i.path for i in wanted["val"]], metadata, progress=progress,
+                             face_detector=eval_options.get("face_detector", "auto"))
+        floor["set"] = True
+        metadata = replace(metadata, min_face_detail=floor["floor"])
     with tempfile.TemporaryDirectory(prefix="dfstream-calibrate-") as tmp:
+        floored = Path(tmp) / source.name  # the model as it will be used: its faces below the floor left out
+        shutil.copyfile(source, floored)
+        write_onnx_metadata(floored, metadata)
         everything = {str(i.path.resolve()): i for group in wanted.values() for i in group}
         listed = write_list_file(list(everything.values()), Path(tmp) / "all.tsv")
-        report = evaluate([str(listed)], model=str(source), output=None, ci_resamples=0, **eval_options)
+        report = evaluate([str(listed)], model=str(floored), output=None, ci_resamples=0, **eval_options)
     by_path = {f["path"]: f for f in report["files"]}
     scored = {name: [by_path[str(i.path.resolve())] for i in group if str(i.path.resolve()) in by_path]
               for name, group in wanted.items()}
@@ -174,6 +189,7 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
                       "manifest": str(manifest or lofo.DEFAULT_MANIFEST)},
         "ece_cross_fitted": {"per_family": dict(zip(families, ece_after)), "mean": float(np.mean(ece_after)),
                              "mean_before": float(np.mean(ece_before)), "bins": ECE_BINS},
+        "detail_floor": floor,
         "threshold": threshold,
         "false_alarm_rate_target": false_alarm_rate,
         "false_alarms_val": float(np.mean(_video_scores(val_real, a, b) >= threshold)),
@@ -182,7 +198,7 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
                               "videos": float(np.mean(_video_scores(test_real_videos, a, b) >= threshold))
                               if test_real_videos else None},
     }
-    calibration = {k: result[k] for k in ("method", "a", "b", "fitted_on", "ece_cross_fitted", "false_alarm_rate_target",
+    calibration = {k: result[k] for k in ("method", "a", "b", "fitted_on", "ece_cross_fitted", "detail_floor", "false_alarm_rate_target",
                                           "false_alarms_val", "false_alarms_test")}
     calibrated = replace(metadata, calibration=calibration, threshold=threshold)
     output = Path(output)
@@ -208,8 +224,19 @@ def format_result(r: dict) -> str:
         f"threshold {r['threshold']:.4f}: {100 * r['false_alarms_val']:.1f} % of the val real files flagged (target "
         f"<= {100 * r['false_alarm_rate_target']:.0f} %); on the test people {100 * test['flagged']:.1f} % of "
         f"{test['files']} real files" + (f" ({100 * test['videos']:.1f} % of their videos)" if test["videos"] is not None else ""),
+        detail_line(r["detail_floor"]),
         f"written: {r['output']}",
     ])
+
+
+def detail_line(floor: dict) -> str:
+    if not floor.get("set"):
+        return f"detail floor: kept as it was ({floor['floor']:.4f})"
+    if not floor["floor"]:
+        return (f"detail floor: none (model without a size floor, or {floor['faces']} val faces large enough to "
+                "measure it: too few)")
+    return (f"detail floor {floor['floor']:.4f}: the {100 * floor['quantile']:.0f}th percentile of {floor['faces']} val "
+            f"faces shrunk to the {floor['min_face_px']} px size floor; faces with less detail are unscorable")
 
 
 def write_report(result: dict, path: str | Path) -> None:

@@ -59,7 +59,8 @@ def aggregate(scores, how: str = "mean") -> float:
 def score_media(engine, cropper: FaceCropper, path: Path, every_n_frames: int, max_frames: int, max_faces: int,
                 batch: int = 16) -> list[dict]:
     """Per-face records {frame, face, score, box} of one image or video; a face smaller than the model's
-    ``min_face_px`` gets ``score`` None and ``unscorable`` True (never a guess)."""
+    ``min_face_px`` or with less detail than its ``min_face_detail`` gets ``score`` None and ``unscorable``
+    True (never a guess)."""
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     if not (is_video(path) or is_image(path)):
@@ -68,7 +69,7 @@ def score_media(engine, cropper: FaceCropper, path: Path, every_n_frames: int, m
     out = []
     for start in range(0, len(faces), batch):
         chunk = faces[start:start + batch]
-        judged = [engine.metadata.scorable(f.box) for f in chunk]
+        judged = [engine.metadata.scorable(f.box, f.crop) for f in chunk]
         scored = iter(engine.run(np.stack([f.crop for f, ok in zip(chunk, judged) if ok])) if any(judged) else ())
         for f, ok in zip(chunk, judged):
             out.append({"frame": int(f.frame_index), "face": int(f.face_index),
@@ -278,7 +279,8 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
         "by_face_size": sizes,
         "files": per_file,
         "no_face_found": no_face,
-        "unscorable": {"files": unscorable, "faces": unscorable_faces, "min_face_px": int(meta.min_face_px)},
+        "unscorable": {"files": unscorable, "faces": unscorable_faces, "min_face_px": int(meta.min_face_px),
+                       "min_face_detail": float(meta.min_face_detail)},
         "unreadable": unreadable,
     }
     text = [format_metrics("frame-level", frame_m), format_metrics("video-level", video_m), f"video score: {how}"]
@@ -289,7 +291,7 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
     if no_face:
         text.append(f"no face found in {len(no_face)} file(s), left out: " + ", ".join(Path(p).name for p in no_face))
     if unscorable:
-        text.append(f"every face too small to judge (< {meta.min_face_px} px) in {len(unscorable)} file(s), left out: "
+        text.append(f"every face too small (< {meta.min_face_px} px) or too blurred to judge in {len(unscorable)} file(s), left out: "
                     + ", ".join(Path(p).name for p in unscorable))
     if unreadable:
         text.append(f"could not read {len(unreadable)} file(s), left out: " + ", ".join(Path(u["path"]).name for u in unreadable))

@@ -44,6 +44,7 @@ def predict(media: str | Path, model: str = "detector", engine: str = "auto", th
         "frames_with_faces": len(frames),
         "score": None if score is None else round(score, 4),
         "min_face_px": int(meta.min_face_px),
+        "min_face_detail": float(meta.min_face_detail),
         "verdict": ("unscorable" if faces else "no face found") if score is None else ("fake" if score >= thr else "real"),
     }
 
@@ -60,7 +61,7 @@ def format_prediction(result: dict) -> str:
     if len(faces) > len(shown):
         lines.append(f"  ... {len(faces) - len(shown)} more faces (use --json for all)")
     if result["score"] is None and faces:
-        lines.append(f"verdict: UNSCORABLE (every face smaller than {result['min_face_px']} px: too small to judge)")
+        lines.append(f"verdict: UNSCORABLE (every face smaller than {result['min_face_px']} px or too blurred: nothing to judge)")
     elif result["score"] is None:
         lines.append("verdict: no face found")
     else:

@@ -276,20 +276,25 @@ def lofo_score_command(models, manifest, families, engine, every_n_frames, max_f
 @click.option("--manifest", default=None, help="List file with family and group columns (default: the ../shared manifest).")
 @click.option("--trained-on", multiple=True, help="A fake family the model learnt from (its fakes are then not used to "
               "calibrate it). Repeatable; none for a model trained on real faces alone.")
+@click.option("--detail-floor/--no-detail-floor", default=True, show_default=True,
+              help="Also set the detail floor (min_face_detail): faces more blurred than nearly every val face shrunk "
+              "to the model's size floor are answered unscorable.")
 @click.option("--every-n-frames", type=int, default=10, show_default=True)
 @click.option("--max-frames", type=int, default=32, show_default=True)
 @click.option("--threads", type=int, default=None)
 @click.option("--json", "json_out", default=None, help="Also write the fit and its measurements here.")
 @click.option("-v", "--verbose", is_flag=True)
-def calibrate_command(model, output, false_alarm_rate, manifest, trained_on, every_n_frames, max_frames, threads, json_out,
-                      verbose):
+def calibrate_command(model, output, false_alarm_rate, manifest, trained_on, detail_floor, every_n_frames, max_frames,
+                      threads, json_out, verbose):
     """Calibrate a detector's P(fake) and set its threshold on validation data (leave-one-family-out's val split)."""
     verbose_logging(verbose)
     from train.calibrate import calibrate, format_result, write_report
+    from train.common import progress
 
     try:
         result = calibrate(model, output, manifest=manifest, false_alarm_rate=false_alarm_rate, trained_on=tuple(trained_on),
-                           every_n_frames=every_n_frames, max_frames=max_frames, threads=threads)
+                           set_detail_floor=detail_floor, progress=progress, every_n_frames=every_n_frames,
+                           max_frames=max_frames, threads=threads)
     except user_errors() as exc:
         raise one_line_error(exc) from None
     if json_out:

@@ -1,0 +1,30 @@
+"""How much fine detail an aligned face crop holds: the blur half of "too small or blurred to judge".
+
+A face shot out of focus, smeared by motion or upscaled from a few pixels has lost the fine
+texture every detector looks at; a score for it would be a guess. :func:`face_detail` measures
+that texture so the model's metadata can set a floor (``ModelMetadata.min_face_detail``, set
+by ``dfstream calibrate`` from validation faces: see :mod:`train.detail_floor`).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# added to the contrast so that a flat, dark crop (sensor noise over nothing) does not read as detailed
+CONTRAST_FLOOR = 4.0
+
+
+def face_detail(crop: np.ndarray) -> float:
+    """The spread of the Laplacian over the contrast, in the inner half of an aligned crop.
+
+    ``crop``: H x W x 3 (any channel order) or H x W, uint8. The inner half is the face itself
+    for every crop margin the models use, not the background around it. Dimensionless: a
+    change of brightness leaves it, one of contrast barely moves it (the contrast floor);
+    it falls steeply as the face is blurred or upscaled from fewer pixels."""
+    grey = crop.astype(np.float32)
+    if grey.ndim == 3:
+        grey = grey.mean(axis=2)
+    h, w = grey.shape
+    inner = grey[h // 4: h - h // 4, w // 4: w - w // 4]
+    laplacian = cv2.Laplacian(inner, cv2.CV_32F, ksize=1)
+    return float(laplacian.std() / (inner.std() + CONTRAST_FLOOR))
