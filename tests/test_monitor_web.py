@@ -239,3 +239,15 @@ def test_a_video_is_recognised_by_its_content_whatever_its_name(client, state, t
     with clip.open("rb") as f:
         result = TestClient(app).post("/api/check", files={"file": ("holiday.jpg", f)}).json()
     assert result["type"] == "video" and scored == [".mp4"]
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+def test_monitor_token_prints_a_token_and_a_hash_that_accepts_it():
+    from tests.conftest import run_dfstream
+
+    result = run_dfstream("monitor-token")
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines())
+    assert len(lines["token"]) >= 40 and lines["token"] not in lines["token_sha256"]
+    assert check_token(lines["token"], lines["token_sha256"])
