@@ -159,24 +159,28 @@ class UnsupportedMedia(Exception):
     pass
 
 
-def _limit_body(request: Request, limit: int) -> None:
-    """Make reading ``request``'s body raise UploadTooLarge past ``limit`` bytes, whether or not the
-    client said how long it is (a chunked upload says nothing)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise UploadTooLarge()
-    receive = request._receive
-    seen = 0
+class UploadLimit:
+    """ASGI middleware: reading the body of a POST to an upload path raises UploadTooLarge past
+    ``limit`` bytes, whether or not the client said how long it is (a chunked upload says nothing);
+    the endpoint turns it into a 413."""
 
-    async def counted():
-        nonlocal seen
-        message = await receive()
-        seen += len(message.get("body", b""))
-        if seen > limit:
-            raise UploadTooLarge()
-        return message
+    def __init__(self, app, limit: int, paths: tuple[str, ...]):
+        self.app, self.limit, self.paths = app, limit, paths
 
-    request._receive = counted
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+            return await self.app(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise UploadTooLarge()
+            return message
+
+        await self.app(scope, counted, send)
 
 
 _IMAGE_MAGIC = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"BM", ".bmp"),
@@ -287,7 +291,9 @@ def build_app(state: MonitorState, config: WebSettings, scorer: Callable[[Path],
     async def _checked(request: Request) -> tuple[int, dict]:
         """(status, result or {"error": ...}) of one uploaded file."""
         try:
-            _limit_body(request, upload_limit + MULTIPART_SLACK)
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > upload_limit + MULTIPART_SLACK:
+                raise UploadTooLarge()  # said so before sending it: not a byte read
             async with request.form(max_files=1, max_fields=4) as form:
                 upload = form.get("file")
                 if upload is None or isinstance(upload, str):
@@ -451,7 +457,10 @@ def build_app(state: MonitorState, config: WebSettings, scorer: Callable[[Path],
         response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
 
-    return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=require_token)])
+    return Starlette(routes=routes, middleware=[
+        Middleware(BaseHTTPMiddleware, dispatch=require_token),
+        Middleware(UploadLimit, limit=upload_limit + MULTIPART_SLACK, paths=("/check", "/api/check")),
+    ])
 
 
 def _safe_next(target: str | None) -> str:
@@ -469,7 +478,9 @@ class WebServer:
         self._thread = thread
         self.host = host
         self.port = port
-        shown = f"[{host}]" if ":" in host else host
+        # a wildcard bind is reached here through loopback
+        local = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        shown = f"[{local}]" if ":" in local else local
         self.url = f"http://{shown}:{port}"
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -251,3 +251,20 @@ def test_monitor_token_prints_a_token_and_a_hash_that_accepts_it():
     lines = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines())
     assert len(lines["token"]) >= 40 and lines["token"] not in lines["token_sha256"]
     assert check_token(lines["token"], lines["token_sha256"])
+
+
+def test_a_chunked_upload_that_never_says_its_size_is_refused_with_413(state):
+    server = serve(state, WebOptions(port=0, max_upload_mb=1), scorer=lambda p: pytest.fail("scored"))
+
+    def body():  # a multipart body in chunks, no Content-Length: the server must count
+        yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.jpg\"\r\n\r\n\xff\xd8\xff"
+        for _ in range(64):
+            yield bytes(64 * 1024)
+        yield b"\r\n--b--\r\n"
+
+    try:
+        response = httpx.post(f"{server.url}/api/check", content=body(), timeout=30,
+                              headers={"content-type": "multipart/form-data; boundary=b"})
+        assert response.status_code == 413 and "limit of 1 MB" in response.json()["error"]
+    finally:
+        server.stop()
