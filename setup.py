@@ -9,7 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["pipeline*", "engines*", "stages*", "runtime*", "train*", "bench*", "monitor*", "dfstream*"]),
-    package_data={"engines": ["weights/*.onnx", "weights/*.json"]},
+    package_data={"engines": ["weights/*.onnx", "weights/*.json"], "monitor": ["templates/*.html"]},
     install_requires=[
         # torch is capped at the release this disk carries; a newer one is a multi-GB download
         "torch>=2.4,<=2.14.1",
@@ -35,11 +35,16 @@ setup(
         "tensorboard>=2.16",
         "matplotlib>=3.8",
         "prometheus-client>=0.20",  # the monitor's /metrics, in the format Prometheus scrapes
+        "starlette>=0.40",  # the monitor's web server (dashboard, API, /metrics): small, async, typed routing
+        "uvicorn>=0.30",  # serves the Starlette app from a thread of the monitor's process
+        "jinja2>=3.1",  # the dashboard's HTML, autoescaped (camera names and URLs come from users)
+        "python-multipart>=0.0.18",  # Starlette's form parser, for the /check upload
     ],
     extras_require={
         "tensorrt": ["torch-tensorrt>=2.4,<2.15"],
         # av 18: Stream.set_display_rotation, with which the tests write a sideways clip
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "av>=18"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "av>=18",
+                "httpx>=0.27"],  # Starlette's TestClient, for the web server's route tests
     },
     entry_points={"console_scripts": ["dfstream=dfstream.cli.main:main"]},
 )

@@ -12,15 +12,25 @@ peer, instead of one PUSH connected to all, is what makes two things exact:
 High-water marks bound every hop, so a slow stage blocks the ones before it
 instead of growing queues; for live sources the bounds are small because a
 queued frame is latency.
+
+Hops to other hosts (a tcp:// endpoint whose address is not loopback, as a run
+plan may place them) are encrypted and authenticated with CurveZMQ: the binding
+side is the CURVE server, the connecting side a client, with the keys of
+``dfstream keys DIR`` (:class:`CurveKeys`); each context that binds such a socket
+runs a ZAP handler that lets in the run's client key only. Such an endpoint
+without keys is refused. ipc://, inproc:// and loopback tcp are unchanged.
 """
 from __future__ import annotations
 
 import collections
+import ipaddress
 import os
 import re
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import zmq
@@ -47,6 +57,138 @@ def check_endpoint(url: str) -> str:
 def bind_url(url: str) -> str:
     """The address to bind for an endpoint others connect to (tcp://host:port binds as given)."""
     return check_endpoint(url)
+
+
+def crosses_hosts(url: str) -> bool:
+    """Whether ``url`` is a tcp endpoint whose address is not loopback (binding ``*`` or
+    0.0.0.0 counts: other hosts can reach it). A host name other than localhost counts too:
+    what it resolves to is not known here."""
+    match = _URL.match(url)
+    if not match or match.group(1) != "tcp":
+        return False
+    host = match.group(2).rsplit(":", 1)[0].strip("[]")
+    if host.lower() == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
+KEY_FILES = ("server.key", "server.key_secret", "client.key", "client.key_secret")
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """The CurveZMQ keys of one run across hosts (Z85 text, as ``zmq.curve_keypair`` makes them):
+    the server pair every binding socket uses, the client pair every connecting socket uses.
+    Every host of the run holds the same folder (written by :func:`write_keys`)."""
+
+    directory: str
+    server_public: bytes
+    server_secret: bytes
+    client_public: bytes
+    client_secret: bytes
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "CurveKeys":
+        import zmq.auth
+
+        folder = Path(directory)
+        missing = [name for name in KEY_FILES if not (folder / name).is_file()]
+        if missing:
+            raise TransportError(f"curve keys {folder}: {', '.join(missing)} missing (make them with "
+                                 f"`dfstream keys {folder}`)")
+        try:
+            server_public, server_secret = zmq.auth.load_certificate(folder / "server.key_secret")
+            client_public, client_secret = zmq.auth.load_certificate(folder / "client.key_secret")
+        except (OSError, ValueError) as exc:
+            raise TransportError(f"curve keys {folder}: cannot read them ({exc})") from None
+        if not server_secret or not client_secret:
+            raise TransportError(f"curve keys {folder}: a .key_secret file holds no secret key")
+        return cls(str(folder), server_public, server_secret, client_public, client_secret)
+
+
+def write_keys(directory: str | Path) -> list[Path]:
+    """New server and client key pairs in ``directory`` (made 0700 if new), each file 0600.
+    Keys already there are not overwritten (FileExistsError): a run's hosts must keep the same."""
+    import zmq.auth
+
+    folder = Path(directory)
+    present = [name for name in KEY_FILES if (folder / name).exists()]
+    if present:
+        raise FileExistsError(f"{folder} already holds keys ({', '.join(present)}): remove them or choose another folder")
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    written = []
+    for name in ("server", "client"):
+        for path in zmq.auth.create_certificates(folder, name):
+            os.chmod(path, 0o600)  # the secret file most of all; the public one is nobody else's business either
+            written.append(Path(path))
+    return written
+
+
+class _OnlyTheRunsClient:
+    """ZAP's answer for CURVE: only the run's client public key is let in."""
+
+    def __init__(self, client_public: bytes):
+        self.allowed = client_public  # Z85, as ZAP hands keys to the callback
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key == self.allowed
+
+
+_authenticators: dict[int, object] = {}  # id(context) -> its ThreadAuthenticator
+_authenticators_lock = threading.Lock()
+
+
+def _authenticate(context: zmq.Context, keys: CurveKeys) -> None:
+    """Start, once per context, the ZAP handler that vets CURVE clients."""
+    from zmq.auth.thread import ThreadAuthenticator
+
+    with _authenticators_lock:
+        if id(context) in _authenticators:
+            return
+        authenticator = ThreadAuthenticator(context)
+        authenticator.start()
+        authenticator.configure_curve_callback(domain="*", credentials_provider=_OnlyTheRunsClient(keys.client_public))
+        _authenticators[id(context)] = authenticator
+
+
+def release_context(context: zmq.Context) -> None:
+    """Stop the context's ZAP handler, if it has one (before ``context.term()``, which waits for it)."""
+    with _authenticators_lock:
+        authenticator = _authenticators.pop(id(context), None)
+    if authenticator is not None:
+        authenticator.stop()
+
+
+def _refuse_plain(url: str) -> TransportError:
+    return TransportError(f"{url} reaches other hosts: it needs CurveZMQ keys (make them with `dfstream keys DIR` "
+                          "and name the folder as curve_keys in the plan)")
+
+
+def bind_socket(sock: zmq.Socket, url: str, keys: CurveKeys | None = None) -> None:
+    """Bind ``sock`` to ``url``, as a CURVE server when the endpoint reaches other hosts."""
+    if crosses_hosts(url):
+        if keys is None:
+            raise _refuse_plain(url)
+        _authenticate(sock.context, keys)
+        sock.curve_secretkey = keys.server_secret
+        sock.curve_publickey = keys.server_public
+        sock.curve_server = True
+    sock.bind(bind_url(url))
+
+
+def connect_socket(sock: zmq.Socket, url: str, keys: CurveKeys | None = None) -> None:
+    """Connect ``sock`` to ``url``, as a CURVE client when the endpoint reaches other hosts."""
+    check_endpoint(url)
+    if crosses_hosts(url):
+        if keys is None:
+            raise _refuse_plain(url)
+        sock.curve_serverkey = keys.server_public
+        sock.curve_publickey = keys.client_public
+        sock.curve_secretkey = keys.client_secret
+    sock.connect(url)
 
 
 @dataclass
@@ -93,7 +235,8 @@ class EndpointAllocator:
 class Inbox:
     """A stage's input: one bound PULL socket (fan-in from all upstream replicas)."""
 
-    def __init__(self, context: zmq.Context, url: str, hwm: int, small_buffers: bool = False):
+    def __init__(self, context: zmq.Context, url: str, hwm: int, small_buffers: bool = False,
+                 keys: CurveKeys | None = None):
         self.url = url
         self.socket = context.socket(zmq.PULL)
         self.socket.setsockopt(zmq.RCVHWM, hwm)
@@ -101,7 +244,7 @@ class Inbox:
             # the kernel's socket buffer is a queue ZeroMQ's HWM does not count
             self.socket.setsockopt(zmq.RCVBUF, SMALL_SOCKET_BUFFER)
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.bind(bind_url(url))
+        bind_socket(self.socket, url, keys)
         self.received = 0
 
     def poll(self, timeout_ms: int) -> bool:
@@ -120,7 +263,7 @@ class Outbox:
     """A stage's output: one connected PUSH socket per downstream replica."""
 
     def __init__(self, context: zmq.Context, urls: Sequence[str], hwm: int, linger_ms: int = -1,
-                 small_buffers: bool = False):
+                 small_buffers: bool = False, keys: CurveKeys | None = None):
         if not urls:
             raise TransportError("an outbox needs at least one downstream endpoint")
         self.urls = [check_endpoint(u) for u in urls]
@@ -136,7 +279,7 @@ class Outbox:
             # peer is the supervisor's to end: it aborts (closing with linger 0) or
             # terminates what is left when the run is over.
             sock.setsockopt(zmq.LINGER, linger_ms)
-            sock.connect(url)
+            connect_socket(sock, url, keys)
             self.sockets.append(sock)
         self.sent = [0] * len(self.sockets)
         self._next = 0
@@ -208,10 +351,10 @@ class CreditInbox:
     never waits in front of face detection; the source drops the others.
     """
 
-    def __init__(self, context: zmq.Context, url: str, replicas: int):
+    def __init__(self, context: zmq.Context, url: str, replicas: int, keys: CurveKeys | None = None):
         self.socket = context.socket(zmq.PULL)
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.bind(bind_url(url))
+        bind_socket(self.socket, url, keys)
         self.credits = [0] * replicas
         self._next = 0
 
@@ -244,12 +387,12 @@ class _ToEachSource:
     """One PUSH socket to each stream's source, for live flow control's small messages. A
     message that cannot go at once is dropped: the source is gone, or has a newer one unread."""
 
-    def __init__(self, context: zmq.Context, urls_by_stream: dict[int, str]):
+    def __init__(self, context: zmq.Context, urls_by_stream: dict[int, str], keys: CurveKeys | None = None):
         self.sockets = {}
         for stream, url in urls_by_stream.items():
             sock = context.socket(zmq.PUSH)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(check_endpoint(url))
+            connect_socket(sock, url, keys)
             self.sockets[stream] = sock
 
     def _tell(self, stream_id: int, payload: bytes) -> None:
@@ -268,8 +411,9 @@ class _ToEachSource:
 class CreditSender(_ToEachSource):
     """Live flow control, detect side: tell each stream's source "I can take a frame"."""
 
-    def __init__(self, context: zmq.Context, urls_by_stream: dict[int, str], replica: int):
-        super().__init__(context, urls_by_stream)
+    def __init__(self, context: zmq.Context, urls_by_stream: dict[int, str], replica: int,
+                 keys: CurveKeys | None = None):
+        super().__init__(context, urls_by_stream, keys)
         self.replica = str(replica).encode()
 
     def give(self, stream_id: int) -> None:
@@ -299,10 +443,10 @@ class FinishedInbox:
     LOST_AFTER = 4.0  # budgets; at least LOST_AFTER_MIN_S
     LOST_AFTER_MIN_S = 2.0
 
-    def __init__(self, context: zmq.Context, url: str, budget_s: float):
+    def __init__(self, context: zmq.Context, url: str, budget_s: float, keys: CurveKeys | None = None):
         self.socket = context.socket(zmq.PULL)
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.bind(bind_url(url))
+        bind_socket(self.socket, url, keys)
         self.budget_s = budget_s
         self._unfinished: dict[int, float] = {}  # seq -> capture time, in the order sent
         self._finish_times: collections.deque[float] = collections.deque(maxlen=self.RATE_WINDOW)

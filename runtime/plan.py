@@ -5,6 +5,11 @@ its endpoints (tcp://host:port) instead of running.  An operator edits the
 addresses if stages move to other hosts, starts each moved stage there with
 ``dfstream stage plan.json 'detect[0]'``, and starts the rest, and the
 supervisor, with ``dfstream run --plan plan.json --external 'detect[0]'``.
+
+Hops between hosts are encrypted and authenticated with CurveZMQ: ``dfstream keys DIR``
+makes the keys, every host gets a copy of DIR, and the plan names it (``"curve_keys"``,
+relative to the plan's folder or absolute). A plan with an endpoint off loopback and no
+keys is refused.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from pipeline.config import STAGE_CONFIGS, STAGE_NAMES, RunConfig, StreamInfo
+from pipeline.transport import CurveKeys, TransportError, crosses_hosts
 from runtime.runner import StageSpec
 
 PLAN_VERSION = 1
@@ -27,6 +33,7 @@ class RunPlan:
     control: str
     report: str
     specs: list[StageSpec]
+    curve_keys: str = ""  # folder of `dfstream keys`; needed once any endpoint leaves loopback
 
     def spec(self, label: str) -> StageSpec:
         for spec in self.specs:
@@ -60,6 +67,7 @@ def save_plan(path: str | Path, config: RunConfig, plan: RunPlan) -> None:
         "version": PLAN_VERSION,
         "control": plan.control,
         "report": plan.report,
+        "curve_keys": plan.curve_keys or None,
         "run": asdict(config),
         "stages": [{**asdict(spec), "parent_pid": 0} for spec in plan.specs],
     }
@@ -88,4 +96,33 @@ def load_plan(path: str | Path) -> tuple[RunConfig, RunPlan]:
         **per_stage,
         **{k: v for k, v in run.items() if k != "streams" and k not in per_stage},
     )
-    return config, RunPlan(document["control"], document["report"], specs)
+    plan = RunPlan(document["control"], document["report"], specs)
+    _apply_keys(plan, document.get("curve_keys"), Path(path).parent)
+    return config, plan
+
+
+def _endpoints(plan: RunPlan) -> list[str]:
+    urls = [plan.control, plan.report]
+    for spec in plan.specs:
+        urls += [u for u in (spec.inbox, spec.credit_inbox, spec.finished_inbox) if u]
+        urls += spec.outbox + spec.bypass + list(spec.credit_outboxes.values()) + list(spec.finished_outboxes.values())
+    return urls
+
+
+def _apply_keys(plan: RunPlan, curve_keys: str | None, folder: Path) -> None:
+    """Give every stage the plan's CurveZMQ keys (checked readable here), or refuse a plan that
+    leaves loopback without them."""
+    if curve_keys:
+        keys_dir = Path(curve_keys) if Path(curve_keys).is_absolute() else folder / curve_keys
+        try:
+            CurveKeys.load(keys_dir)
+        except TransportError as exc:
+            raise PlanError(str(exc)) from None
+        plan.curve_keys = str(keys_dir)
+        for spec in plan.specs:
+            spec.curve_keys = plan.curve_keys
+        return
+    remote = next((url for url in _endpoints(plan) if crosses_hosts(url)), None)
+    if remote is not None:
+        raise PlanError(f"the plan's endpoint {remote} reaches other hosts but the plan names no curve_keys: "
+                        "make them with `dfstream keys DIR` and set \"curve_keys\": \"DIR\" in the plan")

@@ -25,7 +25,8 @@ import zmq
 from pipeline.messages import EndOfStream, Packet
 from pipeline.metrics import rss_mb
 from pipeline.stage import Source, Stage, StageError
-from pipeline.transport import CreditInbox, CreditSender, FinishedInbox, FinishedSender, Inbox, Outbox
+from pipeline.transport import (CreditInbox, CreditSender, CurveKeys, FinishedInbox, FinishedSender, Inbox, Outbox,
+                                bind_socket, connect_socket, release_context)
 from runtime.admission import LiveAdmission
 
 class Control(bytes, Enum):
@@ -76,6 +77,8 @@ class StageSpec:
     report_interval_s: float = 1.0
     niceness: int = 0  # added to the process's niceness when it starts (RunConfig.upstream_niceness)
     parent_pid: int = 0  # the supervisor's pid when it launched this process (0: started by hand)
+    # folder of `dfstream keys` (the plan's curve_keys): hops to other hosts go over CurveZMQ with them
+    curve_keys: str = ""
 
     @property
     def label(self) -> str:
@@ -106,26 +109,31 @@ class StageRunner:
     def __init__(self, spec: StageSpec):
         self.spec = spec
         self.context = zmq.Context()
+        keys = CurveKeys.load(spec.curve_keys) if spec.curve_keys else None
         self.reporter = self.context.socket(zmq.PUSH)
         self.reporter.setsockopt(zmq.LINGER, 2000)
-        self.reporter.connect(spec.report)
+        connect_socket(self.reporter, spec.report, keys)
         self.control = self.context.socket(zmq.SUB)
         self.control.setsockopt(zmq.SUBSCRIBE, b"")
         self.control.setsockopt(zmq.LINGER, 0)
-        self.control.connect(spec.control)
-        self.inbox = Inbox(self.context, spec.inbox, spec.hwm, spec.live) if spec.inbox else None
-        self.outbox = Outbox(self.context, spec.outbox, spec.hwm, small_buffers=spec.live) if spec.outbox else None
-        self.bypass = Outbox(self.context, spec.bypass, spec.hwm, small_buffers=spec.live) if spec.bypass else None
-        self.credit_inbox = CreditInbox(self.context, spec.credit_inbox, len(spec.outbox)) if spec.credit_inbox else None
+        connect_socket(self.control, spec.control, keys)
+        self.inbox = Inbox(self.context, spec.inbox, spec.hwm, spec.live, keys) if spec.inbox else None
+        self.outbox = (Outbox(self.context, spec.outbox, spec.hwm, small_buffers=spec.live, keys=keys)
+                       if spec.outbox else None)
+        self.bypass = (Outbox(self.context, spec.bypass, spec.hwm, small_buffers=spec.live, keys=keys)
+                       if spec.bypass else None)
+        self.credit_inbox = (CreditInbox(self.context, spec.credit_inbox, len(spec.outbox), keys)
+                             if spec.credit_inbox else None)
         self.credit_sender = (
-            CreditSender(self.context, spec.credit_outboxes, spec.replica) if spec.credit_outboxes else None
+            CreditSender(self.context, spec.credit_outboxes, spec.replica, keys) if spec.credit_outboxes else None
         )
-        finished_inbox = (FinishedInbox(self.context, spec.finished_inbox, spec.latency_budget_s)
+        finished_inbox = (FinishedInbox(self.context, spec.finished_inbox, spec.latency_budget_s, keys)
                           if spec.finished_inbox else None)
         # live sources: credits from the detect replicas and the latency budget decide when a frame enters
         self.admission = (LiveAdmission(self.credit_inbox, finished_inbox)
                           if self.credit_inbox is not None or finished_inbox is not None else None)
-        self.finished_sender = FinishedSender(self.context, spec.finished_outboxes) if spec.finished_outboxes else None
+        self.finished_sender = (FinishedSender(self.context, spec.finished_outboxes, keys)
+                                if spec.finished_outboxes else None)
         self.stage: Stage | None = None
         self.started_flow = False  # supervisor said every stage is ready
         self.downstream_exited: set[str] = set()
@@ -358,6 +366,7 @@ class StageRunner:
                 extra.close()
         self.control.close()
         self.reporter.close()
+        release_context(self.context)
         self.context.term()
 
 

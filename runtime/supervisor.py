@@ -24,7 +24,7 @@ from runtime.graph import build_graph
 from pipeline.metrics import RunMetrics, write_json
 from runtime.plan import RunPlan
 from runtime.runner import Control, Report, StageSpec, run_stage_process
-from pipeline.transport import EndpointAllocator
+from pipeline.transport import CurveKeys, EndpointAllocator, bind_socket, release_context
 
 EXTERNAL_START_S = 120.0  # stages started by hand on other hosts must report this soon
 EXTERNAL_SILENCE_S = 15.0  # ... and then keep reporting (about once a second)
@@ -69,12 +69,13 @@ class Supervisor:
             plan.spec(label)  # raises PlanError for a label that is not in the plan
         self.external = set(external)  # started by hand (on other hosts), not by us
         self.control_url, self.report_url = plan.control, plan.report
+        keys = CurveKeys.load(plan.curve_keys) if plan.curve_keys else None
         self.control = self.zmq.socket(zmq.PUB)
         self.control.setsockopt(zmq.LINGER, 0)
-        self.control.bind(self.control_url)
+        bind_socket(self.control, self.control_url, keys)
         self.reports = self.zmq.socket(zmq.PULL)
         self.reports.setsockopt(zmq.LINGER, 0)
-        self.reports.bind(self.report_url)
+        bind_socket(self.reports, self.report_url, keys)
         self.specs = plan.specs
         self.last_heard: dict[str, float] = {}
         self.processes: dict[str, multiprocessing.Process] = {}
@@ -233,6 +234,7 @@ class Supervisor:
                 signal.signal(s, handler)
             self.control.close()
             self.reports.close()
+            release_context(self.zmq)
             self.zmq.term()
             if self.endpoints is not None:
                 self.endpoints.cleanup()

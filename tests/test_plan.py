@@ -5,7 +5,9 @@ import os
 import subprocess
 import sys
 
-from runtime.plan import load_plan
+import pytest
+
+from runtime.plan import PlanError, load_plan
 from tests.conftest import REPO, needs_shared_data, run_dfstream, shared
 from tests.video_helpers import video_facts
 
@@ -67,3 +69,45 @@ def test_an_unknown_external_stage_is_refused(tmp_path, tiny_detector):
     result = run_dfstream("run", "--plan", plan_file, "--external", "detect[7]")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "detect[7]" in result.stderr
+
+
+def _plan_leaving_loopback(tmp_path, tiny_detector):
+    """A plan whose detect[0] was moved to another host (its address edited, as an operator would)."""
+    import json
+
+    plan_file = tmp_path / "plan.json"
+    assert run_dfstream("run", "-s", shared(CLIP), "-m", tiny_detector, "-o", tmp_path / "o.mp4",
+                        "--plan-out", plan_file).returncode == 0
+    document = json.loads(plan_file.read_text())
+    moved = next(s for s in document["stages"] if s["stage"] == "detect")["inbox"]
+    remote = "tcp://192.0.2.20:" + moved.rsplit(":", 1)[1]
+    plan_file.write_text(plan_file.read_text().replace(moved, remote))
+    return plan_file, remote
+
+
+@needs_shared_data
+def test_a_plan_reaching_another_host_without_curve_keys_is_refused(tmp_path, tiny_detector):
+    plan_file, remote = _plan_leaving_loopback(tmp_path, tiny_detector)
+    for command in (("run", "--plan", plan_file, "--external", "detect[0]"), ("stage", plan_file, "detect[0]")):
+        result = run_dfstream(*command)
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert remote in result.stderr and "curve_keys" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+@needs_shared_data
+def test_a_plan_naming_curve_keys_gives_them_to_every_stage(tmp_path, tiny_detector):
+    import json
+
+    plan_file, _ = _plan_leaving_loopback(tmp_path, tiny_detector)
+    assert run_dfstream("keys", tmp_path / "keys").returncode == 0
+    document = json.loads(plan_file.read_text())
+    document["curve_keys"] = "keys"  # relative to the plan's folder
+    plan_file.write_text(json.dumps(document))
+    _, plan = load_plan(plan_file)
+    assert plan.curve_keys == str(tmp_path / "keys")
+    assert {s.curve_keys for s in plan.specs} == {str(tmp_path / "keys")}
+    document["curve_keys"] = "nowhere"
+    plan_file.write_text(json.dumps(document))
+    with pytest.raises(PlanError, match="dfstream keys"):
+        load_plan(plan_file)

@@ -127,3 +127,112 @@ def test_a_live_source_holds_new_frames_while_the_pipeline_is_behind_its_latency
     # a frame lost on the way (a replica crashed with it) must not hold the stream for good
     inbox.sent(8, time.time() - 2.5)
     assert not inbox.over_budget(time.time()) and inbox.in_flight == 0
+
+
+# -- CurveZMQ for hops to other hosts ----------------------------------------------------------------
+
+def _free_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_keys_are_written_private_and_read_back(tmp_path):
+    import os
+    import stat
+
+    from pipeline.transport import KEY_FILES, CurveKeys, write_keys
+
+    written = write_keys(tmp_path / "keys")
+    assert sorted(p.name for p in written) == sorted(KEY_FILES)
+    assert all(stat.S_IMODE(os.stat(p).st_mode) == 0o600 for p in written)
+    keys = CurveKeys.load(tmp_path / "keys")
+    assert len(keys.server_public) == 40 and keys.server_public != keys.client_public
+    with pytest.raises(FileExistsError):
+        write_keys(tmp_path / "keys")  # never overwritten: the other hosts hold the same
+
+
+def test_endpoints_to_other_hosts_are_told_from_local_ones():
+    from pipeline.transport import crosses_hosts
+
+    for local in ("ipc:///tmp/x", "inproc://x", "tcp://127.0.0.1:5000", "tcp://localhost:5000", "tcp://[::1]:5000",
+                  "tcp://127.3.4.5:1"):
+        assert not crosses_hosts(local), local
+    for remote in ("tcp://10.0.0.5:5000", "tcp://0.0.0.0:5000", "tcp://*:5000", "tcp://gpu-box:5000",
+                   "tcp://[2001:db8::1]:5000"):
+        assert crosses_hosts(remote), remote
+
+
+def test_a_plain_tcp_endpoint_to_another_host_is_refused_without_keys():
+    from pipeline.transport import TransportError
+
+    context = zmq.Context()
+    try:
+        with pytest.raises(TransportError, match="needs CurveZMQ keys") as error:
+            Outbox(context, ["tcp://192.0.2.7:5555"], hwm=4)
+        assert "\n" not in str(error.value)
+        with pytest.raises(TransportError, match="needs CurveZMQ keys"):
+            Inbox(context, "tcp://0.0.0.0:5555", hwm=4)
+    finally:
+        context.destroy(linger=0)
+
+
+def _curve_pair(tmp_path, monkeypatch, client_keys):
+    """An inbox and an outbox over CURVE on loopback: loopback stands in for another host
+    (nothing may leave this machine), so the test makes every tcp endpoint count as remote."""
+    import pipeline.transport as transport
+
+    monkeypatch.setattr(transport, "crosses_hosts", lambda url: url.startswith("tcp://"))
+    server_keys = transport.CurveKeys.load(tmp_path / "keys")
+    url = f"tcp://127.0.0.1:{_free_loopback_port()}"
+    server_context, client_context = zmq.Context(), zmq.Context()
+    inbox = Inbox(server_context, url, hwm=8, keys=server_keys)
+    outbox = Outbox(client_context, [url], hwm=8, linger_ms=0, keys=client_keys)
+    return inbox, outbox, server_context, client_context
+
+
+def _close(inbox, outbox, server_context, client_context):
+    from pipeline.transport import release_context
+
+    outbox.close(linger_ms=0)
+    inbox.close()
+    release_context(server_context)
+    server_context.term()
+    client_context.term()
+
+
+def test_two_sockets_with_the_runs_keys_exchange_messages_over_curve(tmp_path, monkeypatch):
+    from pipeline.transport import CurveKeys, write_keys
+
+    write_keys(tmp_path / "keys")
+    inbox, outbox, *contexts = _curve_pair(tmp_path, monkeypatch, CurveKeys.load(tmp_path / "keys"))
+    try:
+        assert inbox.socket.curve_server and outbox.sockets[0].mechanism == zmq.CURVE
+        for seq in range(3):
+            assert outbox.send(_frame(seq))
+        got = []
+        while len(got) < 3 and inbox.poll(5000):
+            got.append(inbox.receive()[0].seq)
+        assert got == [0, 1, 2]
+    finally:
+        _close(inbox, outbox, *contexts)
+
+
+def test_a_client_with_the_wrong_key_gets_nothing_through(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from pipeline.transport import CurveKeys, write_keys
+
+    write_keys(tmp_path / "keys")
+    write_keys(tmp_path / "other")
+    right, other = CurveKeys.load(tmp_path / "keys"), CurveKeys.load(tmp_path / "other")
+    # the server's public key is right (the handshake can start) but the client's pair is another run's
+    intruder = replace(other, server_public=right.server_public)
+    inbox, outbox, *contexts = _curve_pair(tmp_path, monkeypatch, intruder)
+    try:
+        outbox.send(_frame(0), should_stop=lambda: True)  # queued at most: the handshake is refused
+        assert not inbox.poll(1500)
+    finally:
+        _close(inbox, outbox, *contexts)

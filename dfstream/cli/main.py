@@ -17,6 +17,7 @@ from dfstream.cli.detector import (calibrate_command, eval_command, lofo_group, 
                                    train_ensemble_command, train_sharpness_command, train_temporal_command)
 from dfstream.cli.generate import swapper_eval_command, train_gan_command, train_swapper_command
 from dfstream.cli.models import build_engine_command, export_command, models_group
+from dfstream.cli.web import keys_command, monitor_token_command
 from engines.loader import ENGINE_CHOICES
 from pipeline.config import AnnotateConfig, BatchConfig, DetectConfig, InferConfig, RunConfig, SinkConfig, StreamInfo
 
@@ -371,6 +372,8 @@ cli.add_command(eval_command, "eval")
 cli.add_command(predict_command, "predict")
 cli.add_command(swapper_eval_command, "eval-swap")
 cli.add_command(bench_command, "bench")
+cli.add_command(monitor_token_command, "monitor-token")
+cli.add_command(keys_command, "keys")
 
 cli.add_command(lofo_group, "lofo")
 cli.add_command(calibrate_command, "calibrate")
