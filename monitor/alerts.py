@@ -154,17 +154,18 @@ def write_clip(frames: list[_Frame], path: Path, fps: float) -> None:
 
     partial = path.with_name(f".{path.name}.partial")
     first = frames[0].capture_time
+    height, width = cv2.imdecode(np.frombuffer(frames[0].jpeg, np.uint8), cv2.IMREAD_COLOR).shape[:2]
+    width, height = width - width % 2, height - height % 2  # 4:2:0 needs even sizes
     with av.open(str(partial), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = Fraction(1, 1000)
         stream.options = {"preset": "veryfast", "crf": "26"}
         last_pts = -1
         for item in frames:
             image = cv2.imdecode(np.frombuffer(item.jpeg, np.uint8), cv2.IMREAD_COLOR)
-            height, width = image.shape[:2]
-            if not stream.width:
-                stream.width, stream.height, stream.pix_fmt = width - width % 2, height - height % 2, "yuv420p"
-            image = image[: stream.height, : stream.width]
+            if image.shape[:2] != (height, width):
+                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
             pts = max(last_pts + 1, round((item.capture_time - first) * 1000))
             frame.pts, frame.time_base, last_pts = pts, Fraction(1, 1000), pts
@@ -263,7 +264,7 @@ class EvidenceRecorder:
         now = time.time()
         what = "went offline" if kind == ALERT_OFFLINE else "is back online"
         alert = Alert(id=new_alert_id(self.camera, kind, now), camera=self.camera, kind=kind, time=utc_time(now),
-                      message=f"{self.camera} {what}" + (f" ({detail})" if detail else ""))
+                      message=f"{self.camera} {what}" + (f" ({detail})" if detail and kind == ALERT_OFFLINE else ""))
         if self.last_frame is not None:
             folder = self.alerts_dir / alert.id
             folder.mkdir(parents=True, exist_ok=True)

@@ -166,6 +166,9 @@ class CameraWorker(threading.Thread):
             if self.stopping.is_set():
                 break
             self._set_health(Health.STARTING, "run starting")
+            with self.lock:
+                self.fake_rule = FakeTrackRule(self.config.alerts.fake)  # track ids start again in each run
+                self.tracks.clear()
             self.supervisor = Supervisor(run_config, out=_LogWriter(camera.name), observer=self, handle_signals=False)
             started = time.monotonic()
             self.last_frames_at = started
@@ -425,6 +428,7 @@ class MonitorService:
         try:
             while not self._stop.is_set():
                 self._stop.wait(0.5)
+                self.write_status()
                 if self._reload.is_set():
                     self._reload.clear()
                     try:
@@ -435,6 +439,23 @@ class MonitorService:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the flush short
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             self.stop()
+
+    def write_status(self) -> None:
+        """``status.json`` in the storage folder: every camera's status now (for scripts, health checks)."""
+        import json
+
+        cameras = []
+        for status in self.state.cameras():
+            document = dataclasses.asdict(status)
+            document["health"] = status.health.value
+            document["tracks"] = {str(k): v for k, v in status.tracks.items()}
+            cameras.append(document)
+        document = {"time": utc_now(), "started": self.state.started, "cameras": cameras,
+                    "alerts": len(self.state.alerts(limit=self.state.keep_alerts))}
+        path = Path(self.config.storage.folder) / "status.json"
+        partial = path.with_name(".status.json.partial")
+        partial.write_text(json.dumps(document, indent=1), encoding="utf-8")
+        partial.replace(path)
 
     # -- alerts ----------------------------------------------------------------------------------
     def raise_alert(self, alert: Alert) -> None:
