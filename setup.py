@@ -35,6 +35,8 @@ setup(
         "tensorboard>=2.16",
         "matplotlib>=3.8",
         "prometheus-client>=0.20",  # the monitor's /metrics, in the format Prometheus scrapes
+        "pyyaml>=6",  # dfstream monitor's config file
+        "paho-mqtt>=2.0",  # dfstream monitor's MQTT sink (2.0: CallbackAPIVersion)
     ],
     extras_require={
         "tensorrt": ["torch-tensorrt>=2.4,<2.15"],
