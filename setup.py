@@ -39,6 +39,8 @@ setup(
         "uvicorn>=0.30",  # serves the Starlette app from a thread of the monitor's process
         "jinja2>=3.1",  # the dashboard's HTML, autoescaped (camera names and URLs come from users)
         "python-multipart>=0.0.18",  # Starlette's form parser, for the /check upload
+        "pyyaml>=6",  # dfstream monitor's config file
+        "paho-mqtt>=2.0",  # dfstream monitor's MQTT sink (2.0: CallbackAPIVersion)
     ],
     extras_require={
         "tensorrt": ["torch-tensorrt>=2.4,<2.15"],

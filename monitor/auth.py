@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import threading
 
@@ -31,7 +32,7 @@ def _digest(token: str, salt: bytes) -> bytes:
 
 
 def hash_token(token: str) -> str:
-    """The form to store in the config (``token_sha256``): ``scrypt$<salt>$<digest>``, hex."""
+    """The form to store in the config (``token_hash``): ``scrypt$<salt>$<digest>``, hex."""
     if not token:
         raise ValueError("an empty token cannot be hashed: make one with `dfstream monitor-token`")
     salt = secrets.token_bytes(16)
@@ -83,3 +84,13 @@ class TokenChecker:
         with self._lock:
             self._accepted.add(key)
         return True
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable only from this host (no token needed there)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost, or "" (every address): not loopback

@@ -156,6 +156,13 @@ class MonitorState:
                 if alert.id == alert_id:
                     self._alerts[i] = replace(alert, **fields)
 
+    def set_delivery(self, alert_id: str, sink: str, delivery: str) -> None:
+        """One sink's delivery state of an alert (DELIVERY_*), atomically beside the other sinks'."""
+        with self._lock:
+            for i, alert in enumerate(self._alerts):
+                if alert.id == alert_id:
+                    self._alerts[i] = replace(alert, deliveries={**alert.deliveries, sink: delivery})
+
     # -- reading (the web server) ----------------------------------------------
     def cameras(self) -> list[CameraStatus]:
         with self._lock:

@@ -7,7 +7,7 @@ of the monitor's process: ``serve(state, config)`` returns a handle with ``.port
 ``.stop()``.
 
 Security: it binds 127.0.0.1 by default and refuses any other address unless a token is set
-(``token_sha256``, the hash from :mod:`monitor.auth`); with a token every page, the API and
+(``token_hash``, the hash from :mod:`monitor.auth`); with a token every page, the API and
 ``/metrics`` need ``Authorization: Bearer <token>`` or the session cookie the login form sets
 (``/healthz`` stays open, for load balancers). URLs are redacted again on the way out; evidence
 is served only for files the state names; uploads are limited in size and must really decode
@@ -16,7 +16,6 @@ as an image or a video.
 from __future__ import annotations
 
 import datetime as _dt
-import ipaddress
 import logging
 import secrets
 import socket
@@ -37,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from monitor.auth import TokenChecker, check_hash
+from monitor.auth import TokenChecker, check_hash, is_loopback
 from monitor.state import Alert, CameraStatus, MonitorState
 from pipeline.health import Health
 from pipeline.urls import redact
@@ -65,7 +64,7 @@ class WebSettings(Protocol):
 
     bind: str
     port: int
-    token_sha256: str | None
+    token_hash: str | None
     max_upload_mb: int
 
 
@@ -75,7 +74,7 @@ class WebOptions:
 
     bind: str = "127.0.0.1"
     port: int = 8080  # 0: any free port (the handle's .port says which)
-    token_sha256: str | None = None  # monitor.auth.hash_token of the token; None: no token (loopback only)
+    token_hash: str | None = None  # monitor.auth.hash_token of the token; None: no token (loopback only)
     max_upload_mb: int = 50
 
 
@@ -83,25 +82,17 @@ class WebConfigError(ValueError):
     pass
 
 
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost, or "" (every address): not loopback
-
 
 def check_settings(config: WebSettings) -> None:
     """One-line WebConfigError for settings the server must not start with."""
-    if config.token_sha256:
+    if config.token_hash:
         try:
-            check_hash(config.token_sha256)
+            check_hash(config.token_hash)
         except ValueError as exc:
-            raise WebConfigError(f"web.token_sha256: {exc}") from None
+            raise WebConfigError(f"web.token_hash: {exc}") from None
     elif not is_loopback(config.bind):
         raise WebConfigError(f"web.bind {config.bind!r} is reachable from other hosts but no token is set: "
-                             "set web.token_sha256 (make one with `dfstream monitor-token`) or bind 127.0.0.1")
+                             "set web.token_hash (make one with `dfstream monitor-token`) or bind 127.0.0.1")
     if not 0 <= int(config.port) <= 65535:
         raise WebConfigError(f"web.port {config.port} is not a port number (0-65535; 0 picks a free one)")
     if int(config.max_upload_mb) < 1:
@@ -235,7 +226,7 @@ _TEMPLATES.filters["q"] = lambda text: quote(str(text), safe="")
 def build_app(state: MonitorState, config: WebSettings, scorer: Callable[[Path], dict] | None = None) -> Starlette:
     """The ASGI app (served by :func:`serve`; tests may drive it directly)."""
     check_settings(config)
-    checker = TokenChecker(config.token_sha256) if config.token_sha256 else None
+    checker = TokenChecker(config.token_hash) if config.token_hash else None
     sessions: set[str] = set()  # login cookies handed out (in memory: a restart asks again)
     sessions_lock = threading.Lock()
     upload_limit = int(config.max_upload_mb) * MB

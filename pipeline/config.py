@@ -135,6 +135,11 @@ class SinkConfig:
     # and the CPU it saves shortens every stage's wait (dfstream bench: p99 80 vs 98 ms).
     live_preset: str = "ultrafast"
     encode_threads: int = 0
+    # A ZeroMQ endpoint (ipc://..., tcp://...) the sink connects a PUB socket to: each analysed
+    # frame's faces as JSON and the annotated frame as JPEG, at most publish_fps per stream
+    # (dfstream monitor subscribes: its live view, alert rules and evidence clips)
+    publish_url: str | None = None
+    publish_fps: float = 5.0
     streams: list[StreamInfo] = field(default_factory=list)
 
     def with_preset(self, preset: str | None) -> "SinkConfig":
@@ -179,7 +184,7 @@ class RunConfig:
     @property
     def pixels_after_detect(self) -> bool:
         """Whether any stage after detect needs the frames' pixels."""
-        return bool(self.sink.output_pattern or self.sink.display or self.infer.mode == "swap")
+        return bool(self.sink.output_pattern or self.sink.display or self.sink.publish_url or self.infer.mode == "swap")
 
     @property
     def live(self) -> bool:

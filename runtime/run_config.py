@@ -70,6 +70,8 @@ def build_run_config(
     events_path: str | None = None,
     preset: str | None = None,
     crf: int = SinkConfig.crf,
+    publish_url: str | None = None,
+    publish_fps: float = SinkConfig.publish_fps,
     **run_settings,
 ) -> RunConfig:
     """The RunConfig for ``streams`` (see :func:`probe_streams`) and a model (its path and metadata).
@@ -114,8 +116,33 @@ def build_run_config(
             swap_faces=swap_faces,
             draw=draw,
         ),
-        sink=SinkConfig(output_pattern=output, display=display, events_path=events_path, crf=crf).with_preset(preset),
+        sink=SinkConfig(output_pattern=output, display=display, events_path=events_path, crf=crf,
+                        publish_url=publish_url, publish_fps=publish_fps).with_preset(preset),
         detect_replicas=detect_replicas or replicas,
         infer_replicas=infer_replicas or replicas,
         **run_settings,
     )
+
+
+def resolve_model(name_or_path: str, kind: str) -> tuple[str, ModelMetadata]:
+    """(path, metadata) of a model given by registry name or file, checked to be of ``kind``
+    (``engines.metadata.KIND_*``); RunOptionError in one line otherwise. ``dfstream run`` and
+    ``dfstream monitor`` resolve their models here."""
+    from engines.metadata import MetadataError, read_metadata
+    from engines.registry import ModelIntegrityError, ModelNotFoundError, resolve
+
+    try:
+        path = resolve(name_or_path)
+        return str(path), read_metadata(path).expect_kind(kind, path)
+    except (ModelNotFoundError, ModelIntegrityError, MetadataError) as exc:
+        raise RunOptionError(str(exc)) from None
+
+
+def resolve_face_detector(choice: str) -> tuple[str, str | None]:
+    """(detector kind, model path) for a --face-detector choice; RunOptionError in one line."""
+    from engines.registry import ModelIntegrityError, ModelNotFoundError, resolve_face_detector as resolve
+
+    try:
+        return resolve(choice)
+    except (ModelNotFoundError, ModelIntegrityError) as exc:
+        raise RunOptionError(str(exc)) from None

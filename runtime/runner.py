@@ -26,7 +26,7 @@ from pipeline.messages import EndOfStream, Packet
 from pipeline.metrics import rss_mb
 from pipeline.stage import Source, Stage, StageError
 from pipeline.transport import (CreditInbox, CreditSender, CurveKeys, FinishedInbox, FinishedSender, Inbox, Outbox,
-                                bind_socket, connect_socket, release_context)
+                                connect_socket, release_context)
 from runtime.admission import LiveAdmission
 
 class Control(bytes, Enum):

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 
@@ -53,8 +54,11 @@ class SupervisorObserver:
 
 class Supervisor:
     def __init__(self, config: RunConfig, out=sys.stderr, plan: RunPlan | None = None, external: tuple[str, ...] = (),
-                 observer: SupervisorObserver | None = None):
+                 observer: SupervisorObserver | None = None, handle_signals: bool = True):
         self.config = config
+        # Ctrl-C and SIGTERM stop the run: only where this supervisor owns the process (its main
+        # thread). dfstream monitor runs one supervisor per camera in threads and handles them itself.
+        self.handle_signals = handle_signals and threading.current_thread() is threading.main_thread()
         self.out = out
         self.observer = observer
         self.context = multiprocessing.get_context("spawn")
@@ -99,13 +103,14 @@ class Supervisor:
     def _start_all(self) -> None:
         # Children inherit "ignore SIGINT" across exec, so a Ctrl-C during
         # start-up cannot kill a half-started stage behind our back.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if self.handle_signals else None
         try:
             for spec in reversed(self.specs):  # consumers first: their inboxes are bound before frames flow
                 if spec.label not in self.external:
                     self._start(spec)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
     def _on_signal(self, signum, _frame) -> None:
         self.interrupts += 1
@@ -194,7 +199,8 @@ class Supervisor:
     # -- the run --------------------------------------------------------------
     def run(self) -> RunResult:
         started = time.monotonic()
-        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        handlers = ({s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+                    if self.handle_signals else {})
         progress = self._progress_bar()
         last_print = time.monotonic()
         try:

@@ -162,6 +162,59 @@ class VideoWriter:
         self.partial.unlink(missing_ok=True)
 
 
+class FramePublisher:
+    """Sends what the sink writes to whoever subscribes at ``config.publish_url`` (dfstream
+    monitor): a ``faces`` message per analysed frame (JSON) and, at most ``publish_fps`` times
+    a second per stream, a ``frame`` message with the annotated picture as JPEG.
+
+    A PUB socket never blocks the sink: with no subscriber, or one that is behind, messages
+    are dropped (the sink must keep its camera's pace). Multipart messages:
+    ``[b"faces", json]`` and ``[b"frame", json, jpeg]``; the JSON carries the stream, frame
+    index, capture time (UTC) and, for faces, one record per face as in the events file."""
+
+    JPEG_QUALITY = 80
+    HWM = 50  # messages held for a slow subscriber before dropping
+
+    def __init__(self, config: SinkConfig):
+        import zmq
+
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.PUB)
+        self.socket.setsockopt(zmq.LINGER, 500)  # the last messages still reach the monitor at the end
+        self.socket.setsockopt(zmq.SNDHWM, self.HWM)
+        self.socket.connect(config.publish_url)
+        self.interval = 1.0 / config.publish_fps if config.publish_fps > 0 else 0.0
+        self.last_frame: dict[int, float] = {}
+        self.flags = zmq.NOBLOCK
+
+    def publish(self, message: FrameMessage, stream: StreamInfo) -> None:
+        import zmq
+        from pipeline.health import utc_time
+
+        header = {"stream": stream.name, "stream_id": message.stream_id, "frame_index": message.frame_index,
+                  "time": utc_time(message.capture_time), "capture_time": message.capture_time}
+        try:
+            if message.analysed and message.faces:
+                faces = [{"box": [round(float(v), 1) for v in face.box], "track_id": face.track_id,
+                          "score": None if face.fake_score is None else round(face.fake_score, 4),
+                          "smoothed_score": None if face.smoothed_score is None else round(face.smoothed_score, 4),
+                          "verdict": face.verdict} for face in message.faces]
+                self.socket.send_multipart([b"faces", json.dumps({**header, "faces": faces}).encode()], self.flags)
+            now = time.monotonic()
+            if message.image is not None and now - self.last_frame.get(message.stream_id, -1e9) >= self.interval:
+                self.last_frame[message.stream_id] = now
+                bgr = pictures.to_bgr(message.image, message.pixel_format)
+                ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.JPEG_QUALITY])
+                if ok:
+                    self.socket.send_multipart([b"frame", json.dumps(header).encode(), jpeg.tobytes()], self.flags)
+        except zmq.Again:
+            pass  # nobody listening, or behind: dropped, as a live view should
+
+    def close(self) -> None:
+        self.socket.close()
+        self.context.term()
+
+
 class SinkStage(Stage):
     name = "sink"
 
@@ -181,9 +234,12 @@ class SinkStage(Stage):
         self.events_partial: Path | None = None
         self.stop_requested = False
         self.aborted = False
+        self.publisher: FramePublisher | None = None
 
     def open(self) -> None:
         cfg = self.config
+        if cfg.publish_url:
+            self.publisher = FramePublisher(cfg)
         if cfg.output_pattern:
             for stream in self.streams.values():
                 self.writers[stream.stream_id] = VideoWriter(output_path(cfg.output_pattern, stream), stream, cfg)
@@ -221,6 +277,8 @@ class SinkStage(Stage):
             self._write_events(message)
         if self.config.display:
             self._show(message)
+        if self.publisher is not None:
+            self.publisher.publish(message, self.streams[stream_id])
         self.frames[stream_id] += 1
 
     def _record_timings(self, message: FrameMessage) -> None:
@@ -312,3 +370,5 @@ class SinkStage(Stage):
             import cv2
 
             cv2.destroyAllWindows()
+        if self.publisher is not None:
+            self.publisher.close()

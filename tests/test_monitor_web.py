@@ -166,13 +166,13 @@ def test_a_non_loopback_bind_without_a_token_refuses_to_start(state):
 
 
 def test_a_bad_token_hash_refuses_to_start(state):
-    with pytest.raises(WebConfigError, match="token_sha256"):
-        serve(state, WebOptions(port=0, token_sha256="sha256:abc"))
+    with pytest.raises(WebConfigError, match="token_hash"):
+        serve(state, WebOptions(port=0, token_hash="sha256:abc"))
 
 
 def test_with_a_token_every_page_api_and_metrics_need_it_over_http(state):
     token = new_token()
-    server = serve(state, WebOptions(bind="0.0.0.0", port=0, token_sha256=hash_token(token)))
+    server = serve(state, WebOptions(bind="0.0.0.0", port=0, token_hash=hash_token(token)))
     try:
         base = f"http://127.0.0.1:{server.port}"
         with httpx.Client(base_url=base, follow_redirects=False, timeout=10) as http:
@@ -249,8 +249,8 @@ def test_monitor_token_prints_a_token_and_a_hash_that_accepts_it():
     result = run_dfstream("monitor-token")
     assert result.returncode == 0, result.stderr
     lines = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines())
-    assert len(lines["token"]) >= 40 and lines["token"] not in lines["token_sha256"]
-    assert check_token(lines["token"], lines["token_sha256"])
+    assert len(lines["token"]) >= 40 and lines["token"] not in lines["token_hash"]
+    assert check_token(lines["token"], lines["token_hash"])
 
 
 def test_a_chunked_upload_that_never_says_its_size_is_refused_with_413(state):

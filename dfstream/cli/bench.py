@@ -5,7 +5,6 @@ itself is the ``bench`` package.
 """
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from pathlib import Path

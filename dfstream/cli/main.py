@@ -18,6 +18,7 @@ from dfstream.cli.detector import (calibrate_command, eval_command, lofo_group, 
 from dfstream.cli.generate import swapper_eval_command, train_gan_command, train_swapper_command
 from dfstream.cli.models import build_engine_command, export_command, models_group
 from dfstream.cli.web import keys_command, monitor_token_command
+from dfstream.cli.monitor import monitor_command
 from engines.loader import ENGINE_CHOICES
 from pipeline.config import AnnotateConfig, BatchConfig, DetectConfig, InferConfig, RunConfig, SinkConfig, StreamInfo
 
@@ -64,22 +65,20 @@ def _check_x_display(name: str, timeout: float = 3.0) -> None:
 
 def _resolve_face_detector(choice: str) -> tuple[str, str | None]:
     """(detector kind, model path) for --face-detector."""
-    from engines.registry import ModelIntegrityError, ModelNotFoundError, resolve_face_detector
+    from runtime.run_config import RunOptionError, resolve_face_detector
 
     try:
         return resolve_face_detector(choice)
-    except (ModelNotFoundError, ModelIntegrityError) as exc:
+    except RunOptionError as exc:
         _fail(str(exc))
 
 
 def _model_metadata(name_or_path: str, kind: str):
-    from engines.metadata import MetadataError, read_metadata
-    from engines.registry import ModelIntegrityError, ModelNotFoundError, resolve
+    from runtime.run_config import RunOptionError, resolve_model
 
     try:
-        path = resolve(name_or_path)
-        return str(path), read_metadata(path).expect_kind(kind, path)
-    except (ModelNotFoundError, ModelIntegrityError, MetadataError) as exc:
+        return resolve_model(name_or_path, kind)
+    except RunOptionError as exc:
         _fail(str(exc))
 
 
@@ -374,6 +373,7 @@ cli.add_command(swapper_eval_command, "eval-swap")
 cli.add_command(bench_command, "bench")
 cli.add_command(monitor_token_command, "monitor-token")
 cli.add_command(keys_command, "keys")
+cli.add_command(monitor_command, "monitor")
 
 cli.add_command(lofo_group, "lofo")
 cli.add_command(calibrate_command, "calibrate")

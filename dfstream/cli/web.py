@@ -12,13 +12,13 @@ def monitor_token_command():
     """Print a new random token for the monitor's web server, and the hash to put in its config.
 
     \b
-    The config keeps only the hash (web.token_sha256); give the token to the people and the
+    The config keeps only the hash (web.token_hash); give the token to the people and the
     Prometheus scraper that need it (Authorization: Bearer <token>, or the login form)."""
     from monitor.auth import hash_token, new_token
 
     token = new_token()
     click.echo(f"token: {token}")
-    click.echo(f"token_sha256: {hash_token(token)}")
+    click.echo(f"token_hash: {hash_token(token)}")
 
 
 @click.command("keys")

@@ -1,0 +1,123 @@
+"""The monitor's config file and alert rules: a bad file gives one line naming the key and
+exit status 2; the sample config is valid; the fake rule holds, hysteresis and cooldown; the
+offline rule waits its time and reports the camera back."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from monitor.alerts import FakeTrackRule, OfflineRule
+from monitor.config import ConfigError, FakeRule, load_config
+from monitor.state import ALERT_OFFLINE, ALERT_ONLINE
+from pipeline.health import Health
+from tests.conftest import REPO, run_dfstream
+
+GOOD = """
+cameras:
+  - name: door
+    url: rtsp://user:secret@10.0.0.5:554/stream1
+  - {name: yard, url: "rtsp://10.0.0.6/live", detect_every: 2, threshold: 0.7}
+sinks:
+  webhooks: [{url: "https://example.org/hook", headers: {Authorization: "Bearer x"}}]
+  mqtt: {url: "mqtt://broker:1884", topic_prefix: site1}
+web: {port: 9000}
+"""
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "monitor.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_a_good_config_becomes_typed_settings_with_their_defaults(tmp_path):
+    config = load_config(_write(tmp_path, GOOD))
+    assert [c.name for c in config.cameras] == ["door", "yard"]
+    assert config.cameras[1].detect_every == 2 and config.cameras[1].threshold == 0.7
+    assert config.cameras[0].detect_every == 3  # default
+    assert config.sinks.webhooks[0].name == "webhook0"
+    assert (config.sinks.mqtt.host, config.sinks.mqtt.port) == ("broker", 1884)
+    assert config.web.port == 9000 and config.web.bind == "127.0.0.1"
+    assert config.storage.alerts_dir == tmp_path / "dfstream-monitor" / "alerts"  # relative to the file
+
+
+@pytest.mark.parametrize("text, message", [
+    ("cameras:\n  - {name: a, url: rtsp://x}\n  - {name: b}\n", "cameras[1].url: missing"),
+    ("cameras: [{name: a, url: rtsp://x}]\nsinks: {mqtt: {url: 'http://b'}}\n", "sinks.mqtt.url: not an mqtt:// URL"),
+    ("cameras: [{name: a, url: rtsp://x, detect_every: two}]\n", "cameras[0].detect_every: must be an integer"),
+    ("cameras: [{name: a, url: rtsp://x}, {name: a, url: rtsp://y}]\n", "cameras[1].name: 'a' is used by another"),
+    ("cameras: [{name: a, url: rtsp://x}]\nalerts: {fake: {on_threshold: 0.5, off_threshold: 0.7}}\n",
+     "alerts.fake.off_threshold: must not be above on_threshold"),
+    ("cameras: [{name: a, url: rtsp://x}]\nsinks: {webhooks: [{url: 'ftp://x'}]}\n",
+     "sinks.webhooks[0].url: not an http:// or https:// URL"),
+    ("cameras: [{name: a, url: rtsp://x, colour: red}]\n", "cameras[0].colour: unknown key"),
+    ("web: {port: 80}\n", "cameras: missing"),
+    ("cameras: [{name: a, url: rtsp://x}]\nweb: {bind: 0.0.0.0}\n", "web.bind: 0.0.0.0 is reachable from other hosts"),
+    ("cameras: [{name: a, url: rtsp://x}]\nweb: {bind: 0.0.0.0, token_hash: abc}\n", "web.token_hash: token hash is not"),
+    ("cameras: [{name: a, url: rtsp://x}\n", "not valid YAML"),
+])
+def test_a_bad_config_is_refused_naming_the_key(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_dfstream_monitor_with_a_bad_config_prints_one_line_and_exits_2(tmp_path):
+    path = _write(tmp_path, "cameras:\n  - {name: a, url: rtsp://x}\n  - {name: b}\n")
+    result = run_dfstream("monitor", path, "--check", timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"dfstream monitor: {path}: cameras[1].url: missing"]
+
+
+def test_the_sample_config_passes_check(tmp_path, tiny_detector):
+    text = (REPO / "monitor.example.yaml").read_text()
+    text = text.replace("detector: detector", f"detector: {tiny_detector}")  # no download in tests
+    path = _write(tmp_path, text)
+    result = run_dfstream("monitor", path, "--check", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "OK (2 camera(s), 2 sink(s))" in result.stdout
+
+
+def test_fake_rule_fires_only_after_the_score_is_held_for_min_seconds():
+    rule = FakeTrackRule(FakeRule(on_threshold=0.8, off_threshold=0.6, min_seconds=2.0, cooldown_seconds=0))
+    assert not rule.feed(1, 0.9, 0.0)
+    assert not rule.feed(1, 0.9, 1.0)
+    assert not rule.feed(1, 0.7, 1.5)  # dipped below on: the hold starts again
+    assert not rule.feed(1, 0.9, 2.0)
+    assert not rule.feed(1, 0.9, 3.9)
+    assert rule.feed(1, 0.9, 4.0)
+
+
+def test_fake_rule_rearms_only_below_the_off_threshold():
+    rule = FakeTrackRule(FakeRule(on_threshold=0.8, off_threshold=0.6, min_seconds=0, cooldown_seconds=0))
+    assert rule.feed(1, 0.85, 0.0)
+    assert not rule.feed(1, 0.7, 1.0)  # between the thresholds: not re-armed
+    assert not rule.feed(1, 0.85, 2.0)
+    assert not rule.feed(1, 0.5, 3.0)  # below off: re-armed
+    assert rule.feed(1, 0.85, 4.0)
+    assert rule.feed(2, 0.85, 4.0)  # each track has its own state
+
+
+def test_fake_rule_cooldown_per_track():
+    rule = FakeTrackRule(FakeRule(on_threshold=0.8, off_threshold=0.6, min_seconds=0, cooldown_seconds=60))
+    assert rule.feed(1, 0.9, 0.0)
+    assert not rule.feed(1, 0.1, 1.0)
+    assert not rule.feed(1, 0.9, 30.0)  # re-armed, but within the cooldown
+    assert rule.feed(1, 0.9, 61.0)
+
+
+def test_offline_rule_waits_its_time_and_reports_the_camera_back_once():
+    rule = OfflineRule(after_s=5)
+    assert rule.health(Health.STREAMING, 0) is None
+    assert rule.health(Health.RECONNECTING, 10) is None
+    assert rule.tick(14) is None
+    assert rule.health(Health.OFFLINE, 14.5) is None  # still down, since 10
+    assert rule.tick(15) == ALERT_OFFLINE
+    assert rule.tick(20) is None  # once
+    assert rule.health(Health.STREAMING, 21) == ALERT_ONLINE
+    assert rule.health(Health.RECONNECTING, 22) is None
+    assert rule.health(Health.STREAMING, 23) is None  # a blip shorter than after_s: no alert either way
