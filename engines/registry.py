@@ -152,7 +152,7 @@ REGISTRY: dict[str, RegistryEntry] = {
             name="detector",
             kind="detector",
             filename="dfstream_detector_sharpness_contrast.onnx",
-            sha256="5243431bc64279775a1b67a8691c7b8936c26c1ff310ed105633c9f556d82c85",
+            sha256="d450ea34329e82a318db6f1cd22550e15cff71bbdb7553033024f896442b7d2d",
             description="dfstream default deepfake detector: a face smoother than its surroundings, against real "
                         "faces (no learnt weights), calibrated; catches pasted and re-rendered faces (swaps, lip-sync), "
                         "not whole generated frames; chosen by leave-one-family-out (engines/weights/MODEL_CARD.md)",

@@ -119,7 +119,8 @@ def _video_scores(files: list[dict], a: float | None = None, b: float | None = N
 
 
 def calibrate(model: str, output: str | Path, manifest: str | Path | None = None, false_alarm_rate: float = 0.05,
-              trained_on: tuple[str, ...] = (), set_detail_floor: bool = True, progress=None, **eval_options) -> dict:
+              trained_on: tuple[str, ...] = (), set_detail_floor: bool = True, min_face_px: int | None = None,
+              progress=None, **eval_options) -> dict:
     """Fit the scaling and the threshold (module docstring); write the calibrated copy of ``model`` to ``output``."""
     from engines.metadata import read_metadata, write_onnx_metadata
     from engines.registry import resolve
@@ -145,6 +146,10 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
     if not fakes:
         raise ValueError("no fake family the model was not trained on: nothing to calibrate on")
     wanted = {"val": [i for i in split.val if i.label == 0], "test": [i for i in split.test if i.label == 0], "fake": fakes}
+    if min_face_px is not None:
+        if min_face_px < 0:
+            raise ValueError(f"--min-face-px {min_face_px}: a height in pixels, 0 or more")
+        metadata = replace(metadata, min_face_px=int(min_face_px))
     floor = {"floor": float(metadata.min_face_detail), "set": False}
     if set_detail_floor:
         from train.detail_floor import detail_floor

@@ -276,6 +276,9 @@ def lofo_score_command(models, manifest, families, engine, every_n_frames, max_f
 @click.option("--manifest", default=None, help="List file with family and group columns (default: the ../shared manifest).")
 @click.option("--trained-on", multiple=True, help="A fake family the model learnt from (its fakes are then not used to "
               "calibrate it). Repeatable; none for a model trained on real faces alone.")
+@click.option("--min-face-px", type=click.IntRange(min=0), default=None,
+              help="Set the size floor: faces shorter than this (frame pixels) are answered unscorable. "
+              "Default: the model's own (0: none).")
 @click.option("--detail-floor/--no-detail-floor", default=True, show_default=True,
               help="Also set the detail floor (min_face_detail): faces more blurred than nearly every val face shrunk "
               "to the model's size floor are answered unscorable.")
@@ -284,8 +287,8 @@ def lofo_score_command(models, manifest, families, engine, every_n_frames, max_f
 @click.option("--threads", type=int, default=None)
 @click.option("--json", "json_out", default=None, help="Also write the fit and its measurements here.")
 @click.option("-v", "--verbose", is_flag=True)
-def calibrate_command(model, output, false_alarm_rate, manifest, trained_on, detail_floor, every_n_frames, max_frames,
-                      threads, json_out, verbose):
+def calibrate_command(model, output, false_alarm_rate, manifest, trained_on, min_face_px, detail_floor, every_n_frames,
+                      max_frames, threads, json_out, verbose):
     """Calibrate a detector's P(fake) and set its threshold on validation data (leave-one-family-out's val split)."""
     verbose_logging(verbose)
     from train.calibrate import calibrate, format_result, write_report
@@ -293,7 +296,7 @@ def calibrate_command(model, output, false_alarm_rate, manifest, trained_on, det
 
     try:
         result = calibrate(model, output, manifest=manifest, false_alarm_rate=false_alarm_rate, trained_on=tuple(trained_on),
-                           set_detail_floor=detail_floor, progress=progress, every_n_frames=every_n_frames,
+                           set_detail_floor=detail_floor, min_face_px=min_face_px, progress=progress, every_n_frames=every_n_frames,
                            max_frames=max_frames, threads=threads)
     except user_errors() as exc:
         raise one_line_error(exc) from None
