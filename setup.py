@@ -35,6 +35,7 @@ setup(
         "tensorboard>=2.16",
         "matplotlib>=3.8",
         "prometheus-client>=0.20",  # the monitor's /metrics, in the format Prometheus scrapes
+        "python-xlib>=0.33",  # -s window:TITLE: find a window by its title and follow it as it moves (X11)
     ],
     extras_require={
         "tensorrt": ["torch-tensorrt>=2.4,<2.15"],
