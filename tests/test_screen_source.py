@@ -1,4 +1,4 @@
-"""Screen and window sources under Xvfb: a clip played into a titled X window (tests/window_player.py,
+"""Screen and window sources under Xvfb: a clip played into a titled X window (bench/window_player.py,
 drawn with python-xlib) is grabbed with ``-s window:TITLE`` and ``-s screen:WxH+X+Y``.
 
 What is checked: the grabbed pixels are the clip's; a window that moves or is resized is followed
@@ -87,11 +87,11 @@ def display():
 
 
 class PlayerWindow:
-    """tests/window_player.py in its own process: a clip looping in a titled window."""
+    """bench/window_player.py in its own process: a clip looping in a titled window."""
 
     def __init__(self, clip: Path, title: str, x: int, y: int, display: str):
         env = dict(os.environ, DISPLAY=display)
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.window_player", str(clip), title, str(x), str(y)],
+        self.process = subprocess.Popen([sys.executable, "-m", "bench.window_player", str(clip), title, str(x), str(y)],
                                         cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._expect("shown")
 

@@ -1,8 +1,8 @@
-"""A video call stand-in for the screen-source tests: plays a clip, looped at its frame
+"""A video call stand-in for the screen-source tests and bench: plays a clip, looped at its frame
 rate, in an X window with a title, drawn with python-xlib (no Qt: under an X server with
 no window manager, Qt windows now and then never get their MapNotify and stay black).
 
-    python -m tests.window_player CLIP TITLE X Y
+    python -m bench.window_player CLIP TITLE X Y
 
 Commands, one per line on stdin: ``move X Y``, ``resize W H`` (the picture is scaled to
 the window), ``close`` (the window is destroyed), ``open`` (a new one, same title, same
