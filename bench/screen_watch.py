@@ -111,6 +111,7 @@ def watch_window(clip: str, seconds: float, model_path: str, engine: str, face_d
         "frames": stream["frames_written"],
         "fps": round(stream["frames_written"] / span, 2) if span else None,
         "dropped": stream["dropped"] or 0,
+        "dropped_pct": round(100.0 * (stream["dropped"] or 0) / stream["frames_decoded"], 2) if stream["frames_decoded"] else None,
         "frames_to_detect": stream.get("frames_to_detect"),
         "cpu_s": round(cpu, 2),
         "cpu_cores": round(cpu / span, 3) if span else None,
