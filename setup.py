@@ -41,6 +41,7 @@ setup(
         "python-multipart>=0.0.18",  # Starlette's form parser, for the /check upload
         "pyyaml>=6",  # dfstream monitor's config file
         "paho-mqtt>=2.0",  # dfstream monitor's MQTT sink (2.0: CallbackAPIVersion)
+        "python-xlib>=0.33",  # -s window:TITLE: find a window by its title and follow it as it moves (X11)
     ],
     extras_require={
         "tensorrt": ["torch-tensorrt>=2.4,<2.15"],

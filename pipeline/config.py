@@ -12,7 +12,13 @@ SOURCE_FILE = "file"
 SOURCE_RTSP = "rtsp"
 SOURCE_HTTP = "http"
 SOURCE_WEBCAM = "webcam"
-LIVE_KINDS = (SOURCE_RTSP, SOURCE_HTTP, SOURCE_WEBCAM)
+SOURCE_SCREEN = "screen"  # the X11 screen or a region of it (stages/screen.py)
+SOURCE_WINDOW = "window"  # a window found by its title, followed as it moves
+SCREEN_KINDS = (SOURCE_SCREEN, SOURCE_WINDOW)
+LIVE_KINDS = (SOURCE_RTSP, SOURCE_HTTP, SOURCE_WEBCAM, *SCREEN_KINDS)
+# Screen sources are grabbed at most this often (--fps): a call's video rarely runs faster,
+# and the CPU is shared with the call itself.
+SCREEN_FPS = 15.0
 
 
 @dataclass
@@ -21,7 +27,7 @@ class StreamInfo:
 
     stream_id: int
     url: str
-    kind: str  # file, rtsp, http, webcam
+    kind: str  # file, rtsp, http, webcam, screen, window
     live: bool  # drop-oldest, never build latency
     name: str  # used for {stream} in output patterns
     width: int
@@ -140,6 +146,14 @@ class SinkConfig:
     # (dfstream monitor subscribes: its live view, alert rules and evidence clips)
     publish_url: str | None = None
     publish_fps: float = 5.0
+    # The call report (--report DIR): per participant verdict, P(fake) over time, snapshots;
+    # rewritten every report_every_s while the run goes on (0: only when it stops).
+    report_path: str | None = None
+    report_every_s: float = 0.0
+    # the verdict rule the report judges each participant by (the graph copies AnnotateConfig's)
+    threshold: float = 0.5
+    uncertain_band: float = 0.1
+    min_track_scores: int = 2
     streams: list[StreamInfo] = field(default_factory=list)
 
     def with_preset(self, preset: str | None) -> "SinkConfig":
@@ -184,7 +198,8 @@ class RunConfig:
     @property
     def pixels_after_detect(self) -> bool:
         """Whether any stage after detect needs the frames' pixels."""
-        return bool(self.sink.output_pattern or self.sink.display or self.sink.publish_url or self.infer.mode == "swap")
+        return bool(self.sink.output_pattern or self.sink.display or self.sink.publish_url or self.sink.report_path
+                    or self.infer.mode == "swap")
 
     @property
     def live(self) -> bool:

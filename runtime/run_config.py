@@ -27,12 +27,16 @@ class RunOptionError(ValueError):
     """Options that do not make a run together; the message names the command-line options."""
 
 
-def probe_streams(urls, live: bool = False, open_timeout: float = SourceConfig.open_timeout_s) -> list[StreamInfo]:
+def probe_streams(urls, live: bool = False, open_timeout: float = SourceConfig.open_timeout_s,
+                  capture_fps: float | None = None) -> list[StreamInfo]:
     """Each source probed (a StageError names one that cannot be opened), with names made unique
-    so that ``{stream}`` in an output pattern names each stream once."""
+    so that ``{stream}`` in an output pattern names each stream once. ``capture_fps``: the rate
+    screen and window sources are grabbed at (``--fps``; None: SCREEN_FPS); it is their
+    StreamInfo.fps, which the source stage grabs at."""
     from stages.source import probe
 
-    streams = [probe(url, stream_id, paced=live, open_timeout=open_timeout) for stream_id, url in enumerate(urls)]
+    streams = [probe(url, stream_id, paced=live, open_timeout=open_timeout, capture_fps=capture_fps)
+               for stream_id, url in enumerate(urls)]
     names = [s.name for s in streams]
     for stream in streams:
         if names.count(stream.name) > 1:
@@ -68,6 +72,8 @@ def build_run_config(
     output: str | None = None,
     display: bool = False,
     events_path: str | None = None,
+    report_path: str | None = None,
+    report_every_s: float = SinkConfig.report_every_s,
     preset: str | None = None,
     crf: int = SinkConfig.crf,
     publish_url: str | None = None,
@@ -117,7 +123,8 @@ def build_run_config(
             draw=draw,
         ),
         sink=SinkConfig(output_pattern=output, display=display, events_path=events_path, crf=crf,
-                        publish_url=publish_url, publish_fps=publish_fps).with_preset(preset),
+                        publish_url=publish_url, publish_fps=publish_fps, report_path=report_path,
+                        report_every_s=report_every_s).with_preset(preset),
         detect_replicas=detect_replicas or replicas,
         infer_replicas=infer_replicas or replicas,
         **run_settings,

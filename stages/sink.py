@@ -1,4 +1,4 @@
-"""Sink stage: encode annotated video, show the live window, write events.
+"""Sink stage: encode annotated video, show the live window, write events and the call report.
 
 Outputs are written to a hidden ``.partial`` file beside the target and renamed
 only when the stream ends cleanly (or is stopped with Ctrl-C), so a failed run
@@ -20,7 +20,7 @@ import av
 import numpy as np
 
 from pipeline import pictures
-from pipeline.config import SinkConfig, StreamInfo
+from pipeline.config import SCREEN_KINDS, SinkConfig, StreamInfo
 from pipeline.messages import EndOfStream, FrameMessage, Packet
 from pipeline.stage import Stage, StageError
 
@@ -235,6 +235,7 @@ class SinkStage(Stage):
         self.stop_requested = False
         self.aborted = False
         self.publisher: FramePublisher | None = None
+        self.report = None  # stages.call_report.CallReport with --report
 
     def open(self) -> None:
         cfg = self.config
@@ -248,6 +249,10 @@ class SinkStage(Stage):
             final.parent.mkdir(parents=True, exist_ok=True)
             self.events_partial = partial_path(final)
             self.events = open(self.events_partial, "w", encoding="utf-8")
+        if cfg.report_path:
+            from stages.call_report import CallReport
+
+            self.report = CallReport(cfg, self.streams)
         if cfg.display:
             import cv2
 
@@ -255,6 +260,13 @@ class SinkStage(Stage):
                 # GUI_NORMAL: no Qt toolbar eating into the picture
                 cv2.namedWindow(self._window(stream), cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
                 cv2.resizeWindow(self._window(stream), min(stream.width, 1280), min(stream.height, 720))
+                if stream.kind in SCREEN_KINDS:
+                    # beside what is grabbed, never over it: dfstream must not watch its own drawing
+                    from stages.screen import overlay_place_for
+
+                    place = overlay_place_for(stream)
+                    cv2.resizeWindow(self._window(stream), place.width, place.height)
+                    cv2.moveWindow(self._window(stream), place.x, place.y)
 
     def process(self, packet: Packet) -> list[Packet]:
         for message in packet:
@@ -279,6 +291,10 @@ class SinkStage(Stage):
             self._show(message)
         if self.publisher is not None:
             self.publisher.publish(message, self.streams[stream_id])
+        if self.report is not None:
+            self.report.add(message)
+            if self.report.due():
+                self.report.write()
         self.frames[stream_id] += 1
 
     def _record_timings(self, message: FrameMessage) -> None:
@@ -345,6 +361,7 @@ class SinkStage(Stage):
             "wait_ms": {s: {"p50": pct(v, 50), "p99": pct(v, 99)} for s, v in self.stage_waits.items()},
             "outputs": {str(k): v for k, v in self.finished.items()},
             "source_totals": {str(k): v for k, v in self.source_totals.items()},
+            "report": str(self.report.folder) if self.report is not None and self.report.writes else None,
         }
 
     def abort(self) -> None:
@@ -359,6 +376,8 @@ class SinkStage(Stage):
             else:
                 self.finished[stream_id] = str(writer.finish(all_audio=False))
         self.writers.clear()
+        if self.report is not None and not self.aborted:
+            self.report.write(final=True)  # aborted: the last periodic report stays as it was
         if self.events is not None:
             self.events.close()
             final = Path(self.config.events_path)

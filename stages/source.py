@@ -1,4 +1,4 @@
-"""Source stage: decode a file, RTSP/HTTP stream or webcam with PyAV.
+"""Source stage: decode a file, RTSP/HTTP stream or webcam with PyAV, or grab the screen.
 
 Files are lossless: every frame is sent, in order, and a slow pipeline simply
 blocks the decoder (bounded queues).  Live sources -- cameras, RTSP, and files
@@ -25,17 +25,22 @@ from pipeline.config import (
     SOURCE_HTTP,
     SOURCE_RTSP,
     SOURCE_WEBCAM,
+    SCREEN_FPS,
+    SCREEN_KINDS,
     SourceConfig,
     StreamInfo,
 )
 from pipeline.messages import FrameMessage, Packet, StageTiming
 from pipeline.stage import Source, StageError
+from stages import screen
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 
 def source_kind(url: str) -> str:
-    """file, rtsp, http or webcam, from how the source is written."""
+    """file, rtsp, http, webcam, screen or window, from how the source is written."""
+    if screen.is_screen_source(url):
+        return screen.parse_source(url).kind
     match = _SCHEME.match(url)
     if match:
         scheme = match.group(1).lower()
@@ -105,9 +110,13 @@ def _stream_name(url: str, kind: str, stream_id: int) -> str:
     return cleaned[-40:] or f"stream{stream_id}"
 
 
-def probe(url: str, stream_id: int = 0, paced: bool = False, open_timeout: float = 10.0) -> StreamInfo:
-    """Open a source once to learn its size, rate and time base, and to fail early and clearly."""
+def probe(url: str, stream_id: int = 0, paced: bool = False, open_timeout: float = 10.0,
+          capture_fps: float | None = None) -> StreamInfo:
+    """Open a source once to learn its size, rate and time base, and to fail early and clearly.
+    ``capture_fps``: the rate screen sources are grabbed at (default SCREEN_FPS)."""
     kind = source_kind(url)
+    if kind in SCREEN_KINDS:
+        return screen.probe_screen(url, stream_id, capture_fps or SCREEN_FPS)
     container = _open_container(url, kind, open_timeout, open_timeout)
     try:
         if not container.streams.video:
@@ -221,10 +230,15 @@ class SourceStage(Source):
         self._first_pts: int | None = None
         self._last_pts: int | None = None
         self._last_index = 0
+        self.screen: screen.ScreenCapture | None = None
 
     # -- life cycle ---------------------------------------------------------
     def open(self) -> None:
         cfg = self.config
+        if self.stream.kind in SCREEN_KINDS:  # grabbed, and followed, by stages/screen.py
+            self.screen = screen.ScreenCapture(self.stream, self._stop)
+            self._frames = self._counted(self.screen.frames())
+            return
         self.container = _open_container(self.stream.url, self.stream.kind, cfg.open_timeout_s, cfg.read_timeout_s)
         if not self.container.streams.video:
             raise StageError(f"{self.stream.url} has no video stream")
@@ -254,8 +268,13 @@ class SourceStage(Source):
             item, wait_started = None, time.monotonic()
             while item is None and not self._slot.finished:
                 item = self._slot.take(timeout=0.5)
+                if item is None and self.screen is not None:
+                    break  # a window that is gone: back to the runner, which sees Ctrl-C meanwhile
             if item is None:
                 item = self._slot.take(timeout=0)
+            if item is None and not self._slot.finished:
+                self.waited_s += time.monotonic() - wait_started
+                return []
             self.waited_s += time.monotonic() - wait_started
             if item is None:
                 self.finished = True
@@ -285,6 +304,9 @@ class SourceStage(Source):
         if self.container is not None:
             self.container.close()
             self.container = None
+        if self.screen is not None:
+            self.screen.close()
+            self.screen = None
 
     @property
     def dropped(self) -> int:
@@ -346,6 +368,11 @@ class SourceStage(Source):
                 raise StageError(f"{url} is truncated: decoded {self.frames_decoded} of {expected} frames")
             self.warning = (f"{url}: its container claims {expected} frames but {self.frames_decoded} decoded; "
                             "processed the frames that are there")
+
+    def _counted(self, frames):
+        for frame in frames:
+            self.frames_decoded += 1
+            yield frame
 
     def _read_live(self) -> None:
         """Reader thread for live sources: decode as frames come, keep the newest."""

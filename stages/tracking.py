@@ -25,6 +25,15 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def verdict_of(score: float | None, scores: int, threshold: float, uncertain_band: float, min_track_scores: int) -> str:
+    """The verdict a P(fake) reads as, given how many scores it rests on."""
+    if score is None or scores < min_track_scores:
+        return VERDICT_UNSURE
+    if abs(score - threshold) < uncertain_band:
+        return VERDICT_UNSURE
+    return VERDICT_FAKE if score >= threshold else VERDICT_REAL
+
+
 @dataclass
 class Track:
     track_id: int
@@ -73,11 +82,7 @@ class FaceTracker:
 
     def _verdict_of(self, score: float | None, scores: int) -> str:
         cfg = self.config
-        if score is None or scores < cfg.min_track_scores:
-            return VERDICT_UNSURE
-        if abs(score - self.threshold) < cfg.uncertain_band:
-            return VERDICT_UNSURE
-        return VERDICT_FAKE if score >= self.threshold else VERDICT_REAL
+        return verdict_of(score, scores, self.threshold, cfg.uncertain_band, cfg.min_track_scores)
 
     def _associate(self, faces: list[Face]) -> None:
         pairs = sorted(

@@ -11,6 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+# PyAV before anything imports OpenCV: the screen-source tests grab the X screen in this
+# process, and x11grab crashes on OpenCV's copy of libxcb-shm (see stages/screen.py)
+import av  # noqa: F401
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import click
 
 from engines.loader import ENGINE_CHOICES
 
-PART_NAMES = ("limit", "baseline", "dfstream", "sweep", "live", "scaling", "micro")
+PART_NAMES = ("limit", "baseline", "dfstream", "sweep", "live", "scaling", "micro", "screen")
 
 
 def _command_line() -> str:
@@ -64,6 +64,8 @@ def bench_command(clip, seconds, model, engine, face_detector, json_path, plot_p
       scaling    1, 2, 4 ... live streams until over 1% of frames drop, or faces are
                  looked for on fewer than half the frames the settings ask for
       micro      transport per hop, face detectors, infer faces/s per engine and batch size
+      screen     the clip played in a window on a virtual X display (Xvfb), watched with
+                 -s window:TITLE --report at 15 fps: CPU cores of the whole run
 
     \b
     Examples:

@@ -20,7 +20,8 @@ from dfstream.cli.models import build_engine_command, export_command, models_gro
 from dfstream.cli.web import keys_command, monitor_token_command
 from dfstream.cli.monitor import monitor_command
 from engines.loader import ENGINE_CHOICES
-from pipeline.config import AnnotateConfig, BatchConfig, DetectConfig, InferConfig, RunConfig, SinkConfig, StreamInfo
+from pipeline.config import (SCREEN_FPS, SCREEN_KINDS, AnnotateConfig, BatchConfig, DetectConfig, InferConfig, RunConfig,
+                             SinkConfig, StreamInfo)
 
 DEFAULT_DETECTOR = "detector"  # registry name of the detector model that ships with dfstream
 
@@ -29,14 +30,29 @@ def _fail(message: str) -> None:
     raise click.ClickException(message)
 
 
-def _probe_sources(sources: tuple[str, ...], live: bool, open_timeout: float) -> list[StreamInfo]:
+def _probe_sources(sources: tuple[str, ...], live: bool, open_timeout: float,
+                   capture_fps: float | None = None) -> list[StreamInfo]:
     from pipeline.stage import StageError
     from runtime.run_config import probe_streams
 
     try:
-        return probe_streams(sources, live, open_timeout)
+        return probe_streams(sources, live, open_timeout, capture_fps)
     except StageError as exc:
         _fail(str(exc))
+
+
+def _check_overlay_places(streams: list[StreamInfo]) -> None:
+    """--display with a screen or window source: the overlay window must fit beside what is grabbed."""
+    from pipeline.config import SCREEN_KINDS
+    from pipeline.stage import StageError
+    from stages.screen import overlay_place_for
+
+    for stream in streams:
+        if stream.kind in SCREEN_KINDS:
+            try:
+                overlay_place_for(stream)
+            except StageError as exc:
+                _fail(str(exc))
 
 
 def _check_x_display(name: str, timeout: float = 3.0) -> None:
@@ -137,8 +153,12 @@ def cli(log_level: str) -> None:
 
 @cli.command("run")
 @click.option("-s", "--source", "sources", multiple=True, metavar="SOURCE",
-              help="A video file, rtsp://..., http(s)://..., or a webcam (a device path such as /dev/video0, or an "
-                   "index such as 0). Repeat for several streams in one run.")
+              help="A video file, rtsp://..., http(s)://..., a webcam (a device path such as /dev/video0, or an "
+                   "index such as 0), the X screen ('screen', or a region 'screen:WxH+X+Y') or a window by its "
+                   "title ('window:TITLE', e.g. a video call). Repeat for several streams in one run.")
+@click.option("--fps", "capture_fps", type=click.FloatRange(1, 60), default=None,
+              help=f"Screen and window sources: grab at most this many frames a second "
+                   f"[default: {SCREEN_FPS:g}: a call's video rarely runs faster, and the call needs the CPU].")
 @click.option("--live", is_flag=True,
               help="Read file sources at their own frame rate, as a camera delivers frames, and drop the oldest "
                    "frame when the pipeline falls behind (webcam and RTSP sources are always live).")
@@ -148,6 +168,11 @@ def cli(log_level: str) -> None:
               "press q or Esc in it to stop.")
 @click.option("--events", "events_path", metavar="PATH", help="Write one JSON object per face per analysed frame "
               "(stream, frame index, pts, box, track id, score, verdict) to this JSON-lines file.")
+@click.option("--report", "report_path", metavar="DIR", help="Write a call report here: per participant (face "
+              "track) its verdict, mean and time course of P(fake), share of frames judged and a snapshot "
+              "(report.json, report.html with the plot, one JPEG each), when the run stops.")
+@click.option("--report-every", "report_every", type=click.FloatRange(0.5), default=None, metavar="SECONDS",
+              help="With --report: also rewrite the report this often while the run goes on.")
 @click.option("--metrics-json", metavar="PATH", help="Write per-stage fps, queue depth, CPU, memory and latency "
               "percentiles to this JSON file at the end.")
 @click.option("-m", "--model", default=DEFAULT_DETECTOR, show_default=True,
@@ -216,7 +241,7 @@ def cli(log_level: str) -> None:
               "by hand, on its host, with `dfstream stage FILE LABEL`; the supervisor waits for it. Repeatable.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-draw", is_flag=True, help="Do not draw boxes and the HUD on the output video.")
-def run_command(sources, live, output, display, events_path, metrics_json, model, swap_model, swap_detector,
+def run_command(sources, capture_fps, live, output, display, events_path, report_path, report_every, metrics_json, model, swap_model, swap_detector,
                 swap_sources, embedder, swap_faces, engine, face_detector, detect_every, classify_every, detect_size, min_face_score, replicas,
                 detect_replicas, infer_replicas, max_batch, batch_timeout_ms, threshold, queue_size, max_latency_ms,
                 upstream_niceness, transport, open_timeout, metrics_interval, preset, crf, plan_out, plan_file, external, no_progress, no_draw):
@@ -227,6 +252,7 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
       dfstream run -s clip.mp4 -o out/annotated.mp4 --events out/events.jsonl
       dfstream run -s rtsp://127.0.0.1:8554/cam -s rtsp://127.0.0.1:8554/door -o 'out/{stream}.mp4'
       dfstream run -s 0 --display                      # webcam overlay
+      dfstream run -s 'window:Zoom Meeting' --display --report call/   # the people on a video call
       dfstream run -s clip.mp4 --swap swapper.onnx -o swapped.mp4
     """
     from engines.metadata import KIND_DETECTOR, KIND_SWAPPER
@@ -239,8 +265,12 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
         _fail("--external is only used with --plan")
     if not sources:
         _fail("give at least one --source (or --plan FILE)")
-    if not (output or display or events_path or metrics_json):
-        _fail("nothing to write: give --output, --display, --events or --metrics-json")
+    if not (output or display or events_path or report_path or metrics_json):
+        _fail("nothing to write: give --output, --display, --events, --report or --metrics-json")
+    if report_every is not None and not report_path:
+        _fail("--report-every is only used with --report DIR")
+    if report_path and Path(report_path).exists() and not Path(report_path).is_dir():
+        _fail(f"--report {report_path}: exists and is not a folder")
     if swap_detector and not swap_model:
         _fail("--detector is only used with --swap (the detector is chosen with --model)")
     if swap_faces not in ("all", "largest") and not swap_faces.isdigit():
@@ -249,8 +279,12 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
         _fail("--display needs a screen (DISPLAY is not set)")
     if display and sys.platform.startswith("linux"):
         _check_x_display(os.environ["DISPLAY"])
-    streams = _probe_sources(sources, live, open_timeout)
+    streams = _probe_sources(sources, live, open_timeout, capture_fps)
+    if capture_fps is not None and not any(s.kind in SCREEN_KINDS for s in streams):
+        _fail("--fps caps screen and window sources only (-s screen, screen:WxH+X+Y, window:TITLE)")
     _check_output_pattern(output, streams)
+    if display:
+        _check_overlay_places(streams)
 
     swapping = swap_model is not None
     if swapping and (swap_sources or embedder):
@@ -268,6 +302,7 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
             detect_replicas=detect_replicas, infer_replicas=infer_replicas, max_batch=max_batch,
             batch_timeout_ms=batch_timeout_ms, threshold=threshold, draw=not no_draw,
             output=output, display=display, events_path=events_path, preset=preset, crf=crf,
+            report_path=report_path, report_every_s=report_every or 0.0,
             queue_size=queue_size, live_latency_budget_ms=max_latency_ms, upstream_niceness=upstream_niceness,
             metrics_interval_s=metrics_interval, metrics_json=metrics_json, progress=not no_progress,
             transport="tcp" if plan_out else transport, open_timeout_s=open_timeout,
@@ -285,6 +320,8 @@ def run_command(sources, live, output, display, events_path, metrics_json, model
             click.echo(f"wrote {stream['output']}")
     if events_path and Path(events_path).exists():
         click.echo(f"wrote {events_path}")
+    if report_path and (Path(report_path) / "report.json").exists():
+        click.echo(f"wrote {Path(report_path) / 'report.html'}")
     if metrics_json:
         click.echo(f"wrote {metrics_json}")
     sys.exit(result.exit_code)
