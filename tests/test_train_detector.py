@@ -338,19 +338,19 @@ def test_sbi_landmarks_option_trains_with_dense_masks_and_records_it(tmp_path):
 
 
 @needs_data
-def test_sbi_inside_and_smooth_augment_are_recorded_in_the_run_and_the_model(tmp_path):
+def test_sbi_inside_smooth_and_webcam_augment_are_recorded_in_the_run_and_the_model(tmp_path):
     from dfstream.cli.detector import train_detector_command
 
     images = _real_photos(tmp_path, "obama3.jpg", "train__biden__biden.jpg")
     run = tmp_path / "run"
     result = CliRunner().invoke(train_detector_command, ["--real", str(images), "--run-dir", str(run), "--cache-dir",
                                                          str(tmp_path / "cache"), "--no-progress", "--sbi-inside",
-                                                         "--smooth-augment", "--steps", "2"] + TINY)
+                                                         "--smooth-augment", "--webcam-augment", "--steps", "2"] + TINY)
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
     assert config["sbi_inside"] is True and config["smooth_augment"] is True
     training = load_checkpoint(run / "checkpoints" / "last.pt")["metadata"]["training"]
-    assert training["sbi_inside"] is True and training["smooth_augment"] is True
+    assert training["sbi_inside"] is True and training["smooth_augment"] is True and training["webcam_augment"] is True
 
 
 def test_edge_preserving_smoothing_flattens_texture_and_keeps_edges():
@@ -574,3 +574,18 @@ def test_a_run_on_the_face_recognition_trunk_keeps_its_frozen_weights_and_export
             assert torch.equal(learnt, value), f"frozen {name} moved"
     assert any(not torch.equal(trained[f"backbone.trunk.{n}"], v) for n, v in original.items() if n.startswith("level2."))
     export_checkpoint(run / "checkpoints" / "last.pt", tmp_path / "det.onnx")  # compared with torch inside
+
+
+def test_webcam_augment_takes_fine_detail_from_about_half_the_crops_and_only_when_asked():
+    from engines.face_detail import face_detail
+    from train.datasets import WEBCAM_SHARE, augment
+
+    crop = np.clip(np.random.default_rng(0).normal(128, 40, (96, 96, 3)), 0, 255).astype(np.uint8)
+
+    def degraded_share(webcam: bool) -> float:
+        # the plain augmentations can soften a crop too; the call's degradation takes most of its detail
+        details = [face_detail(augment(crop, np.random.default_rng(seed), webcam=webcam)) for seed in range(200)]
+        return float(np.mean(np.array(details) < 0.25 * face_detail(crop)))
+
+    plain, webcam = degraded_share(False), degraded_share(True)
+    assert webcam - plain == pytest.approx(WEBCAM_SHARE * (1 - plain), abs=0.12)

@@ -266,13 +266,22 @@ def edge_preserving_smooth(crop: np.ndarray, rng: np.random.Generator) -> np.nda
     return cv2.bilateralFilter(np.ascontiguousarray(crop), 5, rng.uniform(20, 60), rng.uniform(2, 5))
 
 
-def augment(crop: np.ndarray, rng: np.random.Generator, smooth: bool = False, return_flip: bool = False):
+WEBCAM_SHARE = 0.5  # of the crops, with webcam=True
+WEBCAM_SCALE = (0.3, 0.7)  # a call's face: a fraction of the pixels the crop was cut from
+WEBCAM_JPEG = (30, 60)  # and a stream codec's quality
+
+
+def augment(crop: np.ndarray, rng: np.random.Generator, smooth: bool = False, return_flip: bool = False,
+            webcam: bool = False):
     """Label-independent augmentation: flip, blur, noise, JPEG (video codecs), colour.
 
     ``smooth``: also, on a third of the crops, an edge-preserving (bilateral) filter -- the
     flat skin, sharp hair and contours that camera denoising, beauty filters and low-bitrate
     codecs leave -- so that a face smoother than its surroundings is not by itself "fake".
-    ``return_flip``: also say whether the crop was mirrored (a blend map must follow it)."""
+    ``return_flip``: also say whether the crop was mirrored (a blend map must follow it).
+    ``webcam``: also, on :data:`WEBCAM_SHARE` of the crops, the degradation of a video call --
+    shrunk to :data:`WEBCAM_SCALE` of its side, scaled back and JPEG-compressed at
+    :data:`WEBCAM_JPEG` -- so that real and fake faces are learnt at the quality a call shows them."""
     x = crop
     flipped = bool(rng.random() < 0.5)
     if flipped:
@@ -287,6 +296,12 @@ def augment(crop: np.ndarray, rng: np.random.Generator, smooth: bool = False, re
         x = cv2.resize(cv2.resize(x, (int(w * f), int(h * f)), interpolation=cv2.INTER_AREA), (w, h))
     if smooth and rng.random() < 1 / 3:  # drawn only when asked: the plain recipe's draws stay as they were
         x = edge_preserving_smooth(x, rng)
+    if webcam and rng.random() < WEBCAM_SHARE:  # drawn only when asked, as above
+        h, w = x.shape[:2]
+        f = rng.uniform(*WEBCAM_SCALE)
+        small = cv2.resize(np.ascontiguousarray(x), (max(8, int(w * f)), max(8, int(h * f))), interpolation=cv2.INTER_AREA)
+        ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(*WEBCAM_JPEG))])
+        x = cv2.resize(cv2.imdecode(buf, cv2.IMREAD_COLOR), (w, h), interpolation=cv2.INTER_LINEAR)
     if rng.random() < 0.6:
         ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(x), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 96))])
         x = cv2.imdecode(buf, cv2.IMREAD_COLOR)
@@ -328,6 +343,7 @@ class FaceDataset:
     ``swap_share``: this share of the synthesised fakes are swap blends (:func:`train.swapblend.swap_blend`:
     a face of another source file rendered in) instead of self-blends, drawn per face and epoch.
     ``smooth``: :func:`augment` also applies edge-preserving smoothing, to real and fake alike.
+    ``webcam``: :func:`augment` also degrades half the crops as a video call does, real and fake alike.
     ``blend_map``: each sample is (crop, label, map): the model crop's :func:`blend_boundary`, cut and
     mirrored like the crop (zeros for a real face; NaN for a labelled fake, whose blend is unknown).
 
@@ -337,7 +353,7 @@ class FaceDataset:
 
     def __init__(self, cached: dict, size: tuple[int, int], margin: float, sbi: bool = True, train: bool = True, seed: int = 0,
                  pairs: bool = False, inside: bool = False, smooth: bool = False, blend_map: bool = False,
-                 swap_share: float = 0.0):
+                 swap_share: float = 0.0, webcam: bool = False):
         self.c = cached
         self.size = tuple(size)
         self.margin = margin
@@ -347,6 +363,7 @@ class FaceDataset:
         self.pairs = pairs and sbi
         self.inside = inside
         self.smooth = smooth
+        self.webcam = webcam
         self.blend_map = blend_map
         self.swap_share = float(swap_share) if sbi else 0.0
         self.epoch = 0
@@ -408,7 +425,8 @@ class FaceDataset:
         else:
             # a fresh generator from the same key: both members of a pair draw the same view
             crop = model_crop(wide, lm, self.size, self.margin, np.random.default_rng(view_key))
-            crop, flipped = augment(crop, np.random.default_rng(view_key + [2]), smooth=self.smooth, return_flip=True)
+            crop, flipped = augment(crop, np.random.default_rng(view_key + [2]), smooth=self.smooth, return_flip=True,
+                                    webcam=self.webcam)
         if not self.blend_map:
             return crop, label
         if kind == 1:

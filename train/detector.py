@@ -205,7 +205,8 @@ def evaluate_dataset(model, dataset, metadata, batch_size: int = 64):
 # settings a resumed run keeps from its config.json whatever the command line says: they fix
 # the data, the network and the recipe the checkpoint was trained with
 RESUME_KEEPS = ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi",
-                "sbi_landmarks", "sbi_curriculum", "sbi_inside", "swap_blend", "smooth_augment", "blend_map", "ema", "sam")
+                "sbi_landmarks", "sbi_curriculum", "sbi_inside", "swap_blend", "smooth_augment", "webcam_augment", "blend_map", "ema",
+                "sam")
 
 
 def _run_config(config: dict, run_dir: Path, resume: bool) -> dict:
@@ -262,7 +263,7 @@ def _datasets(cfg: dict, run: common.RunDir, bar):
     blend_map = float(cfg["blend_map"] or 0.0) > 0
     train_set = FaceDataset(train_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=True, seed=int(cfg["seed"]),
                             pairs=bool(cfg["sbi_pairs"]), inside=bool(cfg["sbi_inside"]),
-                            smooth=bool(cfg["smooth_augment"]), blend_map=blend_map,
+                            smooth=bool(cfg["smooth_augment"]), webcam=bool(cfg["webcam_augment"]), blend_map=blend_map,
                             swap_share=float(cfg["swap_blend"] or 0.0))
     val_set = None
     if val_recs:
@@ -331,6 +332,7 @@ def _training_info(cfg: dict, run: common.RunDir, records: list[dict], train_cac
         "sbi_inside": bool(cfg["sbi"] and cfg["sbi_inside"]),
         "swap_blend": float(cfg["swap_blend"] or 0.0) if cfg["sbi"] else 0.0,
         "smooth_augment": bool(cfg["smooth_augment"]),
+        "webcam_augment": bool(cfg["webcam_augment"]),
         "blend_map": float(cfg["blend_map"] or 0.0),
         "seed": int(cfg["seed"]),
         "backbone": cfg["backbone"],

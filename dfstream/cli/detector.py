@@ -56,6 +56,9 @@ def webcam_grade_options(command):
 @click.option("--smooth-augment/--no-smooth-augment", default=DetectorTraining.smooth_augment, show_default=True,
               help="Add edge-preserving smoothing (what camera denoising, beauty filters and low-bitrate codecs do to "
                    "skin) to the augmentations of real and fake crops alike.")
+@click.option("--webcam-augment/--no-webcam-augment", default=DetectorTraining.webcam_augment, show_default=True,
+              help="Degrade half the crops, real and fake alike, as a video call delivers a face: shrunk to 30-70 % "
+                   "of its side and JPEG-compressed at quality 30-60.")
 @click.option("--blend-map", type=click.FloatRange(min=0), default=DetectorTraining.blend_map, show_default=True, metavar="WEIGHT",
               help="Also teach where each self-blend mixes two images (Face X-ray's boundary map, on the backbone's "
                    "last feature grid; zero for real faces), with this weight beside the real/fake loss; a "
