@@ -14,6 +14,7 @@ from pipeline.config import (
     BatchConfig,
     DetectConfig,
     InferConfig,
+    ReconnectConfig,
     RunConfig,
     SinkConfig,
     SourceConfig,
@@ -70,6 +71,7 @@ def build_run_config(
     events_path: str | None = None,
     preset: str | None = None,
     crf: int = SinkConfig.crf,
+    reconnect: ReconnectConfig | None = None,
     **run_settings,
 ) -> RunConfig:
     """The RunConfig for ``streams`` (see :func:`probe_streams`) and a model (its path and metadata).
@@ -77,8 +79,13 @@ def build_run_config(
     ``face_detector``: (kind, model path) from :func:`engines.registry.resolve_face_detector`.
     ``classify_every`` defaults to ``detect_every``; swapping detects and swaps every face on
     every frame.  ``batch_timeout_ms`` defaults to one frame interval of the fastest live
-    source.  ``threshold`` defaults to the model's.  Any other RunConfig field (queue_size,
+    source.  ``threshold`` defaults to the model's.  ``reconnect``: how live sources ride out an
+    outage (default: :class:`ReconnectConfig`'s).  Any other RunConfig field (queue_size,
     transport, progress ...) is passed in ``run_settings``.  Raises RunOptionError."""
+    reconnect = reconnect or ReconnectConfig()
+    if reconnect.max_s < reconnect.initial_s:
+        raise RunOptionError(f"--reconnect-max ({reconnect.max_s:g} s) must be at least "
+                             f"--reconnect-initial ({reconnect.initial_s:g} s)")
     if swap:
         detect_every = 1  # a swapped face must be redrawn on every frame
     classify_every = classify_every or detect_every
@@ -117,5 +124,6 @@ def build_run_config(
         sink=SinkConfig(output_pattern=output, display=display, events_path=events_path, crf=crf).with_preset(preset),
         detect_replicas=detect_replicas or replicas,
         infer_replicas=infer_replicas or replicas,
+        reconnect=reconnect,
         **run_settings,
     )

@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 import zmq
 
+from pipeline.health import Health, HealthChange
 from pipeline.messages import EndOfStream, Packet
 from pipeline.metrics import rss_mb
 from pipeline.stage import Source, Stage, StageError
@@ -35,6 +36,7 @@ class Control(bytes, Enum):
     STOP = b"stop"  # sources stop reading; everything already read still flows to the sink
     ABORT = b"abort"  # every stage stops now; outputs in progress are discarded
     EXITED = b"exited "  # + a stage label: that stage has taken all its input and left
+    HEALTH = b"health "  # + a msgpack'd HealthChange (health_fields): for the sink's events file
 
 
 class Report(str, Enum):
@@ -46,6 +48,21 @@ class Report(str, Enum):
     STOP_REQUEST = "stop_request"  # the stage asked to stop the run (Stage.stop_requested)
     ERROR = "error"  # the stage failed: its one-line message; the run aborts
     EXIT = "exit"  # the stage has finished and is leaving
+    HEALTH = "health"  # a live source's health changed: {"change": health_fields(change)}
+
+
+def health_fields(change: HealthChange) -> dict:
+    """A HealthChange as plain values, for a report or a control message (msgpack)."""
+    return {"stream_id": change.stream_id, "stream": change.stream, "state": change.state.value,
+            "previous": None if change.previous is None else change.previous.value, "detail": change.detail,
+            "reconnects": change.reconnects, "epoch_s": change.epoch_s}
+
+
+def health_from_fields(fields: dict) -> HealthChange:
+    previous = fields.get("previous")
+    return HealthChange(stream_id=fields["stream_id"], stream=fields["stream"], state=Health(fields["state"]),
+                        previous=None if previous is None else Health(previous), detail=fields.get("detail", ""),
+                        reconnects=fields.get("reconnects", 0), epoch_s=fields.get("epoch_s", 0.0))
 
 
 @dataclass
@@ -75,6 +92,10 @@ class StageSpec:
     finished_outboxes: dict[int, str] = field(default_factory=dict)  # sink: live stream -> its source's finished inbox
     report_interval_s: float = 1.0
     niceness: int = 0  # added to the process's niceness when it starts (RunConfig.upstream_niceness)
+    # The sink of a live run: before it closes, wait (a few seconds at most) until the supervisor
+    # has announced these stages' exit (the sources): it forwards every health change a source
+    # reported before announcing that source's exit, so the events file gets the last ones too.
+    await_exited: list[str] = field(default_factory=list)
     parent_pid: int = 0  # the supervisor's pid when it launched this process (0: started by hand)
 
     @property
@@ -185,6 +206,8 @@ class StageRunner:
                 self.started_flow = True
             elif command.startswith(Control.EXITED):
                 self.downstream_exited.add(command[len(Control.EXITED):].decode())
+            elif command.startswith(Control.HEALTH) and self.stage is not None:
+                self.stage.health_changed(health_from_fields(msgpack.unpackb(command[len(Control.HEALTH):])))
         if self.spec.parent_pid and os.getppid() != self.spec.parent_pid:
             self.aborted = True  # the supervisor died: do not linger as an orphan
 
@@ -217,6 +240,7 @@ class StageRunner:
                 self.run_source()
             else:
                 self.run_consumer()
+                self.wait_for_exits(spec.await_exited)
             code = 0
         except StageError as exc:
             self.report(Report.ERROR, message=str(exc))
@@ -250,10 +274,24 @@ class StageRunner:
             self.control.poll(100)
             self.check_control()
 
+    def wait_for_exits(self, labels: list[str], timeout_s: float = 5.0) -> None:
+        """Take control messages until the supervisor has announced that ``labels`` have left
+        (see StageSpec.await_exited)."""
+        deadline = time.monotonic() + timeout_s
+        while set(labels) - self.downstream_exited and not self.aborted and time.monotonic() < deadline:
+            self.control.poll(100)
+            self.check_control()
+
+    def report_health(self) -> None:
+        for change in self.stage.health_changes():
+            self.report(Report.HEALTH, change=health_fields(change))
+
     def run_source(self) -> None:
         stage: Source = self.stage
         admission = self.admission
         error = None
+        refused_since = None  # live admission has refused every frame since then
+        self.report_health()
         # Frames read before the other stages have loaded their models would
         # wait in a queue: live latency from the very first frame.
         while not (self.started_flow or self.stopping or self.aborted):
@@ -271,7 +309,14 @@ class StageRunner:
                     stage.stop()
                     break
                 if admission is not None and not admission.admit(stage):
+                    now = time.monotonic()
+                    refused_since = refused_since or now
+                    stage.note_refused(now - refused_since)
+                    self.report_health()
                     continue
+                if refused_since is not None:
+                    refused_since = None
+                    stage.note_refused(0.0)
                 started, waited = time.monotonic(), stage.waited_s
                 packets = stage.process(None)
                 self.first_input = self.first_input or started
@@ -284,11 +329,13 @@ class StageRunner:
                         self.last_output = time.monotonic()
                     else:
                         self.emit([packet])
+                self.report_health()
                 self.report_stats()
         except StageError as exc:
             error = str(exc)
             raise
         finally:
+            self.report_health()  # the last change (offline) before the EXIT report
             if stage.warning:
                 self.report(Report.WARNING, message=stage.warning)
             if not self.aborted:
