@@ -121,6 +121,39 @@ def test_timestamps_keep_moving_forward_across_a_reconnect_by_the_outage_gap():
     assert after[1] - after[0] == step and after[2] - after[1] == step
 
 
+def test_a_camera_whose_frames_the_pipeline_refuses_for_2_s_is_blocked_until_one_is_taken():
+    from stages.source import SourceStage
+
+    source = SourceStage(SourceConfig(stream=_camera()))
+    source.health.set(Health.STREAMING)
+    source.health_changes()
+    source.note_refused(1.0)
+    assert source.health_changes() == []  # a busy detector for a moment is normal
+    source.note_refused(2.5)
+    source.note_refused(3.0)
+    (blocked,) = source.health_changes()
+    assert (blocked.previous, blocked.state) == (Health.STREAMING, Health.BLOCKED)
+    source.note_refused(0.0)
+    (again,) = source.health_changes()
+    assert (again.previous, again.state) == (Health.BLOCKED, Health.STREAMING)
+    source.health.set(Health.RECONNECTING)
+    source.note_refused(10.0)
+    assert [c.state for c in source.health_changes()] == [Health.RECONNECTING]  # the camera's fault, not the pipeline's
+
+
+def test_a_camera_back_at_another_size_has_its_frames_scaled_to_the_size_it_started_at():
+    import av
+
+    from pipeline import pictures
+    from stages.source import SourceStage
+
+    source = SourceStage(SourceConfig(stream=_camera()))  # probed at SIZE x SIZE
+    frame = av.VideoFrame.from_ndarray(np.full((240, 320, 3), 128, np.uint8), format="bgr24")
+    frame.pts, frame.time_base = 0, Fraction(1, 90000)
+    message = source._message(frame, time.time(), 0)
+    assert pictures.frame_size(message.image, message.pixel_format) == (SIZE, SIZE)
+
+
 def test_events_file_lines_are_on_disk_as_soon_as_written(tmp_path):
     from stages.sink import EventsFile
 
