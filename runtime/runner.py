@@ -29,6 +29,11 @@ from pipeline.stage import Source, Stage, StageError
 from pipeline.transport import CreditInbox, CreditSender, FinishedInbox, FinishedSender, Inbox, Outbox
 from runtime.admission import LiveAdmission
 
+# What the supervisor sends a stage process that is still running after an abort (SIGTERM is
+# the supervisor's own, see run_stage_process). Its default action ends the process too.
+TERMINATE_SIGNAL = signal.SIGUSR1
+
+
 class Control(bytes, Enum):
     """What the supervisor publishes to every stage on the control channel."""
 
@@ -453,5 +458,11 @@ def run_stage_process(spec: StageSpec) -> None:
     # and it tells the stages what to do over the control channel.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     runner = StageRunner(spec)
-    signal.signal(signal.SIGTERM, lambda *_: setattr(runner, "aborted", True))
+    abort = lambda *_: setattr(runner, "aborted", True)  # noqa: E731
+    # SIGTERM to the whole group (a service manager's stop, `kill -- -PGID`) is the supervisor's
+    # to act on, as Ctrl-C is: it stops the run gracefully and keeps the outputs, which the
+    # stages would otherwise discard by aborting. The supervisor ends a lingering stage with
+    # TERMINATE_SIGNAL; a stage started by hand (`dfstream stage`) has no supervisor as parent.
+    signal.signal(TERMINATE_SIGNAL, abort)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if spec.parent_pid else abort)
     raise SystemExit(runner.run())

@@ -15,6 +15,7 @@ A run whose every stream ended offline fails with a message naming them.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -31,7 +32,8 @@ from pipeline.urls import redact
 from runtime.graph import build_graph
 from pipeline.metrics import RunMetrics, write_json
 from runtime.plan import RunPlan
-from runtime.runner import Control, Report, StageSpec, health_fields, health_from_fields, run_stage_process
+from runtime.runner import (TERMINATE_SIGNAL, Control, Report, StageSpec, health_fields, health_from_fields,
+                            run_stage_process)
 from pipeline.transport import EndpointAllocator
 
 EXTERNAL_START_S = 120.0  # stages started by hand on other hosts must report this soon
@@ -307,7 +309,8 @@ class Supervisor:
     def _terminate_all(self) -> None:
         for process in self.processes.values():
             if process.is_alive():
-                process.terminate()
+                with contextlib.suppress(OSError):  # it may have exited just now
+                    os.kill(process.pid, TERMINATE_SIGNAL)
         deadline = time.monotonic() + 3.0
         for process in self.processes.values():
             process.join(max(0.0, deadline - time.monotonic()))

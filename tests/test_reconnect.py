@@ -334,7 +334,9 @@ def test_camera_that_goes_away_for_4_s_is_watched_again_when_it_returns_and_sigt
         _wait_for("face events after the return",
                   lambda: sum(r["type"] == "face" for r in _records(events)) > faces_before, run, 10)
         assert run.process.poll() is None, "the run ended when the camera dropped"
-        run.process.send_signal(signal.SIGTERM)
+        # SIGTERM to the whole process group, as a service manager stops a service: the stages
+        # get it too, and leave the stop to the supervisor
+        os.killpg(run.process.pid, signal.SIGTERM)
         stdout, stderr = run.process.communicate(timeout=60)
     assert run.process.returncode == 0, stderr[-3000:]
     assert "Traceback" not in stderr
