@@ -150,9 +150,10 @@ class RunMetrics:
             lines.append(f"{label:<12}{r['frames']:>8}{fps:>9}{busy:>7}{queue:>7}{r['cpu_s']:>8.1f}{r['max_rss_mb']:>8.0f}")
         for s in self.streams():
             lat = s["latency_ms"] or {}
+            health = f", {s['health']['state']}" if s["health"] else ""
             lines.append(
                 f"stream {s['name']}: {s['frames_written']} frames written, {s['dropped'] or 0} dropped{busy_detector_note(s)}, "
-                f"latency p50 {lat.get('p50_ms')} ms p99 {lat.get('p99_ms')} ms"
+                f"latency p50 {lat.get('p50_ms')} ms p99 {lat.get('p99_ms')} ms{health}"
             )
         return "\n".join(lines)
 

@@ -154,6 +154,25 @@ def test_a_camera_back_at_another_size_has_its_frames_scaled_to_the_size_it_star
     assert pictures.frame_size(message.image, message.pixel_format) == (SIZE, SIZE)
 
 
+def test_reconnect_settings_reach_each_camera_source_and_survive_a_plan_file(tmp_path):
+    from pipeline.transport import EndpointAllocator
+    from runtime.graph import build_graph
+    from runtime.plan import RunPlan, load_plan, save_plan
+
+    settings = ReconnectConfig(stall_timeout_s=2.0, initial_s=0.1, max_s=3.0, attempts=4)
+    config = RunConfig(streams=[_camera()], reconnect=settings)
+    endpoints = EndpointAllocator("tcp")
+    plan = RunPlan(endpoints.endpoint("control"), endpoints.endpoint("report"), [])
+    plan.specs = build_graph(config, endpoints, plan.control, plan.report)
+    assert plan.spec("source[0]").config.reconnect == settings
+    assert plan.spec("sink[0]").await_exited == ["source[0]"]  # the sink writes the sources' last health changes
+    save_plan(tmp_path / "plan.json", config, plan)
+    loaded_config, loaded = load_plan(tmp_path / "plan.json")
+    assert loaded_config.reconnect == settings
+    assert loaded.spec("source[0]").config.reconnect == settings
+    assert loaded.spec("sink[0]").await_exited == ["source[0]"]
+
+
 def test_events_file_lines_are_on_disk_as_soon_as_written(tmp_path):
     from stages.sink import EventsFile
 
