@@ -31,8 +31,6 @@ from typing import Callable
 import av
 
 from pipeline import pictures
-from pipeline.health import Health, HealthChange
-from pipeline.urls import redact
 from pipeline.config import (
     LIVE_KINDS,
     SOURCE_FILE,
@@ -42,8 +40,10 @@ from pipeline.config import (
     SourceConfig,
     StreamInfo,
 )
+from pipeline.health import Health, HealthChange
 from pipeline.messages import FrameMessage, Packet, StageTiming
 from pipeline.stage import Source, StageError
+from pipeline.urls import redact
 from stages.reconnect import Backoff, HealthTracker
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")

@@ -221,9 +221,9 @@ def clip(tmp_path_factory) -> Path:
 
 class CuttableProxy:
     """A TCP proxy on 127.0.0.1 to a camera: forwards every connection until :meth:`fail`,
-    which cuts the open ones and answers the next ones as told, one mode per connection
-    (the last mode repeats): ``"silent"`` accepts and never answers, ``"garbage"`` answers
-    bytes that are no protocol at all. ``connections`` counts every connection accepted."""
+    which stalls the open ones (kept open, nothing more forwarded either way) and answers the
+    next ones as told, one mode per connection (the last mode repeats): ``"silent"`` accepts
+    and never answers, ``"garbage"`` answers bytes that are no protocol at all."""
 
     def __init__(self, target_port: int):
         self.target_port = target_port
@@ -257,13 +257,7 @@ class CuttableProxy:
     def _serve(self) -> None:
         pairs: dict[socket.socket, socket.socket | None] = {}  # each socket -> where its bytes go
         garbage = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
-        cut_done = False
         while not self._stop.is_set():
-            if self._cut.is_set() and not cut_done:
-                for sock in pairs:
-                    sock.close()
-                pairs.clear()
-                cut_done = True
             readable, _, _ = select.select([self.sock, *pairs], [], [], 0.05)
             for sock in readable:
                 if sock is self.sock:
@@ -289,7 +283,7 @@ class CuttableProxy:
                     pairs.pop(sock, None)
                     sock.close()
                     continue
-                if peer is not None:
+                if peer is not None and not self._cut.is_set():
                     with contextlib.suppress(OSError):
                         peer.sendall(data)
         for sock in pairs:
@@ -387,8 +381,8 @@ def test_camera_that_goes_away_for_4_s_is_watched_again_when_it_returns_and_sigt
 
 def test_a_camera_that_fails_its_reconnects_goes_offline_while_the_other_streams_on(
         rtsp_ready, tiny_detector, clip, tmp_path):
-    """Camera B's connection is cut; its next connection is never answered, the one after is
-    answered with garbage: with --reconnect-attempts 2 it goes offline with one warning line,
+    """Camera B's connection stalls (open, no data); its next connection is never answered, the
+    one after is answered with garbage: with --reconnect-attempts 2 it goes offline with one warning line,
     and camera A's frames keep coming. When A's server goes too, every stream is offline: the
     run ends by itself, non-zero, saying so."""
     events, metrics = tmp_path / "events.jsonl", tmp_path / "metrics.json"
@@ -398,7 +392,8 @@ def test_a_camera_that_fails_its_reconnects_goes_offline_while_the_other_streams
         proxy = stack.enter_context(CuttableProxy(server_b.port))
         run = CliProcess(["run", "-s", server_a.url("a"), "-s", proxy.url("b"), "-m", tiny_detector,
                           "--events", events, "--metrics-json", metrics, "--no-progress", "--metrics-interval", "60",
-                          "--reconnect-attempts", "2", "--reconnect-initial", "0.2", "--open-timeout", "1.5"])
+                          "--reconnect-attempts", "2", "--reconnect-initial", "0.2", "--open-timeout", "1.5",
+                          "--stall-timeout", "1"])
         stack.callback(run.stop)
 
         names = {}
@@ -423,7 +418,9 @@ def test_a_camera_that_fails_its_reconnects_goes_offline_while_the_other_streams
             raise
         ended_after = time.monotonic() - killed_a
     b_states = _states(_health(events, names["b"]))
-    assert b_states[:2] == ["starting", "streaming"] and b_states[-1] == "offline", b_states
+    assert b_states == ["starting", "streaming", "stalled", "reconnecting", "reconnecting", "offline"], b_states
+    stalled = _health(events, names["b"])[2]
+    assert 1.0 <= _epoch(stalled) - cut < 1.0 + 3, "the stall was not seen after --stall-timeout"
     b_tries = [r for r in _health(events, names["b"]) if r["state"] == "reconnecting"]
     assert [r["reconnects"] for r in b_tries] == [1, 2], b_tries
     assert proxy.failed_connections == 2  # exactly the tries allowed: the silent one and the garbage one
