@@ -43,10 +43,29 @@ class StreamInfo:
 
 
 @dataclass
+class ReconnectConfig:
+    """How a live source (RTSP, HTTP, webcam) rides out an outage: after a lost connection, a
+    read error, an end of stream or a stall it opens the camera again, waiting between tries
+    (exponential backoff with jitter, so many cameras behind one dead switch do not all knock
+    at once). The first open, in the launcher's probe and in the source stage, is not retried:
+    a camera that is down at the start fails fast with one line."""
+
+    enabled: bool = True  # False (--no-reconnect): a live stream ends when its camera does
+    stall_timeout_s: float = 5.0  # connected but no frame for this long: stalled, reconnect
+    initial_s: float = 0.5  # wait before the first try
+    max_s: float = 30.0  # the wait doubles per failed try up to this
+    attempts: int = 0  # failed tries in a row before the stream goes offline (0: never give up)
+    jitter: float = 0.5  # each wait is drawn from [(1 - jitter) * w, w]
+    # frames arrive but the pipeline has refused them (live admission) for this long: blocked
+    blocked_after_s: float = 2.0
+
+
+@dataclass
 class SourceConfig:
     stream: StreamInfo
     open_timeout_s: float = 10.0  # network sources that do not answer in time fail clearly
-    read_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0  # --no-reconnect: a live read that waits this long fails the stream
+    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
     decode_threads: int = 0  # 0: let FFmpeg choose
     # The face detector looks at every detect_every-th frame and crops are cut on every
     # classify_every-th (a multiple); in a run, the others go from the source straight to
@@ -194,6 +213,7 @@ class RunConfig:
     transport: str = "ipc"  # ipc or tcp (127.0.0.1)
     open_timeout_s: float = 10.0  # --open-timeout: network sources and webcams, in the probe and in the source stage
     max_restarts: int = 3  # per stage, live runs only
+    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)  # live sources, copied into each SourceConfig
 
     @property
     def pixels_after_detect(self) -> bool:

@@ -11,6 +11,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.config import STAGE_NAMES, RunConfig
+from pipeline.health import HealthChange
+from pipeline.urls import redact
 
 
 def rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
@@ -32,6 +34,10 @@ class RunMetrics:
         self.latest: dict[tuple[str, int], dict] = {}  # (stage, replica) -> last stats report
         self.cpu_carried: dict[tuple[str, int], float] = {}  # CPU of replaced (restarted) processes
         self.restarts = 0
+        self.health: dict[int, HealthChange] = {}  # live stream id -> its latest health change
+
+    def health_changed(self, change: HealthChange) -> None:
+        self.health[change.stream_id] = change
 
     def update(self, report: dict) -> None:
         self.latest[(report["stage"], report["replica"])] = report
@@ -90,11 +96,12 @@ class RunMetrics:
         for stream in self.config.streams:
             sid = str(stream.stream_id)
             totals = sink.get("source_totals", {}).get(sid, {})
+            health = self.health.get(stream.stream_id)
             out.append(
                 {
                     "stream_id": stream.stream_id,
                     "name": stream.name,
-                    "url": stream.url,
+                    "url": redact(stream.url),
                     "live": stream.live,
                     "frames_decoded": sources.get(stream.stream_id, {}).get("decoded"),
                     "frames_sent": totals.get("frames"),
@@ -108,6 +115,10 @@ class RunMetrics:
                     "latency_ms": sink.get("latency", {}).get(sid, {}),
                     "output": sink.get("outputs", {}).get(sid),
                     "tracks": tracks.get(sid, []),
+                    # live streams: the latest health change ({"type": "health", ...}, as in the
+                    # events file) and the reconnect tries so far; None and 0 for files
+                    "health": None if health is None else health.record(),
+                    "reconnects": 0 if health is None else health.reconnects,
                 }
             )
         return out
@@ -126,7 +137,7 @@ class RunMetrics:
             "wait_ms": sink.get("wait_ms", {}),
             "cpu_s": round(sum(r["cpu_s"] for r in rows), 2),
             "max_rss_mb_sum": round(sum(r["max_rss_mb"] for r in rows), 1),
-            "config": asdict(self.config),
+            "config": _redacted(asdict(self.config)),  # the sources' URLs without their credentials
         }
 
     def table(self) -> str:
@@ -139,11 +150,23 @@ class RunMetrics:
             lines.append(f"{label:<12}{r['frames']:>8}{fps:>9}{busy:>7}{queue:>7}{r['cpu_s']:>8.1f}{r['max_rss_mb']:>8.0f}")
         for s in self.streams():
             lat = s["latency_ms"] or {}
+            health = f", {s['health']['state']}" if s["health"] else ""
             lines.append(
                 f"stream {s['name']}: {s['frames_written']} frames written, {s['dropped'] or 0} dropped{busy_detector_note(s)}, "
-                f"latency p50 {lat.get('p50_ms')} ms p99 {lat.get('p99_ms')} ms"
+                f"latency p50 {lat.get('p50_ms')} ms p99 {lat.get('p99_ms')} ms{health}"
             )
         return "\n".join(lines)
+
+
+def _redacted(value):
+    """``value`` (a JSON-like document) with every string passed through :func:`redact`."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(item) for item in value]
+    return value
 
 
 def latency_budget_note(stream: dict) -> str:

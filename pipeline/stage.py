@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Callable
 
 from pipeline.config import StreamInfo
+from pipeline.health import HealthChange
 from pipeline.messages import EndOfStream, FrameMessage, Packet
 
 
@@ -69,6 +70,10 @@ class Stage:
         """Stage-specific figures for the metrics report."""
         return {}
 
+    def health_changed(self, change: HealthChange) -> None:
+        """A live stream's health changed (forwarded by the supervisor to every stage; the sink
+        writes it to the events file)."""
+
     def abort(self) -> None:
         """The run failed: :meth:`close` must discard partial outputs, not finalise them."""
 
@@ -108,3 +113,12 @@ class Source(Stage):
     def detect_due(self) -> bool:
         """Whether the next frame produced is due for face detection."""
         return True
+
+    def health_changes(self) -> list[HealthChange]:
+        """The stream's health changes since the last call, oldest first (cameras only; the
+        runner reports them to the supervisor)."""
+        return []
+
+    def note_refused(self, refused_s: float) -> None:
+        """The runner's live admission has refused this source's frames for ``refused_s``
+        seconds (0: it just let one in); a camera that streams meanwhile is ``blocked``."""

@@ -44,7 +44,8 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
                             read_timeout_s=max(config.open_timeout_s, 10.0),
                             detect_every=config.detect_every,
                             classify_every=config.classify_every,
-                            detect_when_free=config.infer.mode != "swap", all_pixels=pixels)
+                            detect_when_free=config.infer.mode != "swap", all_pixels=pixels,
+                            reconnect=config.reconnect)
 
     def spec(stage, replica, stage_config, inbox, outbox, eos_per_stream):
         return StageSpec(
@@ -93,6 +94,8 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
     specs.append(spec("sink", 0, sink, sink_in, [], 1))
     specs[-1].finished_outboxes = {s.config.stream.stream_id: s.finished_inbox
                                    for s in specs if s.stage == "source" and s.finished_inbox}
+    if any(s.live for s in config.streams):
+        specs[-1].await_exited = [s.label for s in specs if s.stage == "source"]  # their last health changes
     if config.sink.output_pattern:
         for s in specs:
             s.niceness = 0 if s.stage == "sink" else config.upstream_niceness

@@ -17,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from pipeline.config import STAGE_CONFIGS, STAGE_NAMES, RunConfig, StreamInfo
+from pipeline.config import STAGE_CONFIGS, STAGE_NAMES, ReconnectConfig, RunConfig, StreamInfo
 from pipeline.transport import CurveKeys, TransportError, crosses_hosts
 from runtime.runner import StageSpec
 
@@ -54,6 +54,8 @@ def _stage_config(stage: str, d: dict):
         values["stream"] = _stream(values["stream"])
     if "streams" in values:
         values["streams"] = [_stream(s) for s in values["streams"]]
+    if isinstance(values.get("reconnect"), dict):
+        values["reconnect"] = ReconnectConfig(**values["reconnect"])
     for key in ("crop_size",):
         if key in values:
             values[key] = tuple(values[key])
@@ -91,6 +93,8 @@ def load_plan(path: str | Path) -> tuple[RunConfig, RunPlan]:
         specs.append(StageSpec(**d))
     run = document["run"]
     per_stage = {name: _stage_config(name, run[name]) for name in STAGE_NAMES if name in run}  # sources: per stream
+    if isinstance(run.get("reconnect"), dict):
+        run = {**run, "reconnect": ReconnectConfig(**run["reconnect"])}
     config = RunConfig(
         streams=[_stream(s) for s in run["streams"]],
         **per_stage,

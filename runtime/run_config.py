@@ -14,6 +14,7 @@ from pipeline.config import (
     BatchConfig,
     DetectConfig,
     InferConfig,
+    ReconnectConfig,
     RunConfig,
     SinkConfig,
     SourceConfig,
@@ -78,6 +79,7 @@ def build_run_config(
     crf: int = SinkConfig.crf,
     publish_url: str | None = None,
     publish_fps: float = SinkConfig.publish_fps,
+    reconnect: ReconnectConfig | None = None,
     **run_settings,
 ) -> RunConfig:
     """The RunConfig for ``streams`` (see :func:`probe_streams`) and a model (its path and metadata).
@@ -85,8 +87,13 @@ def build_run_config(
     ``face_detector``: (kind, model path) from :func:`engines.registry.resolve_face_detector`.
     ``classify_every`` defaults to ``detect_every``; swapping detects and swaps every face on
     every frame.  ``batch_timeout_ms`` defaults to one frame interval of the fastest live
-    source.  ``threshold`` defaults to the model's.  Any other RunConfig field (queue_size,
+    source.  ``threshold`` defaults to the model's.  ``reconnect``: how live sources ride out an
+    outage (default: :class:`ReconnectConfig`'s).  Any other RunConfig field (queue_size,
     transport, progress ...) is passed in ``run_settings``.  Raises RunOptionError."""
+    reconnect = reconnect or ReconnectConfig()
+    if reconnect.max_s < reconnect.initial_s:
+        raise RunOptionError(f"--reconnect-max ({reconnect.max_s:g} s) must be at least "
+                             f"--reconnect-initial ({reconnect.initial_s:g} s)")
     if swap:
         detect_every = 1  # a swapped face must be redrawn on every frame
     classify_every = classify_every or detect_every
@@ -127,6 +134,7 @@ def build_run_config(
                         report_every_s=report_every_s).with_preset(preset),
         detect_replicas=detect_replicas or replicas,
         infer_replicas=infer_replicas or replicas,
+        reconnect=reconnect,
         **run_settings,
     )
 

@@ -22,12 +22,18 @@ from typing import Any
 import msgpack
 import zmq
 
+from pipeline.health import Health, HealthChange
 from pipeline.messages import EndOfStream, Packet
 from pipeline.metrics import rss_mb
 from pipeline.stage import Source, Stage, StageError
 from pipeline.transport import (CreditInbox, CreditSender, CurveKeys, FinishedInbox, FinishedSender, Inbox, Outbox,
                                 connect_socket, release_context)
 from runtime.admission import LiveAdmission
+
+# What the supervisor sends a stage process that is still running after an abort (SIGTERM is
+# the supervisor's own, see run_stage_process). Its default action ends the process too.
+TERMINATE_SIGNAL = signal.SIGUSR1
+
 
 class Control(bytes, Enum):
     """What the supervisor publishes to every stage on the control channel."""
@@ -36,6 +42,7 @@ class Control(bytes, Enum):
     STOP = b"stop"  # sources stop reading; everything already read still flows to the sink
     ABORT = b"abort"  # every stage stops now; outputs in progress are discarded
     EXITED = b"exited "  # + a stage label: that stage has taken all its input and left
+    HEALTH = b"health "  # + a msgpack'd HealthChange (health_fields): for the sink's events file
 
 
 class Report(str, Enum):
@@ -47,6 +54,21 @@ class Report(str, Enum):
     STOP_REQUEST = "stop_request"  # the stage asked to stop the run (Stage.stop_requested)
     ERROR = "error"  # the stage failed: its one-line message; the run aborts
     EXIT = "exit"  # the stage has finished and is leaving
+    HEALTH = "health"  # a live source's health changed: {"change": health_fields(change)}
+
+
+def health_fields(change: HealthChange) -> dict:
+    """A HealthChange as plain values, for a report or a control message (msgpack)."""
+    return {"stream_id": change.stream_id, "stream": change.stream, "state": change.state.value,
+            "previous": None if change.previous is None else change.previous.value, "detail": change.detail,
+            "reconnects": change.reconnects, "epoch_s": change.epoch_s}
+
+
+def health_from_fields(fields: dict) -> HealthChange:
+    previous = fields.get("previous")
+    return HealthChange(stream_id=fields["stream_id"], stream=fields["stream"], state=Health(fields["state"]),
+                        previous=None if previous is None else Health(previous), detail=fields.get("detail", ""),
+                        reconnects=fields.get("reconnects", 0), epoch_s=fields.get("epoch_s", 0.0))
 
 
 @dataclass
@@ -76,6 +98,10 @@ class StageSpec:
     finished_outboxes: dict[int, str] = field(default_factory=dict)  # sink: live stream -> its source's finished inbox
     report_interval_s: float = 1.0
     niceness: int = 0  # added to the process's niceness when it starts (RunConfig.upstream_niceness)
+    # The sink of a live run: before it closes, wait (a few seconds at most) until the supervisor
+    # has announced these stages' exit (the sources): it forwards every health change a source
+    # reported before announcing that source's exit, so the events file gets the last ones too.
+    await_exited: list[str] = field(default_factory=list)
     parent_pid: int = 0  # the supervisor's pid when it launched this process (0: started by hand)
     # folder of `dfstream keys` (the plan's curve_keys): hops to other hosts go over CurveZMQ with them
     curve_keys: str = ""
@@ -193,6 +219,8 @@ class StageRunner:
                 self.started_flow = True
             elif command.startswith(Control.EXITED):
                 self.downstream_exited.add(command[len(Control.EXITED):].decode())
+            elif command.startswith(Control.HEALTH) and self.stage is not None:
+                self.stage.health_changed(health_from_fields(msgpack.unpackb(command[len(Control.HEALTH):])))
         if self.spec.parent_pid and os.getppid() != self.spec.parent_pid:
             self.aborted = True  # the supervisor died: do not linger as an orphan
 
@@ -225,6 +253,7 @@ class StageRunner:
                 self.run_source()
             else:
                 self.run_consumer()
+                self.wait_for_exits(spec.await_exited)
             code = 0
         except StageError as exc:
             self.report(Report.ERROR, message=str(exc))
@@ -258,10 +287,24 @@ class StageRunner:
             self.control.poll(100)
             self.check_control()
 
+    def wait_for_exits(self, labels: list[str], timeout_s: float = 5.0) -> None:
+        """Take control messages until the supervisor has announced that ``labels`` have left
+        (see StageSpec.await_exited)."""
+        deadline = time.monotonic() + timeout_s
+        while set(labels) - self.downstream_exited and not self.aborted and time.monotonic() < deadline:
+            self.control.poll(100)
+            self.check_control()
+
+    def report_health(self) -> None:
+        for change in self.stage.health_changes():
+            self.report(Report.HEALTH, change=health_fields(change))
+
     def run_source(self) -> None:
         stage: Source = self.stage
         admission = self.admission
         error = None
+        refused_since = None  # live admission has refused every frame since then
+        self.report_health()
         # Frames read before the other stages have loaded their models would
         # wait in a queue: live latency from the very first frame.
         while not (self.started_flow or self.stopping or self.aborted):
@@ -279,7 +322,14 @@ class StageRunner:
                     stage.stop()
                     break
                 if admission is not None and not admission.admit(stage):
+                    now = time.monotonic()
+                    refused_since = refused_since or now
+                    stage.note_refused(now - refused_since)
+                    self.report_health()
                     continue
+                if refused_since is not None:
+                    refused_since = None
+                    stage.note_refused(0.0)
                 started, waited = time.monotonic(), stage.waited_s
                 packets = stage.process(None)
                 self.first_input = self.first_input or started
@@ -292,11 +342,13 @@ class StageRunner:
                         self.last_output = time.monotonic()
                     else:
                         self.emit([packet])
+                self.report_health()
                 self.report_stats()
         except StageError as exc:
             error = str(exc)
             raise
         finally:
+            self.report_health()  # the last change (offline) before the EXIT report
             if stage.warning:
                 self.report(Report.WARNING, message=stage.warning)
             if not self.aborted:
@@ -415,5 +467,11 @@ def run_stage_process(spec: StageSpec) -> None:
     # and it tells the stages what to do over the control channel.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     runner = StageRunner(spec)
-    signal.signal(signal.SIGTERM, lambda *_: setattr(runner, "aborted", True))
+    abort = lambda *_: setattr(runner, "aborted", True)  # noqa: E731
+    # SIGTERM to the whole group (a service manager's stop, `kill -- -PGID`) is the supervisor's
+    # to act on, as Ctrl-C is: it stops the run gracefully and keeps the outputs, which the
+    # stages would otherwise discard by aborting. The supervisor ends a lingering stage with
+    # TERMINATE_SIGNAL; a stage started by hand (`dfstream stage`) has no supervisor as parent.
+    signal.signal(TERMINATE_SIGNAL, abort)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if spec.parent_pid else abort)
     raise SystemExit(runner.run())

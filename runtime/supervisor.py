@@ -1,14 +1,21 @@
 """Launcher and supervisor: start every stage process, watch them, stop them.
 
 The supervisor is the only process that acts on Ctrl-C and SIGTERM.  The first
-one asks the sources to stop reading; what was read still flows through and
+one (either) asks the sources to stop reading; what was read still flows through and
 the sink closes a playable file.  A second one (or a stage failure) aborts:
 every stage stops at once and outputs in progress are discarded.  A stage
 process that dies without saying why is a crash: a live run restarts it, a file
 run (which must not lose frames) stops with an error.
+
+Live sources report their health (:class:`pipeline.health.HealthChange`): the
+supervisor prints each change as one line, keeps the latest per stream
+(:attr:`Supervisor.health`) for the metrics and any observer, and forwards it to
+the sink (a ``Control.HEALTH`` message), which writes it to the events file.
+A run whose every stream ended offline fails with a message naming them.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -21,10 +28,13 @@ import msgpack
 import zmq
 
 from pipeline.config import RunConfig
+from pipeline.health import Health, HealthChange
+from pipeline.urls import redact
 from runtime.graph import build_graph
 from pipeline.metrics import RunMetrics, write_json
 from runtime.plan import RunPlan
-from runtime.runner import Control, Report, StageSpec, run_stage_process
+from runtime.runner import (TERMINATE_SIGNAL, Control, Report, StageSpec, health_fields, health_from_fields,
+                            run_stage_process)
 from pipeline.transport import CurveKeys, EndpointAllocator, bind_socket, release_context
 
 EXTERNAL_START_S = 120.0  # stages started by hand on other hosts must report this soon
@@ -43,10 +53,17 @@ class RunResult:
 
 
 class SupervisorObserver:
-    """Watches a run from inside the supervisor (the bench's clocks): told each time the
-    supervisor has looked for stage reports (every 100 ms at most) and taken in what came, so
-    :attr:`Supervisor.ready`, :attr:`Supervisor.exited` and the metrics are up to date. It must
-    only read the supervisor, and return quickly."""
+    """Watches a run from inside the supervisor (the bench's clocks, the monitor service): told
+    each time the supervisor has looked for stage reports (every 100 ms at most) and taken in
+    what came, so these are up to date:
+
+    * :attr:`Supervisor.ready`, :attr:`Supervisor.exited`: stage labels (``"source[0]"``);
+    * :attr:`Supervisor.health`: ``{stream_id: HealthChange}``, each live stream's latest health
+      change (its ``state``, ``detail``, ``reconnects``, ``epoch_s``); files have none;
+    * :attr:`Supervisor.reconnects`: ``{stream_id: int}``, reconnect tries of each live stream;
+    * :attr:`Supervisor.metrics`: the :class:`pipeline.metrics.RunMetrics` (``document()``).
+
+    It must only read the supervisor, and return quickly."""
 
     def reports_received(self, supervisor: "Supervisor") -> None:
         pass
@@ -91,6 +108,10 @@ class Supervisor:
         self.stop_requested_at: float | None = None
         self.abort_at: float | None = None
         self.interrupts = 0
+        self.first_signal: int | None = None
+        self.health: dict[int, HealthChange] = {}  # stream id -> its latest health change (live streams)
+        self.reconnects: dict[int, int] = {}  # stream id -> reconnect tries so far
+        self._health_to_forward: list[bytes] = []  # held until every stage is ready (subscribed)
 
     # -- process management ---------------------------------------------------
     def _start(self, spec: StageSpec) -> None:
@@ -113,9 +134,14 @@ class Supervisor:
                 signal.signal(signal.SIGINT, previous)
 
     def _on_signal(self, signum, _frame) -> None:
+        # SIGTERM (systemd, docker stop, kill) stops as gracefully as the first Ctrl-C: the
+        # recordings are kept. A second signal of either kind aborts.
         self.interrupts += 1
-        if self.interrupts == 1 and signum == signal.SIGINT:
-            self.request_stop("interrupted: finishing the frames already read (Ctrl-C again to abort)")
+        self.first_signal = self.first_signal or signum
+        if self.interrupts == 1:
+            key = "Ctrl-C" if signum == signal.SIGINT else "a signal"
+            self.request_stop(f"{'interrupted' if signum == signal.SIGINT else 'terminated'}: finishing the "
+                              f"frames already read ({key} again to abort)")
         else:
             self.abort("interrupted" if signum == signal.SIGINT else "terminated")
 
@@ -126,7 +152,7 @@ class Supervisor:
         self.control.send(Control.STOP)
 
     def abort(self, error: str) -> None:
-        self.error = self.error or error
+        self.error = self.error or redact(error)
         if self.abort_at is None:
             self.abort_at = time.monotonic()
         self.control.send(Control.ABORT)
@@ -144,7 +170,9 @@ class Supervisor:
                 elif kind == Report.ERROR:
                     self.abort(report["message"])
                 elif kind == Report.WARNING:
-                    print(f"dfstream: warning: {report['message']}", file=self.out)
+                    print(f"dfstream: warning: {redact(report['message'])}", file=self.out)
+                elif kind == Report.HEALTH:
+                    self._health_changed(health_from_fields(report["change"]))
                 elif kind == Report.STOP_REQUEST:
                     self.request_stop("window closed: stopping")
                 elif kind == Report.READY:
@@ -153,6 +181,34 @@ class Supervisor:
                     self.exited.add(label)
         if self.observer is not None:
             self.observer.reports_received(self)
+
+    def _health_changed(self, change: HealthChange) -> None:
+        change.detail = redact(change.detail)
+        self.health[change.stream_id] = change
+        self.reconnects[change.stream_id] = change.reconnects
+        self.metrics.health_changed(change)
+        # the first state is no news, and going offline is the source's own warning line
+        if change.previous is not None and change.state != Health.OFFLINE:
+            detail = f": {change.detail}" if change.detail else ""
+            print(f"dfstream: {change.stream}: {change.state.value}{detail}", file=self.out, flush=True)
+        self._health_to_forward.append(Control.HEALTH + msgpack.packb(health_fields(change)))
+        self._forward_health()
+
+    def _forward_health(self) -> None:
+        """Send the sink the health changes held so far, once every stage is ready: a PUB
+        message reaches only the subscribers already connected."""
+        if len(self.ready) < len(self.specs):
+            return
+        for message in self._health_to_forward:
+            self.control.send(message)
+        self._health_to_forward.clear()
+
+    def _all_offline(self) -> str | None:
+        """The error of a run whose every stream ended offline, naming them; None otherwise."""
+        changes = [self.health.get(s.stream_id) for s in self.config.streams]
+        if not changes or any(c is None or c.state != Health.OFFLINE for c in changes):
+            return None
+        return "every stream went offline: " + "; ".join(f"{c.stream} ({c.detail})" for c in changes)
 
     def _can_restart(self, spec: StageSpec) -> bool:
         # Sources and the sink hold per-stream state that a new process cannot
@@ -214,6 +270,7 @@ class Supervisor:
                 now = time.monotonic()
                 if self.abort_at is None and len(self.ready) == len(self.specs):
                     self.control.send(Control.START)  # repeated: a PUB message reaches only current subscribers
+                    self._forward_health()
                 for label in self.exited:  # repeated too: upstream stages wait for these to close
                     self.control.send(Control.EXITED + label.encode())
                 if self.stop_requested_at is not None and self.abort_at is None:
@@ -245,20 +302,23 @@ class Supervisor:
             if self.endpoints is not None:
                 self.endpoints.cleanup()
         stopped = self.stop_requested_at is not None
+        if self.error is None and not stopped:
+            self.error = self._all_offline()
         document = self.metrics.document(time.monotonic() - started, self.error, stopped)
         if self.config.metrics_json:
             write_json(self.config.metrics_json, document)
         code = 0
         if self.error:
             code = 130 if self.error == "interrupted" else 1
-        elif stopped and self.interrupts:
-            code = 130
+        elif stopped and self.first_signal == signal.SIGINT:
+            code = 130  # SIGTERM's graceful stop is a normal end: 0
         return RunResult(code, self.error, document, stopped)
 
     def _terminate_all(self) -> None:
         for process in self.processes.values():
             if process.is_alive():
-                process.terminate()
+                with contextlib.suppress(OSError):  # it may have exited just now
+                    os.kill(process.pid, TERMINATE_SIGNAL)
         deadline = time.monotonic() + 3.0
         for process in self.processes.values():
             process.join(max(0.0, deadline - time.monotonic()))

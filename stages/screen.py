@@ -33,6 +33,7 @@ from fractions import Fraction
 import av  # before anything imports cv2: see _check_xcb_libraries
 
 from pipeline.config import SOURCE_SCREEN, SOURCE_WINDOW, StreamInfo
+from pipeline.health import Health
 from pipeline.stage import StageError
 
 POLL_S = 0.2  # how often the window's place is checked (3 small X round trips)
@@ -282,11 +283,15 @@ class ScreenCapture:
     """Frames of a screen source at the stream's fixed size, following a window as it moves,
     and waiting for it while it is gone.  :meth:`frames` runs in the source's reader thread."""
 
-    def __init__(self, stream: StreamInfo, stop: threading.Event, tell=say):
+    def __init__(self, stream: StreamInfo, stop: threading.Event, tell=say, on_health=None):
         self.stream = stream
         self.spec = parse_source(stream.url)
         self.stop = stop
         self.tell = tell
+        # on_health(state, detail): a window gone or back as the stream's health (the source
+        # stage's tracker, whose changes the supervisor prints and the sink writes as events);
+        # without it, one line through ``tell``
+        self.on_health = on_health
         self.screen = XScreen()
         self.window = None
         self.region: Region | None = None
@@ -314,14 +319,21 @@ class ScreenCapture:
     def _wait_for_window(self) -> Region | None:
         """Block until the window is back (None: stopped meanwhile)."""
         self.outages += 1
-        self.tell(f"window {self.spec.title!r} is gone; waiting for it to come back")
+        self._report(Health.RECONNECTING, f"window {self.spec.title!r} is gone; waiting for it to come back")
         gone = time.monotonic()
         while not self.stop.wait(POLL_S):
             region = self._where()
             if region is not None:
-                self.tell(f"window {self.spec.title!r} is back after {time.monotonic() - gone:.1f} s; watching it again")
+                self._report(Health.STREAMING,
+                             f"window {self.spec.title!r} is back after {time.monotonic() - gone:.1f} s; watching it again")
                 return region
         return None
+
+    def _report(self, state: Health, message: str) -> None:
+        if self.on_health is not None:
+            self.on_health(state, message)
+        else:
+            self.tell(message)
 
     def frames(self):
         """Yield av.VideoFrames of the stream's size until stopped; StageError if grabbing fails."""

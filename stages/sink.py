@@ -1,8 +1,11 @@
 """Sink stage: encode annotated video, show the live window, write events and the call report.
 
-Outputs are written to a hidden ``.partial`` file beside the target and renamed
+Video outputs are written to a hidden ``.partial`` file beside the target and renamed
 only when the stream ends cleanly (or is stopped with Ctrl-C), so a failed run
-never leaves a file that looks complete.  Each output keeps the input's
+never leaves a file that looks complete.  The events file is different: it is a
+log, written in place one JSON line at a time as things happen (``tail -f``
+works), each line with one ``write`` so no reader and no failure ever sees half
+a line; a failed run keeps the lines written so far.  Each output keeps the input's
 resolution and timestamps, and a file source's audio is copied across packet
 for packet (no re-encode), interleaved with the video as it is written.
 """
@@ -21,8 +24,10 @@ import numpy as np
 
 from pipeline import pictures
 from pipeline.config import SCREEN_KINDS, SinkConfig, StreamInfo
+from pipeline.health import HealthChange, utc_time
 from pipeline.messages import EndOfStream, FrameMessage, Packet
 from pipeline.stage import Stage, StageError
+from pipeline.urls import redact
 
 # cv2 is imported before av on purpose: both wheels bundle a libxcb-shm-0be6dfbf.so.0
 # (same name, different builds: OpenCV's uses the system libxcb, PyAV's its own copy).
@@ -189,7 +194,6 @@ class FramePublisher:
 
     def publish(self, message: FrameMessage, stream: StreamInfo) -> None:
         import zmq
-        from pipeline.health import utc_time
 
         header = {"stream": stream.name, "stream_id": message.stream_id, "frame_index": message.frame_index,
                   "time": utc_time(message.capture_time), "capture_time": message.capture_time}
@@ -215,6 +219,36 @@ class FramePublisher:
         self.context.term()
 
 
+class EventsFile:
+    """The events file: JSON lines appended as they happen, each with a single ``write``
+    straight to the file (no buffer to flush), so ``tail -f`` sees every line at once and a
+    crash never leaves half of one. A write that fails part-way (a full disk) is cut back
+    off the file before the error is raised."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        self.size = 0
+
+    def write(self, record: dict) -> None:
+        data = (json.dumps(record) + "\n").encode()
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self.fd, data[written:])
+        except OSError as exc:
+            if written:
+                os.ftruncate(self.fd, self.size)
+            raise StageError(f"cannot write the events file {self.path}: {exc.strerror or exc}") from None
+        self.size += written
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 class SinkStage(Stage):
     name = "sink"
 
@@ -230,8 +264,7 @@ class SinkStage(Stage):
         self.stage_times: dict[str, collections.deque] = {}
         self.stage_waits: dict[str, collections.deque] = {}
         self.source_totals: dict[int, dict] = {}
-        self.events = None
-        self.events_partial: Path | None = None
+        self.events: EventsFile | None = None
         self.stop_requested = False
         self.aborted = False
         self.publisher: FramePublisher | None = None
@@ -245,10 +278,7 @@ class SinkStage(Stage):
             for stream in self.streams.values():
                 self.writers[stream.stream_id] = VideoWriter(output_path(cfg.output_pattern, stream), stream, cfg)
         if cfg.events_path:
-            final = Path(cfg.events_path)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            self.events_partial = partial_path(final)
-            self.events = open(self.events_partial, "w", encoding="utf-8")
+            self.events = EventsFile(Path(cfg.events_path))
         if cfg.report_path:
             from stages.call_report import CallReport
 
@@ -308,8 +338,11 @@ class SinkStage(Stage):
     def _write_events(self, message: FrameMessage) -> None:
         stream = self.streams[message.stream_id]
         seconds = float(message.pts * Fraction(*message.time_base)) if message.pts is not None else None
+        when = utc_time(message.capture_time)
         for face in message.faces:
             record = {
+                "type": "face",
+                "time": when,  # UTC, when the source had the frame
                 "stream": stream.name,
                 "stream_id": message.stream_id,
                 "frame_index": message.frame_index,
@@ -323,7 +356,13 @@ class SinkStage(Stage):
                 "verdict": face.verdict,
                 "swapped": face.swapped,
             }
-            self.events.write(json.dumps(record) + "\n")
+            self.events.write(record)
+
+    def health_changed(self, change: HealthChange) -> None:
+        if self.events is not None:
+            record = change.record()
+            record["stream"], record["detail"] = redact(record["stream"]), redact(record["detail"])
+            self.events.write(record)
 
     def _window(self, stream: StreamInfo) -> str:
         return f"dfstream - {stream.name}"
@@ -379,12 +418,7 @@ class SinkStage(Stage):
         if self.report is not None and not self.aborted:
             self.report.write(final=True)  # aborted: the last periodic report stays as it was
         if self.events is not None:
-            self.events.close()
-            final = Path(self.config.events_path)
-            if self.aborted:
-                self.events_partial.unlink(missing_ok=True)
-            else:
-                os.replace(self.events_partial, final)
+            self.events.close()  # a log of what happened: kept whatever the run's outcome
         if self.config.display:
             import cv2
 

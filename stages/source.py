@@ -5,6 +5,18 @@ blocks the decoder (bounded queues).  Live sources -- cameras, RTSP, and files
 read at their own frame rate with ``--live`` -- must never build latency: a
 reader thread decodes as frames arrive and keeps only the newest one; if the
 pipeline has not taken the previous frame by then, it is dropped and counted.
+
+Cameras (RTSP, HTTP, webcams) are watched over: when the connection is lost, a
+read fails, the stream ends or no frame comes for ``stall_timeout_s``, the reader
+opens the camera again with backoff (:mod:`stages.reconnect`, settings in
+:class:`pipeline.config.ReconnectConfig`) and the stream carries on: the same
+output file, timestamps that keep moving forward (the outage shows as a gap),
+frame indices and sequence numbers that keep counting. A camera that comes back
+at another size has its frames scaled to the size probed at the start (the
+output file cannot change size). When the tries run out the stream goes
+``offline`` and ends with a warning. Each move is a health change
+(:class:`pipeline.health.HealthChange`) the runner collects with
+:meth:`SourceStage.health_changes`.
 """
 from __future__ import annotations
 
@@ -30,8 +42,11 @@ from pipeline.config import (
     SourceConfig,
     StreamInfo,
 )
+from pipeline.health import Health, HealthChange
 from pipeline.messages import FrameMessage, Packet, StageTiming
 from pipeline.stage import Source, StageError
+from pipeline.urls import redact
+from stages.reconnect import Backoff, HealthTracker
 from stages import screen
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
@@ -106,7 +121,9 @@ def _open_container(url: str, kind: str, open_timeout: float, read_timeout: floa
 def _stream_name(url: str, kind: str, stream_id: int) -> str:
     if kind == SOURCE_FILE:
         return Path(url).stem or f"stream{stream_id}"
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", url.split("://", 1)[-1]).strip("_")
+    # never the camera's credentials: the name is in file names, events and metrics
+    shown = redact(url).split("://", 1)[-1].replace("***@", "").replace("***", "")
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", shown).strip("_")
     return cleaned[-40:] or f"stream{stream_id}"
 
 
@@ -205,6 +222,10 @@ class _NewestFrameSlot:
             return item
 
 
+class StreamStalled(StageError):
+    """A live connection that delivers no frame for the stall timeout."""
+
+
 class SourceStage(Source):
     name = "source"
 
@@ -230,26 +251,64 @@ class SourceStage(Source):
         self._first_pts: int | None = None
         self._last_pts: int | None = None
         self._last_index = 0
+        self._last_capture = 0.0
+        self._connection = 0  # which connection to the camera the frame being sent came from
+        self._connection_of_last = 0
+        # cameras only (files have no health): see stages.reconnect
+        self.health = HealthTracker(self.stream) if self.stream.kind in LIVE_KINDS else None
+        self._offline = False  # the reader gave up on the camera: the stream ends with a warning
         self.screen: screen.ScreenCapture | None = None
 
     # -- life cycle ---------------------------------------------------------
     def open(self) -> None:
+        if self.health is not None:
+            self.health.set(Health.STARTING, f"opening {self.stream.url}")
+        self._frames = self._connect()
+
+    @property
+    def _watched(self) -> bool:
+        """A camera that is reconnected after an outage (not a file, not --no-reconnect)."""
+        return self.health is not None and self.config.reconnect.enabled
+
+    def _connect(self):
+        """Open the source and return its frame generator (StageError when it cannot be opened)."""
         cfg = self.config
         if self.stream.kind in SCREEN_KINDS:  # grabbed, and followed, by stages/screen.py
-            self.screen = screen.ScreenCapture(self.stream, self._stop)
-            self._frames = self._counted(self.screen.frames())
-            return
-        self.container = _open_container(self.stream.url, self.stream.kind, cfg.open_timeout_s, cfg.read_timeout_s)
-        if not self.container.streams.video:
+            self.screen = screen.ScreenCapture(self.stream, self._stop, on_health=self._screen_health)
+            return self._counted(self.screen.frames())
+        # a watched camera's blocking read gives up after the stall timeout: a stall, reconnect
+        read_timeout = cfg.reconnect.stall_timeout_s if self._watched else cfg.read_timeout_s
+        container = _open_container(self.stream.url, self.stream.kind, cfg.open_timeout_s, read_timeout)
+        if not container.streams.video:
+            container.close()
             raise StageError(f"{self.stream.url} has no video stream")
-        video = self.container.streams.video[0]
+        self.container = container
+        video = container.streams.video[0]
         # Files: frame + slice threads, decoding is the source's whole job. Live: slice threads
         # only, since frame threads hold back one decoded frame per extra thread (~33 ms each
         # at 30 fps) before the first one comes out.
         video.thread_type = "SLICE" if self.stream.live else "AUTO"
         if cfg.decode_threads:
             video.thread_count = cfg.decode_threads
-        self._frames = self._decode(video)
+        return self._decode(video)
+
+    def _screen_health(self, state: Health, detail: str) -> None:
+        """A grabbed window gone (``reconnecting``) or back (``streaming``), from stages.screen."""
+        if self.health is not None:
+            self.health.set(state, detail)
+
+    def health_changes(self) -> list[HealthChange]:
+        return self.health.drain() if self.health is not None else []
+
+    def note_refused(self, refused_s: float) -> None:
+        """The runner's live admission has refused frames for ``refused_s`` seconds (0: it took
+        one): ``blocked`` while the camera streams but the pipeline cannot take its frames."""
+        if self.health is None:
+            return
+        if refused_s >= self.config.reconnect.blocked_after_s and self.health.state == Health.STREAMING:
+            self.health.set(Health.BLOCKED, f"the pipeline has taken no frame for {refused_s:.1f} s")
+        elif refused_s == 0 and self.health.state == Health.BLOCKED:
+            self.health.set(Health.STREAMING, "the pipeline takes frames again")
 
     def start(self) -> None:
         """Begin reading. Live sources start their reader (and a paced file its clock) only
@@ -265,25 +324,26 @@ class SourceStage(Source):
             return []
         self.start()
         if self._slot is not None:
-            item, wait_started = None, time.monotonic()
-            while item is None and not self._slot.finished:
-                item = self._slot.take(timeout=0.5)
-                if item is None and self.screen is not None:
-                    break  # a window that is gone: back to the runner, which sees Ctrl-C meanwhile
-            if item is None:
+            wait_started = time.monotonic()
+            # at most half a second, so the runner keeps answering the supervisor and reporting
+            # health while a camera is away
+            item = self._slot.take(timeout=0.5)
+            if item is None and self._slot.finished:
                 item = self._slot.take(timeout=0)
             if item is None and not self._slot.finished:
                 self.waited_s += time.monotonic() - wait_started
                 return []
             self.waited_s += time.monotonic() - wait_started
             if item is None:
+                if not self._slot.finished:
+                    return []
                 self.finished = True
-                if self._slot.error and self.frames_sent == 0:
+                if self._slot.error and self.frames_sent == 0 and not self._offline:
                     raise StageError(self._slot.error)
-                # a camera that goes quiet mid-run ends its stream; what was recorded is kept
+                # a camera given up on ends its stream; what was recorded is kept
                 self.warning = self._slot.error
                 return []
-            frame, capture_time, index = item
+            frame, capture_time, index, self._connection = item
         else:
             frame = next(self._frames, None)
             capture_time, index = time.time(), self.frames_decoded - 1
@@ -301,6 +361,8 @@ class SourceStage(Source):
         self._stop.set()
         if self._reader is not None:
             self._reader.join(timeout=2.0)
+            if self._reader.is_alive():
+                return  # still inside an open or a read: the process's exit closes the connection
         if self.container is not None:
             self.container.close()
             self.container = None
@@ -346,6 +408,7 @@ class SourceStage(Source):
         :attr:`warning` that names the counts."""
         url = self.stream.url
         last_end, partial = 0, False
+        last_frame = time.monotonic()
         try:
             for packet in self.container.demux(video):
                 if packet.size:
@@ -354,10 +417,16 @@ class SourceStage(Source):
                         last_end = max(last_end, packet.pos + packet.size)
                 for frame in packet.decode():
                     self.frames_decoded += 1
+                    last_frame = time.monotonic()
                     yield frame
                     if self._stop.is_set():
                         return
+                if self._watched and time.monotonic() - last_frame > self.config.reconnect.stall_timeout_s:
+                    # data comes, but nothing that decodes to a picture
+                    raise StreamStalled(f"{url}: no frame for {self.config.reconnect.stall_timeout_s:g} s")
         except (av.error.TimeoutError, av.error.ExitError, TimeoutError):  # ExitError: PyAV's timeout= fired
+            if self._watched:
+                raise StreamStalled(f"{url}: no data for {self.config.reconnect.stall_timeout_s:g} s") from None
             raise StageError(f"{url} stopped sending frames (no data for {self.config.read_timeout_s:g} s)") from None
         except av.error.FFmpegError as exc:
             raise StageError(f"{url}: decoding failed after {self.frames_decoded} frames ({exc.strerror or exc})") from None
@@ -376,32 +445,141 @@ class SourceStage(Source):
 
     def _read_live(self) -> None:
         """Reader thread for live sources: decode as frames come, keep the newest."""
+        try:
+            if self.health is not None:
+                self._read_camera()
+            else:
+                self._read_paced()
+        except Exception as exc:  # the reader must always release the stage
+            self._slot.finish(redact(f"{self.stream.url}: {type(exc).__name__}: {exc}"))
+
+    def _read_paced(self) -> None:
+        """A file read as a camera would deliver it: at its own frame rate; it ends with the file."""
         start_wall = None
         start_time = None
         try:
             for frame in self._frames:
                 if self.stream.paced and frame.time is not None:
-                    # a file read as a camera would deliver it: at its own frame rate
                     if start_wall is None:
                         start_wall, start_time = time.monotonic(), frame.time
                     delay = (frame.time - start_time) - (time.monotonic() - start_wall)
                     if delay > 0 and self._stop.wait(delay):
                         break
-                self._slot.put((frame, time.time(), self.frames_decoded - 1))
+                self._slot.put((frame, time.time(), self.frames_decoded - 1, 0))
                 if self._stop.is_set():
                     break
             self._slot.finish()
         except StageError as exc:
             self._slot.finish(str(exc))
-        except Exception as exc:  # the reader must always release the stage
-            self._slot.finish(f"{self.stream.url}: {type(exc).__name__}: {exc}")
 
-    def _live_pts(self, pts: int | None, time_base: Fraction, index: int) -> int:
+    def _read_camera(self) -> None:
+        """A camera: read until the connection ends, then (unless --no-reconnect) open it again
+        with backoff until frames come, or until the tries run out (offline)."""
+        cfg = self.config.reconnect
+        backoff = Backoff(cfg)
+        frames, connection, failed = self._frames, 0, 0
+        while True:
+            reason, stalled, got_frames = self._pump(frames, connection)
+            if self._stop.is_set():
+                self._slot.finish()
+                return
+            if not cfg.enabled:
+                if reason is None:
+                    self._slot.finish()  # a clean end of stream just ends it, as for a file
+                else:
+                    self._go_offline(reason)
+                return
+            if got_frames:
+                failed = 0  # the last connection delivered: the backoff starts over
+            if stalled:
+                self.health.set(Health.STALLED, reason)
+            reason = reason or f"{self.stream.url}: the stream ended"
+            self._drop_container()
+            while True:
+                failed += 1
+                if backoff.exhausted(failed):
+                    self._go_offline(f"gave up after {cfg.attempts} reconnect attempts; last: {reason}")
+                    return
+                delay = backoff.delay(failed)
+                tries = f" of {cfg.attempts}" if cfg.attempts else ""
+                self.health.set(Health.RECONNECTING, f"attempt {failed}{tries} in {delay:.1f} s: {reason}", again=True)
+                if self._stop.wait(delay):
+                    self._slot.finish()
+                    return
+                try:
+                    frames = self._connect()
+                except StageError as exc:
+                    reason = str(exc)
+                    continue
+                connection += 1
+                break
+
+    def _go_offline(self, reason: str) -> None:
+        message = redact(f"{self.stream.name} is offline: {reason}")
+        self._offline = True
+        self.health.set(Health.OFFLINE, reason)
+        self._drop_container()
+        self._slot.finish(message)
+
+    def _drop_container(self) -> None:
+        if self.container is not None:
+            try:
+                self.container.close()
+            except Exception:
+                pass  # a connection that broke may not close cleanly; it is gone either way
+            self.container = None
+
+    def _pump(self, frames, connection: int) -> tuple[str | None, bool, bool]:
+        """Hand over the frames of one connection until it ends: (why it ended -- None for a
+        clean end of stream or a stop --, whether it stalled, whether any frame came)."""
+        got_frames = False
+        try:
+            for frame in frames:
+                if not got_frames:
+                    got_frames = True
+                    self.health.set(Health.STREAMING, self._size_note(frame) if connection else "")
+                self._slot.put((frame, time.time(), self.frames_decoded - 1, connection))
+                if self._stop.is_set():
+                    break
+            return None, False, got_frames
+        except StreamStalled as exc:
+            return str(exc), True, got_frames
+        except StageError as exc:
+            return str(exc), False, got_frames
+
+    def _probed_size(self) -> tuple[int, int]:
+        """The decoded (not yet turned upright) size the stream was probed at."""
+        if self.stream.quarter_turns % 2:
+            return self.stream.height, self.stream.width
+        return self.stream.width, self.stream.height
+
+    def _size_note(self, frame: av.VideoFrame) -> str:
+        width, height = self._probed_size()
+        if (frame.width, frame.height) == (width, height):
+            return "frames again after reconnecting"
+        return (f"frames again after reconnecting, at {frame.width}x{frame.height}: scaled to the "
+                f"{width}x{height} the stream started at")
+
+    def _live_pts(self, pts: int | None, time_base: Fraction, index: int, capture_time: float,
+                  connection: int) -> int:
         """Cameras and RTSP count from an arbitrary origin, and FFmpeg gives RTSP's first
         frame no pts at all: restart at 0, fill a missing pts from the frame index, and
-        always move forward, so the sink's encoder never sees a repeated timestamp."""
-        step = max(1, round(1 / ((self.stream.fps or 30.0) * time_base)))
-        expected = 0 if self._last_pts is None else self._last_pts + max(1, index - self._last_index) * step
+        always move forward, so the sink's encoder never sees a repeated timestamp.
+
+        Timestamps are in the stream's probed time base. A new connection (after a reconnect)
+        starts a new origin: its first frame follows the last one sent by the wall-clock time
+        between their captures, so the outage shows in the output as the gap it was."""
+        stream_base = Fraction(*self.stream.time_base)
+        step = max(1, round(1 / ((self.stream.fps or 30.0) * stream_base)))
+        if pts is not None:
+            pts = round(pts * time_base / stream_base)
+        if self._last_pts is None:
+            expected = 0
+        elif connection != self._connection_of_last:
+            self._first_pts = None
+            expected = self._last_pts + max(step, round((capture_time - self._last_capture) / stream_base))
+        else:
+            expected = self._last_pts + max(1, index - self._last_index) * step
         if pts is None:
             pts = expected
         else:
@@ -411,6 +589,7 @@ class SourceStage(Source):
             if self._last_pts is not None and pts <= self._last_pts:
                 pts = self._last_pts + 1
         self._last_pts, self._last_index = pts, index
+        self._last_capture, self._connection_of_last = capture_time, connection
         return pts
 
     def _message(self, frame: av.VideoFrame, capture_time: float, index: int) -> FrameMessage:
@@ -418,7 +597,11 @@ class SourceStage(Source):
         time_base = frame.time_base or Fraction(*self.stream.time_base)
         pts = frame.pts
         if self.stream.kind in LIVE_KINDS:
-            pts = self._live_pts(pts, time_base, index)
+            pts = self._live_pts(pts, time_base, index, capture_time, self._connection)
+            time_base = Fraction(*self.stream.time_base)
+            width, height = self._probed_size()
+            if (frame.width, frame.height) != (width, height):
+                frame = frame.reformat(width=width, height=height)  # the output cannot change size
         to_detect, to_classify = self._schedule_detection()
         image = None
         pixel_format = pictures.wire_format(frame.width, frame.height)

@@ -2,7 +2,8 @@
 
 An RTSP source is live: the source keeps only the newest frame, so a slow machine
 drops frames, but every decoded frame is either written or counted as dropped, the
-run ends by itself when the served clip ends, and the output keeps the stream's
+run (with --no-reconnect; by default a camera whose stream ends is reconnected, see
+test_reconnect.py) ends by itself when the served clip ends, and the output keeps the stream's
 size and sane, increasing timestamps.  A URL that does not answer fails with one
 line, within --open-timeout, leaving no process behind.
 """
@@ -59,7 +60,7 @@ def single_run(rtsp_ready, tiny_detector, clips, tmp_path_factory):
     with rtsp_server({"cam": clips["head"]}) as server:
         url = server.url("cam")
         run = run_cli(["run", "-s", url, "-m", tiny_detector, "-o", out / "out.mp4", "--events", out / "events.jsonl",
-                       "--metrics-json", out / "metrics.json", "--no-progress"], timeout=RUN_TIMEOUT_S)
+                       "--metrics-json", out / "metrics.json", "--no-progress", "--no-reconnect"], timeout=RUN_TIMEOUT_S)
     return url, out, run
 
 
@@ -122,9 +123,11 @@ def test_rtsp_output_timestamps_start_at_zero_and_match_the_served_pictures(sing
 def test_rtsp_events_are_json_lines_with_the_face_found(single_run):
     url, out, run = single_run
     assert run.returncode == 0, run.stderr[-3000:]
-    lines = (out / "events.jsonl").read_text().splitlines()
-    assert lines, "no events: the face in the clip was not found"
-    events = [json.loads(line) for line in lines]
+    records = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    # the camera's health: starting, then streaming (a clean end of stream is no change)
+    assert [(r["state"], r["time"][-1]) for r in records if r["type"] == "health"] == [("starting", "Z"), ("streaming", "Z")]
+    events = [r for r in records if r["type"] == "face"]
+    assert events, "no events: the face in the clip was not found"
     (stream,) = _metrics(out)["streams"]
     for event in events:
         assert event["stream"] == stream["name"]
@@ -155,7 +158,7 @@ def test_two_rtsp_streams_at_once_write_one_output_each(rtsp_ready, tiny_detecto
     with rtsp_server({"head": clips["head"], "obama": clips["obama"]}) as server:
         run = run_cli(["run", "-s", server.url("head"), "-s", server.url("obama"), "-m", tiny_detector,
                        "-o", tmp_path / "out" / "{stream}.mp4", "--metrics-json", tmp_path / "metrics.json",
-                       "--no-progress"], timeout=RUN_TIMEOUT_S)
+                       "--no-progress", "--no-reconnect"], timeout=RUN_TIMEOUT_S)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.strays == []
     streams = json.loads((tmp_path / "metrics.json").read_text())["streams"]
@@ -177,7 +180,8 @@ def test_swap_runs_on_an_rtsp_source(rtsp_ready, tiny_swapper, tiny_detector, cl
     with rtsp_server({"cam": clips["head"]}) as server:
         run = run_cli(["run", "-s", server.url("cam"), "--swap", tiny_swapper, "--detector", tiny_detector,
                        "-o", tmp_path / "swapped.mp4", "--events", tmp_path / "events.jsonl",
-                       "--metrics-json", tmp_path / "metrics.json", "--no-progress"], timeout=RUN_TIMEOUT_S)
+                       "--metrics-json", tmp_path / "metrics.json", "--no-progress", "--no-reconnect"],
+                      timeout=RUN_TIMEOUT_S)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.strays == []
     stream = json.loads((tmp_path / "metrics.json").read_text())["streams"][0]
@@ -185,6 +189,7 @@ def test_swap_runs_on_an_rtsp_source(rtsp_ready, tiny_swapper, tiny_detector, cl
     images, _ = decode_frames(tmp_path / "swapped.mp4")
     assert len(images) == stream["frames_written"] > 0
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    events = [e for e in events if e["type"] == "face"]
     assert events and all(e["swapped"] and e["score"] is not None for e in events)
 
 

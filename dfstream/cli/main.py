@@ -20,8 +20,8 @@ from dfstream.cli.models import build_engine_command, export_command, models_gro
 from dfstream.cli.web import keys_command, monitor_token_command
 from dfstream.cli.monitor import monitor_command
 from engines.loader import ENGINE_CHOICES
-from pipeline.config import (SCREEN_FPS, SCREEN_KINDS, AnnotateConfig, BatchConfig, DetectConfig, InferConfig, RunConfig,
-                             SinkConfig, StreamInfo)
+from pipeline.config import (SCREEN_FPS, SCREEN_KINDS, AnnotateConfig, BatchConfig, DetectConfig, InferConfig,
+                             ReconnectConfig, RunConfig, SinkConfig, StreamInfo)
 
 DEFAULT_DETECTOR = "detector"  # registry name of the detector model that ships with dfstream
 
@@ -33,12 +33,13 @@ def _fail(message: str) -> None:
 def _probe_sources(sources: tuple[str, ...], live: bool, open_timeout: float,
                    capture_fps: float | None = None) -> list[StreamInfo]:
     from pipeline.stage import StageError
+    from pipeline.urls import redact
     from runtime.run_config import probe_streams
 
     try:
         return probe_streams(sources, live, open_timeout, capture_fps)
     except StageError as exc:
-        _fail(str(exc))
+        _fail(redact(str(exc)))
 
 
 def _check_overlay_places(streams: list[StreamInfo]) -> None:
@@ -167,7 +168,8 @@ def cli(log_level: str) -> None:
 @click.option("--display", is_flag=True, help="Show the annotated stream in a window (the live webcam overlay); "
               "press q or Esc in it to stop.")
 @click.option("--events", "events_path", metavar="PATH", help="Write one JSON object per face per analysed frame "
-              "(stream, frame index, pts, box, track id, score, verdict) to this JSON-lines file.")
+              "(type face: stream, UTC time, frame index, pts, box, track id, score, verdict) and per health change "
+              "of a camera (type health) to this JSON-lines file, each line as it happens.")
 @click.option("--report", "report_path", metavar="DIR", help="Write a call report here: per participant (face "
               "track) its verdict, mean and time course of P(fake), share of frames judged and a snapshot "
               "(report.json, report.html with the plot, one JPEG each), when the run stops.")
@@ -226,6 +228,19 @@ def cli(log_level: str) -> None:
               help="Private ipc:// sockets (default) or tcp:// on 127.0.0.1.")
 @click.option("--open-timeout", default=RunConfig.open_timeout_s, show_default=True, type=click.FloatRange(0.1),
               help="Seconds to wait for a network source or webcam to answer.")
+@click.option("--stall-timeout", default=ReconnectConfig.stall_timeout_s, show_default=True,
+              type=click.FloatRange(0.5), help="Cameras (RTSP, HTTP, webcam): a connection that brings no frame "
+              "for this long is stalled, and is reconnected.")
+@click.option("--reconnect-initial", default=ReconnectConfig.initial_s, show_default=True, type=click.FloatRange(0.01),
+              help="Cameras: seconds to wait before the first reconnect try after an outage; the wait doubles "
+                   "(with jitter) after every failed try.")
+@click.option("--reconnect-max", default=ReconnectConfig.max_s, show_default=True, type=click.FloatRange(0.01),
+              help="Cameras: the longest wait between reconnect tries (seconds).")
+@click.option("--reconnect-attempts", default=ReconnectConfig.attempts, show_default=True, type=click.IntRange(0),
+              help="Cameras: failed reconnect tries in a row before the stream is given up as offline (the run "
+                   "goes on with the other streams; it fails when every stream is offline). 0: never give up.")
+@click.option("--no-reconnect", is_flag=True, help="Cameras: do not reconnect; a stream ends when its camera stops "
+              "sending.")
 @click.option("--metrics-interval", default=RunConfig.metrics_interval_s, show_default=True, type=click.FloatRange(0.5),
               help="Live runs print per-stage metrics this often (seconds).")
 @click.option("--preset", default=None,
@@ -244,7 +259,9 @@ def cli(log_level: str) -> None:
 def run_command(sources, capture_fps, live, output, display, events_path, report_path, report_every, metrics_json, model, swap_model, swap_detector,
                 swap_sources, embedder, swap_faces, engine, face_detector, detect_every, classify_every, detect_size, min_face_score, replicas,
                 detect_replicas, infer_replicas, max_batch, batch_timeout_ms, threshold, queue_size, max_latency_ms,
-                upstream_niceness, transport, open_timeout, metrics_interval, preset, crf, plan_out, plan_file, external, no_progress, no_draw):
+                upstream_niceness, transport, open_timeout, stall_timeout, reconnect_initial, reconnect_max,
+                reconnect_attempts, no_reconnect, metrics_interval, preset, crf, plan_out, plan_file, external, no_progress,
+                no_draw):
     """Run the pipeline on one or more sources.
 
     \b
@@ -253,6 +270,7 @@ def run_command(sources, capture_fps, live, output, display, events_path, report
       dfstream run -s rtsp://127.0.0.1:8554/cam -s rtsp://127.0.0.1:8554/door -o 'out/{stream}.mp4'
       dfstream run -s 0 --display                      # webcam overlay
       dfstream run -s 'window:Zoom Meeting' --display --report call/   # the people on a video call
+      dfstream run -s rtsp://cam/1 --events ev.jsonl --reconnect-attempts 10   # give up after 10 failed tries
       dfstream run -s clip.mp4 --swap swapper.onnx -o swapped.mp4
     """
     from engines.metadata import KIND_DETECTOR, KIND_SWAPPER
@@ -306,6 +324,8 @@ def run_command(sources, capture_fps, live, output, display, events_path, report
             queue_size=queue_size, live_latency_budget_ms=max_latency_ms, upstream_niceness=upstream_niceness,
             metrics_interval_s=metrics_interval, metrics_json=metrics_json, progress=not no_progress,
             transport="tcp" if plan_out else transport, open_timeout_s=open_timeout,
+            reconnect=ReconnectConfig(enabled=not no_reconnect, stall_timeout_s=stall_timeout,
+                                      initial_s=reconnect_initial, max_s=reconnect_max, attempts=reconnect_attempts),
         )
     except RunOptionError as exc:
         _fail(str(exc))
