@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from monitor.auth import check_hash, is_loopback
+from pipeline.config import ReconnectConfig
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a camera name is a folder name and an MQTT topic level
 
@@ -139,11 +140,19 @@ class MonitorConfig:
     web: WebConfig | None = None  # no web: section, no server
     model: ModelConfig = field(default_factory=ModelConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
-    # a camera that is down (or whose run ended) is retried after this, doubling (with jitter) up to the max
+    # a camera that is down, lost or stalled is tried again after retry_seconds, doubling (with
+    # jitter) up to retry_max_seconds, forever: inside its run (the source reconnects) and, should
+    # the run itself end, by the service (see reconnect())
     retry_seconds: float = 2.0
     retry_max_seconds: float = 60.0
+    stall_seconds: float = 5.0  # connected but no frame for this long: stalled, reconnect
     publish_fps: float = 5.0  # annotated frames per second each run sends to the service (preview, clips)
     source: str = ""  # the file it was read from
+
+    def reconnect(self) -> ReconnectConfig:
+        """The retry settings as the pipeline's reconnect settings: one schedule for both."""
+        return ReconnectConfig(initial_s=self.retry_seconds, max_s=self.retry_max_seconds,
+                               stall_timeout_s=self.stall_seconds)
 
     def camera(self, name: str) -> CameraConfig | None:
         return next((c for c in self.cameras if c.name == name), None)
@@ -365,6 +374,7 @@ def parse_config(data, source: str = "") -> MonitorConfig:
     })
     _positive("retry_seconds", config.retry_seconds)
     _positive("retry_max_seconds", config.retry_max_seconds)
+    _positive("stall_seconds", config.stall_seconds)
     _positive("publish_fps", config.publish_fps)
     config.source = source
     return config

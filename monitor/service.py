@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import shutil
 import signal
 import tempfile
@@ -37,6 +36,7 @@ from monitor.sinks import DeliveryWorker, MqttSink, build_sinks
 from monitor.state import DELIVERY_QUEUED, Alert, CameraStatus, MonitorState
 from pipeline.health import Health, utc_now
 from pipeline.urls import redact
+from stages.reconnect import Backoff
 
 log = logging.getLogger("dfstream.monitor")
 
@@ -126,6 +126,7 @@ class CameraWorker(threading.Thread):
         self.dropped_before = 0
         self.run_frames = 0
         self.run_dropped = 0
+        self.run_reconnects = 0
         self.last_frames_at = time.monotonic()
         self.fps_samples: list[tuple[float, int]] = []
         self.tracks: dict[int, tuple[float | None, str | None, float]] = {}
@@ -158,6 +159,7 @@ class CameraWorker(threading.Thread):
                     min_face_score=camera.min_face_score, threshold=camera.threshold, events_path=events,
                     publish_url=self.publish_url, publish_fps=self.config.publish_fps,
                     live_latency_budget_ms=camera.max_latency_ms, open_timeout_s=camera.open_timeout,
+                    reconnect=self.config.reconnect(),
                     progress=False, metrics_interval_s=60.0)
             except (StageError, RunOptionError) as exc:
                 self._set_health(Health.RECONNECTING if self.streamed_once else Health.OFFLINE, str(exc))
@@ -170,6 +172,7 @@ class CameraWorker(threading.Thread):
                 self.fake_rule = FakeTrackRule(self.config.alerts.fake)  # track ids start again in each run
                 self.tracks.clear()
             self.supervisor = Supervisor(run_config, out=_LogWriter(camera.name), observer=self, handle_signals=False)
+            self.run_reconnects = 0  # the run's own reconnects (its source's), counted as they are reported
             started = time.monotonic()
             self.last_frames_at = started
             result = self.supervisor.run()
@@ -190,9 +193,8 @@ class CameraWorker(threading.Thread):
         self.feed.join(10)
 
     def _backoff(self, attempt: int) -> int:
-        delay = min(self.config.retry_max_seconds, self.config.retry_seconds * 2 ** attempt)
-        self.stopping.wait(delay * random.uniform(0.8, 1.2))
-        return min(attempt + 1, 30)
+        self.stopping.wait(Backoff(self.config.reconnect()).delay(attempt + 1))
+        return attempt + 1
 
     def _end_run(self) -> None:
         with self.lock:
@@ -232,17 +234,28 @@ class CameraWorker(threading.Thread):
         metrics.fps.labels(camera=name).set(fps)
         self.state.update_camera(name, frames=total, dropped=self.dropped_before + self.run_dropped, fps=round(fps, 2),
                                  latency_p50_ms=latency.get("p50_ms"), latency_p99_ms=latency.get("p99_ms"))
-        # health: the live sources' own states when the pipeline reports them, else judged from the frames
-        reported = getattr(supervisor, "health", None)
-        if isinstance(reported, dict) and reported:
-            change = next(iter(reported.values()))
-            if change.state is not self.health:
-                self._set_health(change.state, change.detail)
+        # health: the camera's own state as its source reports it (the run reconnects by itself
+        # after an outage or a stall); judged from the frames only until the source has reported
+        reported = supervisor.health.get(0)  # one camera a run: stream 0
+        if reported is not None:
+            if reported.state is not self.health:
+                self._set_health(reported.state, reported.detail)
+            self._count_run_reconnects(supervisor.reconnects.get(0, 0))
             return
         if now - self.last_frames_at >= STALL_S and self.health is Health.STREAMING:
             self._set_health(Health.STALLED, f"no frame for {STALL_S:g} s")
         elif frames and now - self.last_frames_at < STALL_S and self.health is not Health.STREAMING:
             self._set_health(Health.STREAMING, "")
+
+    def _count_run_reconnects(self, total: int) -> None:
+        added = total - self.run_reconnects
+        if added <= 0:
+            return
+        self.run_reconnects = total
+        with self.lock:
+            self.status.reconnects += added
+        self.state.update_camera(self.camera.name, reconnects=self.status.reconnects)
+        self.state.metrics.reconnects.labels(camera=self.camera.name).inc(added)
 
     # -- health ----------------------------------------------------------------------------
     def _set_health(self, health: Health, detail: str) -> None:

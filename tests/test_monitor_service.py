@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import signal
 import textwrap
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -149,6 +150,10 @@ def scenario(tmp_path_factory, tiny_detector):
         wait_until(lambda: [b for b in hook.bodies() if b["kind"] == "offline" and b["camera"] == "cam"], 40,
                    what="cam's offline alert")
         with rtsp_server(clips, port=rtsp_port):
+            returned, frames_at_return = time.monotonic(), monitor.status()["cam"]["frames"]
+            wait_until(lambda: monitor.status()["cam"]["health"] == "streaming"
+                       and monitor.status()["cam"]["frames"] > frames_at_return, 30, what="cam watched again")
+            found["watched_again_after_s"] = time.monotonic() - returned
             wait_until(lambda: [b for b in hook.bodies() if b["kind"] == "online" and b["camera"] == "cam"], 60,
                        what="cam's online alert")
             delivered_before_down = {b["id"] for b in hook.bodies()}
@@ -216,6 +221,8 @@ def test_a_camera_whose_server_goes_away_raises_offline_then_online(scenario):
     cam = [b for b in scenario["webhook"] if b["camera"] == "cam" and b["kind"] in ("offline", "online")]
     kinds = [b["kind"] for b in sorted(cam, key=lambda b: b["id"])]
     assert kinds[:2] == ["offline", "online"], kinds
+    # the run reconnected by itself (retry_max_seconds 2 in this config): the camera is watched again soon
+    assert scenario["watched_again_after_s"] <= 5.0, scenario["watched_again_after_s"]
 
 
 def test_alerts_queued_at_sigterm_are_delivered_exactly_once_after_the_restart(scenario):
