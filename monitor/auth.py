@@ -94,3 +94,19 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name other than localhost, or "" (every address): not loopback
+
+
+def check_web_settings(settings) -> None:
+    """ValueError, one line naming the key, for web settings the server must not start with:
+    a token hash that is not one, an address other hosts reach with no token, a port that is none.
+    ``settings``: anything with ``bind``, ``port`` and ``token_hash``."""
+    if settings.token_hash:
+        try:
+            check_hash(settings.token_hash)
+        except ValueError as exc:
+            raise ValueError(f"web.token_hash: {exc}") from None
+    elif not is_loopback(settings.bind):
+        raise ValueError(f"web.bind: {settings.bind} is reachable from other hosts but no token is set: set "
+                         "web.token_hash (make one with `dfstream monitor-token`) or bind 127.0.0.1")
+    if not 0 <= int(settings.port) <= 65535:
+        raise ValueError(f"web.port: {settings.port} is not a port number (0-65535; 0 picks a free one)")

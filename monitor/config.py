@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from monitor.auth import check_hash, is_loopback
+from monitor.auth import check_web_settings
 from pipeline.config import ReconnectConfig
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a camera name is a folder name and an MQTT topic level
@@ -341,16 +341,10 @@ def _sinks(where: str, data) -> SinksConfig:
 
 def _web(where: str, data) -> WebConfig:
     web = _section(where, data, WebConfig)
-    if not 0 <= web.port <= 65535:
-        raise ConfigError(f"{where}.port: must be 0..65535, not {web.port}")
-    if web.token_hash is not None:
-        try:
-            check_hash(web.token_hash)
-        except ValueError as exc:
-            raise ConfigError(f"{where}.token_hash: {exc}") from None
-    elif not is_loopback(web.bind):
-        raise ConfigError(f"{where}.bind: {web.bind} is reachable from other hosts; set {where}.token_hash "
-                          "(dfstream monitor-token) or bind 127.0.0.1")
+    try:
+        check_web_settings(web)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     _positive(f"{where}.max_upload_mb", web.max_upload_mb)
     return web
 

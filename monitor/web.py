@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from monitor.auth import TokenChecker, check_hash, is_loopback
+from monitor.auth import TokenChecker, check_web_settings
 from monitor.state import Alert, CameraStatus, MonitorState
 from pipeline.health import Health
 from pipeline.urls import redact
@@ -85,16 +85,10 @@ class WebConfigError(ValueError):
 
 def check_settings(config: WebSettings) -> None:
     """One-line WebConfigError for settings the server must not start with."""
-    if config.token_hash:
-        try:
-            check_hash(config.token_hash)
-        except ValueError as exc:
-            raise WebConfigError(f"web.token_hash: {exc}") from None
-    elif not is_loopback(config.bind):
-        raise WebConfigError(f"web.bind {config.bind!r} is reachable from other hosts but no token is set: "
-                             "set web.token_hash (make one with `dfstream monitor-token`) or bind 127.0.0.1")
-    if not 0 <= int(config.port) <= 65535:
-        raise WebConfigError(f"web.port {config.port} is not a port number (0-65535; 0 picks a free one)")
+    try:
+        check_web_settings(config)
+    except ValueError as exc:
+        raise WebConfigError(str(exc)) from None
     if int(config.max_upload_mb) < 1:
         raise WebConfigError(f"web.max_upload_mb {config.max_upload_mb} must be at least 1")
 
