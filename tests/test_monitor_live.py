@@ -14,6 +14,8 @@ import json
 import re
 import signal
 import stat
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -142,6 +144,17 @@ def live(tmp_path_factory, tiny_detector):
             wait_until(lambda: monitor.status()["cam"]["frames"] > frames[-1], 30, what="cam's frames growing")
             frames.append(monitor.status()["cam"]["frames"])
             found["cam_frames"] = frames
+            # removing a streaming camera stops its run (seconds): the server answers meanwhile
+            wait_until(lambda: api()["cam"]["health"] == "streaming", 30, what="cam streaming again")
+            answered: list[str] = []
+            deleting = threading.Thread(target=lambda: answered.append(
+                "DELETE %d" % http("DELETE", base + "/api/cameras/cam")[0]))
+            deleting.start()
+            time.sleep(0.3)  # the DELETE is in, the run stopping
+            answered.append("healthz %d" % http("GET", base + "/healthz")[0])
+            deleting.join(60)
+            found["answered_during_delete"] = answered
+            found["after_cam_delete"] = set(api())
             # every place a URL could leak, as a user or a scraper sees it
             found["texts"] = {
                 "dashboard": found["dashboard_dom"], "alerts page": found["alerts_dom"],
@@ -240,6 +253,9 @@ def test_a_silent_and_a_garbage_camera_are_down_with_a_one_line_detail_while_the
             assert camera["health"] in ("offline", "reconnecting"), camera
             assert camera["health_detail"] and "\n" not in camera["health_detail"], camera
             assert "admin" not in camera["url"] and "127.0.0.1" in camera["url"], camera["url"]
+    # the healthy camera beside them streams, and kept counting frames until the end
+    assert live["api_cameras"]["cam"]["health"] == "streaming"
+    assert live["cam_frames"][-1] > live["status"]["cam"]["frames"] > 0
     assert live["exit_code"] == 0  # it kept running beside them, and stopped cleanly
 
 
@@ -266,3 +282,8 @@ def test_cameras_added_and_removed_through_the_api_survive_a_reload(live):
 def test_the_other_cameras_workers_kept_running_through_the_api_changes_and_reload(live):
     frames = live["cam_frames"]
     assert frames == sorted(frames) and frames[-1] > frames[0], frames  # never reset: not restarted
+
+
+def test_the_server_answers_while_a_streaming_camera_removed_through_the_api_stops(live):
+    assert live["answered_during_delete"] == ["healthz 200", "DELETE 200"], live["answered_during_delete"]
+    assert live["after_cam_delete"] == {"silent", "extra"}
