@@ -19,6 +19,9 @@ from pipeline.config import ReconnectConfig
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a camera name is a folder name and an MQTT topic level
 
 
+OVERLAY_NAME = "cameras.api.yaml"  # in the storage folder, next to the alerts: the service's own writable place
+
+
 class ConfigError(ValueError):
     """One line: ``where: what is wrong``."""
 
@@ -130,6 +133,11 @@ class StorageConfig:
     @property
     def events_dir(self) -> Path:
         return Path(self.folder) / "events"
+
+    @property
+    def overlay_path(self) -> Path:
+        """The cameras added and removed through the web API (see :func:`merge_overlay`)."""
+        return Path(self.folder) / OVERLAY_NAME
 
 
 @dataclass
@@ -396,4 +404,82 @@ def load_config(path: str | Path) -> MonitorConfig:
     # relative storage folders are relative to the config file, not to wherever the service starts
     if not Path(config.storage.folder).is_absolute():
         config.storage.folder = str((path.parent / config.storage.folder).resolve())
+    merge_overlay(config)
     return config
+
+
+# -- the web API's cameras ---------------------------------------------------------------------
+#
+# The config file is the operator's (often read-only: /etc, a ConfigMap, a mounted volume) and is
+# never rewritten. Cameras added or removed through the web API are kept in an overlay in the
+# storage folder, ``cameras.api.yaml``: ``cameras:`` (added, as in the file) and ``removed:``
+# (names of the file's cameras removed). Every load applies it, so the API's changes survive a
+# reload (SIGHUP) and a restart; a camera the file itself names wins over an added one of that name.
+
+
+@dataclass
+class CameraOverlay:
+    cameras: list[CameraConfig] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def read_overlay(path: Path) -> CameraOverlay:
+    """The overlay at ``path`` (empty when there is none); ConfigError naming the file and key."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return CameraOverlay()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    try:
+        if not isinstance(data, dict):
+            raise ConfigError("must be a mapping with cameras: and removed:")
+        unknown = set(data) - {"cameras", "removed"}
+        if unknown:
+            raise ConfigError(f"{sorted(unknown)[0]}: unknown key (known: cameras, removed)")
+        cameras = _cameras("cameras", data.get("cameras") or [])
+        removed = data.get("removed") or []
+        if not isinstance(removed, list) or not all(isinstance(n, str) for n in removed):
+            raise ConfigError("removed: must be a list of camera names")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return CameraOverlay(cameras, list(removed))
+
+
+def write_overlay(path: Path, overlay: CameraOverlay) -> None:
+    """Atomically (a reader sees the old file or the new one); mode 0600: camera URLs carry passwords.
+    OSError when the folder is not writable."""
+    import os
+
+    import yaml
+
+    document = {"cameras": [{k: v for k, v in dataclasses.asdict(c).items()
+                             if v != getattr(CameraConfig(name="", url=""), k) or k in ("name", "url")}
+                            for c in overlay.cameras],
+                "removed": sorted(set(overlay.removed))}
+    text = ("# cameras added (cameras:) and removed (removed:) through dfstream monitor's web API;\n"
+            "# applied on top of the config file at every start and reload. Edit while the monitor is stopped.\n"
+            + yaml.safe_dump(document, sort_keys=False))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
+def merge_overlay(config: MonitorConfig) -> None:
+    """The file's cameras, less those the API removed, plus those it added (in place)."""
+    overlay = read_overlay(config.storage.overlay_path)
+    removed = set(overlay.removed)
+    in_file = {c.name for c in config.cameras}
+    config.cameras = ([c for c in config.cameras if c.name not in removed]
+                      + [c for c in overlay.cameras if c.name not in in_file])

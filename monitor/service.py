@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 from monitor.alerts import EvidenceRecorder, FakeTrackRule, OfflineRule, write_alert_json
-from monitor.config import CameraConfig, ConfigError, MonitorConfig, WebConfig, camera_from_options, load_config
+from monitor.config import (CameraConfig, ConfigError, MonitorConfig, WebConfig, camera_from_options, load_config,
+                            read_overlay, write_overlay)
 from monitor.outbox import Outbox
 from monitor.sinks import DeliveryWorker, MqttSink, build_sinks
 from monitor.state import DELIVERY_QUEUED, Alert, CameraStatus, MonitorState
@@ -512,7 +513,8 @@ class MonitorService:
         return answer
 
     def add_camera(self, name: str, url: str, options: dict) -> str:
-        """A camera added while running (until the next reload or restart: the file is not rewritten)."""
+        """A camera added while running, saved in the storage folder's overlay (cameras.api.yaml)
+        so that it survives reloads and restarts; refused, and not started, when it cannot be saved."""
         try:
             camera = camera_from_options(name, url, options)
         except ConfigError as exc:
@@ -520,14 +522,41 @@ class MonitorService:
         with self._control_lock:
             if name in self.workers or self.config.camera(name) is not None:
                 raise ValueError(f"camera {name!r} already exists")
+            self._change_overlay(lambda o: (o.cameras.append(camera),
+                                            o.removed.remove(name) if name in o.removed else None), f"add {name}")
             self.config.cameras.append(camera)
             self._start_camera(camera)
-        return f"camera {name} added"
+        log.warning("camera %s added through the web API (%s)", name, redact(url))
+        return f"camera {name} added (saved in {self.config.storage.overlay_path.name})"
 
     def remove_camera(self, name: str) -> str:
+        """A camera stopped and forgotten; saved in the overlay too (a camera of the config file
+        is listed as removed there), so a reload does not bring it back."""
         with self._control_lock:
             if name not in self.workers and self.config.camera(name) is None:
                 raise ValueError(f"no camera {name!r}")
+
+            def forget(overlay):
+                added = [c for c in overlay.cameras if c.name == name]
+                overlay.cameras = [c for c in overlay.cameras if c.name != name]
+                if not added:
+                    overlay.removed.append(name)  # one of the file's cameras
+
+            self._change_overlay(forget, f"remove {name}")
             self.config.cameras = [c for c in self.config.cameras if c.name != name]
             self._stop_cameras([name])
-        return f"camera {name} removed"
+        log.warning("camera %s removed through the web API", name)
+        return f"camera {name} removed (saved in {self.config.storage.overlay_path.name})"
+
+    def _change_overlay(self, change, what: str) -> None:
+        """Read, change and write the overlay; ValueError (one line) when it cannot be read or written."""
+        path = self.config.storage.overlay_path
+        try:
+            overlay = read_overlay(path)
+            change(overlay)
+            write_overlay(path, overlay)
+        except ConfigError as exc:
+            raise ValueError(f"cannot {what}: {exc}") from None
+        except OSError as exc:
+            raise ValueError(f"cannot {what}: {path} is not writable ({exc.strerror or exc}); "
+                             "change the config file and reload instead") from None

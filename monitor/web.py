@@ -374,11 +374,15 @@ def build_app(state: MonitorState, config: WebSettings, scorer: Callable[[Path],
             return api_error(400, "limit must be a whole number")
         return JSONResponse({"alerts": [alert_view(a) for a in state.alerts(camera=camera, limit=limit)]})
 
-    def _control(call: Callable[..., str], *args) -> JSONResponse:
+    async def _control(call: Callable[..., str], *args) -> JSONResponse:
+        from starlette.concurrency import run_in_threadpool
+
         if state.control is None:
             return api_error(503, "the monitor service is not taking changes (no control)")
         try:
-            return JSONResponse({"message": redact(call(state.control, *args))})
+            # in a worker thread: stopping a camera's run takes seconds, and the pages, /metrics
+            # and /healthz must keep answering meanwhile
+            return JSONResponse({"message": redact(await run_in_threadpool(call, state.control, *args))})
         except ValueError as exc:
             return api_error(400, redact((str(exc).strip().splitlines() or ["refused"])[0]))
 
@@ -396,13 +400,13 @@ def build_app(state: MonitorState, config: WebSettings, scorer: Callable[[Path],
             return api_error(400, "url: a camera needs its stream URL")
         if not isinstance(options, dict):
             return api_error(400, "options must be a JSON object")
-        return _control(lambda control, *a: control.add_camera(*a), name.strip(), url.strip(), options)
+        return await _control(lambda control, *a: control.add_camera(*a), name.strip(), url.strip(), options)
 
     async def api_remove_camera(request: Request):
-        return _control(lambda control, name: control.remove_camera(name), request.path_params["name"])
+        return await _control(lambda control, name: control.remove_camera(name), request.path_params["name"])
 
     async def api_reload(request: Request):
-        return _control(lambda control: control.reload())
+        return await _control(lambda control: control.reload())
 
     async def api_check(request: Request):
         status, result = await _checked(request)

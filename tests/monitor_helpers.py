@@ -1,6 +1,8 @@
-"""Real receivers for the monitor's tests: a mosquitto broker on a free port, an MQTT
-subscriber that records what arrives, and an HTTP webhook receiver in a thread.
-Plain context managers and classes (not fixtures), started and stopped by the tests."""
+"""Real components for the monitor's tests: a mosquitto broker on a free port, an MQTT
+subscriber that records what arrives, an HTTP webhook receiver in a thread, a camera that
+answers garbage, ``dfstream monitor`` as a subprocess, small clips for the RTSP server and
+headless chromium. Plain context managers and classes (not fixtures), started and stopped by
+the tests."""
 from __future__ import annotations
 
 import base64
@@ -9,14 +11,22 @@ import hashlib
 import http.server
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
-from tests.live_helpers import free_port, missing
+import numpy as np
+
+from tests.live_helpers import CliProcess, free_port, missing
 from tests.rtsp_server import stop_process
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_MISSING = "chromium is not installed (apt-get install chromium; it is in .ci/apt-packages.txt)"
+WINDOW = (1280, 1000)  # the browser's window (width, height), so screenshots have a known size
 
 
 def wait_until(condition, timeout: float, step: float = 0.2, what: str = "condition"):
@@ -158,3 +168,139 @@ def check_evidence(payload: dict, alerts_dir: Path | None = None) -> None:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+# -- dfstream monitor as a subprocess ------------------------------------------------------------
+
+
+CLIP_SIZE = 256  # small: cameras on two shared cores
+CLIP_FPS = 15
+
+
+def small_clip(source: Path, target: Path, seconds: float = 10, size: int = CLIP_SIZE, fps: int = CLIP_FPS) -> Path:
+    """``seconds`` of ``source`` at ``fps``, size x size, H.264 with one slice per frame (for the RTSP
+    server, which ends the session with the file: the monitor then starts the camera's run again)."""
+    import av
+    import cv2
+
+    with av.open(str(source)) as inp, av.open(str(target), "w") as out:
+        video = inp.streams.video[0]
+        step = max(1, round(float(video.average_rate or 30) / fps))
+        stream = out.add_stream("libx264", rate=Fraction(fps))
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.thread_type = "FRAME"
+        written = 0
+        for index, frame in enumerate(inp.decode(video)):
+            if index % step:
+                continue
+            image = cv2.resize(frame.to_ndarray(format="bgr24"), (size, size), interpolation=cv2.INTER_AREA)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                out.mux(packet)
+            written += 1
+            if written >= fps * seconds:
+                break
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return target
+
+
+class MonitorProcess:
+    """``dfstream --log-level info monitor CONFIG`` with its output appended to ``log``; its status
+    from ``storage/status.json``."""
+
+    def __init__(self, config: Path, log: Path, storage: Path):
+        self.log_path = log
+        self.storage = storage
+        self.log = open(log, "a")
+        self.process = CliProcess(["--log-level", "info", "monitor", config], stdout=self.log, stderr=self.log)
+
+    def status(self) -> dict:
+        try:
+            return {c["name"]: c for c in json.loads((self.storage / "status.json").read_text())["cameras"]}
+        except (OSError, ValueError):
+            return {}
+
+    def log_text(self) -> str:
+        return self.log_path.read_text()
+
+    def signal(self, signum: int) -> None:
+        self.process.process.send_signal(signum)
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.process.process.send_signal(signal.SIGTERM)
+        code = self.process.process.wait(timeout)
+        self.process.stop()
+        self.log.close()
+        return code
+
+    def stop(self) -> None:
+        self.process.stop()
+        if not self.log.closed:
+            self.log.close()
+
+
+class GarbageServer:
+    """A TCP server on 127.0.0.1 that answers every connection with bytes of no protocol at all,
+    then hangs up: a camera that is not a camera."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._garbage = b"\x00\xff garbage \r\n\r\n" + np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> "GarbageServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            with client, contextlib.suppress(OSError):
+                client.settimeout(1)
+                with contextlib.suppress(OSError):
+                    client.recv(65536)
+                client.sendall(self._garbage)
+
+
+# -- headless chromium -----------------------------------------------------------------------------
+
+
+def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
+    """Headless chromium with a fresh profile in ``profile`` and a WINDOW-sized window; its page's
+    scripts run for up to 4 s of virtual time before --dump-dom or --screenshot."""
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+               "--disable-dev-shm-usage", f"--user-data-dir={profile / 'profile'}", "--force-device-scale-factor=1",
+               f"--window-size={WINDOW[0]},{WINDOW[1]}", "--virtual-time-budget=4000", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=90)
+
+
+def hex_bgr(colour: str) -> np.ndarray:
+    """``#rrggbb`` as a BGR pixel (int16, to subtract from a screenshot's pixels)."""
+    return np.array([int(colour[5:7], 16), int(colour[3:5], 16), int(colour[1:3], 16)], np.int16)
+
+
+def tile_looks_like_a_picture(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[bool, str]:
+    """Whether the screenshot's ``box`` (x, y, w, h) shows a picture rather than a blank or flat box:
+    far from one flat colour, and mostly not the empty view's dark background."""
+    x, y, w, h = box
+    tile = image[y + 2:y + h - 2, x + 2:x + w - 2].astype(np.int16)
+    if tile.size == 0:
+        return False, f"empty tile {box}"
+    background = np.abs(tile - hex_bgr("#111111")).max(axis=2) <= 8
+    return bool(tile.std() > 20 and background.mean() < 0.6), f"{box}: std {tile.std():.1f}, background {background.mean():.2f}"

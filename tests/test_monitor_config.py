@@ -121,3 +121,63 @@ def test_offline_rule_waits_its_time_and_reports_the_camera_back_once():
     assert rule.health(Health.STREAMING, 21) == ALERT_ONLINE
     assert rule.health(Health.RECONNECTING, 22) is None
     assert rule.health(Health.STREAMING, 23) is None  # a blip shorter than after_s: no alert either way
+
+
+# -- the web API's cameras (storage/cameras.api.yaml) ----------------------------------------------
+
+
+def test_cameras_added_and_removed_through_the_api_are_merged_at_every_load(tmp_path):
+    from monitor.config import OVERLAY_NAME
+
+    (tmp_path / "dfstream-monitor").mkdir()
+    (tmp_path / "dfstream-monitor" / OVERLAY_NAME).write_text(textwrap.dedent("""\
+        cameras:
+          - {name: gate, url: "rtsp://10.0.0.7/live", detect_every: 4}
+          - {name: yard, url: "rtsp://10.0.0.99/other"}
+        removed: [door]
+        """))
+    config = load_config(_write(tmp_path, GOOD))
+    assert [c.name for c in config.cameras] == ["yard", "gate"]  # door removed, gate added
+    assert config.camera("gate").detect_every == 4
+    assert config.camera("yard").url == "rtsp://10.0.0.6/live"  # the file's camera wins over an added namesake
+
+
+def test_a_bad_api_overlay_is_one_line_naming_the_file_and_key(tmp_path):
+    from monitor.config import OVERLAY_NAME
+
+    (tmp_path / "dfstream-monitor").mkdir()
+    overlay = tmp_path / "dfstream-monitor" / OVERLAY_NAME
+    overlay.write_text("cameras:\n  - {name: gate}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(_write(tmp_path, GOOD))
+    assert str(error.value) == f"{overlay}: cameras[0].url: missing"
+
+
+def test_the_overlay_written_is_read_back_the_same(tmp_path):
+    from monitor.config import CameraConfig, CameraOverlay, read_overlay, write_overlay
+
+    path = tmp_path / "store" / "cameras.api.yaml"
+    written = CameraOverlay([CameraConfig(name="gate", url="rtsp://u:p@10.0.0.7/live", threshold=0.6)], ["door"])
+    write_overlay(path, written)
+    assert read_overlay(path) == written
+    assert (path.stat().st_mode & 0o777) == 0o600  # it holds camera passwords
+    assert not list(path.parent.glob(".*partial"))
+
+
+def test_a_camera_is_not_added_through_the_api_when_its_overlay_cannot_be_saved(tmp_path):
+    import shutil
+
+    from monitor.service import MonitorService
+
+    config = load_config(_write(tmp_path, GOOD))
+    # (root may write anywhere: a folder where the overlay's temporary file goes makes the write fail)
+    config.storage.overlay_path.with_name(f".{config.storage.overlay_path.name}.partial").mkdir(parents=True)
+    service = MonitorService(config)
+    try:
+        with pytest.raises(ValueError) as error:
+            service.add_camera("gate", "rtsp://10.0.0.7/live", {})
+        message = str(error.value)
+        assert message.startswith("cannot add gate:") and "not writable" in message and "\n" not in message
+        assert not service.workers and config.camera("gate") is None  # nothing started, nothing half-added
+    finally:
+        shutil.rmtree(service.runtime_dir, ignore_errors=True)

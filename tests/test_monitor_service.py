@@ -17,47 +17,18 @@ import json
 import signal
 import textwrap
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
-from tests.live_helpers import CliProcess, free_port, missing, shared_file
-from tests.monitor_helpers import Mosquitto, MqttRecorder, WebhookReceiver, check_evidence, wait_until
+from tests.live_helpers import free_port, missing, shared_file
+from tests.monitor_helpers import (CLIP_SIZE, MonitorProcess, Mosquitto, MqttRecorder, WebhookReceiver, check_evidence,
+                                   small_clip, wait_until)
 from tests.rtsp_server import rtsp_server, unavailable_reason
 
 HEAD = "real/liveportrait_driving_videos/d3.mp4"  # one frontal face
 OBAMA = "real/deepfacelive_sample_videos/Obama_speaking.mp4"
-SIZE = 256  # small: two cameras on two shared cores
-FPS = 15
-SECONDS = 10  # each clip; the RTSP session ends with it and the monitor starts the run again
-
-
-def small_clip(source: Path, target: Path) -> Path:
-    """SECONDS of ``source`` at FPS, SIZE x SIZE, H.264 with one slice per frame (for the RTSP server)."""
-    import av
-    import cv2
-
-    with av.open(str(source)) as inp, av.open(str(target), "w") as out:
-        video = inp.streams.video[0]
-        step = max(1, round(float(video.average_rate or 30) / FPS))
-        stream = out.add_stream("libx264", rate=Fraction(FPS))
-        stream.width = stream.height = SIZE
-        stream.pix_fmt = "yuv420p"
-        stream.thread_type = "FRAME"
-        written = 0
-        for index, frame in enumerate(inp.decode(video)):
-            if index % step:
-                continue
-            image = cv2.resize(frame.to_ndarray(format="bgr24"), (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
-                out.mux(packet)
-            written += 1
-            if written >= FPS * SECONDS:
-                break
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return target
+SIZE = CLIP_SIZE
 
 
 def config_text(rtsp_port: int, hook_url: str, mqtt_url: str, detector: Path, storage: Path, cameras: list[str]) -> str:
@@ -81,28 +52,8 @@ def config_text(rtsp_port: int, hook_url: str, mqtt_url: str, detector: Path, st
         """).format(cameras=lines, hook=hook_url, mqtt=mqtt_url, detector=detector, storage=storage)
 
 
-class Monitor:
-    def __init__(self, config: Path, log: Path):
-        self.log_path = log
-        self.log = open(log, "a")
-        self.process = CliProcess(["--log-level", "info", "monitor", config], stdout=self.log, stderr=self.log)
-
-    def status(self) -> dict:
-        path = self.log_path.parent / "store" / "status.json"
-        try:
-            return {c["name"]: c for c in json.loads(path.read_text())["cameras"]}
-        except (OSError, ValueError):
-            return {}
-
-    def log_text(self) -> str:
-        return self.log_path.read_text()
-
-    def terminate(self, timeout: float = 60) -> int:
-        self.process.process.send_signal(signal.SIGTERM)
-        code = self.process.process.wait(timeout)
-        self.process.stop()
-        self.log.close()
-        return code
+def Monitor(config: Path, log: Path) -> MonitorProcess:
+    return MonitorProcess(config, log, log.parent / "store")
 
 
 @pytest.fixture(scope="module")
