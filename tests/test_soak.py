@@ -44,7 +44,7 @@ import textwrap
 import threading
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -196,19 +196,23 @@ def _kb(path: Path, key: str) -> int:
 
 def tree_usage(root: int) -> dict:
     """RSS and PSS (kB, summed), open descriptors and processes of ``root`` and its descendants."""
-    usage = {"processes": 0, "rss_kb": 0, "pss_kb": 0, "fds": 0, "monitor_rss_kb": 0, "monitor_fds": 0}
+    usage = {"processes": 0, "rss_kb": 0, "pss_kb": 0, "fds": 0, "monitor_rss_kb": 0, "monitor_fds": 0,
+             "rss_kb_by_name": {}}
     for pid in process_tree(root):
         proc = Path("/proc") / str(pid)
         try:
             rss = _kb(proc / "status", "VmRSS:")
             pss = _kb(proc / "smaps_rollup", "Pss:")
             fds = len(os.listdir(proc / "fd"))
+            name = (proc / "comm").read_text().strip()  # stage processes name themselves (runtime/runner.py)
         except OSError:  # exited while we looked
             continue
         usage["processes"] += 1
         usage["rss_kb"] += rss
         usage["pss_kb"] += pss
         usage["fds"] += fds
+        # summed per name over the cameras: which kind of process grows, should one
+        usage["rss_kb_by_name"][name] = usage["rss_kb_by_name"].get(name, 0) + rss
         if pid == root:
             usage["monitor_rss_kb"], usage["monitor_fds"] = rss, fds
     return usage
@@ -308,6 +312,7 @@ def test_monitor_runs_four_cameras_through_outages_without_leaking(tmp_path, tin
     if reason:
         missing(reason)
     seconds = MINUTES * 60
+    started_utc = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     OUT.mkdir(parents=True, exist_ok=True)
     cameras = [Camera(name, loop_clip(shared_file(path), tmp_path / f"{name}.mp4")) for name, path in CAMERAS.items()]
     names = [c.name for c in cameras]
@@ -405,6 +410,9 @@ def test_monitor_runs_four_cameras_through_outages_without_leaking(tmp_path, tin
     end_streaming = _window(samples, end_from, samples[-1]["t_s"], True)
     rss_base = statistics.median(s["rss_kb"] for s in base)
     rss_end = statistics.median(s["rss_kb"] for s in end)
+    by_name = {name: {"baseline_median": statistics.median(s["rss_kb_by_name"].get(name, 0) for s in base),
+                      "end_median": statistics.median(s["rss_kb_by_name"].get(name, 0) for s in end)}
+               for name in sorted({n for s in samples for n in s["rss_kb_by_name"]})}
     growth = rss_end / rss_base - 1
     fds_base_max = max(s["fds"] for s in base_streaming)
     fds_end_min = min(s["fds"] for s in end_streaming)
@@ -427,11 +435,13 @@ def test_monitor_runs_four_cameras_through_outages_without_leaking(tmp_path, tin
     }
     report = {
         "minutes": MINUTES, "seed": SEED, "cameras": names, "clip_seconds": CLIP_SECONDS, "size": SIZE, "fps": FPS,
-        "sample_s": SAMPLE_S, "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "sample_s": SAMPLE_S, "started_utc": started_utc,
+        "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
         "windows_s": {"baseline": [base_from, base_to], "end": [end_from, last["t_s"]]},
         "rss_kb": {"baseline_median": rss_base, "end_median": rss_end, "growth": growth,
                    "first": samples[0]["rss_kb"], "last": last["rss_kb"]},
+        "rss_kb_by_name": by_name,
         "pss_kb": {"baseline_median": statistics.median(s["pss_kb"] for s in base),
                    "end_median": statistics.median(s["pss_kb"] for s in end)},
         "fds": {"baseline_max_streaming": fds_base_max, "end_min_streaming": fds_end_min, "last": last["fds"],
