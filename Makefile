@@ -1,6 +1,7 @@
 # dfstream: the two commands of the README, and the steps they are made of.
 #   make demo   set everything up, run the pipeline on the default clips, print where the video is
 #   make test   set everything up, run the test suite (what CI runs)
+#   make soak   the 30-minute soak of `dfstream monitor` (DFSTREAM_SOAK_MINUTES=3 for a smoke run)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,7 +9,7 @@ SHARED ?= ../shared/data
 BIN     = $(VENV)/bin
 DEMO_SOURCES ?= -s $(SHARED)/real/liveportrait_driving_videos/d20.mp4 -s $(SHARED)/fake/dfdc_train/widuwuoiur.mp4
 
-.PHONY: demo test venv system-deps models training-models clean
+.PHONY: demo test soak venv system-deps models training-models clean
 
 $(BIN)/dfstream: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,11 @@ demo: models
 
 test: venv system-deps training-models
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout 600
+
+# four RTSP cameras with outages watched by `dfstream monitor` for DFSTREAM_SOAK_MINUTES (default
+# 30): RSS, descriptors and processes sampled to out/soak/ (not part of `make test`)
+soak: venv system-deps
+	nice -n 10 $(BIN)/python -m pytest -q -s -p no:cacheprovider -m soak tests/test_soak.py
 
 clean:
 	rm -rf $(VENV) out *.egg-info

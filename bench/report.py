@@ -230,7 +230,8 @@ def table(doc: dict) -> str:
             lines.append(f"{name:<42}{_f(lat['p50_ms']):>8}{_f(lat['p95_ms']):>8}{_f(lat['p99_ms']):>8}{dropped:>14}"
                          f"{_f(r.get('frames_per_detection'), '{:.2f}'):>12}{_f(r.get('cpu_cores'), '{:.2f}'):>7}{_f((r.get('load_before') or [None])[0], '{:.2f}'):>6}"
                          f"{_f(r.get('others_busy_cores'), '{:.2f}'):>7}")
-    series = [("defaults", doc.get("scaling"))] + [(v["name"], v["runs"]) for v in doc.get("scaling_variants") or []]
+    series = [("defaults", doc.get("scaling")), ("events only (no video output)", doc.get("scaling_events"))]
+    series += [(v["name"], v["runs"]) for v in doc.get("scaling_variants") or []]
     for label, scaling in series:
         if not scaling:
             continue
@@ -337,8 +338,9 @@ def plot(path: str | Path, doc: dict) -> Path:
                  f"{doc.get('machine', {}).get('usable_cores')} CPU cores", fontsize=10)
     ax.set_xlim(0, max([r["fps"] for r in rows] + [1]) * 1.45)
     ax = axes[1]
-    series = [("defaults", scaling)] + [
-        (v["name"], [s for s in v["runs"] if not s.get("error")]) for v in doc.get("scaling_variants") or []]
+    series = [("defaults", scaling),
+              ("events only (no video encoding)", [s for s in doc.get("scaling_events") or [] if not s.get("error")])]
+    series += [(v["name"], [s for s in v["runs"] if not s.get("error")]) for v in doc.get("scaling_variants") or []]
     series = [(name, runs) for name, runs in series if runs]
     if series:
         twin = ax.twinx()

@@ -54,7 +54,7 @@ def test_quick_bench_writes_every_section(quick_run):
     assert result.returncode == 0, result.stderr[-3000:]
     doc = json.loads((tmp / "bench.json").read_text())
     for key in ("machine", "versions", "clip", "model", "face_detector", "settings", "limit", "baseline",
-                "dfstream", "live", "scaling", "micro", "ratios", "targets", "load_at_start"):
+                "dfstream", "live", "scaling", "scaling_events", "micro", "ratios", "targets", "load_at_start"):
         assert key in doc, key
     assert doc["machine"]["usable_cores"] >= 1 and doc["machine"]["cpu_model"]
     for name in ("python", "numpy", "av", "opencv", "onnxruntime", "pyzmq"):
@@ -74,6 +74,10 @@ def test_quick_bench_writes_every_section(quick_run):
     assert live["frames"] + live["dropped"] == live["frames_decoded"] == frames
     assert live["latency_ms"]["p99_ms"] is not None
     assert [s["streams"] for s in doc["scaling"]][0] == 1
+    events_only = doc["scaling_events"][0]  # its own 1-stream run: the live run above wrote video
+    assert events_only["streams"] == 1 and not events_only.get("error"), events_only.get("error")
+    assert events_only["settings"]["output"] == "events only (no encoding)"
+    assert "scaling, events only (no video output):" in result.stdout
     micro = doc["micro"]
     assert {(t["transport"], t["size"]) for t in micro["transport"]} == {
         ("ipc", "720p"), ("ipc", "1080p"), ("tcp", "720p"), ("tcp", "1080p")}
@@ -118,6 +122,21 @@ def test_ratios_and_targets_from_a_document():
     assert met["dfstream (defaults) >= 60% of the decode->encode limit"] is True
     assert met["live: p99 capture-to-output latency <= 100 ms"] is True
     assert met[">= 4 concurrent live streams with < 1% dropped frames"] is False  # 3 keep up, 4 do not
+
+
+def test_events_only_scaling_counts_the_streams_that_keep_up_and_those_without_a_drop():
+    every_3rd = {"detect_every": 3}
+    doc = {"scaling_events": [
+        {"streams": 1, "dropped_pct": 0.0, "dropped": 0, "frames_per_detection": 3.0, "settings": every_3rd},
+        {"streams": 2, "dropped_pct": 0.0, "dropped": 0, "frames_per_detection": 3.0, "settings": every_3rd},
+        {"streams": 4, "dropped_pct": 0.4, "dropped": 5, "frames_per_detection": 3.2, "settings": every_3rd},
+        {"streams": 8, "dropped_pct": 6.0, "dropped": 140, "frames_per_detection": 3.1, "settings": every_3rd},
+        {"streams": 6, "dropped_pct": 2.0, "dropped": 40, "frames_per_detection": 3.0, "settings": every_3rd},
+    ]}
+    found = {t["target"]: t for t in targets(doc)}
+    events = found[">= 4 live streams, events only (no video output), < 1% dropped"]
+    assert (events["value"], events["no_drops"], events["met"]) == (4, 2, True)
+    assert events["measured"] == "4 streams (2 with no frame dropped; tried up to 8)"
 
 
 def test_bad_clip_is_one_line_and_nonzero(tmp_path):

@@ -13,7 +13,7 @@ import click
 
 from engines.loader import ENGINE_CHOICES
 
-PART_NAMES = ("limit", "baseline", "dfstream", "sweep", "live", "scaling", "micro", "screen")
+PART_NAMES = ("limit", "baseline", "dfstream", "sweep", "live", "scaling", "scaling-events", "micro", "screen")
 
 
 def _command_line() -> str:
@@ -63,6 +63,9 @@ def bench_command(clip, seconds, model, engine, face_detector, json_path, plot_p
       live       the clip paced at its frame rate: latency p50/p95/p99, dropped frames
       scaling    1, 2, 4 ... live streams until over 1% of frames drop, or faces are
                  looked for on fewer than half the frames the settings ask for
+      scaling-events
+                 the same with events only (--events, no -o: nothing drawn or encoded),
+                 as `dfstream monitor` runs its cameras
       micro      transport per hop, face detectors, infer faces/s per engine and batch size
       screen     the clip played in a window on a virtual X display (Xvfb), watched with
                  -s window:TITLE --report at 15 fps: CPU cores of the whole run
