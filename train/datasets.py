@@ -343,6 +343,8 @@ class FaceDataset:
     ``swap_share``: this share of the synthesised fakes are swap blends (:func:`train.swapblend.swap_blend`:
     a face of another source file rendered in) instead of self-blends, drawn per face and epoch.
     ``smooth``: :func:`augment` also applies edge-preserving smoothing, to real and fake alike.
+    ``reconstruct`` / ``recon_share``: this share of the synthesised fakes are the real wide crop
+    redrawn whole by a reconstruction autoencoder (:class:`train.recon.Reconstructor`), drawn first.
     ``webcam``: :func:`augment` also degrades half the crops as a video call does, real and fake alike.
     ``blend_map``: each sample is (crop, label, map): the model crop's :func:`blend_boundary`, cut and
     mirrored like the crop (zeros for a real face; NaN for a labelled fake, whose blend is unknown).
@@ -353,7 +355,7 @@ class FaceDataset:
 
     def __init__(self, cached: dict, size: tuple[int, int], margin: float, sbi: bool = True, train: bool = True, seed: int = 0,
                  pairs: bool = False, inside: bool = False, smooth: bool = False, blend_map: bool = False,
-                 swap_share: float = 0.0, webcam: bool = False):
+                 swap_share: float = 0.0, webcam: bool = False, reconstruct=None, recon_share: float = 0.0):
         self.c = cached
         self.size = tuple(size)
         self.margin = margin
@@ -366,6 +368,8 @@ class FaceDataset:
         self.webcam = webcam
         self.blend_map = blend_map
         self.swap_share = float(swap_share) if sbi else 0.0
+        self.reconstruct = reconstruct
+        self.recon_share = float(recon_share) if sbi and reconstruct is not None else 0.0
         self.epoch = 0
         self.blend_strength = 1.0
         real = np.nonzero(cached["labels"] == 0)[0]
@@ -413,7 +417,9 @@ class FaceDataset:
         if kind == 2:
             dense = self.c["dense"][face] if "dense" in self.c else None
             dense = dense if dense is not None and np.isfinite(dense).all() else None
-            if self.swap_share and blend_rng.random() < self.swap_share:
+            if self.recon_share and blend_rng.random() < self.recon_share:
+                wide = self.reconstruct(wide)  # redrawn whole: no seam, no mask
+            elif self.swap_share and blend_rng.random() < self.swap_share:
                 wide, mask = self._swap(face, wide, lm, dense, blend_rng)
             else:
                 wide, mask = self_blend(wide, lm, blend_rng, dense=dense, strength=self.blend_strength if self.train else 1.0,

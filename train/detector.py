@@ -205,7 +205,7 @@ def evaluate_dataset(model, dataset, metadata, batch_size: int = 64):
 # settings a resumed run keeps from its config.json whatever the command line says: they fix
 # the data, the network and the recipe the checkpoint was trained with
 RESUME_KEEPS = ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi",
-                "sbi_landmarks", "sbi_curriculum", "sbi_inside", "swap_blend", "smooth_augment", "webcam_augment", "blend_map", "ema",
+                "sbi_landmarks", "sbi_curriculum", "sbi_inside", "swap_blend", "recon_fakes", "recon_share", "smooth_augment", "webcam_augment", "blend_map", "ema",
                 "sam")
 
 
@@ -233,6 +233,19 @@ def _run_config(config: dict, run_dir: Path, resume: bool) -> dict:
     if blend_map_weight and not cfg["sbi"]:
         raise ValueError("--blend-map needs self-blending (its maps come from the blends): drop --no-sbi")
     return cfg
+
+
+def _reconstructor(cfg: dict):
+    """The reconstruction autoencoder of --recon-fakes (None without it); --recon-share needs it."""
+    if not cfg["recon_fakes"]:
+        if cfg["recon_share"]:
+            raise ValueError("--recon-share needs --recon-fakes AE.pt (dfstream train recon)")
+        return None
+    from train.recon import Reconstructor
+
+    if not Path(cfg["recon_fakes"]).is_file():
+        raise FileNotFoundError(f"--recon-fakes: no such file: {cfg['recon_fakes']}")
+    return Reconstructor(cfg["recon_fakes"])
 
 
 def _datasets(cfg: dict, run: common.RunDir, bar):
@@ -264,7 +277,8 @@ def _datasets(cfg: dict, run: common.RunDir, bar):
     train_set = FaceDataset(train_cache, size, float(cfg["margin"]), sbi=bool(cfg["sbi"]), train=True, seed=int(cfg["seed"]),
                             pairs=bool(cfg["sbi_pairs"]), inside=bool(cfg["sbi_inside"]),
                             smooth=bool(cfg["smooth_augment"]), webcam=bool(cfg["webcam_augment"]), blend_map=blend_map,
-                            swap_share=float(cfg["swap_blend"] or 0.0))
+                            swap_share=float(cfg["swap_blend"] or 0.0),
+                            reconstruct=_reconstructor(cfg), recon_share=float(cfg["recon_share"] or 0.0))
     val_set = None
     if val_recs:
         val_cache = load_cached(val_recs)
@@ -333,6 +347,8 @@ def _training_info(cfg: dict, run: common.RunDir, records: list[dict], train_cac
         "swap_blend": float(cfg["swap_blend"] or 0.0) if cfg["sbi"] else 0.0,
         "smooth_augment": bool(cfg["smooth_augment"]),
         "webcam_augment": bool(cfg["webcam_augment"]),
+        "recon_fakes": cfg["recon_fakes"],
+        "recon_share": float(cfg["recon_share"] or 0.0) if cfg["sbi"] else 0.0,
         "blend_map": float(cfg["blend_map"] or 0.0),
         "seed": int(cfg["seed"]),
         "backbone": cfg["backbone"],

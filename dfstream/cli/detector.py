@@ -56,6 +56,11 @@ def webcam_grade_options(command):
 @click.option("--smooth-augment/--no-smooth-augment", default=DetectorTraining.smooth_augment, show_default=True,
               help="Add edge-preserving smoothing (what camera denoising, beauty filters and low-bitrate codecs do to "
                    "skin) to the augmentations of real and fake crops alike.")
+@click.option("--recon-fakes", default=DetectorTraining.recon_fakes, metavar="AE.pt",
+              help="A reconstruction autoencoder (dfstream train recon): with --recon-share, real faces redrawn "
+                   "whole by it are fakes too (a frame generated whole has no seam to find).")
+@click.option("--recon-share", type=click.FloatRange(0, 1), default=DetectorTraining.recon_share, show_default=True,
+              metavar="SHARE", help="This share of the synthesised fakes are --recon-fakes redrawings.")
 @click.option("--webcam-augment/--no-webcam-augment", default=DetectorTraining.webcam_augment, show_default=True,
               help="Degrade half the crops, real and fake alike, as a video call delivers a face: shrunk to 30-70 % "
                    "of its side and JPEG-compressed at quality 30-60.")
@@ -147,6 +152,33 @@ def train_sharpness_command(real, exclude, sided, name, face_detector, cache_dir
                f"of {result['files']} files")
     click.echo(f"checkpoint: {result['checkpoint']}")
     click.echo(f"export:     dfstream export {result['checkpoint']} -o sharpness.onnx")
+
+
+@click.command("recon")
+@click.option("--real", multiple=True, required=True, help="Folder, file or list file of real images/videos. Repeatable.")
+@click.option("--exclude", multiple=True, help="Glob of media to leave out (held-out people). Repeatable.")
+@click.option("--steps", type=click.IntRange(min=1), default=1500, show_default=True)
+@click.option("--minutes", type=click.FloatRange(min=0.1), default=None, help="Stop after this much wall time.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--face-detector", default="auto", show_default=True)
+@click.option("--cache-dir", default=None, help="Face-crop cache (default ~/.cache/dfstream/faces).")
+@click.option("-o", "--output", required=True, help="The autoencoder to write (.pt), for train detector --recon-fakes.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+@click.option("-v", "--verbose", is_flag=True)
+def train_recon_command(real, exclude, steps, minutes, seed, face_detector, cache_dir, output, progress, verbose):
+    """Train the reconstruction autoencoder: real faces redrawn whole, fakes with no seam (train.recon)."""
+    verbose_logging(verbose)
+    from train.common import progress as bar
+    from train.recon import fit
+
+    try:
+        result = fit(list(real), output, exclude=tuple(exclude), face_detector=face_detector, cache_dir=cache_dir,
+                     steps=steps, minutes=minutes, seed=seed,
+                     progress=lambda it, desc="": bar(it, desc=desc, disable=None if progress is None else not progress))
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
+    click.echo(f"autoencoder: {result['steps']} steps on {result['faces']} faces of {result['files']} files, "
+               f"final L1 {result['final_l1']:.4f}: {result['output']}")
 
 
 @click.command("ensemble")

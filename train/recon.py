@@ -1,0 +1,135 @@
+"""Reconstruction fakes: real faces redrawn whole by a decoder, as generators draw their frames.
+
+A talking-head or diffusion generator renders every pixel of its frame -- face and
+surroundings alike -- through a decoder that upsamples, and the upsampling leaves its
+traces everywhere it draws. Self-blends and swap blends teach a detector the seam of a
+pasted face, which a frame generated whole does not have. An autoencoder trained only to
+redraw real faces has a decoder of the same kind; its redrawings of real crops are fakes
+"generated whole" with no seam at all (the simulator of Zhang, Karaman and Chang, 2019,
+"Detecting and simulating artifacts in GAN fake images"). ``dfstream train recon`` trains
+it on real faces; ``dfstream train detector --recon-fakes AE.pt --recon-share S`` makes that
+share of the synthesised fakes with it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RECON_SIZE = 224  # the cached wide crops' size (train.datasets.CACHE_SIZE): the AE redraws face and surroundings
+
+
+def build_autoencoder(width: int = 32):
+    """Three stride-2 convolutions down (224 -> 28), three transposed convolutions up: the
+    upsampling of most image generators' decoders."""
+    import torch.nn as nn
+
+    def down(c_in, c_out):
+        return [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True)]
+
+    def up(c_in, c_out):
+        return [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+    w = width
+    return nn.Sequential(
+        nn.Conv2d(3, w, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
+        *down(w, 2 * w), *down(2 * w, 4 * w), *down(4 * w, 8 * w),
+        *up(8 * w, 4 * w), *up(4 * w, 2 * w), *up(2 * w, w),
+        nn.Conv2d(w, 3, 3, padding=1), nn.Tanh(),
+    )
+
+
+def _to_tensor(crops_bgr: np.ndarray):
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(crops_bgr[..., ::-1])).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1.0
+
+
+def _to_images(x) -> np.ndarray:
+    out = ((x.clamp(-1, 1) + 1.0) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return np.ascontiguousarray(out[..., ::-1])
+
+
+def train_recon(crops: np.ndarray, output: str | Path, steps: int = 1500, batch_size: int = 16, lr: float = 2e-3,
+                width: int = 32, seed: int = 0, minutes: float | None = None, progress=None) -> dict:
+    """Train the autoencoder on real wide crops (N x 224 x 224 x 3 uint8 BGR); save it to ``output``."""
+    import torch
+
+    if len(crops) < batch_size:
+        raise ValueError(f"{len(crops)} real faces: too few to train the reconstruction autoencoder")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = build_autoencoder(width)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    started, losses = time.monotonic(), []
+    iterator = progress(range(steps), desc="recon autoencoder") if progress else range(steps)
+    for step in iterator:
+        pick = rng.integers(len(crops), size=batch_size)
+        batch = crops[pick]
+        flip = rng.random(batch_size) < 0.5
+        batch[flip] = batch[flip][:, :, ::-1]
+        x = _to_tensor(batch)
+        loss = torch.nn.functional.l1_loss(model(x), x)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        losses.append(loss.item())
+        if minutes is not None and time.monotonic() - started > 60 * minutes:
+            log.warning("recon: time limit reached at step %d of %d", step + 1, steps)
+            break
+    record = {"state_dict": model.state_dict(), "width": width, "size": RECON_SIZE, "steps": len(losses),
+              "final_l1": float(np.mean(losses[-50:])), "seed": seed}
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(record, output)
+    return {k: v for k, v in record.items() if k != "state_dict"}
+
+
+class Reconstructor:
+    """A trained autoencoder that redraws wide crops (one thread: it runs inside data loading)."""
+
+    def __init__(self, path: str | Path):
+        import torch
+
+        record = torch.load(path, map_location="cpu", weights_only=False)
+        self.model = build_autoencoder(int(record["width"]))
+        self.model.load_state_dict(record["state_dict"])
+        self.model.eval()
+        self.size = int(record["size"])
+
+    def __call__(self, wide_bgr: np.ndarray) -> np.ndarray:
+        import torch
+
+        if wide_bgr.shape[:2] != (self.size, self.size):
+            raise ValueError(f"the autoencoder redraws {self.size} px crops, not {wide_bgr.shape[:2]}")
+        with torch.inference_mode():
+            return _to_images(self.model(_to_tensor(wide_bgr[None])))[0]
+
+
+def fit(real: list[str], output: str | Path, exclude: tuple[str, ...] = (), face_detector: str = "auto",
+        cache_dir: str | Path | None = None, max_faces_used: int = 6000, progress=None, **train_options) -> dict:
+    """``dfstream train recon``: the real media's cached wide crops (as the detector caches them), then
+    :func:`train_recon` on at most ``max_faces_used`` of them."""
+    from train import common
+    from train.datasets import cache_faces, gather, load_cached
+    from train.settings import DetectorTraining
+
+    items = gather(real, default_label=0, exclude=exclude)
+    if not items:
+        raise ValueError("no real media: give --real")
+    defaults = DetectorTraining()
+    cache = Path(cache_dir) if cache_dir else common.cache_root() / "faces"
+    records = cache_faces(items, cache, defaults.every_n_frames, defaults.max_frames, defaults.max_faces, face_detector,
+                          progress=progress)
+    crops = load_cached(records)["crops"]
+    if len(crops) > max_faces_used:
+        crops = crops[np.random.default_rng(0).choice(len(crops), max_faces_used, replace=False)]
+    result = train_recon(crops, output, progress=progress, **train_options)
+    return {**result, "faces": int(len(crops)), "files": len(items), "output": str(output)}
