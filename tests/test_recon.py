@@ -15,14 +15,47 @@ def test_the_autoencoder_learns_to_redraw_faces_and_its_redrawings_keep_the_crop
     from train.recon import Reconstructor, train_recon
 
     crops = _wide_crops()
-    short = train_recon(crops, tmp_path / "a.pt", steps=2, batch_size=4, width=8)
-    longer = train_recon(crops, tmp_path / "b.pt", steps=40, batch_size=4, width=8)
-    assert longer["final_l1"] < short["final_l1"]  # it learns to redraw, not to paint noise
+    short = train_recon(crops, tmp_path / "a.pt", steps=2, batch_size=4, width=8, patch=64)
+    longer = train_recon(crops, tmp_path / "b.pt", steps=40, batch_size=4, width=8, patch=64)
+    assert longer["final_loss"] < short["final_loss"]  # it learns to redraw, not to paint noise
     redrawn = Reconstructor(tmp_path / "b.pt")(crops[0])
     assert redrawn.shape == crops[0].shape and redrawn.dtype == np.uint8
     assert not np.array_equal(redrawn, crops[0])
     with pytest.raises(ValueError, match="224"):
         Reconstructor(tmp_path / "b.pt")(crops[0][:100, :100])
+    with pytest.raises(ValueError, match="multiple of 8"):
+        train_recon(crops, tmp_path / "c.pt", steps=1, batch_size=4, width=8, patch=60)
+
+
+def test_the_edge_term_penalises_a_blurred_redrawing_more_than_pixel_l1_alone():
+    import cv2
+    import torch
+
+    from train.recon import _to_tensor, reconstruction_loss
+
+    sharp = _wide_crops(2)
+    blurred = np.stack([cv2.GaussianBlur(c, (0, 0), 2.0) for c in sharp])
+    x, y = _to_tensor(sharp), _to_tensor(blurred)
+    pixel_only = reconstruction_loss(y, x, edge_weight=0.0)
+    with_edges = reconstruction_loss(y, x, edge_weight=1.0)
+    assert with_edges > pixel_only > 0
+    assert reconstruction_loss(x, x) == torch.tensor(0.0)
+
+
+def test_a_colour_matched_redrawing_takes_the_input_colours(tmp_path):
+    import cv2
+
+    from train.recon import Reconstructor, train_recon
+
+    crops = _wide_crops()
+    train_recon(crops, tmp_path / "ae.pt", steps=3, batch_size=4, width=8, patch=64)
+    warm = crops[0].copy()
+    warm[..., 2] = np.clip(warm[..., 2].astype(int) + 60, 0, 255)  # a reddish crop the AE never saw
+    lab = lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(float).mean(0)  # noqa: E731
+    matched = Reconstructor(tmp_path / "ae.pt")(warm)
+    raw = Reconstructor(tmp_path / "ae.pt", colour_match=False)(warm)
+    assert np.abs(lab(matched) - lab(warm)).max() < 3
+    assert np.abs(lab(raw) - lab(warm)).max() > np.abs(lab(matched) - lab(warm)).max()
 
 
 def test_the_dataset_makes_its_recon_share_of_fakes_with_the_autoencoder():

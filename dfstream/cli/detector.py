@@ -13,6 +13,7 @@ import click
 
 from dfstream.cli.common import one_line_error, user_errors, verbose_logging
 from engines.loader import ENGINE_CHOICES
+from train.recon import EDGE_WEIGHT, PATCH
 from train.settings import DetectorTraining
 
 
@@ -160,12 +161,17 @@ def train_sharpness_command(real, exclude, sided, name, face_detector, cache_dir
 @click.option("--steps", type=click.IntRange(min=1), default=1500, show_default=True)
 @click.option("--minutes", type=click.FloatRange(min=0.1), default=None, help="Stop after this much wall time.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--patch", type=click.IntRange(min=8), default=PATCH, show_default=True,
+              help="Train on random patches this many px wide (a multiple of 8; 224 = whole crops).")
+@click.option("--edge-weight", type=click.FloatRange(min=0), default=EDGE_WEIGHT, show_default=True,
+              help="Weight of the image-gradient loss beside pixel L1 (0 = pixel L1 only: blurred redrawings).")
 @click.option("--face-detector", default="auto", show_default=True)
 @click.option("--cache-dir", default=None, help="Face-crop cache (default ~/.cache/dfstream/faces).")
 @click.option("-o", "--output", required=True, help="The autoencoder to write (.pt), for train detector --recon-fakes.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
 @click.option("-v", "--verbose", is_flag=True)
-def train_recon_command(real, exclude, steps, minutes, seed, face_detector, cache_dir, output, progress, verbose):
+def train_recon_command(real, exclude, steps, minutes, seed, patch, edge_weight, face_detector, cache_dir, output,
+                        progress, verbose):
     """Train the reconstruction autoencoder: real faces redrawn whole, fakes with no seam (train.recon)."""
     verbose_logging(verbose)
     from train.common import progress as bar
@@ -173,12 +179,12 @@ def train_recon_command(real, exclude, steps, minutes, seed, face_detector, cach
 
     try:
         result = fit(list(real), output, exclude=tuple(exclude), face_detector=face_detector, cache_dir=cache_dir,
-                     steps=steps, minutes=minutes, seed=seed,
+                     steps=steps, minutes=minutes, seed=seed, patch=patch, edge_weight=edge_weight,
                      progress=lambda it, desc="": bar(it, desc=desc, disable=None if progress is None else not progress))
     except user_errors() as exc:
         raise one_line_error(exc) from None
     click.echo(f"autoencoder: {result['steps']} steps on {result['faces']} faces of {result['files']} files, "
-               f"final L1 {result['final_l1']:.4f}: {result['output']}")
+               f"final loss {result['final_loss']:.4f}: {result['output']}")
 
 
 @click.command("ensemble")
