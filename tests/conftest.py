@@ -46,6 +46,17 @@ def _model_search_path(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="module")
+def rtsp_ready():
+    """Skips the module's live RTSP tests, saying why, where GStreamer's RTSP server is missing."""
+    from tests.live_helpers import missing
+    from tests.rtsp_server import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        missing(reason)
+
+
 @pytest.fixture(scope="session")
 def dlib_network() -> Path:
     """dlib's face-recognition network file, or a skip that says how to install it."""

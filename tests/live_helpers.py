@@ -227,72 +227,50 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class SilentListener:
-    """A TCP server on 127.0.0.1 that accepts connections, reads what clients send and never
-    answers: an RTSP camera that hangs after the handshake."""
+class CameraProxy:
+    """A TCP endpoint on 127.0.0.1 that plays a camera, well or badly, one mode per connection:
 
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.received = bytearray()
-        self.connections = 0
-        self._stop = threading.Event()
-        self._clients: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+    - ``"relay"``: forward the connection to the real server on ``target_port`` (both ways);
+    - ``"silent"``: accept, read what the client sends (kept in ``received``), never answer --
+      a camera that hangs after the handshake;
+    - ``"garbage"``: answer bytes of no protocol at all once the client speaks, then hang up.
 
-    def __enter__(self) -> "SilentListener":
-        self._thread.start()
-        return self
+    Connection k gets ``modes[k]`` (the last mode repeats): ``CameraProxy(port, ("relay",
+    "silent"))`` serves one session and hangs the next; ``CameraProxy(modes=("garbage",))`` is a
+    camera that is not a camera.  :meth:`fail` cuts a relaying proxy at once: open relays stall
+    (kept open, nothing forwarded either way) and the next connections get the given modes.
+    ``failing_since`` is when the first connection that was not relayed arrived."""
 
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for client in self._clients:
-            client.close()
-        self.sock.close()
+    GARBAGE = b"\x00\xff garbage \r\n\r\n" + np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes()
 
-    def _serve(self) -> None:
-        watched = [self.sock]
-        while not self._stop.is_set():
-            readable, _, _ = select.select(watched, [], [], 0.1)
-            for sock in readable:
-                if sock is self.sock:
-                    client, _ = sock.accept()
-                    self.connections += 1
-                    self._clients.append(client)
-                    watched.append(client)
-                    continue
-                try:
-                    data = sock.recv(65536)
-                except OSError:
-                    data = b""
-                if data:
-                    self.received += data
-                else:  # the client gave up: stop watching it
-                    watched.remove(sock)
-
-
-class AnswersOnceProxy:
-    """A TCP proxy on 127.0.0.1 to ``target_port`` that serves its first client and then
-    goes silent: later clients are accepted and read but never answered (a camera that
-    takes one session and hangs the next).  ``silent_since`` is when the first silent
-    client connected."""
-
-    def __init__(self, target_port: int):
+    def __init__(self, target_port: int | None = None, modes: tuple[str, ...] = ("relay",)):
+        unknown = set(modes) - {"relay", "silent", "garbage"}
+        if unknown or not modes or ("relay" in modes and target_port is None):
+            raise ValueError(f"bad modes {modes!r} (relay needs a target_port)")
         self.target_port = target_port
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
+        self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
+        self.received = bytearray()
         self.connections = 0
-        self.silent_since: float | None = None
+        self.failed_connections = 0  # connections not relayed: a source's reconnect tries after a cut
+        self.failing_since: float | None = None
+        self._modes, self._first_failed = list(modes), 0
+        self._cut = threading.Event()
         self._stop = threading.Event()
         self._sockets: list[socket.socket] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> "AnswersOnceProxy":
+    def url(self, mount: str, userinfo: str = "") -> str:
+        return f"rtsp://{userinfo}127.0.0.1:{self.port}/{mount}"
+
+    def fail(self, *modes: str) -> None:
+        """From now on: open relays stall; the next connections get ``modes`` (the last repeats)."""
+        self._modes, self._first_failed = list(modes), self.connections
+        self._cut.set()
+
+    def __enter__(self) -> "CameraProxy":
         self._thread.start()
         return self
 
@@ -303,35 +281,53 @@ class AnswersOnceProxy:
             sock.close()
         self.sock.close()
 
+    def _accept(self, pairs: dict, garbage_due: set) -> None:
+        client, _ = self.sock.accept()
+        self._sockets.append(client)
+        index = self.connections - self._first_failed
+        self.connections += 1
+        mode = self._modes[min(index, len(self._modes) - 1)]
+        if mode == "relay":
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self._sockets.append(upstream)
+            pairs[client], pairs[upstream] = upstream, client
+            return
+        self.failed_connections += 1
+        self.failing_since = self.failing_since or time.monotonic()
+        pairs[client] = None
+        if mode == "garbage":
+            garbage_due.add(client)
+
     def _serve(self) -> None:
-        pairs: dict[socket.socket, socket.socket | None] = {}  # each socket -> where its bytes go
+        pairs: dict[socket.socket, socket.socket | None] = {}  # each socket -> where its bytes go (None: nowhere)
+        garbage_due: set[socket.socket] = set()
         while not self._stop.is_set():
-            readable, _, _ = select.select([self.sock, *pairs], [], [], 0.1)
+            readable, _, _ = select.select([self.sock, *pairs], [], [], 0.05)
             for sock in readable:
                 if sock is self.sock:
-                    client, _ = sock.accept()
-                    self.connections += 1
-                    self._sockets.append(client)
-                    if self.connections == 1:
-                        upstream = socket.create_connection(("127.0.0.1", self.target_port))
-                        self._sockets.append(upstream)
-                        pairs[client], pairs[upstream] = upstream, client
-                    else:
-                        self.silent_since = self.silent_since or time.monotonic()
-                        pairs[client] = None
+                    self._accept(pairs, garbage_due)
                     continue
                 try:
                     data = sock.recv(65536)
                 except OSError:
                     data = b""
                 peer = pairs.get(sock)
+                if sock in garbage_due:
+                    garbage_due.discard(sock)
+                    with contextlib.suppress(OSError):
+                        sock.sendall(self.GARBAGE)
+                    data = b""  # and hang up
                 if not data:
                     pairs.pop(sock, None)
-                    if peer is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                    if peer is not None and not self._cut.is_set():
                         with contextlib.suppress(OSError):
                             peer.shutdown(socket.SHUT_WR)
                     continue
-                if peer is not None:
+                if peer is None:
+                    self.received.extend(data)
+                elif not self._cut.is_set():
                     with contextlib.suppress(OSError):
                         peer.sendall(data)
 

@@ -240,44 +240,6 @@ class MonitorProcess:
             self.log.close()
 
 
-class GarbageServer:
-    """A TCP server on 127.0.0.1 that answers every connection with bytes of no protocol at all,
-    then hangs up: a camera that is not a camera."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._garbage = b"\x00\xff garbage \r\n\r\n" + np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def __enter__(self) -> "GarbageServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            with client, contextlib.suppress(OSError):
-                client.settimeout(1)
-                with contextlib.suppress(OSError):
-                    client.recv(65536)
-                client.sendall(self._garbage)
-
-
 # -- headless chromium -----------------------------------------------------------------------------
 
 

@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from monitor.config import OVERLAY_NAME
-from tests.live_helpers import SilentListener, free_port, missing, shared_file
-from tests.monitor_helpers import (CHROMIUM, CHROMIUM_MISSING, GarbageServer, MonitorProcess, WebhookReceiver,
+from tests.live_helpers import CameraProxy, free_port, missing, shared_file
+from tests.monitor_helpers import (CHROMIUM, CHROMIUM_MISSING, MonitorProcess, WebhookReceiver,
                                    chromium, small_clip, tile_looks_like_a_picture, wait_until)
 from tests.rtsp_server import rtsp_server, unavailable_reason
 
@@ -92,7 +92,7 @@ def live(tmp_path_factory, tiny_detector):
     found: dict = {"folder": folder, "storage": storage, "texts": {}}
     log = folder / "monitor.log"
     hook = WebhookReceiver().start()
-    with SilentListener() as silent, GarbageServer() as garbage, rtsp_server({"cam": clip}) as rtsp:
+    with CameraProxy(modes=("silent",)) as silent, CameraProxy(modes=("garbage",)) as garbage, rtsp_server({"cam": clip}) as rtsp:
         config_path = folder / "monitor.yaml"
         config_path.write_text(yaml.safe_dump(config(rtsp.port, silent.port, garbage.port, hook.url, web_port,
                                                      tiny_detector, storage)))

@@ -13,10 +13,7 @@ import json
 import os
 import random
 import re
-import select
 import signal
-import socket
-import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -26,8 +23,8 @@ import pytest
 
 from pipeline.config import SOURCE_RTSP, ReconnectConfig, RunConfig, SourceConfig, StreamInfo
 from pipeline.health import Health, HealthChange
-from tests.live_helpers import CliProcess, decode_frames, missing, shared_file, wait_no_strays
-from tests.rtsp_server import rtsp_server, stop_process, unavailable_reason
+from tests.live_helpers import CameraProxy, CliProcess, decode_frames, shared_file, wait_no_strays
+from tests.rtsp_server import rtsp_server, stop_process
 
 TALKING_HEAD = "real/liveportrait_driving_videos/d3.mp4"  # 512x512, 30 fps, 354 frames, one face
 FPS = 30
@@ -191,13 +188,6 @@ def test_events_file_lines_are_on_disk_as_soon_as_written(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def rtsp_ready():
-    reason = unavailable_reason()
-    if reason:
-        missing(reason)
-
-
-@pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """The talking head, small and 11 s long, one slice per frame (what the RTSP payloader needs)."""
     import av
@@ -217,77 +207,6 @@ def clip(tmp_path_factory) -> Path:
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return target
-
-
-class CuttableProxy:
-    """A TCP proxy on 127.0.0.1 to a camera: forwards every connection until :meth:`fail`,
-    which stalls the open ones (kept open, nothing more forwarded either way) and answers the
-    next ones as told, one mode per connection (the last mode repeats): ``"silent"`` accepts
-    and never answers, ``"garbage"`` answers bytes that are no protocol at all."""
-
-    def __init__(self, target_port: int):
-        self.target_port = target_port
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self.failed_connections = 0  # accepted after fail(): the source's reconnect tries
-        self._modes: list[str] = []
-        self._cut = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def url(self, mount: str, userinfo: str = "") -> str:
-        return f"rtsp://{userinfo}127.0.0.1:{self.port}/{mount}"
-
-    def fail(self, *modes: str) -> None:
-        self._modes = list(modes)
-        self._cut.set()
-
-    def __enter__(self) -> "CuttableProxy":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-
-    def _serve(self) -> None:
-        pairs: dict[socket.socket, socket.socket | None] = {}  # each socket -> where its bytes go
-        garbage = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
-        while not self._stop.is_set():
-            readable, _, _ = select.select([self.sock, *pairs], [], [], 0.05)
-            for sock in readable:
-                if sock is self.sock:
-                    client, _ = sock.accept()
-                    self.connections += 1
-                    if not self._cut.is_set():
-                        upstream = socket.create_connection(("127.0.0.1", self.target_port))
-                        pairs[client], pairs[upstream] = upstream, client
-                        continue
-                    mode = self._modes[min(self.failed_connections, len(self._modes) - 1)]
-                    self.failed_connections += 1
-                    if mode == "garbage":
-                        with contextlib.suppress(OSError):
-                            client.sendall(b"\x00\xff garbage \r\n\r\n" + garbage)
-                    pairs[client] = None
-                    continue
-                try:
-                    data = sock.recv(65536)
-                except OSError:
-                    data = b""
-                peer = pairs.get(sock)
-                if not data:
-                    pairs.pop(sock, None)
-                    sock.close()
-                    continue
-                if peer is not None and not self._cut.is_set():
-                    with contextlib.suppress(OSError):
-                        peer.sendall(data)
-        for sock in pairs:
-            sock.close()
 
 
 def _records(path: Path) -> list[dict]:
@@ -389,7 +308,7 @@ def test_a_camera_that_fails_its_reconnects_goes_offline_while_the_other_streams
     with contextlib.ExitStack() as stack:
         server_a = stack.enter_context(rtsp_server({"a": clip}))
         server_b = stack.enter_context(rtsp_server({"b": clip}))
-        proxy = stack.enter_context(CuttableProxy(server_b.port))
+        proxy = stack.enter_context(CameraProxy(server_b.port))
         run = CliProcess(["run", "-s", server_a.url("a"), "-s", proxy.url("b"), "-m", tiny_detector,
                           "--events", events, "--metrics-json", metrics, "--no-progress", "--metrics-interval", "60",
                           "--reconnect-attempts", "2", "--reconnect-initial", "0.2", "--open-timeout", "1.5",

@@ -15,17 +15,15 @@ import numpy as np
 import pytest
 
 from tests.live_helpers import (
-    AnswersOnceProxy,
-    SilentListener,
+    CameraProxy,
     decode_frames,
     free_port,
-    missing,
     read_index,
     reencode_clip,
     run_cli,
     shared_file,
 )
-from tests.rtsp_server import rtsp_server, unavailable_reason
+from tests.rtsp_server import rtsp_server
 
 TALKING_HEAD = "real/liveportrait_driving_videos/d3.mp4"  # 512x512, 30 fps, one frontal face (YuNet: every frame)
 OBAMA = "real/deepfacelive_sample_videos/Obama_speaking.mp4"  # 512x388, 30 fps, one frontal face
@@ -33,13 +31,6 @@ CLIP_FRAMES = 90  # 3 s at 30 fps: served in real time, so a run takes about tha
 FPS = 30
 STARTUP_MARGIN_S = 10.0  # interpreter, imports and the stage processes on 2 busy cores
 RUN_TIMEOUT_S = 90.0
-
-
-@pytest.fixture(scope="module")
-def rtsp_ready():
-    reason = unavailable_reason()
-    if reason:
-        missing(reason)
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +205,7 @@ def test_rtsp_url_where_nothing_listens_fails_with_one_line(tiny_detector, tmp_p
 
 
 def test_rtsp_server_that_accepts_but_never_answers_fails_within_open_timeout(tiny_detector, tmp_path):
-    with SilentListener() as listener:
+    with CameraProxy(modes=("silent",)) as listener:
         url = f"rtsp://127.0.0.1:{listener.port}/cam"
         run = run_cli(["run", "-s", url, "-m", tiny_detector, "-o", tmp_path / "out.mp4", "--open-timeout", "2"], timeout=60)
     # the client did connect and ask (so this is the answer timeout, not a refused connection) ...
@@ -231,17 +222,17 @@ def test_rtsp_server_that_stops_answering_after_the_probe_fails_within_open_time
                                                                                       clips, tmp_path):
     """The launcher's probe gets an answer, the source stage's own connection does not: that
     connection must give up after the user's --open-timeout too, not after a built-in one."""
-    with rtsp_server({"cam": clips["head"]}) as server, AnswersOnceProxy(server.port) as proxy:
+    with rtsp_server({"cam": clips["head"]}) as server, CameraProxy(server.port, ("relay", "silent")) as proxy:
         url = f"rtsp://127.0.0.1:{proxy.port}/cam"
         # (no periodic metrics table on stderr while the stages start: only the error line)
         run = run_cli(["run", "-s", url, "-m", tiny_detector, "-o", tmp_path / "out.mp4", "--open-timeout", "2",
                        "--no-progress", "--metrics-interval", "60"], timeout=60)
-    assert proxy.connections >= 2 and proxy.silent_since is not None, "the source stage never connected"
+    assert proxy.connections >= 2 and proxy.failing_since is not None, "the source stage never connected"
     assert run.returncode != 0
     assert "Traceback" not in run.stderr
     lines = run.stderr_lines()
     assert len(lines) == 1 and lines[0].startswith(("Error:", "dfstream:")) and url in lines[0], run.stderr
-    waited = run.ended - proxy.silent_since
+    waited = run.ended - proxy.failing_since
     assert waited < 2 + 4, f"the unanswered connection was given up {waited:.1f} s after it was made"
     assert run.strays == []
     assert not (tmp_path / "out.mp4").exists()

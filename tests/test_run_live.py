@@ -10,7 +10,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
 
 from stages.source import _NewestFrameSlot
 from tests.conftest import REPO, needs_shared_data, processes_with_env, run_dfstream, shared

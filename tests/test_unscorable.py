@@ -3,7 +3,6 @@ import shutil
 from dataclasses import replace
 
 import numpy as np
-import pytest
 
 from engines.metadata import read_metadata, write_onnx_metadata
 from pipeline.config import AnnotateConfig, InferConfig
