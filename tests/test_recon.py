@@ -67,7 +67,7 @@ def test_the_dataset_makes_its_recon_share_of_fakes_with_the_autoencoder():
               "source": np.arange(12), "frames": np.zeros(12, np.int64)}
     calls = []
 
-    def redraw(wide):
+    def redraw(wide, rng):
         calls.append(wide.shape)
         return np.full_like(wide, 7)  # a flat redrawing: easy to tell in the model crop
 
@@ -78,3 +78,22 @@ def test_the_dataset_makes_its_recon_share_of_fakes_with_the_autoencoder():
     plain = FaceDataset(cached, (64, 64), 1.4, sbi=True, train=False, reconstruct=redraw, recon_share=0.0)
     _ = [plain[i] for i, (_, kind) in enumerate(plain.index) if kind == 2]
     assert len(calls) == 12  # no share, no redrawing
+
+
+def test_a_nearest_upsampling_autoencoder_redraws_and_several_autoencoders_share_the_redrawings(tmp_path):
+    from train.recon import AnyReconstructor, Reconstructor, build_autoencoder, train_recon
+
+    crops = _wide_crops()
+    train_recon(crops, tmp_path / "t.pt", steps=2, batch_size=4, width=8, patch=64)
+    result = train_recon(crops, tmp_path / "n.pt", steps=2, batch_size=4, width=8, patch=64, upsample="nearest")
+    assert result["upsample"] == "nearest"
+    nearest = Reconstructor(tmp_path / "n.pt")
+    assert any(type(m).__name__ == "Upsample" for m in nearest.model.modules())
+    assert not any(type(m).__name__ == "ConvTranspose2d" for m in nearest.model.modules())
+    both = AnyReconstructor([tmp_path / "t.pt", tmp_path / "n.pt"])
+    rng = np.random.default_rng(0)
+    drawn = [both(crops[0], rng) for _ in range(12)]
+    by_member = [m(crops[0]) for m in both.members]
+    assert {next(i for i, m in enumerate(by_member) if np.array_equal(d, m)) for d in drawn} == {0, 1}
+    with pytest.raises(ValueError, match="upsample"):
+        build_autoencoder(8, "bilinear")

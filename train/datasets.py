@@ -418,7 +418,7 @@ class FaceDataset:
             dense = self.c["dense"][face] if "dense" in self.c else None
             dense = dense if dense is not None and np.isfinite(dense).all() else None
             if self.recon_share and blend_rng.random() < self.recon_share:
-                wide = self.reconstruct(wide)  # redrawn whole: no seam, no mask
+                wide = self.reconstruct(wide, blend_rng)  # redrawn whole: no seam, no mask
             elif self.swap_share and blend_rng.random() < self.swap_share:
                 wide, mask = self._swap(face, wide, lm, dense, blend_rng)
             else:

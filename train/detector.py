@@ -223,6 +223,8 @@ def _run_config(config: dict, run_dir: Path, resume: bool) -> dict:
                 cfg[key] = saved[key]
     cfg["sbi_landmarks"] = sbi_landmark_model(cfg["sbi_landmarks"])
     cfg["backbone"] = choose_backbone(cfg["backbone"])
+    recon = cfg["recon_fakes"]
+    cfg["recon_fakes"] = [recon] if isinstance(recon, str) else list(recon or ())  # one path in configs written before
     blend_map_weight = float(cfg["blend_map"] or 0.0)
     if blend_map_weight < 0:
         raise ValueError(f"--blend-map {cfg['blend_map']}: the weight must be 0 (off) or positive")
@@ -236,16 +238,19 @@ def _run_config(config: dict, run_dir: Path, resume: bool) -> dict:
 
 
 def _reconstructor(cfg: dict):
-    """The reconstruction autoencoder of --recon-fakes (None without it); --recon-share needs it."""
-    if not cfg["recon_fakes"]:
+    """The reconstruction autoencoder(s) of --recon-fakes (None without): with several, each redrawing
+    is made by one of them at random. --recon-share needs at least one."""
+    paths = cfg["recon_fakes"]
+    if not paths:
         if cfg["recon_share"]:
             raise ValueError("--recon-share needs --recon-fakes AE.pt (dfstream train recon)")
         return None
-    from train.recon import Reconstructor
+    from train.recon import AnyReconstructor, Reconstructor
 
-    if not Path(cfg["recon_fakes"]).is_file():
-        raise FileNotFoundError(f"--recon-fakes: no such file: {cfg['recon_fakes']}")
-    return Reconstructor(cfg["recon_fakes"])
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--recon-fakes: no such file: {path}")
+    return Reconstructor(paths[0]) if len(paths) == 1 else AnyReconstructor(paths)
 
 
 def _datasets(cfg: dict, run: common.RunDir, bar):

@@ -25,16 +25,28 @@ PATCH = 112  # training sees random patches: the network is convolutional, and a
 EDGE_WEIGHT = 1.0  # weight of the image-gradient term: without it the redrawings are blurred, and blur becomes the cue
 
 
-def build_autoencoder(width: int = 32):
-    """Three stride-2 convolutions down (224 -> 28), three transposed convolutions up: the
-    upsampling of most image generators' decoders."""
+UPSAMPLING = ("transposed", "nearest")
+
+
+def build_autoencoder(width: int = 32, upsample: str = "transposed"):
+    """Three stride-2 convolutions down (224 -> 28), three upsampling steps back: transposed
+    convolutions (GAN generators, most face swappers' decoders) or nearest-neighbour doubling and
+    a 3x3 convolution (the decoder of Stable Diffusion's VAE, behind diffusion video and most
+    diffusion talking heads). Each leaves its own periodic traces."""
     import torch.nn as nn
+
+    if upsample not in UPSAMPLING:
+        raise ValueError(f"upsample {upsample!r}: one of {', '.join(UPSAMPLING)}")
 
     def down(c_in, c_out):
         return [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True)]
 
     def up(c_in, c_out):
-        return [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        if upsample == "nearest":
+            scale = [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1)]
+        else:
+            scale = [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)]
+        return [*scale, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
     w = width
     return nn.Sequential(
@@ -77,7 +89,7 @@ def reconstruction_loss(redrawn, target, edge_weight: float = EDGE_WEIGHT):
 
 def train_recon(crops: np.ndarray, output: str | Path, steps: int = 1500, batch_size: int = 16, lr: float = 2e-3,
                 width: int = 32, seed: int = 0, minutes: float | None = None, patch: int = PATCH,
-                edge_weight: float = EDGE_WEIGHT, progress=None) -> dict:
+                edge_weight: float = EDGE_WEIGHT, upsample: str = "transposed", progress=None) -> dict:
     """Train the autoencoder on random ``patch``-px patches of real wide crops (N x 224 x 224 x 3 uint8
     BGR; ``patch`` a multiple of 8, at most the crop); save it to ``output``."""
     import torch
@@ -89,7 +101,7 @@ def train_recon(crops: np.ndarray, output: str | Path, steps: int = 1500, batch_
         raise ValueError(f"--patch {patch}: must be a multiple of 8 between 8 and the crop size {size}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = build_autoencoder(width)
+    model = build_autoencoder(width, upsample)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     started, losses = time.monotonic(), []
@@ -111,7 +123,8 @@ def train_recon(crops: np.ndarray, output: str | Path, steps: int = 1500, batch_
             log.warning("recon: time limit reached at step %d of %d", step + 1, steps)
             break
     record = {"state_dict": model.state_dict(), "width": width, "size": RECON_SIZE, "steps": len(losses),
-              "final_loss": float(np.mean(losses[-50:])), "seed": seed, "patch": patch, "edge_weight": edge_weight}
+              "final_loss": float(np.mean(losses[-50:])), "seed": seed, "patch": patch, "edge_weight": edge_weight,
+              "upsample": upsample}
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(record, output)
@@ -129,13 +142,13 @@ class Reconstructor:
         import torch
 
         record = torch.load(path, map_location="cpu", weights_only=False)
-        self.model = build_autoencoder(int(record["width"]))
+        self.model = build_autoencoder(int(record["width"]), record.get("upsample", "transposed"))
         self.model.load_state_dict(record["state_dict"])
         self.model.eval()
         self.size = int(record["size"])
         self.colour_match = colour_match
 
-    def __call__(self, wide_bgr: np.ndarray) -> np.ndarray:
+    def __call__(self, wide_bgr: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         import torch
 
         if wide_bgr.shape[:2] != (self.size, self.size):
@@ -147,6 +160,17 @@ class Reconstructor:
 
             redrawn = color_transfer(redrawn, wide_bgr)
         return redrawn
+
+
+class AnyReconstructor:
+    """Several autoencoders (e.g. one of each upsampling): each redrawing by one drawn at random."""
+
+    def __init__(self, paths: list[str | Path]):
+        self.members = [Reconstructor(path) for path in paths]
+
+    def __call__(self, wide_bgr: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        pick = (rng or np.random.default_rng()).integers(len(self.members))
+        return self.members[pick](wide_bgr)
 
 
 def fit(real: list[str], output: str | Path, exclude: tuple[str, ...] = (), face_detector: str = "auto",

@@ -25,7 +25,7 @@ class DetectorTraining:
     sbi_inside: bool = False  # self-blend seams kept inside the face hull (none across the contour into hair or background)
     swap_blend: float = 0.0  # share of the synthesised fakes made as real-time swappers make them (train.swapblend), not self-blends
     smooth_augment: bool = False  # edge-preserving smoothing (denoisers, beauty filters, codecs) among the augmentations
-    recon_fakes: str | None = None  # a reconstruction autoencoder (dfstream train recon): whole-redrawn fakes
+    recon_fakes: tuple[str, ...] = ()  # reconstruction autoencoders (dfstream train recon): whole-redrawn fakes
     recon_share: float = 0.0  # share of the synthesised fakes redrawn by it (train.recon), before swap blends
     webcam_augment: bool = False  # half the crops degraded as a call delivers a face: shrunk to 30-70 %, JPEG 30-60
     blend_map: float = 0.0  # weight of a second loss: where in the crop the self-blend mixes two images (Face X-ray's boundary); 0: off

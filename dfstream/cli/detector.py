@@ -13,7 +13,7 @@ import click
 
 from dfstream.cli.common import one_line_error, user_errors, verbose_logging
 from engines.loader import ENGINE_CHOICES
-from train.recon import EDGE_WEIGHT, PATCH
+from train.recon import EDGE_WEIGHT, PATCH, UPSAMPLING
 from train.settings import DetectorTraining
 
 
@@ -57,9 +57,10 @@ def webcam_grade_options(command):
 @click.option("--smooth-augment/--no-smooth-augment", default=DetectorTraining.smooth_augment, show_default=True,
               help="Add edge-preserving smoothing (what camera denoising, beauty filters and low-bitrate codecs do to "
                    "skin) to the augmentations of real and fake crops alike.")
-@click.option("--recon-fakes", default=DetectorTraining.recon_fakes, metavar="AE.pt",
+@click.option("--recon-fakes", multiple=True, default=DetectorTraining.recon_fakes, metavar="AE.pt",
               help="A reconstruction autoencoder (dfstream train recon): with --recon-share, real faces redrawn "
-                   "whole by it are fakes too (a frame generated whole has no seam to find).")
+                   "whole by it are fakes too (a frame generated whole has no seam to find). Repeatable: each "
+                   "redrawing by one of them at random (e.g. one of each --upsample).")
 @click.option("--recon-share", type=click.FloatRange(0, 1), default=DetectorTraining.recon_share, show_default=True,
               metavar="SHARE", help="This share of the synthesised fakes are --recon-fakes redrawings.")
 @click.option("--webcam-augment/--no-webcam-augment", default=DetectorTraining.webcam_augment, show_default=True,
@@ -163,6 +164,9 @@ def train_sharpness_command(real, exclude, sided, name, face_detector, cache_dir
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--patch", type=click.IntRange(min=8), default=PATCH, show_default=True,
               help="Train on random patches this many px wide (a multiple of 8; 224 = whole crops).")
+@click.option("--upsample", type=click.Choice(UPSAMPLING), default=UPSAMPLING[0], show_default=True,
+              help="The decoder's upsampling: transposed convolutions (GANs, swappers) or nearest doubling + "
+                   "convolution (Stable Diffusion's VAE: diffusion video and talking heads).")
 @click.option("--edge-weight", type=click.FloatRange(min=0), default=EDGE_WEIGHT, show_default=True,
               help="Weight of the image-gradient loss beside pixel L1 (0 = pixel L1 only: blurred redrawings).")
 @click.option("--face-detector", default="auto", show_default=True)
@@ -170,8 +174,8 @@ def train_sharpness_command(real, exclude, sided, name, face_detector, cache_dir
 @click.option("-o", "--output", required=True, help="The autoencoder to write (.pt), for train detector --recon-fakes.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
 @click.option("-v", "--verbose", is_flag=True)
-def train_recon_command(real, exclude, steps, minutes, seed, patch, edge_weight, face_detector, cache_dir, output,
-                        progress, verbose):
+def train_recon_command(real, exclude, steps, minutes, seed, patch, upsample, edge_weight, face_detector, cache_dir,
+                        output, progress, verbose):
     """Train the reconstruction autoencoder: real faces redrawn whole, fakes with no seam (train.recon)."""
     verbose_logging(verbose)
     from train.common import progress as bar
@@ -179,7 +183,7 @@ def train_recon_command(real, exclude, steps, minutes, seed, patch, edge_weight,
 
     try:
         result = fit(list(real), output, exclude=tuple(exclude), face_detector=face_detector, cache_dir=cache_dir,
-                     steps=steps, minutes=minutes, seed=seed, patch=patch, edge_weight=edge_weight,
+                     steps=steps, minutes=minutes, seed=seed, patch=patch, upsample=upsample, edge_weight=edge_weight,
                      progress=lambda it, desc="": bar(it, desc=desc, disable=None if progress is None else not progress))
     except user_errors() as exc:
         raise one_line_error(exc) from None
