@@ -1,6 +1,7 @@
 """Leave-one-family-out: groups never straddle a split, a family's sources go with it, buckets are stable."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import needs_shared_data
@@ -89,6 +90,7 @@ def test_score_gives_each_held_out_family_its_own_fakes_against_the_test_people(
     rows = [f"{p}\treal\t-\t{g}" for p, g in zip(clips[:3], test_people)]
     rows += [f"{photo}\treal\t-\t{test_people[3]}"]  # a photo: the false-alarm line, not the family table
     rows += [f"{clips[3]}\treal\t-\t{_names_in_bucket('train', 1, 'person')[0]}"]
+    rows += [f"{clips[0]}\treal\t-\t{_names_in_bucket('val', 1, 'person')[0]}"]  # read for fuse()'s scale only
     rows += [f"{clips[4]}\tfake\tswap\tswap_a", f"{clips[5]}\tfake\tswap\tswap_b",
              f"{clips[6]}\tfake\tlipsync\tlip_a", f"{clips[7]}\tfake\tlipsync\tlip_b"]
     manifest = tmp_path / "manifest.tsv"
@@ -102,6 +104,8 @@ def test_score_gives_each_held_out_family_its_own_fakes_against_the_test_people(
     assert result["seeds"][0]["real_photos"]["n"] == 1 and result["real_photos_flagged"] in (0.0, 1.0)
     seed = result["seeds"][0]["families"]["swap"]["video_level"]
     assert 0.0 <= seed["roc_auc"] <= 1.0
+    assert list(result["seeds"][0]["val_real_video_scores"]) == [str(clips[0].resolve())]
+    assert sorted(result["seeds"][0]["families"]["swap"]["video_labels"].values()) == [0, 0, 0, 1, 1]
     # per-fold models: {family} names the model trained without that family
     for family in ("swap", "lipsync"):
         (tmp_path / f"fold-{family}.onnx").symlink_to(tiny_detector)
@@ -120,3 +124,45 @@ def test_real_only_training_files_are_outside_every_folds_test_and_every_familys
         test = {i.group for i in lofo.fold(items, family).test}
         assert not test & {i.group for i in reals}
     assert "a_other_clip.mp4" not in {i.path.name for i in reals}  # person_a is a swap family's source
+
+
+def _scored(model: str, val: list[float], families: dict[str, dict[str, tuple[int, float]]]) -> dict:
+    """A minimal one-seed `lofo.score` result: per family {path: (label, video score)}."""
+    rows = {f: {"video_scores": {p: v for p, (_, v) in files.items()}, "video_labels": {p: y for p, (y, _) in files.items()},
+                "n_fake": 0, "n_real": 0} for f, files in families.items()}
+    return {"seeds": [{"model": model, "families": rows, "real_photos": {"n": 0, "flagged": 0},
+                       "val_real_video_scores": {f"val{i}": v for i, v in enumerate(val)}}],
+            "families": dict.fromkeys(families)}
+
+
+def test_fusing_two_detectors_catches_what_each_catches_on_a_scale_fixed_on_val_reals():
+    reals = {f"r{i}": (0, 0.2 + 0.05 * i) for i in range(6)}
+    # A separates pasted faces and misses generated ones; B the other way round, on a different scale
+    a = _scored("a", [0.2, 0.3, 0.4], {"paste": {**reals, "p1": (1, 0.9), "p2": (1, 0.8)},
+                                       "generated": {**reals, "g1": (1, 0.25), "g2": (1, 0.3)}})
+    b_reals = {p: (0, 0.01) for p in reals}
+    b = _scored("b", [0.008, 0.01, 0.012], {"paste": {**b_reals, "p1": (1, 0.01), "p2": (1, 0.011)},
+                                           "generated": {**b_reals, "g1": (1, 0.2), "g2": (1, 0.3)}})
+    fused = lofo.fuse([a, b], ci_resamples=0)
+    alone = {f: lofo.fuse([a, a], ci_resamples=0)["families"][f]["video_level"]["roc_auc_mean"] for f in ("paste", "generated")}
+    both = {f: fused["families"][f]["video_level"]["roc_auc_mean"] for f in ("paste", "generated")}
+    assert alone["generated"] < 0.7 and both["generated"] == 1.0
+    assert both["paste"] >= alone["paste"] == 1.0
+    val_logits = np.log(np.array([0.008, 0.01, 0.012]) / (1 - np.array([0.008, 0.01, 0.012])))
+    assert np.allclose(fused["seeds"][0]["scales"][1], [val_logits.mean(), val_logits.std(ddof=1)])  # from val reals only
+    assert "n/a" in lofo.format_table(fused)  # video level only
+
+
+def test_fuse_refuses_scores_without_val_reals_or_with_unpaired_seeds():
+    files = {"paste": {"r": (0, 0.2), "f": (1, 0.8)}}
+    a, b = _scored("a", [0.2, 0.3, 0.4], files), _scored("b", [], files)
+    with pytest.raises(ValueError, match="val real videos"):
+        lofo.fuse([a, b])
+    two = _scored("c", [0.2, 0.3, 0.4], files)
+    two["seeds"] *= 2
+    three = _scored("d", [0.2, 0.3, 0.4], files)
+    three["seeds"] *= 3
+    with pytest.raises(ValueError, match="seed counts"):
+        lofo.fuse([two, three])
+    with pytest.raises(ValueError, match="at least two"):
+        lofo.fuse([a])

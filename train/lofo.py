@@ -117,6 +117,14 @@ def fold_items(fold_: Fold, family: str) -> list[LabelledMedia]:
     return [i for i in fold_.test if (i.label == 0 or i.family == family) and is_video(i.path)]
 
 
+def real_val_videos(items: list[LabelledMedia]) -> list[LabelledMedia]:
+    """The val people's real videos: where a model's scores on real faces are read (to put two models'
+    scores on one scale, :func:`fuse`), never what a family is measured on."""
+    from stages.faces import is_video
+
+    return [i for i in final_split(items).val if i.label == 0 and is_video(i.path)]
+
+
 def real_test_photos(items: list[LabelledMedia]) -> list[LabelledMedia]:
     """The real photos no fold trains on: where the false-alarm rate on photos is measured."""
     from stages.faces import is_image
@@ -146,6 +154,8 @@ def score(models: list[str], manifest: str | Path = DEFAULT_MANIFEST, families_:
     folds = {family: fold(items, family) for family in chosen}
     photos_scored = real_test_photos(items)
     photo_paths = {str(i.path.resolve()) for i in photos_scored}
+    val_videos = real_val_videos(items)
+    val_paths = {str(i.path.resolve()) for i in val_videos}
     seeds: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="dfstream-lofo-") as tmp:
         for k, model in enumerate(models):
@@ -158,7 +168,7 @@ def score(models: list[str], manifest: str | Path = DEFAULT_MANIFEST, families_:
                     per_family[family] = report["files"]
             else:  # one model for every fold: score the union once
                 union = {str(i.path): i for family in chosen for i in fold_items(folds[family], family)}
-                union.update({str(i.path): i for i in photos_scored})
+                union.update({str(i.path): i for i in photos_scored + val_videos})
                 listed = write_list_file(list(union.values()), Path(tmp) / f"{k}-all.tsv")
                 report = evaluate([str(listed)], model=model, output=None, ci_resamples=0, **eval_options)
                 by_path = {f["path"]: f for f in report["files"]}
@@ -170,13 +180,75 @@ def score(models: list[str], manifest: str | Path = DEFAULT_MANIFEST, families_:
                 frame_m, video_m = level_metrics(files, report["threshold"], ci_resamples)
                 rows[family] = {"video_level": video_m, "frame_level": frame_m,
                                 "n_fake": sum(f["label"] for f in files), "n_real": sum(1 - f["label"] for f in files),
-                                "video_scores": {f["path"]: round(f["video_score"], 5) for f in files}}
+                                "video_scores": {f["path"]: round(f["video_score"], 5) for f in files},
+                                "video_labels": {f["path"]: int(f["label"]) for f in files}}
             photos = [f for f in report["files"] if f["path"] in photo_paths]
             flagged = sum(f["video_score"] >= report["threshold"] for f in photos)
             seeds.append({"model": model, "threshold": report["threshold"], "families": rows,
-                          "real_photos": {"n": len(photos), "flagged": int(flagged)}})
+                          "real_photos": {"n": len(photos), "flagged": int(flagged)},
+                          # per-fold models have no one scale to read off: fuse() needs one model per seed
+                          "val_real_video_scores": {f["path"]: round(f["video_score"], 5) for f in report["files"]
+                                                    if f["path"] in val_paths}})
             if progress:
                 progress(k + 1, len(models))
+    return summarise(seeds, chosen)
+
+
+def _logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def fuse(results: list[dict], ci_resamples: int = 2000) -> dict:
+    """Two or more scored recipes (:func:`score` results) as one detector: per video, the mean of each
+    model's z = (logit(video score) - m) / s, where m and s are that model's mean and spread over the
+    val people's real videos -- a scale fixed on val, never on the test files.  A file one model
+    left unscored (under its size or detail floor) takes the others' mean.  Seeds pair up in order;
+    a recipe with one seed pairs with every seed of the others.  Video level only."""
+    from train.metrics import compute_metrics, roc_auc_interval
+
+    if len(results) < 2:
+        raise ValueError("fusing needs at least two scored recipes")
+    if any(not isinstance(r, dict) or not r.get("seeds") or "families" not in r for r in results):
+        raise ValueError("not a dfstream lofo score result (no seeds or families)")
+    n_seeds = max(len(r["seeds"]) for r in results)
+    if any(len(r["seeds"]) not in (1, n_seeds) for r in results):
+        raise ValueError(f"seed counts {[len(r['seeds']) for r in results]}: each recipe needs one seed or {n_seeds}")
+    chosen = [f for f in results[0]["families"] if all(f in r["families"] for r in results)]
+    seeds = []
+    for k in range(n_seeds):
+        members = [r["seeds"][k if len(r["seeds"]) > 1 else 0] for r in results]
+        scales = []
+        for m in members:
+            val = _logit(list(m.get("val_real_video_scores", {}).values()))
+            if len(val) < 3 or val.std(ddof=1) == 0:
+                raise ValueError(f"{m['model']}: fewer than 3 scored val real videos (or all alike): score it again "
+                                 "with this version of dfstream lofo score")
+            scales.append((val.mean(), val.std(ddof=1)))
+        rows = {}
+        for family in chosen:
+            per_model = [m["families"][family]["video_scores"] for m in members]
+            paths = sorted(set().union(*per_model))
+            labels_of = {}
+            for m in members:
+                labels_of.update(m["families"][family].get("video_labels", {}))
+            if any(p not in labels_of for p in paths):
+                raise ValueError(f"{family}: the scores carry no labels: score the recipes again with this version "
+                                 "of dfstream lofo score")
+            fused = [float(np.mean([(_logit(scores[p]) - mean) / sd
+                                    for scores, (mean, sd) in zip(per_model, scales) if p in scores])) for p in paths]
+            labels = np.array([labels_of[p] for p in paths])
+            probabilities = 1 / (1 + np.exp(-np.asarray(fused)))
+            video = compute_metrics(labels, probabilities, 0.5)
+            interval = roc_auc_interval(labels, probabilities, resamples=ci_resamples) if ci_resamples else None
+            if interval:
+                video["roc_auc_ci"] = list(interval)
+            rows[family] = {"video_level": video, "frame_level": {"roc_auc": None},
+                            "n_fake": int(labels.sum()), "n_real": int(len(labels) - labels.sum()),
+                            "video_scores": dict(zip(paths, np.round(fused, 5).tolist())),
+                            "video_labels": {p: int(y) for p, y in zip(paths, labels)}}
+        seeds.append({"model": " + ".join(m["model"] for m in members), "threshold": None, "families": rows,
+                      "real_photos": {"n": 0, "flagged": 0}, "scales": [list(map(float, sc)) for sc in scales]})
     return summarise(seeds, chosen)
 
 
@@ -222,8 +294,9 @@ def format_table(result: dict) -> str:
              f"{'held-out family':<16} {'fake':>4} {'real':>4}  {'video':<28} frame"]
     for family, row in result["families"].items():
         lines.append(f"{family:<16} {row['n_fake']:>4} {row['n_real']:>4}  {cell(row['video_level']):<28} {cell(row['frame_level'])}")
+    frame_mean = result["mean_frame_roc_auc"]
     lines.append(f"{'mean':<16} {'':>4} {'':>4}  {result['mean_video_roc_auc']:.3f} ± {result['mean_video_roc_auc_sd']:.3f}"
-                 f"{'':<15} {result['mean_frame_roc_auc']:.3f}")
+                 f"{'':<15} {'n/a' if frame_mean is None else f'{frame_mean:.3f}'}")
     if result["real_photos_flagged"] is not None:
         n = result["seeds"][0]["real_photos"]["n"]
         lines.append(f"real photos of the test people flagged fake at the model's threshold: "

@@ -312,6 +312,35 @@ def lofo_score_command(models, manifest, families, engine, every_n_frames, max_f
     click.echo(f"written: {output}")
 
 
+@lofo_group.command("fuse")
+@click.argument("scored", nargs=-1, required=True)
+@click.option("--ci-resamples", type=click.IntRange(min=0), default=2000, show_default=True)
+@click.option("-o", "--output", default="lofo-fused.json", show_default=True, help="JSON file for the fused table.")
+def lofo_fuse_command(scored, ci_resamples, output):
+    """Two or more recipes scored by `dfstream lofo score` (their JSON files) as one detector: per video the mean of
+    each model's logit z-scored on the val people's real videos. Seeds pair up in order. Video level only."""
+    from pathlib import Path
+
+    from train import lofo
+
+    try:
+        results = []
+        for path in scored:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"no such file: {path}")
+            try:
+                results.append(json.loads(Path(path).read_text()))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: not a dfstream lofo score JSON file ({exc.msg})") from None
+        result = lofo.fuse(results, ci_resamples=ci_resamples)
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(json.dumps(result, indent=1))
+    click.echo(lofo.format_table(result))
+    click.echo(f"written: {output}")
+
+
 @click.command("calibrate")
 @click.argument("model")
 @click.option("-o", "--output", required=True, help="The calibrated copy (.onnx): the model with its Platt scaling and "
