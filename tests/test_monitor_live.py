@@ -25,10 +25,10 @@ import pytest
 import yaml
 
 from monitor.config import OVERLAY_NAME
-from tests.live_helpers import CameraProxy, free_port, missing, shared_file
+from tests.live_helpers import CameraProxy, free_port, shared_file
 from tests.monitor_helpers import (CHROMIUM, CHROMIUM_MISSING, MonitorProcess, WebhookReceiver,
                                    chromium, small_clip, tile_looks_like_a_picture, wait_until)
-from tests.rtsp_server import rtsp_server, unavailable_reason
+from tests.rtsp_server import rtsp_server
 
 HEAD = "real/liveportrait_driving_videos/d3.mp4"  # one frontal face
 PASSWORDS = {"silent": "SilentPw1x", "garbage": "GarbagePw2x", "extra": "ExtraPw3x"}
@@ -80,10 +80,7 @@ def config(rtsp_port: int, silent_port: int, garbage_port: int, hook: str, web_p
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory, tiny_detector):
-    reason = unavailable_reason()
-    if reason:
-        missing(reason)
+def live(rtsp_ready, tmp_path_factory, tiny_detector):
     folder = tmp_path_factory.mktemp("monitor-live")
     clip = small_clip(shared_file(HEAD), folder / "cam.mp4")
     storage = folder / "store"

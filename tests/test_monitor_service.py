@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.live_helpers import free_port, missing, shared_file
+from tests.live_helpers import free_port, shared_file
 from tests.monitor_helpers import (CLIP_SIZE, MonitorProcess, Mosquitto, MqttRecorder, WebhookReceiver, check_evidence,
                                    small_clip, wait_until)
-from tests.rtsp_server import rtsp_server, unavailable_reason
+from tests.rtsp_server import rtsp_server
 
 HEAD = "real/liveportrait_driving_videos/d3.mp4"  # one frontal face
 OBAMA = "real/deepfacelive_sample_videos/Obama_speaking.mp4"
@@ -57,10 +57,7 @@ def Monitor(config: Path, log: Path) -> MonitorProcess:
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory, tiny_detector):
-    reason = unavailable_reason()
-    if reason:
-        missing(reason)
+def scenario(rtsp_ready, tmp_path_factory, tiny_detector):
     folder = tmp_path_factory.mktemp("monitor")
     clips = {"cam": small_clip(shared_file(HEAD), folder / "cam.mp4"),
              "door": small_clip(shared_file(OBAMA), folder / "door.mp4")}

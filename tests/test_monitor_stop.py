@@ -19,9 +19,9 @@ import av
 import pytest
 import yaml
 
-from tests.live_helpers import free_port, missing, shared_file
+from tests.live_helpers import free_port, shared_file
 from tests.monitor_helpers import CLIP_SIZE, MonitorProcess, WebhookReceiver, check_evidence, small_clip, wait_until
-from tests.rtsp_server import rtsp_server, unavailable_reason
+from tests.rtsp_server import rtsp_server
 
 HEAD = "real/liveportrait_driving_videos/d3.mp4"  # one frontal face
 POST_ROLL_S = 60  # far longer than the test: SIGTERM always comes while the clip is being collected
@@ -50,10 +50,7 @@ def _deliveries(db: Path, alert_id: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def stopped(tmp_path_factory, tiny_detector):
-    reason = unavailable_reason()
-    if reason:
-        missing(reason)
+def stopped(rtsp_ready, tmp_path_factory, tiny_detector):
     folder = tmp_path_factory.mktemp("monitor-stop")
     clip = small_clip(shared_file(HEAD), folder / "cam.mp4")
     storage = folder / "store"

@@ -51,9 +51,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.live_helpers import CliProcess, free_port, missing, shared_file, wait_no_strays
+from tests.live_helpers import CliProcess, free_port, shared_file, wait_no_strays
 from tests.monitor_helpers import WebhookReceiver, wait_until
-from tests.rtsp_server import rtsp_server, unavailable_reason
+from tests.rtsp_server import rtsp_server
 
 MINUTES = float(os.environ.get("DFSTREAM_SOAK_MINUTES", "30"))
 SEED = int(os.environ.get("DFSTREAM_SOAK_SEED", "27"))
@@ -307,10 +307,7 @@ def _alert_time(body: dict) -> float:
     return dt.datetime.fromisoformat(body["time"].replace("Z", "+00:00")).timestamp()
 
 
-def test_monitor_runs_four_cameras_through_outages_without_leaking(tmp_path, tiny_detector):
-    reason = unavailable_reason()
-    if reason:
-        missing(reason)
+def test_monitor_runs_four_cameras_through_outages_without_leaking(rtsp_ready, tmp_path, tiny_detector):
     seconds = MINUTES * 60
     started_utc = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     OUT.mkdir(parents=True, exist_ok=True)
