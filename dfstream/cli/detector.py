@@ -276,6 +276,18 @@ def lofo_folds_command(manifest, output):
         raise one_line_error(exc) from None
 
 
+def _write_lofo_table(result: dict, output: str) -> None:
+    """A lofo table: its JSON to ``output``, its text to stdout."""
+    from pathlib import Path
+
+    from train.lofo import format_table
+
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(json.dumps(result, indent=1))
+    click.echo(format_table(result))
+    click.echo(f"written: {output}")
+
+
 @lofo_group.command("score")
 @click.option("-m", "--model", "models", multiple=True, required=True,
               help="A model of the recipe, once per seed (file or registry name); with {family} in the path, one "
@@ -294,8 +306,6 @@ def lofo_score_command(models, manifest, families, engine, every_n_frames, max_f
                        jpeg_quality, output, verbose):
     """Score a recipe (its seeds' models) on every held-out family: ROC-AUC per family, mean and spread over seeds."""
     verbose_logging(verbose)
-    from pathlib import Path
-
     from train import lofo
     from stages.faces import Degradation
 
@@ -306,10 +316,7 @@ def lofo_score_command(models, manifest, families, engine, every_n_frames, max_f
                             progress=lambda done, total: click.echo(f"scored {done}/{total} model(s)", err=True))
     except user_errors() as exc:
         raise one_line_error(exc) from None
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    Path(output).write_text(json.dumps(result, indent=1))
-    click.echo(lofo.format_table(result))
-    click.echo(f"written: {output}")
+    _write_lofo_table(result, output)
 
 
 @lofo_group.command("fuse")
@@ -335,10 +342,7 @@ def lofo_fuse_command(scored, ci_resamples, output):
         result = lofo.fuse(results, ci_resamples=ci_resamples)
     except user_errors() as exc:
         raise one_line_error(exc) from None
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    Path(output).write_text(json.dumps(result, indent=1))
-    click.echo(lofo.format_table(result))
-    click.echo(f"written: {output}")
+    _write_lofo_table(result, output)
 
 
 @click.command("calibrate")
