@@ -35,14 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+from train.metrics import logit
+
 log = logging.getLogger(__name__)
 
 ECE_BINS = 10
-
-
-def _logit(p) -> np.ndarray:
-    q = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
-    return np.log(q / (1 - q))
 
 
 def platt_fit(scores, labels, weights=None) -> tuple[float, float]:
@@ -53,7 +50,7 @@ def platt_fit(scores, labels, weights=None) -> tuple[float, float]:
     y = np.asarray(labels, int)
     if len(np.unique(y)) < 2:
         raise ValueError("calibration needs real and fake scores")
-    fit = LogisticRegression(C=np.inf, max_iter=1000).fit(_logit(scores)[:, None], y, sample_weight=weights)
+    fit = LogisticRegression(C=np.inf, max_iter=1000).fit(logit(scores)[:, None], y, sample_weight=weights)
     a, b = float(fit.coef_[0, 0]), float(fit.intercept_[0])
     if a <= 0:
         raise ValueError("the model scores these fakes lower than these reals on the whole: scaling would reverse "
@@ -62,7 +59,7 @@ def platt_fit(scores, labels, weights=None) -> tuple[float, float]:
 
 
 def platt_apply(scores, a: float, b: float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-(a * _logit(scores) + b)))
+    return 1.0 / (1.0 + np.exp(-(a * logit(scores) + b)))
 
 
 def expected_calibration_error(probs, labels, bins: int = ECE_BINS, balanced: bool = False) -> float:

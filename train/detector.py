@@ -245,12 +245,12 @@ def _reconstructor(cfg: dict):
         if cfg["recon_share"]:
             raise ValueError("--recon-share needs --recon-fakes AE.pt (dfstream train recon)")
         return None
-    from train.recon import AnyReconstructor, Reconstructor
+    from train.recon import AnyReconstructor
 
     for path in paths:
         if not Path(path).is_file():
             raise FileNotFoundError(f"--recon-fakes: no such file: {path}")
-    return Reconstructor(paths[0]) if len(paths) == 1 else AnyReconstructor(paths)
+    return AnyReconstructor(paths)
 
 
 def _datasets(cfg: dict, run: common.RunDir, bar):

@@ -194,18 +194,13 @@ def score(models: list[str], manifest: str | Path = DEFAULT_MANIFEST, families_:
     return summarise(seeds, chosen)
 
 
-def _logit(p) -> np.ndarray:
-    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
 def fuse(results: list[dict], ci_resamples: int = 2000) -> dict:
     """Two or more scored recipes (:func:`score` results) as one detector: per video, the mean of each
     model's z = (logit(video score) - m) / s, where m and s are that model's mean and spread over the
     val people's real videos -- a scale fixed on val, never on the test files.  A file one model
     left unscored (under its size or detail floor) takes the others' mean.  Seeds pair up in order;
     a recipe with one seed pairs with every seed of the others.  Video level only."""
-    from train.metrics import compute_metrics, roc_auc_interval
+    from train.metrics import compute_metrics, logit, roc_auc_interval
 
     if len(results) < 2:
         raise ValueError("fusing needs at least two scored recipes")
@@ -220,7 +215,7 @@ def fuse(results: list[dict], ci_resamples: int = 2000) -> dict:
         members = [r["seeds"][k if len(r["seeds"]) > 1 else 0] for r in results]
         scales = []
         for m in members:
-            val = _logit(list(m.get("val_real_video_scores", {}).values()))
+            val = logit(list(m.get("val_real_video_scores", {}).values()))
             if len(val) < 3 or val.std(ddof=1) == 0:
                 raise ValueError(f"{m['model']}: fewer than 3 scored val real videos (or all alike): score it again "
                                  "with this version of dfstream lofo score")
@@ -235,7 +230,7 @@ def fuse(results: list[dict], ci_resamples: int = 2000) -> dict:
             if any(p not in labels_of for p in paths):
                 raise ValueError(f"{family}: the scores carry no labels: score the recipes again with this version "
                                  "of dfstream lofo score")
-            fused = [float(np.mean([(_logit(scores[p]) - mean) / sd
+            fused = [float(np.mean([(logit(scores[p]) - mean) / sd
                                     for scores, (mean, sd) in zip(per_model, scales) if p in scores])) for p in paths]
             labels = np.array([labels_of[p] for p in paths])
             probabilities = 1 / (1 + np.exp(-np.asarray(fused)))

@@ -5,6 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 
+def logit(p) -> np.ndarray:
+    """log(p / (1 - p)) of probabilities, clipped to [1e-6, 1 - 1e-6] so that 0 and 1 stay finite."""
+    q = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(q / (1 - q))
+
+
 def equal_error_rate(labels, scores) -> tuple[float, float]:
     """EER and the score threshold where the false-positive and false-negative rates meet."""
     from sklearn.metrics import roc_curve

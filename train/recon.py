@@ -148,7 +148,7 @@ class Reconstructor:
         self.size = int(record["size"])
         self.colour_match = colour_match
 
-    def __call__(self, wide_bgr: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    def __call__(self, wide_bgr: np.ndarray) -> np.ndarray:
         import torch
 
         if wide_bgr.shape[:2] != (self.size, self.size):
@@ -163,7 +163,7 @@ class Reconstructor:
 
 
 class AnyReconstructor:
-    """Several autoencoders (e.g. one of each upsampling): each redrawing by one drawn at random."""
+    """One or more autoencoders (e.g. one of each upsampling): each redrawing by one drawn at random."""
 
     def __init__(self, paths: list[str | Path]):
         self.members = [Reconstructor(path) for path in paths]
