@@ -256,7 +256,7 @@ class CameraProxy:
         self.connections = 0
         self.failed_connections = 0  # connections not relayed: a source's reconnect tries after a cut
         self.failing_since: float | None = None
-        self._modes, self._first_failed = list(modes), 0
+        self._modes, self._modes_from = list(modes), 0  # connection k gets _modes[k - _modes_from]
         self._cut = threading.Event()
         self._stop = threading.Event()
         self._sockets: list[socket.socket] = []
@@ -267,7 +267,7 @@ class CameraProxy:
 
     def fail(self, *modes: str) -> None:
         """From now on: open relays stall; the next connections get ``modes`` (the last repeats)."""
-        self._modes, self._first_failed = list(modes), self.connections
+        self._modes, self._modes_from = list(modes), self.connections
         self._cut.set()
 
     def __enter__(self) -> "CameraProxy":
@@ -284,7 +284,7 @@ class CameraProxy:
     def _accept(self, pairs: dict, garbage_due: set) -> None:
         client, _ = self.sock.accept()
         self._sockets.append(client)
-        index = self.connections - self._first_failed
+        index = self.connections - self._modes_from
         self.connections += 1
         mode = self._modes[min(index, len(self._modes) - 1)]
         if mode == "relay":
