@@ -345,6 +345,8 @@ class FaceDataset:
     ``smooth``: :func:`augment` also applies edge-preserving smoothing, to real and fake alike.
     ``reconstruct`` / ``recon_share``: this share of the synthesised fakes are the real wide crop
     redrawn whole by a reconstruction autoencoder (:class:`train.recon.Reconstructor`), drawn first.
+    ``warp_share``: this share of the synthesised fakes are warp fakes (:func:`train.warpfake.warp_fake`:
+    another frame of the same source file warped to this face's landmarks), drawn next.
     ``webcam``: :func:`augment` also degrades half the crops as a video call does, real and fake alike.
     ``blend_map``: each sample is (crop, label, map): the model crop's :func:`blend_boundary`, cut and
     mirrored like the crop (zeros for a real face; NaN for a labelled fake, whose blend is unknown).
@@ -355,7 +357,8 @@ class FaceDataset:
 
     def __init__(self, cached: dict, size: tuple[int, int], margin: float, sbi: bool = True, train: bool = True, seed: int = 0,
                  pairs: bool = False, inside: bool = False, smooth: bool = False, blend_map: bool = False,
-                 swap_share: float = 0.0, webcam: bool = False, reconstruct=None, recon_share: float = 0.0):
+                 swap_share: float = 0.0, webcam: bool = False, reconstruct=None, recon_share: float = 0.0,
+                 warp_share: float = 0.0):
         self.c = cached
         self.size = tuple(size)
         self.margin = margin
@@ -370,6 +373,7 @@ class FaceDataset:
         self.swap_share = float(swap_share) if sbi else 0.0
         self.reconstruct = reconstruct
         self.recon_share = float(recon_share) if sbi and reconstruct is not None else 0.0
+        self.warp_share = float(warp_share) if sbi else 0.0
         self.epoch = 0
         self.blend_strength = 1.0
         real = np.nonzero(cached["labels"] == 0)[0]
@@ -377,6 +381,15 @@ class FaceDataset:
         self._real = real  # donors of swap blends
         if self.swap_share and len(np.unique(cached["source"][real])) < 2:
             raise ValueError("swap blends need real faces from at least two source files")
+        self._frames_of: dict[int, np.ndarray] = {}  # source file -> its real faces: warp fakes' sources
+        if self.warp_share:
+            for sid in np.unique(cached["source"][real]):
+                faces = real[cached["source"][real] == sid]
+                # one face per frame only: with two people in a clip, "another frame" could be another person
+                if len(np.unique(cached["frames"][faces])) == len(faces):
+                    self._frames_of[int(sid)] = faces
+            if max((len(f) for f in self._frames_of.values()), default=0) < 2:
+                raise ValueError("warp fakes need videos of one person (two or more frames with one face each)")
         index = [(int(i), 0) for i in real] + [(int(i), 1) for i in fake]
         if sbi:
             index += [(int(i), 2) for i in real]  # 2: self-blended from a real face
@@ -419,6 +432,9 @@ class FaceDataset:
             dense = dense if dense is not None and np.isfinite(dense).all() else None
             if self.recon_share and blend_rng.random() < self.recon_share:
                 wide = self.reconstruct(wide, blend_rng)  # redrawn whole: no seam, no mask
+            elif (self.warp_share and self._other_frames(face).size and blend_rng.random() < self.warp_share
+                  and (warped := self._warp(face, wide, lm, dense, blend_rng))):
+                wide, mask = warped
             elif self.swap_share and blend_rng.random() < self.swap_share:
                 wide, mask = self._swap(face, wide, lm, dense, blend_rng)
             else:
@@ -445,6 +461,30 @@ class FaceDataset:
             target = np.ascontiguousarray(target[:, ::-1]) if flipped else target
         return crop, label, target
 
+
+    def _other_frames(self, face: int) -> np.ndarray:
+        """The faces a warp fake of ``face`` may be drawn from: the other frames of its video, if it is a
+        video of one person (none without warp fakes, for a photo or for a clip with two people)."""
+        if not self._frames_of:
+            return np.zeros(0, np.int64)
+        frames = self._frames_of.get(int(self.c["source"][face]), np.zeros(0, np.int64))
+        return frames[frames != face]
+
+    def _warp(self, face: int, wide: np.ndarray, lm: np.ndarray, dense, rng: np.random.Generator):
+        """A warp fake of ``face`` from another frame of its video, as (fake, mask or None); None when no
+        frame tried moved enough, or too much (:func:`train.warpfake.choose_source`)."""
+        from train.warpfake import SOURCE_TRIES, choose_source, warp_fake
+
+        frames = self._other_frames(face)
+        frames = rng.choice(frames, min(SOURCE_TRIES, len(frames)), replace=False)
+        all_dense = "dense" in self.c and dense is not None and all(np.isfinite(self.c["dense"][f]).all() for f in frames)
+        points = dense if all_dense else lm
+        candidates = [self.c["dense"][f] if all_dense else self.c["landmarks"][f] for f in frames]
+        chosen = choose_source(points, candidates, rng)
+        if chosen is None:
+            return None
+        source = int(frames[chosen])
+        return warp_fake(wide, lm, self.c["crops"][source], candidates[chosen], points, rng, dense=dense, return_mask=True)
 
     def _swap(self, face: int, wide: np.ndarray, lm: np.ndarray, dense, rng: np.random.Generator):
         """A swap blend of ``face`` with a real face of another source file as the donor."""
