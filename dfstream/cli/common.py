@@ -27,3 +27,11 @@ def verbose_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     if verbose:
         logging.getLogger().setLevel(logging.INFO)
+
+
+def progress_bars(progress: bool | None):
+    """The ``progress=`` callable of the trainers for a ``--progress/--no-progress`` flag
+    (None: bars when stderr is a terminal)."""
+    from train.common import progress as bar
+
+    return lambda items, desc="": bar(items, desc=desc, disable=None if progress is None else not progress)

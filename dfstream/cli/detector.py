@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from dfstream.cli.common import one_line_error, user_errors, verbose_logging
+from dfstream.cli.common import one_line_error, progress_bars, user_errors, verbose_logging
 from engines.loader import ENGINE_CHOICES
 from train.recon import EDGE_WEIGHT, PATCH, UPSAMPLING
 from train.settings import DetectorTraining
@@ -146,12 +146,11 @@ def train_detector_command(run_dir, resume, progress, verbose, **options):
 def train_sharpness_command(real, exclude, sided, name, face_detector, cache_dir, output, progress, verbose):
     """Measure the sharpness-contrast detector's reference on real faces (no fakes needed, nothing to learn)."""
     verbose_logging(verbose)
-    from train.common import progress as bar
     from train.sharpness import fit
 
     try:
         result = fit(list(real), output, sided=sided, exclude=tuple(exclude), name=name, face_detector=face_detector,
-                     cache_dir=cache_dir, progress=lambda it, desc="": bar(it, desc=desc, disable=None if progress is None else not progress))
+                     cache_dir=cache_dir, progress=progress_bars(progress))
     except user_errors() as exc:
         raise one_line_error(exc) from None
     click.echo(f"reference: log contrast {result['mean']:.3f} +- {result['std']:.3f} over {result['faces']} faces "
@@ -182,13 +181,12 @@ def train_recon_command(real, exclude, steps, minutes, seed, patch, upsample, ed
                         output, progress, verbose):
     """Train the reconstruction autoencoder: real faces redrawn whole, fakes with no seam (train.recon)."""
     verbose_logging(verbose)
-    from train.common import progress as bar
     from train.recon import fit
 
     try:
         result = fit(list(real), output, exclude=tuple(exclude), face_detector=face_detector, cache_dir=cache_dir,
                      steps=steps, minutes=minutes, seed=seed, patch=patch, upsample=upsample, edge_weight=edge_weight,
-                     progress=lambda it, desc="": bar(it, desc=desc, disable=None if progress is None else not progress))
+                     progress=progress_bars(progress))
     except user_errors() as exc:
         raise one_line_error(exc) from None
     click.echo(f"autoencoder: {result['steps']} steps on {result['faces']} faces of {result['files']} files, "
@@ -209,6 +207,32 @@ def train_ensemble_command(checkpoints, output, name):
         raise one_line_error(exc) from None
     click.echo(f"checkpoint: {path} ({len(checkpoints)} members)")
     click.echo(f"export:     dfstream export {path} -o ensemble.onnx")
+
+
+@click.command("fusion")
+@click.argument("checkpoints", nargs=-1, required=True)
+@click.option("--real", "real", multiple=True, required=True,
+              help="Real media (folders, files or list files) on which each member's logit is standardised; repeatable.")
+@click.option("--exclude", multiple=True, help="Glob patterns of media to leave out; repeatable.")
+@click.option("-o", "--output", required=True, help="Checkpoint to write (export it with `dfstream export`).")
+@click.option("--name", default="dfstream-detector-fusion", show_default=True, help="Model name written into its metadata.")
+@click.option("--cache-dir", default=None, help="Face-crop cache (default ~/.cache/dfstream/faces).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+def train_fusion_command(checkpoints, real, exclude, output, name, cache_dir, progress):
+    """Fuse detectors that see the face differently (e.g. the sharpness contrast on a wide crop and a CNN on a
+    tighter one) into one model: P(fake) = sigmoid of the mean of their logits, each standardised on real faces.
+    The fused model takes the widest member's crop and cuts each member's own from it."""
+    from train.fusion import combine
+
+    try:
+        result = combine(list(checkpoints), list(real), output, name=name, exclude=tuple(exclude), cache_dir=cache_dir,
+                         progress=progress_bars(progress))
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
+    spreads = ", ".join(f"{m:+.3f} ± {s:.3f}" for m, s in zip(result["z_mean"], result["z_std"]))
+    click.echo(f"checkpoint: {result['checkpoint']} ({len(checkpoints)} members; real logits {spreads} "
+               f"on {result['faces']} faces of {result['files']} files)")
+    click.echo(f"export:     dfstream export {result['checkpoint']} -o fusion.onnx, then dfstream calibrate")
 
 
 @click.command("eval")

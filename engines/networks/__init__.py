@@ -16,7 +16,7 @@ from __future__ import annotations
 
 CHECKPOINT_FORMAT = "dfstream-checkpoint-v1"
 
-FAMILIES = ("detector", "detector_ensemble", "temporal", "swapper", "dcgan_discriminator", "sharpness")
+FAMILIES = ("detector", "detector_ensemble", "detector_fusion", "temporal", "swapper", "dcgan_discriminator", "sharpness")
 
 
 def build_model(architecture: dict):
@@ -27,6 +27,8 @@ def build_model(architecture: dict):
         from engines.networks import detector as module
     elif family == "detector_ensemble":
         from engines.networks import ensemble as module
+    elif family == "detector_fusion":
+        from engines.networks import fusion as module
     elif family == "temporal":
         from engines.networks import temporal as module
     elif family == "swapper":
@@ -38,7 +40,7 @@ def build_model(architecture: dict):
     else:
         raise ValueError(f"unknown model family {family!r} (expected one of {', '.join(FAMILIES)})")
     kwargs = {k: v for k, v in architecture.items() if k != "family"}
-    if family == "detector_ensemble":
+    if family in ("detector_ensemble", "detector_fusion"):
         kwargs["build_member"] = build_model
     return module.build(**kwargs)
 
