@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from engines.alignment import template_points
-from train.warpfake import MAX_MOTION, MIN_MOTION, choose_source, motion_field, warp_fake
+from train.warpfake import MAX_MOTION, MIN_MOTION, MODES, choose_source, motion_field, warp_fake
 
 SIZE = 160
 
@@ -44,21 +44,30 @@ def test_the_source_landmarks_land_on_the_driving_ones_and_the_border_stays_put(
     assert np.abs(map_x - xx)[border].max() < 1.0 and np.abs(map_y - yy)[border].max() < 1.0
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_a_warp_fake_is_the_source_reshaped_whole_or_pasted_back_inside_its_mask(seed):
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("mode", MODES)
+def test_a_warp_fake_is_the_source_reshaped_whole_pasted_back_or_around_the_driving_face(mode, seed):
     driving_frame, source_frame = _textured(seed), _textured(seed + 100)
     driving = _points()
     source = driving + np.random.default_rng(seed).normal(0, 3, driving.shape)
     fake, mask = warp_fake(driving_frame, driving, source_frame, source, driving, np.random.default_rng(seed),
-                           return_mask=True)
+                           return_mask=True, mode=mode)
     assert fake.shape == driving_frame.shape and fake.dtype == np.uint8
-    if mask is None:  # kept whole: the source's content everywhere
+    if mode == "whole":  # the source's content everywhere
+        assert mask is None
         assert np.abs(fake.astype(int) - source_frame).mean() < np.abs(fake.astype(int) - driving_frame).mean()
-    else:  # pasted back: the driving frame outside the head mask, the source inside
-        outside, inside = mask < 0.002, mask > 0.99
-        assert outside.any() and inside.any()
-        assert np.abs(fake[outside].astype(int) - driving_frame[outside]).max() <= 1
-        assert np.abs(fake[inside].astype(int) - driving_frame[inside]).mean() > 20
+        return
+    low, high = mask < 0.002, mask > 0.998
+    assert low.any() and high.any()
+    # pasted back: the driving frame outside the head mask; a refined face: the driving frame inside the face mask
+    kept, replaced = (low, high) if mode == "paste_back" else (high, low)
+    assert np.abs(fake[kept].astype(int) - driving_frame[kept]).max() <= 1
+    assert np.abs(fake[replaced].astype(int) - driving_frame[replaced]).mean() > 20
+
+
+def test_an_unknown_warp_mode_is_an_error():
+    with pytest.raises(ValueError, match="unknown warp mode"):
+        warp_fake(_textured(), _points(), _textured(1), _points(), _points(), np.random.default_rng(0), mode="melt")
 
 
 def test_the_source_frame_moved_enough_and_not_too_much():

@@ -14,8 +14,10 @@ frame of the same clip as the source:
    evaluated on a coarse grid and upsampled, it is as smooth as a motion network's field,
 2. the source is resampled along it (bilinear, like ``grid_sample``),
 3. sometimes resampled down and up to a generator's resolution,
-4. either kept whole (EDTalk, AniTalker: the generator draws the whole crop) or pasted back over
-   the driving frame inside a soft head mask (LivePortrait).
+4. kept whole (EDTalk, AniTalker: the generator draws the whole crop), pasted back over the
+   driving frame inside a soft head mask (LivePortrait), or given a refined face: the driving
+   frame's own face inside the inner-face mask, the warped source around it -- a decoder renders
+   the face crisply while hair, neck and background stay as the warp dragged them.
 
 The fake is paired with the driving frame, which is real: the same person, camera and light, so
 only the warping tells them apart.
@@ -26,14 +28,14 @@ import cv2
 import numpy as np
 
 from engines.alignment import face_polygon
-from train.sbi import dense_polygons
+from train.sbi import dense_polygons, face_mask
 
 FIELD_GRID = 28  # the motion field's coarse grid, points per side (a 224 px crop: one per 8 px)
 BORDER_PINS = 8  # pinned points per side of the crop
 MIN_MOTION = 0.02  # a source frame's mean landmark displacement, at least this share of the face's width ...
 MAX_MOTION = 0.25  # ... and at most this (beyond: another person or a misdetection)
 SOURCE_TRIES = 12  # other frames of the clip tried as the source
-PASTE_BACK_SHARE = 0.5  # of warp fakes pasted back under a head mask (the rest kept whole)
+MODES = ("whole", "paste_back", "refined_face")  # drawn alike (see the module's step 4)
 RESAMPLE_SHARE = 0.5  # of warp fakes also resampled down and up, as a 256 px generator would
 RESAMPLE_SCALES = (0.5, 1.0)
 
@@ -113,11 +115,14 @@ def choose_source(points: np.ndarray, candidates: list[np.ndarray], rng: np.rand
 
 def warp_fake(driving: np.ndarray, driving_landmarks: np.ndarray, source: np.ndarray, source_points: np.ndarray,
               driving_points: np.ndarray, rng: np.random.Generator, dense: np.ndarray | None = None,
-              return_mask: bool = False):
+              return_mask: bool = False, mode: str | None = None):
     """One warp fake: ``source`` (uint8 BGR, another frame of the clip) resampled so that its landmarks
-    ``source_points`` land on ``driving_points`` (the driving frame's, same kind: 68 or 5), kept whole or
-    pasted back over ``driving`` (its 5 ``driving_landmarks`` and, when known, 68 ``dense`` ones shape the mask).
-    With ``return_mask``: (fake, mask), the mask None for a fake kept whole."""
+    ``source_points`` land on ``driving_points`` (the driving frame's, same kind: 68 or 5), then kept whole,
+    pasted back over ``driving``, or given ``driving``'s own inner face: ``mode``, one of :data:`MODES`
+    (None: drawn). ``driving``'s 5 ``driving_landmarks`` and, when known, 68 ``dense`` ones shape the masks.
+    With ``return_mask``: (fake, mask), the mask where the two images meet, None for a fake kept whole."""
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"unknown warp mode {mode!r}: expected one of {', '.join(MODES)}")
     h, w = driving.shape[:2]
     map_x, map_y = motion_field(driving_points, source_points, (h, w))
     fake = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
@@ -125,9 +130,15 @@ def warp_fake(driving: np.ndarray, driving_landmarks: np.ndarray, source: np.nda
         f = rng.uniform(*RESAMPLE_SCALES)
         small = cv2.resize(fake, (max(8, int(w * f)), max(8, int(h * f))), interpolation=cv2.INTER_AREA)
         fake = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC if rng.random() < 0.5 else cv2.INTER_LINEAR)
+    mode = mode or MODES[int(rng.integers(len(MODES)))]
     mask = None
-    if rng.random() < PASTE_BACK_SHARE:
+    if mode == "paste_back":
         mask = head_mask((h, w), driving_landmarks, dense, rng)
+        inside, outside = fake, driving
+    elif mode == "refined_face":
+        mask = face_mask((h, w), driving_landmarks, rng, dense, inside=True)
+        inside, outside = driving, fake
+    if mask is not None:
         m = mask[..., None]
-        fake = np.clip(fake.astype(np.float32) * m + driving.astype(np.float32) * (1.0 - m) + 0.5, 0, 255).astype(np.uint8)
+        fake = np.clip(inside.astype(np.float32) * m + outside.astype(np.float32) * (1.0 - m) + 0.5, 0, 255).astype(np.uint8)
     return (fake, mask) if return_mask else fake
