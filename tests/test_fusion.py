@@ -103,3 +103,11 @@ def test_a_fusion_needs_two_detectors_and_real_media_only(tmp_path):
         combine([cnn, _cnn(tmp_path, 1)], [str(tmp_path / "fakes.tsv")], tmp_path / "f.pt")
     with pytest.raises(FileNotFoundError, match="not found"):
         combine([cnn, tmp_path / "missing.pt"], REAL, tmp_path / "f.pt")
+
+
+def test_each_file_weighs_the_same_in_a_reference_whatever_its_number_of_faces():
+    from train.datasets import per_file_weights
+
+    weights = per_file_weights(np.array([0, 0, 0, 1, 2, 2]))
+    assert np.allclose(weights, [1 / 3, 1 / 3, 1 / 3, 1, 0.5, 0.5])
+    assert np.isclose(weights[:3].sum(), weights[3]) and np.isclose(weights[4:].sum(), weights[3])

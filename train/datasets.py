@@ -219,6 +219,32 @@ def cache_dense_landmarks(records: list[dict], landmark_model: str, progress=Non
     return records
 
 
+def real_faces(real: list[str], exclude: tuple[str, ...] = (), every_n_frames: int = 4, max_frames: int = 100,
+               face_detector: str = "auto", cache_dir: str | Path | None = None, progress=None,
+               min_faces: int = 20) -> tuple[list[dict], dict]:
+    """The faces of real media alone (the largest per frame), found and cached as training finds them:
+    (records, :func:`load_cached` arrays) -- what a model's reference on real faces is measured on."""
+    from train import common
+
+    items = gather(real, default_label=0, exclude=tuple(exclude))
+    if any(i.label for i in items):
+        raise ValueError("a reference is measured on real faces alone: a list file gave fake media")
+    if not items:
+        raise ValueError("no real media to measure a reference on")
+    cache = Path(cache_dir) if cache_dir else common.cache_root() / "faces"
+    records = cache_faces(items, cache, every_n_frames, max_frames, 1, face_detector, progress=progress)
+    cached = load_cached(records)
+    if len(cached["crops"]) < min_faces:
+        raise ValueError(f"only {len(cached['crops'])} faces found in the real media: too few for a reference")
+    return records, cached
+
+
+def per_file_weights(source: np.ndarray) -> np.ndarray:
+    """A weight per face such that every file weighs the same: a long clip must not stand for all real faces."""
+    _, index, counts = np.unique(source, return_inverse=True, return_counts=True)
+    return 1.0 / counts[index]
+
+
 def load_cached(records: list[dict]) -> dict:
     """Concatenate cached records into arrays: crops, landmarks, labels, source id, frame index,
     and ``dense`` (68-point landmarks; NaN for records without them) when any record has them."""

@@ -54,22 +54,13 @@ def combine(checkpoints: list[str | Path], real: list[str], output: str | Path, 
     import torch
 
     from engines.networks import build_model
-    from train.datasets import cache_faces, gather, load_cached, model_crop, to_tensor
+    from train.datasets import model_crop, per_file_weights, real_faces, to_tensor
 
     if len(checkpoints) < 2:
         raise ValueError("a fusion needs at least two detector checkpoints")
     architectures, metadatas, states = _members(checkpoints)
     widest, views = views_of(metadatas)
-    items = gather(real, default_label=0, exclude=tuple(exclude))
-    if any(i.label for i in items):
-        raise ValueError("the members are standardised on real faces alone: a list file gave fake media")
-    if not items:
-        raise ValueError("no real media to standardise the members on")
-    cache = Path(cache_dir) if cache_dir else common.cache_root() / "faces"
-    records = cache_faces(items, cache, every_n_frames, max_frames, 1, face_detector, progress=progress)
-    cached = load_cached(records)
-    if len(cached["crops"]) < 20:
-        raise ValueError(f"only {len(cached['crops'])} faces found: too few to standardise on")
+    records, cached = real_faces(real, exclude, every_n_frames, max_frames, face_detector, cache_dir, progress)
 
     architecture = {"family": "detector_fusion", "members": architectures, "views": views,
                     "input": {"mean": list(widest.mean), "std": list(widest.std), "color_order": widest.color_order},
@@ -85,8 +76,7 @@ def combine(checkpoints: list[str | Path], real: list[str], output: str | Path, 
                               zip(cached["crops"][start:start + 64], cached["landmarks"][start:start + 64])])
             logits.append(model.z(to_tensor(crops, widest)).numpy())
     logits = np.concatenate(logits)
-    # each file weighs the same: a long clip must not stand for all real faces
-    weights = np.array([1.0 / np.sum(cached["source"] == s) for s in cached["source"]])
+    weights = per_file_weights(cached["source"])
     z_mean = [float(np.average(logits[:, i], weights=weights)) for i in range(len(views))]
     z_std = [float(np.sqrt(np.average((logits[:, i] - z_mean[i]) ** 2, weights=weights))) for i in range(len(views))]
     if min(z_std) <= 0:

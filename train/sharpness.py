@@ -37,28 +37,18 @@ def fit(real: list[str], output: str | Path, sided: str = "smoother", exclude: t
         face_detector: str = "auto", cache_dir: str | Path | None = None, progress=None) -> dict:
     """Measure the reference on the faces of ``real`` media; write the checkpoint to ``output``."""
     from train import common
-    from train.datasets import cache_faces, gather, load_cached, model_crop
+    from train.datasets import model_crop, per_file_weights, real_faces
     from engines.networks.sharpness import SIDES, SharpnessContrast
 
     if sided not in SIDES:
         raise ValueError(f"--sided {sided}: one of {', '.join(SIDES)}")
-    items = gather(real, default_label=0, exclude=tuple(exclude))
-    if any(i.label for i in items):
-        raise ValueError("the reference is measured on real faces alone: a list file gave fake media")
-    if not items:
-        raise ValueError("no real media to measure the reference on")
-    cache = Path(cache_dir) if cache_dir else common.cache_root() / "faces"
-    records = cache_faces(items, cache, every_n_frames, max_frames, 1, face_detector, progress=progress)
-    cached = load_cached(records)
-    if len(cached["crops"]) < 20:
-        raise ValueError(f"only {len(cached['crops'])} faces found: too few for a reference")
+    records, cached = real_faces(real, exclude, every_n_frames, max_frames, face_detector, cache_dir, progress)
     size = (INPUT_SIZE, INPUT_SIZE)
     metadata = common.p_fake_metadata(name, INPUT_SIZE, MARGIN, "", None, None)
     model = SharpnessContrast(size, MARGIN, metadata.mean, metadata.std, metadata.color_order).eval()
     crops = np.stack([model_crop(w, lm, size, MARGIN) for w, lm in zip(cached["crops"], cached["landmarks"])])
     r = reference_contrast(model, crops, metadata)
-    # each file weighs the same: a long clip must not stand for all real faces
-    weights = np.array([1.0 / np.sum(cached["source"] == s) for s in cached["source"]])
+    weights = per_file_weights(cached["source"])
     mean = float(np.average(r, weights=weights))
     std = float(np.sqrt(np.average((r - mean) ** 2, weights=weights)))
     architecture = {"family": "sharpness", "input_size": list(size), "margin": MARGIN, "mean": list(metadata.mean),
