@@ -8,6 +8,7 @@ in-process (no ZeroMQ), the same classes the pipeline runs as processes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
@@ -70,22 +71,30 @@ def list_media(folder: str | Path) -> list[Path]:
 @dataclass(frozen=True)
 class Degradation:
     """What a webcam call does to a picture before anyone scores it: fewer pixels (``scale`` of each
-    side) and a lossy codec (JPEG at ``jpeg_quality``, standing in for H.264 at a stream's bitrate)."""
+    side) and a lossy codec -- JPEG at ``jpeg_quality`` on each frame, or a video's frames re-encoded
+    in order with H.264 at ``h264_kbps`` (a stream's bitrate: its motion prediction and rate control,
+    which JPEG only stands in for; photos are then scaled only)."""
 
     scale: float = 1.0
     jpeg_quality: int | None = None
+    h264_kbps: int | None = None
 
     def __post_init__(self):
         if not 0.05 <= self.scale <= 1.0:
             raise ValueError(f"frame scale {self.scale}: between 0.05 and 1")
         if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"JPEG quality {self.jpeg_quality}: between 1 and 100")
+        if self.h264_kbps is not None and not self.h264_kbps >= 10:
+            raise ValueError(f"H.264 bitrate {self.h264_kbps} kbit/s: at least 10")
+        if self.jpeg_quality is not None and self.h264_kbps is not None:
+            raise ValueError("one codec at a time: JPEG quality or an H.264 bitrate, not both")
 
     @property
     def active(self) -> bool:
-        return self.scale < 1.0 or self.jpeg_quality is not None
+        return self.scale < 1.0 or self.jpeg_quality is not None or self.h264_kbps is not None
 
     def apply(self, bgr: np.ndarray) -> np.ndarray:
+        """One picture degraded on its own: scaled, and JPEG-compressed when asked (never H.264: see :meth:`recoder`)."""
         out = bgr
         if self.scale < 1.0:
             h, w = bgr.shape[:2]
@@ -94,6 +103,47 @@ class Degradation:
             ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(self.jpeg_quality)])
             out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
         return out
+
+    def recoder(self, fps: float) -> "H264Recoder | None":
+        """A video's frames, in order, through H.264 at this bitrate (None without ``h264_kbps``)."""
+        return H264Recoder(self, fps) if self.h264_kbps is not None else None
+
+
+class H264Recoder:
+    """Each frame of one video scaled, encoded with libx264 (zero latency: no B-frames, no look-ahead, so
+    every frame comes straight back) at the degradation's bitrate and decoded again. Every frame of the
+    video must pass, in order, for the motion prediction to be the stream's."""
+
+    def __init__(self, degradation: Degradation, fps: float):
+        self.degradation, self.fps = degradation, Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(30)
+        self.encoder = self.decoder = None
+        self.frames = 0
+
+    def _open(self, width: int, height: int) -> None:
+        import av
+
+        self.encoder = av.CodecContext.create("libx264", "w")
+        self.encoder.width, self.encoder.height, self.encoder.pix_fmt = width, height, "yuv420p"
+        self.encoder.bit_rate = int(self.degradation.h264_kbps) * 1000
+        self.encoder.time_base, self.encoder.framerate = 1 / self.fps, self.fps
+        self.encoder.options = {"preset": "veryfast", "tune": "zerolatency"}
+        self.decoder = av.CodecContext.create("h264", "r")
+
+    def apply(self, bgr: np.ndarray) -> np.ndarray:
+        import av
+
+        scaled = Degradation(scale=self.degradation.scale).apply(bgr)
+        h, w = scaled.shape[:2]
+        scaled = scaled[:h - h % 2, :w - w % 2]  # 4:2:0 needs even sides
+        if self.encoder is None:
+            self._open(scaled.shape[1], scaled.shape[0])
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(scaled), format="bgr24")
+        frame.pts = self.frames
+        self.frames += 1
+        decoded = [d for packet in self.encoder.encode(frame) for d in self.decoder.decode(packet)]
+        if not decoded:
+            raise StageError("the H.264 round trip gave no frame back (the encoder buffered it)")
+        return decoded[-1].to_ndarray(format="bgr24")
 
 
 class FaceCropper:
@@ -121,17 +171,22 @@ class FaceCropper:
         keep_frames: bool = False,
     ) -> Iterator[FaceCrop]:
         """Crops from every ``every_n_frames``-th frame (frame sampling), up to ``max_frames`` sampled frames."""
-        source = SourceStage(SourceConfig(probe(str(path))))
+        info = probe(str(path))
+        source = SourceStage(SourceConfig(info))
         source.open()
+        recoder = self.degradation.recoder(info.fps) if self.degradation is not None else None
         sampled = 0
         try:
             while not source.finished:
                 for packet in source.process(None):
                     for message in packet:
+                        if recoder is not None:  # every frame, sampled or not: the codec sees the whole stream
+                            message.image = recoder.apply(pictures.to_bgr(message.image, message.pixel_format))
+                            message.pixel_format = pictures.BGR24
                         if message.frame_index % every_n_frames:
                             continue
                         sampled += 1
-                        yield from self._crops(message, str(path), max_faces, keep_frames)
+                        yield from self._crops(message, str(path), max_faces, keep_frames, degraded=recoder is not None)
                 if max_frames is not None and sampled >= max_frames:
                     break
         finally:
@@ -149,8 +204,9 @@ class FaceCropper:
     def _message(image: np.ndarray, index: int) -> FrameMessage:
         return FrameMessage(stream_id=0, seq=0, frame_index=index, pts=index, time_base=(1, 1), capture_time=0.0, image=image)
 
-    def _crops(self, message: FrameMessage, source: str, max_faces: int, keep_frames: bool) -> list[FaceCrop]:
-        if self.degradation is not None:
+    def _crops(self, message: FrameMessage, source: str, max_faces: int, keep_frames: bool,
+               degraded: bool = False) -> list[FaceCrop]:
+        if self.degradation is not None and not degraded:
             message.image = self.degradation.apply(pictures.to_bgr(message.image, message.pixel_format))
             message.pixel_format = pictures.BGR24
         self.detect.process_frame(message, force=True)

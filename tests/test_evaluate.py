@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -184,6 +185,24 @@ def test_degradation_shrinks_and_compresses_frames_and_refuses_nonsense():
         Degradation(scale=2.0)
 
 
+def test_an_h264_stream_degrades_more_at_a_lower_bitrate_and_gives_every_frame_back():
+    from stages.faces import Degradation
+
+    base = cv2.resize(np.random.default_rng(1).integers(0, 256, (45, 80, 3), dtype=np.uint8), (320, 181))
+    frames = [np.roll(base, 2 * i, axis=1) for i in range(20)]  # a panning shot with an odd height
+    errors = {}
+    for kbps in (50, 2000):
+        recoder = Degradation(scale=0.5, h264_kbps=kbps).recoder(25.0)
+        out = [recoder.apply(f) for f in frames]
+        assert all(o.shape == (90, 160, 3) for o in out)  # scaled, cut to even sides for 4:2:0
+        small = [cv2.resize(f, (160, 90), interpolation=cv2.INTER_AREA) for f in frames]
+        errors[kbps] = float(np.mean([np.abs(o.astype(int) - f).mean() for o, f in zip(out[5:], small[5:])]))
+    assert errors[50] > errors[2000] + 1.0, errors
+    assert Degradation(h264_kbps=300).active and Degradation().recoder(25.0) is None
+    with pytest.raises(ValueError, match="one codec at a time"):
+        Degradation(jpeg_quality=50, h264_kbps=300)
+
+
 @needs_data
 def test_eval_at_webcam_grade_scores_smaller_faces(tmp_path, tiny_detector):
     from dfstream.cli.detector import eval_command
@@ -202,3 +221,21 @@ def test_eval_at_webcam_grade_scores_smaller_faces(tmp_path, tiny_detector):
         assert report["degradation"]["jpeg_quality"] == 40
     assert sizes["0.5"] == pytest.approx(sizes["1.0"] / 2, rel=0.25)
     assert "by face size" in result.output
+
+
+@needs_data
+def test_eval_through_an_h264_stream_still_finds_the_faces_and_records_the_bitrate(tmp_path, tiny_detector):
+    from dfstream.cli.detector import eval_command
+
+    (tmp_path / "list.tsv").write_text(f"{DATA / 'real/grid_lipnet/GRID_bbaf2n.mpg'}\treal\n"
+                                       f"{DATA / 'fake/dfdc_train/widuwuoiur.mp4'}\tfake\n")
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(eval_command, [str(tmp_path / "list.tsv"), "-m", str(tiny_detector), "--max-frames", "3",
+                                               "--h264-kbps", "150", "-o", str(out), "--ci-resamples", "0"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["degradation"]["h264_kbps"] == 150
+    assert all(f["frame_face_px"] for f in report["files"]), [f["frame_face_px"] for f in report["files"]]
+    both = CliRunner().invoke(eval_command, [str(tmp_path / "list.tsv"), "-m", str(tiny_detector),
+                                             "--h264-kbps", "150", "--jpeg-quality", "40"])
+    assert both.exit_code != 0 and "one codec at a time" in both.output

@@ -18,10 +18,15 @@ from train.settings import DetectorTraining
 
 
 def webcam_grade_options(command):
-    """--frame-scale and --jpeg-quality: score frames as a video call would deliver them (stages.faces.Degradation)."""
+    """--frame-scale, --jpeg-quality and --h264-kbps: score frames as a video call would deliver them
+    (stages.faces.Degradation)."""
+    command = click.option("--h264-kbps", type=click.IntRange(min=10), default=None, metavar="KBIT/S",
+                           help="Webcam-grade input: re-encode each video's frames, in order, with H.264 at this "
+                                "bitrate (after --frame-scale), as a stream delivers them; photos are only "
+                                "scaled. Not with --jpeg-quality.")(command)
     command = click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None,
-                           help="Webcam-grade input: JPEG-compress every frame at this quality (a stand-in for a "
-                                "stream's codec).")(command)
+                           help="Webcam-grade input: JPEG-compress every frame at this quality (a per-frame "
+                                "stand-in for a stream's codec).")(command)
     return click.option("--frame-scale", type=click.FloatRange(0.05, 1.0), default=1.0, show_default=True,
                         help="Webcam-grade input: shrink every frame to this share of its sides before faces are "
                              "found (smaller faces, as a call's video delivers them).")(command)
@@ -255,7 +260,7 @@ def train_fusion_command(checkpoints, real, exclude, output, name, cache_dir, pr
 @webcam_grade_options
 @click.option("-v", "--verbose", is_flag=True)
 def eval_command(inputs, model, engine, temporal, threshold, every_n_frames, max_frames, max_faces, video_agg, threads, output,
-                 plot_dir, ci_resamples, frame_scale, jpeg_quality, verbose):
+                 plot_dir, ci_resamples, frame_scale, jpeg_quality, h264_kbps, verbose):
     """Measure a detector on labelled images/videos: folders with real/ and fake/, or list files (path<TAB>label)."""
     verbose_logging(verbose)
     from train.evaluate import evaluate
@@ -265,7 +270,7 @@ def eval_command(inputs, model, engine, temporal, threshold, every_n_frames, max
         report = evaluate(list(inputs), model=model, engine=engine, temporal=temporal, threshold=threshold,
                           every_n_frames=every_n_frames, max_frames=max_frames, max_faces=max_faces,
                           video_agg=video_agg, threads=threads, output=output, plot_dir=plot_dir,
-                          ci_resamples=ci_resamples, degradation=Degradation(frame_scale, jpeg_quality))
+                          ci_resamples=ci_resamples, degradation=Degradation(frame_scale, jpeg_quality, h264_kbps))
     except user_errors() as exc:
         raise one_line_error(exc) from None
     click.echo(report["text"])
@@ -331,7 +336,7 @@ def _write_lofo_table(result: dict, output: str) -> None:
 @click.option("-o", "--output", default="lofo.json", show_default=True, help="JSON file for the table and every seed's scores.")
 @click.option("-v", "--verbose", is_flag=True)
 def lofo_score_command(models, manifest, families, engine, every_n_frames, max_frames, threads, ci_resamples, frame_scale,
-                       jpeg_quality, output, verbose):
+                       jpeg_quality, h264_kbps, output, verbose):
     """Score a recipe (its seeds' models) on every held-out family: ROC-AUC per family, mean and spread over seeds."""
     verbose_logging(verbose)
     from train import lofo
@@ -340,7 +345,7 @@ def lofo_score_command(models, manifest, families, engine, every_n_frames, max_f
     try:
         result = lofo.score(list(models), manifest or lofo.DEFAULT_MANIFEST, list(families) or None,
                             ci_resamples=ci_resamples, engine=engine, every_n_frames=every_n_frames,
-                            max_frames=max_frames, threads=threads, degradation=Degradation(frame_scale, jpeg_quality),
+                            max_frames=max_frames, threads=threads, degradation=Degradation(frame_scale, jpeg_quality, h264_kbps),
                             progress=lambda done, total: click.echo(f"scored {done}/{total} model(s)", err=True))
     except user_errors() as exc:
         raise one_line_error(exc) from None
