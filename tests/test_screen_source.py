@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -346,6 +347,11 @@ def test_call_window_gives_a_verdict_per_participant_a_report_and_survives_closi
             folder = Path(os.environ.get("DFSTREAM_TEST_ARTIFACTS") or tmp_path)
             folder.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(folder / "call-overlay-screenshot.png"), shot)
+            windows = ""
+            if best < 1000 and shutil.which("xwininfo"):  # what is on the screen instead: for the failure message
+                windows = subprocess.run(["xwininfo", "-root", "-tree", "-display", display], capture_output=True,
+                                         text=True, timeout=20).stdout
+                (folder / "call-overlay-windows.txt").write_text(windows)
             with capsys.disabled():
                 print(f"\ncall overlay screenshot: {folder / 'call-overlay-screenshot.png'} (box pixels {best})")
 
@@ -366,7 +372,7 @@ def test_call_window_gives_a_verdict_per_participant_a_report_and_survives_closi
     assert result.returncode in (0, 130), said[-3000:]
     assert result.strays == []
     assert "window 'Team Call' is gone; waiting for it to come back" in said
-    assert best >= 1000, f"no boxes in the overlay beside the call (box pixels {best})"
+    assert best >= 1000, f"no boxes in the overlay beside the call (box pixels {best}); X windows:\n{windows[-2000:]}"
     assert drawn_on_call < 100, f"{drawn_on_call} box-coloured pixels inside the call window"
 
     doc = json.loads((report_dir / "report.json").read_text())
