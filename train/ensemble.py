@@ -17,23 +17,31 @@ from train import common
 SHARED_INPUT = ("input_size", "crop_margin", "mean", "std", "color_order", "output")
 
 
-def combine(checkpoints: list[str | Path], output: str | Path, name: str = "dfstream-detector-ensemble") -> Path:
-    from engines.networks import build_model
-
-    if len(checkpoints) < 2:
-        raise ValueError("an ensemble needs at least two detector checkpoints")
-    members, metadatas, states = [], [], []
+def load_members(checkpoints: list[str | Path], families: tuple[str, ...], what: str
+                 ) -> tuple[list[dict], list[ModelMetadata], list[dict]]:
+    """Each P(fake) detector checkpoint's architecture, metadata and weights, for ``what`` (an
+    ensemble, a fusion) that takes only members of ``families``."""
+    architectures, metadatas, states = [], [], []
     for path in checkpoints:
         if not Path(path).is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         checkpoint = common.load_checkpoint(path)
         metadata = ModelMetadata.from_dict(checkpoint["metadata"]).expect_kind("detector", path)
-        if checkpoint["architecture"].get("family") != "detector":
-            raise ValueError(f"{path}: only single frame detectors can be combined "
-                             f"(family {checkpoint['architecture'].get('family')!r})")
-        members.append(checkpoint["architecture"])
+        family = checkpoint["architecture"].get("family")
+        if family not in families or metadata.output != "p_fake":
+            raise ValueError(f"{path}: {what} takes frame detectors of family {', '.join(families)}, not {family!r}")
+        architectures.append(checkpoint["architecture"])
         metadatas.append(metadata)
         states.append(checkpoint["state_dict"])
+    return architectures, metadatas, states
+
+
+def combine(checkpoints: list[str | Path], output: str | Path, name: str = "dfstream-detector-ensemble") -> Path:
+    from engines.networks import build_model
+
+    if len(checkpoints) < 2:
+        raise ValueError("an ensemble needs at least two detector checkpoints")
+    members, metadatas, states = load_members(checkpoints, ("detector",), "an ensemble")
     first = metadatas[0]
     for path, metadata in zip(checkpoints[1:], metadatas[1:]):
         for key in SHARED_INPUT:

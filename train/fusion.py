@@ -23,22 +23,6 @@ log = logging.getLogger(__name__)
 MEMBER_FAMILIES = ("detector", "detector_ensemble", "sharpness")
 
 
-def _members(checkpoints: list[str | Path]) -> tuple[list[dict], list[ModelMetadata], list[dict]]:
-    architectures, metadatas, states = [], [], []
-    for path in checkpoints:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        checkpoint = common.load_checkpoint(path)
-        metadata = ModelMetadata.from_dict(checkpoint["metadata"]).expect_kind("detector", path)
-        family = checkpoint["architecture"].get("family")
-        if family not in MEMBER_FAMILIES or metadata.output != "p_fake":
-            raise ValueError(f"{path}: a fusion joins frame detectors ({', '.join(MEMBER_FAMILIES)}), not {family!r}")
-        architectures.append(checkpoint["architecture"])
-        metadatas.append(metadata)
-        states.append(checkpoint["state_dict"])
-    return architectures, metadatas, states
-
-
 def views_of(metadatas: list[ModelMetadata]) -> tuple[ModelMetadata, list[dict]]:
     """The fused input (the widest member's crop; the larger input at equal margins) and each member's view of it."""
     widest = max(metadatas, key=lambda m: (m.crop_margin, m.input_size[0] * m.input_size[1]))
@@ -55,10 +39,11 @@ def combine(checkpoints: list[str | Path], real: list[str], output: str | Path, 
 
     from engines.networks import build_model
     from train.datasets import model_crop, per_file_weights, real_faces, to_tensor
+    from train.ensemble import load_members
 
     if len(checkpoints) < 2:
         raise ValueError("a fusion needs at least two detector checkpoints")
-    architectures, metadatas, states = _members(checkpoints)
+    architectures, metadatas, states = load_members(checkpoints, MEMBER_FAMILIES, "a fusion")
     widest, views = views_of(metadatas)
     records, cached = real_faces(real, exclude, every_n_frames, max_frames, face_detector, cache_dir, progress)
 
@@ -81,9 +66,9 @@ def combine(checkpoints: list[str | Path], real: list[str], output: str | Path, 
     z_std = [float(np.sqrt(np.average((logits[:, i] - z_mean[i]) ** 2, weights=weights))) for i in range(len(views))]
     if min(z_std) <= 0:
         raise ValueError(f"a member gives every real face the same score (spreads {z_std}): nothing to standardise")
-    architecture.update(z_mean=z_mean, z_std=z_std)
-    final = build_model(architecture)
-    final.members.load_state_dict(model.members.state_dict())
+    architecture.update(z_mean=z_mean, z_std=z_std)  # what a loaded checkpoint rebuilds the buffers from
+    model.z_mean.copy_(torch.tensor(z_mean))
+    model.z_std.copy_(torch.tensor(z_std))
     members = [{"checkpoint": str(p), "name": m.name, "crop_margin": m.crop_margin, "input_size": list(m.input_size),
                 "real_logit_mean": mu, "real_logit_std": sd, "training": m.training}
                for p, m, mu, sd in zip(checkpoints, metadatas, z_mean, z_std)]
@@ -95,6 +80,6 @@ def combine(checkpoints: list[str | Path], real: list[str], output: str | Path, 
                      + "; ".join(f"{m.architecture} (margin {m.crop_margin}, {m.input_size[0]} px)" for m in metadatas),
         training={"fusion_of": members, "reference": {"real": [str(p) for p in real], "exclude": list(exclude),
                                                       "files": len(records), "faces": int(len(logits))}})
-    path = common.save_checkpoint(output, final, architecture, metadata)
+    path = common.save_checkpoint(output, model, architecture, metadata)
     log.info("fusion of %d detectors standardised on %d real faces of %d files", len(views), len(logits), len(records))
     return {"checkpoint": str(path), "faces": int(len(logits)), "files": len(records), "z_mean": z_mean, "z_std": z_std}
