@@ -116,6 +116,7 @@ class H264Recoder:
 
     def __init__(self, degradation: Degradation, fps: float):
         self.degradation, self.fps = degradation, Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(30)
+        self.scaling = Degradation(scale=degradation.scale)  # the frame's size; the codec is H.264, below
         self.encoder = self.decoder = None
         self.frames = 0
 
@@ -132,7 +133,7 @@ class H264Recoder:
     def apply(self, bgr: np.ndarray) -> np.ndarray:
         import av
 
-        scaled = Degradation(scale=self.degradation.scale).apply(bgr)
+        scaled = self.scaling.apply(bgr)
         h, w = scaled.shape[:2]
         scaled = scaled[:h - h % 2, :w - w % 2]  # 4:2:0 needs even sides
         if self.encoder is None:

@@ -458,8 +458,7 @@ class FaceDataset:
             dense = dense if dense is not None and np.isfinite(dense).all() else None
             if self.recon_share and blend_rng.random() < self.recon_share:
                 wide = self.reconstruct(wide, blend_rng)  # redrawn whole: no seam, no mask
-            elif (self.warp_share and self._other_frames(face).size and blend_rng.random() < self.warp_share
-                  and (warped := self._warp(face, wide, lm, dense, blend_rng))):
+            elif self.warp_share and (warped := self._warp(face, wide, lm, dense, blend_rng)):
                 wide, mask = warped
             elif self.swap_share and blend_rng.random() < self.swap_share:
                 wide, mask = self._swap(face, wide, lm, dense, blend_rng)
@@ -488,20 +487,17 @@ class FaceDataset:
         return crop, label, target
 
 
-    def _other_frames(self, face: int) -> np.ndarray:
-        """The faces a warp fake of ``face`` may be drawn from: the other frames of its video, if it is a
-        video of one person (none without warp fakes, for a photo or for a clip with two people)."""
-        if not self._frames_of:
-            return np.zeros(0, np.int64)
-        frames = self._frames_of.get(int(self.c["source"][face]), np.zeros(0, np.int64))
-        return frames[frames != face]
-
     def _warp(self, face: int, wide: np.ndarray, lm: np.ndarray, dense, rng: np.random.Generator):
-        """A warp fake of ``face`` from another frame of its video, as (fake, mask or None); None when no
-        frame tried moved enough, or too much (:func:`train.warpfake.choose_source`)."""
+        """A warp fake of ``face`` from another frame of its video, as (fake, mask or None), this share of the
+        time (:attr:`warp_share`). None -- a swap or self-blend instead -- when not drawn, when the face has no
+        other frame (a photo; a clip showing two people), or when no frame tried moved enough, or moved too
+        much (:func:`train.warpfake.choose_source`). The share is drawn only for faces with other frames."""
         from train.warpfake import SOURCE_TRIES, choose_source, warp_fake
 
-        frames = self._other_frames(face)
+        frames = self._frames_of.get(int(self.c["source"][face]), np.zeros(0, np.int64))
+        frames = frames[frames != face]
+        if not frames.size or rng.random() >= self.warp_share:
+            return None
         frames = rng.choice(frames, min(SOURCE_TRIES, len(frames)), replace=False)
         all_dense = "dense" in self.c and dense is not None and all(np.isfinite(self.c["dense"][f]).all() for f in frames)
         points = dense if all_dense else lm

@@ -40,11 +40,16 @@ RESAMPLE_SHARE = 0.5  # of warp fakes also resampled down and up, as a 256 px ge
 RESAMPLE_SCALES = (0.5, 1.0)
 
 
+def _tps_kernel(at: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The thin-plate kernel r^2 log r between each of ``at`` (M x 2) and each of ``points`` (N x 2)."""
+    d = np.linalg.norm(at[:, None] - points[None], axis=2)
+    return np.where(d > 0, d * d * np.log(np.maximum(d, 1e-12)), 0.0)
+
+
 def _tps_fit(points: np.ndarray, values: np.ndarray, regularisation: float = 1e-3):
     """Thin-plate spline coefficients mapping ``points`` (N x 2) to ``values`` (N x 2)."""
     n = len(points)
-    d = np.linalg.norm(points[:, None] - points[None], axis=2)
-    k = np.where(d > 0, d * d * np.log(np.maximum(d, 1e-12)), 0.0) + regularisation * np.eye(n)
+    k = _tps_kernel(points, points) + regularisation * np.eye(n)
     p = np.hstack([np.ones((n, 1)), points])
     a = np.zeros((n + 3, n + 3))
     a[:n, :n], a[:n, n:], a[n:, :n] = k, p, p.T
@@ -54,10 +59,8 @@ def _tps_fit(points: np.ndarray, values: np.ndarray, regularisation: float = 1e-
 
 
 def _tps_eval(points: np.ndarray, coefficients: np.ndarray, at: np.ndarray) -> np.ndarray:
-    d = np.linalg.norm(at[:, None] - points[None], axis=2)
-    u = np.where(d > 0, d * d * np.log(np.maximum(d, 1e-12)), 0.0)
     n = len(points)
-    return u @ coefficients[:n] + np.hstack([np.ones((len(at), 1)), at]) @ coefficients[n:]
+    return _tps_kernel(at, points) @ coefficients[:n] + np.hstack([np.ones((len(at), 1)), at]) @ coefficients[n:]
 
 
 def _border_pins(shape: tuple[int, int]) -> np.ndarray:

@@ -71,7 +71,8 @@ def webcam_grade_options(command):
 @click.option("--warp-fakes", type=click.FloatRange(0, 1), default=DetectorTraining.warp_fakes, show_default=True,
               metavar="SHARE", help="This share of the synthesised fakes are made as one-shot talking heads make a "
                    "frame: another frame of the same clip warped by a smooth field (thin-plate spline through the "
-                   "landmarks) to this frame's pose and expression, kept whole or pasted back (train.warpfake).")
+                   "landmarks) to this frame's pose and expression, then kept whole, pasted back, or given this frame's own "
+                   "inner face (train.warpfake).")
 @click.option("--webcam-augment/--no-webcam-augment", default=DetectorTraining.webcam_augment, show_default=True,
               help="Degrade half the crops, real and fake alike, as a video call delivers a face: shrunk to 30-70 % "
                    "of its side and JPEG-compressed at quality 30-60.")
