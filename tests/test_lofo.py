@@ -80,8 +80,8 @@ def _names_in_bucket(bucket: str, n: int, prefix: str) -> list[str]:
     return [name for name in names if lofo.bucket(name) == bucket][:n]
 
 
-@needs_shared_data
-def test_score_gives_each_held_out_family_its_own_fakes_against_the_test_people(tmp_path, tiny_detector):
+def _small_manifest(tmp_path: Path) -> tuple[Path, list[Path]]:
+    """Two families of two 'fakes' each against three test people's clips, a test photo, a train and a val clip."""
     from tests.conftest import SHARED_DATA
 
     clips = sorted((SHARED_DATA / "real" / "grid_lipnet").glob("*.mpg"))[:8]  # 3 s studio clips: quick to score
@@ -95,7 +95,16 @@ def test_score_gives_each_held_out_family_its_own_fakes_against_the_test_people(
              f"{clips[6]}\tfake\tlipsync\tlip_a", f"{clips[7]}\tfake\tlipsync\tlip_b"]
     manifest = tmp_path / "manifest.tsv"
     manifest.write_text("\n".join(rows) + "\n")
-    quick = dict(engine="onnxruntime", every_n_frames=25, max_frames=2)
+    return manifest, clips
+
+
+QUICK = dict(engine="onnxruntime", every_n_frames=25, max_frames=2)
+
+
+@needs_shared_data
+def test_score_gives_each_held_out_family_its_own_fakes_against_the_test_people(tmp_path, tiny_detector):
+    manifest, clips = _small_manifest(tmp_path)
+    quick = QUICK
     result = lofo.score([str(tiny_detector), str(tiny_detector)], manifest, ci_resamples=50, **quick)
     assert set(result["families"]) == {"lipsync", "swap"}
     assert len(result["seeds"]) == 2 and len(result["mean_video_roc_auc_per_seed"]) == 2
@@ -166,3 +175,31 @@ def test_fuse_refuses_scores_without_val_reals_or_with_unpaired_seeds():
         lofo.fuse([two, three])
     with pytest.raises(ValueError, match="at least two"):
         lofo.fuse([a])
+
+
+@needs_shared_data
+def test_score_with_a_temporal_model_per_seed_takes_the_video_score_from_it(tmp_path, tiny_detector):
+    import torch
+
+    from engines.metadata import KIND_TEMPORAL, ModelMetadata
+    from engines.networks import build_model
+    from train.common import save_checkpoint
+
+    manifest, _ = _small_manifest(tmp_path)
+    architecture = {"family": "temporal", "backbone": "mobilenetv3_small_050", "hidden": 4, "layers": 1,
+                    "freeze_backbone": True}
+    meta = ModelMetadata(kind=KIND_TEMPORAL, name="tiny-temporal", input_size=(64, 64), crop_margin=1.3,
+                         extra={"seq_len": 2, "every_n_frames": QUICK["every_n_frames"]})
+    torch_model = build_model(architecture)
+    with torch.no_grad():
+        torch_model.head[1].bias.fill_(3.0)  # an untrained head that leans to 'fake': sigmoid(3) = 0.95
+        torch_model.head[1].weight.zero_()
+    temporal = save_checkpoint(tmp_path / "temporal.pt", torch_model, architecture, meta)
+    frames_only = lofo.score([str(tiny_detector)], manifest, ["swap"], ci_resamples=0, **QUICK)
+    with_temporal = lofo.score([str(tiny_detector)], manifest, ["swap"], ci_resamples=0, temporal=[str(temporal)], **QUICK)
+    assert with_temporal["seeds"][0]["temporal"] == str(temporal)
+    scores = with_temporal["seeds"][0]["families"]["swap"]["video_scores"]
+    assert scores.keys() == frames_only["seeds"][0]["families"]["swap"]["video_scores"].keys()
+    assert all(abs(v - 0.95257) < 1e-3 for v in scores.values())  # the temporal head's, not the frames' mean
+    with pytest.raises(ValueError, match="one per seed"):
+        lofo.score([str(tiny_detector)] * 2, manifest, ["swap"], temporal=[str(temporal)], **QUICK)

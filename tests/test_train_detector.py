@@ -246,6 +246,7 @@ def test_temporal_model_trains_on_video_sequences_and_scores_a_sequence(tmp_path
                           checkpoint_every=1, threads=1, progress=False)
     assert load_checkpoint(last)["step"] == 2
     scorer = load_temporal(last, expect_input=(48, 48))
+    assert scorer.every_n_frames == 10  # the stride it learnt on, for eval to compare with its own
     score = scorer.score_sequence(np.zeros((5, 48, 48, 3), np.uint8))
     assert 0.0 <= score <= 1.0
 

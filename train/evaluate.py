@@ -226,6 +226,9 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
         from train.temporal import load_temporal
 
         temporal_model = load_temporal(temporal, expect_input=tuple(meta.input_size))
+        if temporal_model.every_n_frames not in (None, every_n_frames):
+            log.warning("%s learnt on frames %d apart but is given frames %d apart (--every-n-frames): its flicker "
+                        "and motion cues are read at another pace", temporal, temporal_model.every_n_frames, every_n_frames)
     cropper = FaceCropper(default_detect_config(tuple(meta.input_size), meta.crop_margin, face_detector), degradation)
     per_file, no_face, unreadable, unscorable = [], [], [], []
     unscorable_faces = 0  # faces smaller than the model's min_face_px: left out, not guessed

@@ -133,9 +133,10 @@ def real_test_photos(items: list[LabelledMedia]) -> list[LabelledMedia]:
 
 
 def score(models: list[str], manifest: str | Path = DEFAULT_MANIFEST, families_: list[str] | None = None,
-          ci_resamples: int = 2000, progress=None, **eval_options) -> dict:
+          ci_resamples: int = 2000, progress=None, temporal: list[str] | None = None, **eval_options) -> dict:
     """The leave-one-family-out table of one recipe: ``models`` are its seeds (one model each), or
-    patterns with ``{family}`` for a model trained per fold.  Each held-out family's fakes are scored
+    patterns with ``{family}`` for a model trained per fold; ``temporal``, when given, pairs each seed
+    with a temporal model (same order, ``{family}`` alike) whose score is the video's.  Each held-out family's fakes are scored
     against its fold's real test files; the table gives each family's video and frame ROC-AUC as the
     mean and spread over the seeds, with each seed's bootstrap interval, and the mean over families
     (the figure every detector choice is made on)."""
@@ -151,6 +152,9 @@ def score(models: list[str], manifest: str | Path = DEFAULT_MANIFEST, families_:
         raise ValueError(f"no fake family {', '.join(map(repr, unknown))} in {manifest} (families: {', '.join(families(items))})")
     if not models:
         raise ValueError("no model to score: give one per seed")
+    if temporal and len(temporal) != len(models):
+        raise ValueError(f"{len(temporal)} temporal model(s) for {len(models)} frame model(s): give one per seed, in the same order")
+    temporal = list(temporal or [None] * len(models))
     folds = {family: fold(items, family) for family in chosen}
     photos_scored = real_test_photos(items)
     photo_paths = {str(i.path.resolve()) for i in photos_scored}
@@ -158,19 +162,21 @@ def score(models: list[str], manifest: str | Path = DEFAULT_MANIFEST, families_:
     val_paths = {str(i.path.resolve()) for i in val_videos}
     seeds: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="dfstream-lofo-") as tmp:
-        for k, model in enumerate(models):
+        for k, (model, sequence_model) in enumerate(zip(models, temporal)):
             per_family: dict[str, list[dict]] = {}
-            if FAMILY_PLACEHOLDER in model:  # one model per fold: score each fold's test files with its own
+            if FAMILY_PLACEHOLDER in model + (sequence_model or ""):  # one model per fold: each fold's test files with its own
                 for family in chosen:
                     listed = write_list_file(fold_items(folds[family], family), Path(tmp) / f"{k}-{family}.tsv")
                     report = evaluate([str(listed)], model=model.replace(FAMILY_PLACEHOLDER, family), output=None,
+                                      temporal=sequence_model and sequence_model.replace(FAMILY_PLACEHOLDER, family),
                                       ci_resamples=0, **eval_options)
                     per_family[family] = report["files"]
             else:  # one model for every fold: score the union once
                 union = {str(i.path): i for family in chosen for i in fold_items(folds[family], family)}
                 union.update({str(i.path): i for i in photos_scored + val_videos})
                 listed = write_list_file(list(union.values()), Path(tmp) / f"{k}-all.tsv")
-                report = evaluate([str(listed)], model=model, output=None, ci_resamples=0, **eval_options)
+                report = evaluate([str(listed)], model=model, temporal=sequence_model, output=None, ci_resamples=0,
+                                  **eval_options)
                 by_path = {f["path"]: f for f in report["files"]}
                 for family in chosen:
                     per_family[family] = [by_path[str(i.path.resolve())] for i in fold_items(folds[family], family)
@@ -184,7 +190,7 @@ def score(models: list[str], manifest: str | Path = DEFAULT_MANIFEST, families_:
                                 "video_labels": {f["path"]: int(f["label"]) for f in files}}
             photos = [f for f in report["files"] if f["path"] in photo_paths]
             flagged = sum(f["video_score"] >= report["threshold"] for f in photos)
-            seeds.append({"model": model, "threshold": report["threshold"], "families": rows,
+            seeds.append({"model": model, "temporal": sequence_model, "threshold": report["threshold"], "families": rows,
                           "real_photos": {"n": len(photos), "flagged": int(flagged)},
                           # per-fold models have no one scale to read off: fuse() needs one model per seed
                           "val_real_video_scores": {f["path"]: round(f["video_score"], 5) for f in report["files"]

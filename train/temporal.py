@@ -4,8 +4,15 @@ Sequences are ``seq_len`` consecutive cached face crops (the largest face of eac
 sampled frame) of one real video.  Label 0: the crops as they are.  Label 1: the
 same crops self-blended (:mod:`train.sbi`) -- either with one blend setting for
 the whole sequence (a steady swap) or a fresh setting per frame (a flickering
-one).  The CNN is the frame detector's backbone, taken from its checkpoint and
-frozen; only the LSTM and the head learn.  Use it with ``dfstream eval --temporal``.
+one) -- or, a ``warp_share`` of the time, a *frozen-texture* sequence: one other
+frame of the clip warped to every frame's landmarks (:mod:`train.warpfake`), as a
+one-shot talking-head generator animates a single photo.  The CNN is the frame
+detector's backbone, taken from its checkpoint and frozen; only the LSTM and the
+head learn.  Use it with ``dfstream eval --temporal`` or ``dfstream lofo score --temporal``.
+
+Frames are sampled every ``every_n_frames`` as evaluation samples them (the model's
+metadata keeps the stride): an LSTM that learnt the flicker of frames 4 apart reads
+frames 10 apart as another signal.
 """
 from __future__ import annotations
 
@@ -17,13 +24,14 @@ import numpy as np
 
 from engines.metadata import KIND_TEMPORAL, ModelMetadata
 from train import common
-from train.datasets import cache_faces, gather, model_crop, to_tensor
+from train.datasets import cache_dense_landmarks, cache_faces, gather, model_crop, to_tensor
 from stages.faces import is_video
 
 log = logging.getLogger(__name__)
 
 
-def _largest_face_sequences(records: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _largest_face_sequences(records: list[dict]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """(crops, 5 landmarks, 68 landmarks or None) of the largest face of each sampled frame, per video."""
     seqs = []
     for rec in records:
         with np.load(rec["file"]) as z:
@@ -31,45 +39,82 @@ def _largest_face_sequences(records: list[dict]) -> list[tuple[np.ndarray, np.nd
         if len(crops) == 0:
             continue
         keep = np.r_[True, frames[1:] != frames[:-1]]  # faces come largest first within a frame
-        seqs.append((crops[keep], lms[keep]))
+        dense = np.load(rec["dense"])[keep] if rec.get("dense") else None
+        seqs.append((crops[keep], lms[keep], dense))
     return seqs
 
 
 class SequenceSampler:
-    def __init__(self, sequences, seq_len: int, size: tuple[int, int], margin: float):
+    """Draws training sequences: a real window of a video, or its fake counterpart (see the module's docstring)."""
+
+    def __init__(self, sequences, seq_len: int, size: tuple[int, int], margin: float, warp_share: float = 0.0):
         self.seqs = [s for s in sequences if len(s[0]) >= seq_len]
         if not self.seqs:
             raise ValueError(f"no video gives {seq_len} frames with a face; lower --seq-len or add videos")
-        self.seq_len, self.size, self.margin = seq_len, size, margin
+        self.seq_len, self.size, self.margin, self.warp_share = seq_len, size, margin, float(warp_share)
+        if self.warp_share and not any(len(s[0]) > seq_len for s in self.seqs):
+            raise ValueError(f"frozen-texture fakes need a video with a frame outside a {seq_len}-frame window to warp from")
 
     def sample(self, rng: np.random.Generator, fake: bool) -> np.ndarray:
         from train.sbi import self_blend
 
-        crops, lms = self.seqs[int(rng.integers(len(self.seqs)))]
+        crops, lms, dense = self.seqs[int(rng.integers(len(self.seqs)))]
         start = int(rng.integers(0, len(crops) - self.seq_len + 1))
-        steady = rng.random() < 0.6
-        blend_seed = int(rng.integers(2**31))
+        window = range(start, start + self.seq_len)
         jitter_seed = int(rng.integers(2**31))
-        out = []
-        for k in range(start, start + self.seq_len):
-            wide, lm = crops[k], lms[k]
-            if fake:
-                wide = self_blend(wide, lm, np.random.default_rng(blend_seed if steady else blend_seed + k))
-            out.append(model_crop(wide, lm, self.size, self.margin, np.random.default_rng(jitter_seed + k)))
-        return np.stack(out)
+        frames = None
+        if fake and self.warp_share and rng.random() < self.warp_share:
+            frames = frozen_texture(crops, lms, dense, window, rng)
+        if frames is None:
+            steady = rng.random() < 0.6
+            blend_seed = int(rng.integers(2**31))
+            frames = [self_blend(crops[k], lms[k], np.random.default_rng(blend_seed if steady else blend_seed + k))
+                      if fake else crops[k] for k in window]
+        return np.stack([model_crop(frame, lms[k], self.size, self.margin, np.random.default_rng(jitter_seed + k))
+                         for frame, k in zip(frames, window)])
+
+
+def frozen_texture(crops: np.ndarray, lms: np.ndarray, dense: np.ndarray | None, window: range,
+                   rng: np.random.Generator) -> list[np.ndarray] | None:
+    """One frame of the clip outside ``window``, warped to each frame of the window: the texture frozen
+    while the face moves, one warp mode and resampling for the whole sequence (one generator made it).
+    The source is chosen against the window's middle frame (:func:`train.warpfake.choose_source`);
+    None when no frame outside the window moved enough, or too much."""
+    from train.warpfake import SOURCE_TRIES, choose_source, warp_fake
+
+    outside = np.array([k for k in range(len(crops)) if k not in window])
+    if not outside.size:
+        return None
+    tried = rng.choice(outside, min(SOURCE_TRIES, len(outside)), replace=False)
+    points = dense if dense is not None and np.isfinite(dense[list(window)]).all() and np.isfinite(dense[tried]).all() else lms
+    middle = window[len(window) // 2]
+    chosen = choose_source(points[middle], [points[k] for k in tried], rng)
+    if chosen is None:
+        return None
+    source = int(tried[chosen])
+    warp_seed = int(rng.integers(2**31))  # the same draws for every frame: one mode, one mask, one resampling
+    return [warp_fake(crops[k], lms[k], crops[source], points[source], points[k], np.random.default_rng(warp_seed),
+                      dense=None if points is lms else dense[k]) for k in window]
 
 
 def train_temporal(detector_checkpoint: str | Path, inputs: list[str], run_dir: str | Path, exclude=(), seq_len: int = 8,
                    steps: int = 200, batch_size: int = 8, lr: float = 1e-3, hidden: int = 64, seed: int = 0,
-                   threads: int | None = None, resume: bool = False, every_n_frames: int = 4, max_frames: int = 100,
-                   cache_dir: str | None = None, checkpoint_every: int = 50, progress: bool | None = None) -> Path:
+                   threads: int | None = None, resume: bool = False, every_n_frames: int = 10, max_frames: int = 100,
+                   warp_fakes: float = 0.0, landmarks: str | None = "auto", cache_dir: str | None = None,
+                   checkpoint_every: int = 50, progress: bool | None = None) -> Path:
     import torch
     from torch.nn import functional as F
 
     from engines.networks import build_model
 
+    from train.detector import sbi_landmark_model
+
+    if not 0.0 <= warp_fakes <= 1.0:
+        raise ValueError(f"--warp-fakes is a share of the fake sequences, between 0 and 1: got {warp_fakes}")
+    landmark_model = sbi_landmark_model(landmarks) if warp_fakes else None
     cfg = dict(detector=str(detector_checkpoint), inputs=list(inputs), exclude=list(exclude), seq_len=seq_len, steps=steps,
-               batch_size=batch_size, lr=lr, hidden=hidden, seed=seed, every_n_frames=every_n_frames, max_frames=max_frames)
+               batch_size=batch_size, lr=lr, hidden=hidden, seed=seed, every_n_frames=every_n_frames, max_frames=max_frames,
+               warp_fakes=warp_fakes, landmarks=landmark_model)
     run = common.RunDir.create(run_dir, cfg, resume=resume)
     common.set_threads(threads)
     common.seed_everything(seed)
@@ -82,7 +127,10 @@ def train_temporal(detector_checkpoint: str | Path, inputs: list[str], run_dir: 
         raise ValueError("the temporal model trains on real videos: none given")
     cache = Path(cache_dir) if cache_dir else common.cache_root() / "faces"
     records = cache_faces(items, cache, every_n_frames, max_frames, max_faces=2)
-    sampler = SequenceSampler(_largest_face_sequences(records), seq_len, tuple(dmeta.input_size), dmeta.crop_margin)
+    if landmark_model:  # the warp's field follows 68 points when a landmark model is installed, else the 5
+        records = cache_dense_landmarks(records, landmark_model)
+    sampler = SequenceSampler(_largest_face_sequences(records), seq_len, tuple(dmeta.input_size), dmeta.crop_margin,
+                              warp_share=warp_fakes)
 
     architecture = {"family": "temporal", "backbone": det["architecture"]["backbone"], "hidden": hidden, "layers": 1,
                     "freeze_backbone": True}
@@ -100,8 +148,11 @@ def train_temporal(detector_checkpoint: str | Path, inputs: list[str], run_dir: 
                          output="p_fake", threshold=0.5,
                          architecture=f"{architecture['backbone']} features (frozen, from {dmeta.name}) -> LSTM({hidden}) -> sigmoid",
                          training={"detector": str(detector_checkpoint), "videos": [r["path"] for r in records], "seq_len": seq_len,
-                                   "fakes": "self-blended sequences (steady or per-frame blend)"},
-                         extra={"seq_len": seq_len})
+                                   "every_n_frames": every_n_frames,
+                                   "fakes": "self-blended sequences (steady or per-frame blend)"
+                                            + (f"; {warp_fakes:.0%} frozen-texture warps ({landmark_model or '5-point'} field)"
+                                               if warp_fakes else "")},
+                         extra={"seq_len": seq_len, "every_n_frames": every_n_frames})
     step = 0
     if resume and run.latest_checkpoint():
         step, _ = common.resume_from(common.load_checkpoint(run.latest_checkpoint()), model, optimizer)
@@ -134,8 +185,9 @@ def train_temporal(detector_checkpoint: str | Path, inputs: list[str], run_dir: 
 class TemporalScorer:
     """Scores a crop sequence (uint8 BGR T x H x W x 3) with a temporal checkpoint: mean P(fake) over windows."""
 
-    def __init__(self, model, metadata: ModelMetadata, seq_len: int):
+    def __init__(self, model, metadata: ModelMetadata, seq_len: int, every_n_frames: int | None = None):
         self.model, self.metadata, self.seq_len = model, metadata, seq_len
+        self.every_n_frames = every_n_frames  # the stride it learnt on; None for a model that did not record it
 
     def score_sequence(self, crops_bgr: np.ndarray) -> float:
         import torch
@@ -165,4 +217,5 @@ def load_temporal(path: str | Path, expect_input: tuple[int, int] | None = None)
     model = build_model(ckpt["architecture"])
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
-    return TemporalScorer(model, meta, int(meta.extra.get("seq_len", 8)))
+    stride = meta.extra.get("every_n_frames")
+    return TemporalScorer(model, meta, int(meta.extra.get("seq_len", 8)), None if stride is None else int(stride))

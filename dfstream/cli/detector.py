@@ -326,6 +326,9 @@ def _write_lofo_table(result: dict, output: str) -> None:
 @click.option("-m", "--model", "models", multiple=True, required=True,
               help="A model of the recipe, once per seed (file or registry name); with {family} in the path, one "
                    "model per fold, trained without that family.")
+@click.option("--temporal", "temporal_models", multiple=True,
+              help="A temporal (CNN+LSTM) checkpoint per seed, in the order of -m: video scores from it instead of frame "
+                   "averages; {family} as in -m.")
 @click.option("--manifest", default=None, help="List file with family and group columns (default: the ../shared manifest).")
 @click.option("--family", "families", multiple=True, help="Held-out families to score (default: all). Repeatable.")
 @click.option("--engine", default="auto", show_default=True, type=click.Choice(ENGINE_CHOICES))
@@ -336,8 +339,8 @@ def _write_lofo_table(result: dict, output: str) -> None:
 @webcam_grade_options
 @click.option("-o", "--output", default="lofo.json", show_default=True, help="JSON file for the table and every seed's scores.")
 @click.option("-v", "--verbose", is_flag=True)
-def lofo_score_command(models, manifest, families, engine, every_n_frames, max_frames, threads, ci_resamples, frame_scale,
-                       jpeg_quality, h264_kbps, output, verbose):
+def lofo_score_command(models, temporal_models, manifest, families, engine, every_n_frames, max_frames, threads, ci_resamples,
+                       frame_scale, jpeg_quality, h264_kbps, output, verbose):
     """Score a recipe (its seeds' models) on every held-out family: ROC-AUC per family, mean and spread over seeds."""
     verbose_logging(verbose)
     from train import lofo
@@ -345,7 +348,7 @@ def lofo_score_command(models, manifest, families, engine, every_n_frames, max_f
 
     try:
         result = lofo.score(list(models), manifest or lofo.DEFAULT_MANIFEST, list(families) or None,
-                            ci_resamples=ci_resamples, engine=engine, every_n_frames=every_n_frames,
+                            ci_resamples=ci_resamples, temporal=list(temporal_models) or None, engine=engine, every_n_frames=every_n_frames,
                             max_frames=max_frames, threads=threads, degradation=Degradation(frame_scale, jpeg_quality, h264_kbps),
                             progress=lambda done, total: click.echo(f"scored {done}/{total} model(s)", err=True))
     except user_errors() as exc:
@@ -449,6 +452,14 @@ def predict_command(media, model, engine, threshold, every_n_frames, max_frames,
 @click.option("--real", multiple=True, required=True, help="Folder, file or list file of real videos. Repeatable.")
 @click.option("--exclude", multiple=True, help="Glob of videos to leave out. Repeatable.")
 @click.option("--seq-len", type=int, default=8, show_default=True)
+@click.option("--every-n-frames", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Sample every n-th frame, as `dfstream eval` / `lofo score` will (kept in the model's metadata).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=100, show_default=True, help="Sampled frames per video at most.")
+@click.option("--warp-fakes", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of fake sequences made by freezing texture: one other frame of the clip warped to every frame's "
+                   "landmarks, as one-shot talking-head generators animate one photo (the rest: self-blends).")
+@click.option("--landmarks", default="auto", show_default=True,
+              help="Landmark model for the warp's field (auto: the 68-point model when installed; none: the 5 points).")
 @click.option("--steps", type=int, default=200, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
@@ -462,7 +473,7 @@ def predict_command(media, model, engine, threshold, every_n_frames, max_frames,
 @click.option("--progress/--no-progress", default=None)
 @click.option("-v", "--verbose", is_flag=True)
 def train_temporal_command(detector_checkpoint, real, exclude, run_dir, verbose, **options):
-    """Train the temporal (CNN features -> LSTM) detector on real videos and self-blended sequences."""
+    """Train the temporal (CNN features -> LSTM) detector on real videos and self-blended (or frozen-texture) sequences."""
     verbose_logging(verbose)
     from train.temporal import train_temporal
 
