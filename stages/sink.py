@@ -269,6 +269,7 @@ class SinkStage(Stage):
         self.aborted = False
         self.publisher: FramePublisher | None = None
         self.report = None  # stages.call_report.CallReport with --report
+        self.paint_watches = {}  # stream id -> stages.window_check.PaintWatch, with --display
 
     def open(self) -> None:
         cfg = self.config
@@ -284,19 +285,11 @@ class SinkStage(Stage):
 
             self.report = CallReport(cfg, self.streams)
         if cfg.display:
-            import cv2
+            from stages.window_check import PaintWatch
 
             for stream in self.streams.values():
-                # GUI_NORMAL: no Qt toolbar eating into the picture
-                cv2.namedWindow(self._window(stream), cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
-                cv2.resizeWindow(self._window(stream), min(stream.width, 1280), min(stream.height, 720))
-                if stream.kind in SCREEN_KINDS:
-                    # beside what is grabbed, never over it: dfstream must not watch its own drawing
-                    from stages.screen import overlay_place_for
-
-                    place = overlay_place_for(stream)
-                    cv2.resizeWindow(self._window(stream), place.width, place.height)
-                    cv2.moveWindow(self._window(stream), place.x, place.y)
+                self._open_window(stream)
+                self.paint_watches[stream.stream_id] = PaintWatch(self._window(stream))
 
     def process(self, packet: Packet) -> list[Packet]:
         for message in packet:
@@ -367,13 +360,39 @@ class SinkStage(Stage):
     def _window(self, stream: StreamInfo) -> str:
         return f"dfstream - {stream.name}"
 
-    def _show(self, message: FrameMessage) -> None:
-        import cv2
+    def _open_window(self, stream: StreamInfo) -> None:
+        # GUI_NORMAL: no Qt toolbar eating into the picture
+        cv2.namedWindow(self._window(stream), cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
+        cv2.resizeWindow(self._window(stream), min(stream.width, 1280), min(stream.height, 720))
+        if stream.kind in SCREEN_KINDS:
+            # beside what is grabbed, never over it: dfstream must not watch its own drawing
+            from stages.screen import overlay_place_for
 
-        cv2.imshow(self._window(self.streams[message.stream_id]), pictures.to_bgr(message.image, message.pixel_format))
+            place = overlay_place_for(stream)
+            cv2.resizeWindow(self._window(stream), place.width, place.height)
+            cv2.moveWindow(self._window(stream), place.x, place.y)
+
+    def _show(self, message: FrameMessage) -> None:
+        stream = self.streams[message.stream_id]
+        picture = pictures.to_bgr(message.image, message.pixel_format)
+        cv2.imshow(self._window(stream), picture)
         key = cv2.waitKey(1) & 0xFF
         if key in (ord("q"), 27):  # q or Esc closes the overlay and stops the run
             self.stop_requested = True
+        watch = self.paint_watches.get(message.stream_id)
+        if watch is None:
+            return
+        from stages.screen import say
+
+        if watch.drawn(picture, time.monotonic()):
+            say(f"the --display window of {stream.name} shows nothing drawn (Qt missed its MapNotify?); opening it again")
+            cv2.destroyWindow(self._window(stream))
+            cv2.waitKey(1)
+            self._open_window(stream)
+        elif watch.gave_up:
+            say(f"the --display window of {stream.name} still shows nothing drawn after opening it "
+                f"{watch.reopens} more times; going on without looking")
+            del self.paint_watches[message.stream_id]
 
     def stream_finished(self, info: EndOfStream) -> None:
         """Called by the runner once a stream's last frame has been written."""
@@ -420,8 +439,8 @@ class SinkStage(Stage):
         if self.events is not None:
             self.events.close()  # a log of what happened: kept whatever the run's outcome
         if self.config.display:
-            import cv2
-
+            for watch in self.paint_watches.values():
+                watch.close()
             cv2.destroyAllWindows()
         if self.publisher is not None:
             self.publisher.close()
