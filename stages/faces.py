@@ -70,14 +70,17 @@ def list_media(folder: str | Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class Degradation:
-    """What a webcam call does to a picture before anyone scores it: fewer pixels (``scale`` of each
-    side) and a lossy codec -- JPEG at ``jpeg_quality`` on each frame, or a video's frames re-encoded
-    in order with H.264 at ``h264_kbps`` (a stream's bitrate: its motion prediction and rate control,
-    which JPEG only stands in for; photos are then scaled only)."""
+    """What a webcam call does to a picture before anyone scores it: a dim room (``low_light``: the
+    share of the light the sensor got, brought back up by the camera's gain, with the shot and read
+    noise that gain amplifies), fewer pixels (``scale`` of each side) and a lossy codec -- JPEG at
+    ``jpeg_quality`` on each frame, or a video's frames re-encoded in order with H.264 at ``h264_kbps``
+    (a stream's bitrate: its motion prediction and rate control, which JPEG only stands in for; photos
+    are then scaled only).  In that order, as a camera, its scaler and its encoder do it."""
 
     scale: float = 1.0
     jpeg_quality: int | None = None
     h264_kbps: int | None = None
+    low_light: float | None = None
 
     def __post_init__(self):
         if not 0.05 <= self.scale <= 1.0:
@@ -88,14 +91,19 @@ class Degradation:
             raise ValueError(f"H.264 bitrate {self.h264_kbps} kbit/s: at least 10")
         if self.jpeg_quality is not None and self.h264_kbps is not None:
             raise ValueError("one codec at a time: JPEG quality or an H.264 bitrate, not both")
+        if self.low_light is not None and not 0.005 <= self.low_light <= 1.0:
+            raise ValueError(f"low light {self.low_light}: the share of the light, between 0.005 and 1")
 
     @property
     def active(self) -> bool:
-        return self.scale < 1.0 or self.jpeg_quality is not None or self.h264_kbps is not None
+        return self.scale < 1.0 or self.jpeg_quality is not None or self.h264_kbps is not None or self.low_light is not None
 
-    def apply(self, bgr: np.ndarray) -> np.ndarray:
-        """One picture degraded on its own: scaled, and JPEG-compressed when asked (never H.264: see :meth:`recoder`)."""
+    def apply(self, bgr: np.ndarray, index: int = 0) -> np.ndarray:
+        """One picture degraded on its own: dimmed, scaled, and JPEG-compressed when asked (never H.264: see
+        :meth:`recoder`). ``index`` (a frame's) seeds the sensor noise: the same frame, the same noise."""
         out = bgr
+        if self.low_light is not None:
+            out = dim_room(out, self.low_light, np.random.default_rng(index))
         if self.scale < 1.0:
             h, w = bgr.shape[:2]
             out = cv2.resize(out, (max(16, round(w * self.scale)), max(16, round(h * self.scale))), interpolation=cv2.INTER_AREA)
@@ -109,6 +117,23 @@ class Degradation:
         return H264Recoder(self, fps) if self.h264_kbps is not None else None
 
 
+SENSOR_FULL_WELL = 2000.0  # electrons a webcam's small pixel collects at full exposure in good light
+SENSOR_READ_NOISE = 3.0  # electrons
+DISPLAY_GAMMA = 2.2
+
+
+def dim_room(bgr: np.ndarray, light: float, rng: np.random.Generator) -> np.ndarray:
+    """``bgr`` as a webcam would capture it with ``light`` of the light (0.1: a room lit ten times less):
+    the sensor collects that share of the electrons (shot noise: Poisson), adds read noise, and the auto
+    exposure's gain brings the picture back to its brightness, noise and all.  Each colour on its own,
+    as a Bayer sensor's sites are."""
+    linear = (bgr.astype(np.float32) / 255.0) ** DISPLAY_GAMMA
+    expected = linear * (light * SENSOR_FULL_WELL)
+    electrons = rng.poisson(expected).astype(np.float32) + rng.normal(0.0, SENSOR_READ_NOISE, bgr.shape).astype(np.float32)
+    restored = np.clip(electrons / (light * SENSOR_FULL_WELL), 0.0, 1.0) ** (1.0 / DISPLAY_GAMMA)
+    return (restored * 255.0 + 0.5).astype(np.uint8)
+
+
 class H264Recoder:
     """Each frame of one video scaled, encoded with libx264 (zero latency: no B-frames, no look-ahead, so
     every frame comes straight back) at the degradation's bitrate and decoded again. Every frame of the
@@ -116,7 +141,8 @@ class H264Recoder:
 
     def __init__(self, degradation: Degradation, fps: float):
         self.degradation, self.fps = degradation, Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(30)
-        self.scaling = Degradation(scale=degradation.scale)  # the frame's size; the codec is H.264, below
+        # the room and the frame's size before the codec; the codec is H.264, below
+        self.camera = Degradation(scale=degradation.scale, low_light=degradation.low_light)
         self.encoder = self.decoder = None
         self.frames = 0
 
@@ -133,7 +159,7 @@ class H264Recoder:
     def apply(self, bgr: np.ndarray) -> np.ndarray:
         import av
 
-        scaled = self.scaling.apply(bgr)
+        scaled = self.camera.apply(bgr, self.frames)
         h, w = scaled.shape[:2]
         scaled = scaled[:h - h % 2, :w - w % 2]  # 4:2:0 needs even sides
         if self.encoder is None:
@@ -208,7 +234,7 @@ class FaceCropper:
     def _crops(self, message: FrameMessage, source: str, max_faces: int, keep_frames: bool,
                degraded: bool = False) -> list[FaceCrop]:
         if self.degradation is not None and not degraded:
-            message.image = self.degradation.apply(pictures.to_bgr(message.image, message.pixel_format))
+            message.image = self.degradation.apply(pictures.to_bgr(message.image, message.pixel_format), message.frame_index)
             message.pixel_format = pictures.BGR24
         self.detect.process_frame(message, force=True)
         out = []

@@ -185,6 +185,26 @@ def test_degradation_shrinks_and_compresses_frames_and_refuses_nonsense():
         Degradation(scale=2.0)
 
 
+def test_a_dim_room_keeps_the_brightness_and_adds_more_noise_the_less_light_there_is():
+    from stages.faces import Degradation
+
+    grey = np.full((120, 160, 3), 128, np.uint8)
+    grey[:, 80:] = 200
+    noise = {}
+    for light in (0.5, 0.05):
+        out = Degradation(low_light=light).apply(grey, index=3)
+        assert out.shape == grey.shape
+        assert abs(float(out[:, :80].mean()) - 128) < 4 and abs(float(out[:, 80:].mean()) - 200) < 4  # the gain's job
+        noise[light] = float((out.astype(int) - grey).std())
+    assert noise[0.05] > 2.5 * noise[0.5] > 0, noise  # shot noise: relative spread grows as 1/sqrt(light)
+    dim = Degradation(low_light=0.1)
+    assert np.array_equal(dim.apply(grey, 7), dim.apply(grey, 7))  # the same frame, the same noise ...
+    assert not np.array_equal(dim.apply(grey, 7), dim.apply(grey, 8))  # ... and fresh noise the next frame
+    assert dim.active
+    with pytest.raises(ValueError, match="low light"):
+        Degradation(low_light=1.5)
+
+
 def test_an_h264_stream_degrades_more_at_a_lower_bitrate_and_gives_every_frame_back():
     from stages.faces import Degradation
 
@@ -235,6 +255,14 @@ def test_eval_through_an_h264_stream_still_finds_the_faces_and_records_the_bitra
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["degradation"]["h264_kbps"] == 150
+    dark = CliRunner().invoke(eval_command, [str(tmp_path / "list.tsv"), "-m", str(tiny_detector), "--max-frames", "3",
+                                             "--h264-kbps", "150", "--low-light", "0.05", "-o", str(tmp_path / "dark.json"),
+                                             "--ci-resamples", "0"])
+    assert dark.exit_code == 0, dark.output
+    dark_report = json.loads((tmp_path / "dark.json").read_text())
+    assert dark_report["degradation"]["low_light"] == 0.05
+    # the noise reaches the detector: the untrained model's scores move
+    assert [f["frame_scores"] for f in dark_report["files"]] != [f["frame_scores"] for f in report["files"]]
     assert all(f["frame_face_px"] for f in report["files"]), [f["frame_face_px"] for f in report["files"]]
     both = CliRunner().invoke(eval_command, [str(tmp_path / "list.tsv"), "-m", str(tiny_detector),
                                              "--h264-kbps", "150", "--jpeg-quality", "40"])
