@@ -203,3 +203,27 @@ def test_score_with_a_temporal_model_per_seed_takes_the_video_score_from_it(tmp_
     assert all(abs(v - 0.95257) < 1e-3 for v in scores.values())  # the temporal head's, not the frames' mean
     with pytest.raises(ValueError, match="one per seed"):
         lofo.score([str(tiny_detector)] * 2, manifest, ["swap"], temporal=[str(temporal)], **QUICK)
+
+
+@needs_shared_data
+def test_capture_baselines_show_a_family_told_apart_by_its_files_frame_size_alone(tmp_path):
+    from tests.conftest import SHARED_DATA
+
+    reals = sorted((SHARED_DATA / "real" / "grid_lipnet").glob("*.mpg"))[:3]  # 360x288 studio clips
+    fakes = sorted((SHARED_DATA / "fake" / "dfdc_train").glob("*.mp4"))[:2]  # 1080p
+    people = _names_in_bucket("test", 3, "person")
+    rows = [f"{p}\treal\t-\t{g}" for p, g in zip(reals, people)]
+    rows += [f"{p}\tfake\tdfdc\tdfdc_{k}" for k, p in enumerate(fakes)]
+    rows += [f"{reals[0]}\tfake\tlipsync\tlip_a", f"{reals[1]}\tfake\tlipsync\tlip_b"]  # the reals' own files
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text("\n".join(rows) + "\n")
+    result = lofo.capture_baselines(manifest)
+    assert result["roc_auc"]["frame width"]["dfdc"] == 1.0  # a 1080p fake against 360 px reals: told apart by size
+    assert result["roc_auc"]["frame width"]["lipsync"] == 0.5  # the same files on both sides: nothing to tell
+    facts = result["files"][str(fakes[0])]
+    assert {facts["frame width"], facts["frame height"]} == {1080.0, 1920.0}  # DFDC films portrait and landscape
+    assert result["files"][str(reals[0])]["bits per pixel"] > 0
+    table = lofo.format_baselines(result)
+    assert "frame width" in table and "dfdc" in table
+    with pytest.raises(ValueError, match="no fake family 'gan'"):
+        lofo.capture_baselines(manifest, ["gan"])

@@ -200,6 +200,63 @@ def score(models: list[str], manifest: str | Path = DEFAULT_MANIFEST, families_:
     return summarise(seeds, chosen)
 
 
+CAPTURE_STATISTICS = ("frame width", "frame height", "bits per pixel")
+
+
+def capture_statistics(path: str | Path) -> dict[str, float]:
+    """Facts of a video file that say nothing of its faces: frame size, and the bits its file spends per pixel."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        fps = float(stream.average_rate or 25)
+        seconds = (container.duration / 1e6 if container.duration else
+                   float(stream.duration * stream.time_base) if stream.duration else (stream.frames or 1) / fps)
+    bits = Path(path).stat().st_size * 8
+    return {"frame width": float(width), "frame height": float(height),
+            "bits per pixel": bits / max(seconds * fps * width * height, 1.0)}
+
+
+def capture_baselines(manifest: str | Path = DEFAULT_MANIFEST, families_: list[str] | None = None) -> dict:
+    """What each held-out family's table would read if a 'detector' scored a video by a fact of its file
+    alone (:func:`capture_statistics`, higher = fake): the floor a detector's family score must clear to
+    be evidence of more than how the fakes were filed.  An AUC far from 0.5 either way means the fold's
+    fakes and real videos differ in that fact."""
+    from sklearn.metrics import roc_auc_score
+
+    from train.datasets import read_list_file
+
+    items = read_list_file(manifest)
+    chosen = families_ or families(items)
+    unknown = sorted(set(chosen) - set(families(items)))
+    if unknown:
+        raise ValueError(f"no fake family {', '.join(map(repr, unknown))} in {manifest}")
+    facts: dict[str, dict[str, float]] = {}
+    table: dict[str, dict[str, float | None]] = {name: {} for name in CAPTURE_STATISTICS}
+    for family in chosen:
+        files = fold_items(fold(items, family), family)
+        for item in files:
+            if str(item.path) not in facts:
+                facts[str(item.path)] = capture_statistics(item.path)
+        labels = np.array([i.label for i in files])
+        for name in CAPTURE_STATISTICS:
+            values = np.array([facts[str(i.path)][name] for i in files])
+            table[name][family] = float(roc_auc_score(labels, values)) if 0 < labels.sum() < len(labels) else None
+    means = {name: float(np.mean([a for a in row.values() if a is not None])) for name, row in table.items()}
+    return {"families": chosen, "roc_auc": table, "mean": means, "files": facts}
+
+
+def format_baselines(result: dict) -> str:
+    chosen = result["families"]
+    lines = ["video ROC-AUC of a fact of the file alone (higher = fake), per held-out family:",
+             f"{'statistic':<16} " + " ".join(f"{f[:12]:>12}" for f in chosen) + f" {'mean':>6}"]
+    for name, row in result["roc_auc"].items():
+        cells = " ".join(f"{'n/a' if row[f] is None else format(row[f], '.3f'):>12}" for f in chosen)
+        lines.append(f"{name:<16} {cells} {result['mean'][name]:>6.3f}")
+    return "\n".join(lines)
+
+
 def fuse(results: list[dict], ci_resamples: int = 2000) -> dict:
     """Two or more scored recipes (:func:`score` results) as one detector: per video, the mean of each
     model's z = (logit(video score) - m) / s, where m and s are that model's mean and spread over the

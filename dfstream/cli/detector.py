@@ -360,6 +360,27 @@ def lofo_score_command(models, temporal_models, manifest, families, engine, ever
     _write_lofo_table(result, output)
 
 
+@lofo_group.command("baselines")
+@click.option("--manifest", default=None, help="List file with family and group columns (default: the ../shared manifest).")
+@click.option("--family", "families", multiple=True, help="Held-out families (default: all). Repeatable.")
+@click.option("-o", "--output", default="lofo-baselines.json", show_default=True, help="JSON file for the table and each file's facts.")
+def lofo_baselines_command(manifest, families, output):
+    """Each held-out family's video ROC-AUC when a file's frame size or bitrate is the score: what a detector must
+    beat before its figure means more than how the fakes were filed."""
+    from pathlib import Path
+
+    from train import lofo
+
+    try:
+        result = lofo.capture_baselines(manifest or lofo.DEFAULT_MANIFEST, list(families) or None)
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(json.dumps(result, indent=1))
+    click.echo(lofo.format_baselines(result))
+    click.echo(f"written: {output}")
+
+
 @lofo_group.command("fuse")
 @click.argument("scored", nargs=-1, required=True)
 @click.option("--ci-resamples", type=click.IntRange(min=0), default=2000, show_default=True)
