@@ -7,7 +7,7 @@ in-process (no ZeroMQ), the same classes the pipeline runs as processes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -81,6 +81,9 @@ class Degradation:
     jpeg_quality: int | None = None
     h264_kbps: int | None = None
     low_light: float | None = None
+    # instead of one scale for every file: each file scaled so that its largest face (in its first frame
+    # with one) is at most this tall -- faces of one resolution, whatever resolution their files had
+    face_height: int | None = None
 
     def __post_init__(self):
         if not 0.05 <= self.scale <= 1.0:
@@ -93,10 +96,23 @@ class Degradation:
             raise ValueError("one codec at a time: JPEG quality or an H.264 bitrate, not both")
         if self.low_light is not None and not 0.005 <= self.low_light <= 1.0:
             raise ValueError(f"low light {self.low_light}: the share of the light, between 0.005 and 1")
+        if self.face_height is not None and self.face_height < 16:
+            raise ValueError(f"face height {self.face_height} px: at least 16")
+        if self.face_height is not None and self.scale < 1.0:
+            raise ValueError("one size at a time: a frame scale or a face height, not both")
 
     @property
     def active(self) -> bool:
-        return self.scale < 1.0 or self.jpeg_quality is not None or self.h264_kbps is not None or self.low_light is not None
+        return (self.scale < 1.0 or self.jpeg_quality is not None or self.h264_kbps is not None or self.low_light is not None
+                or self.face_height is not None)
+
+    def for_face(self, face_px: float | None) -> "Degradation":
+        """This degradation for a file whose largest face is ``face_px`` tall (None: no face found): the face
+        height turned into the file's frame scale, never above 1 (a small face is not blown up)."""
+        if self.face_height is None:
+            return self
+        scale = 1.0 if not face_px else min(1.0, max(0.05, self.face_height / float(face_px)))
+        return replace(self, scale=scale, face_height=None)
 
     def apply(self, bgr: np.ndarray, index: int = 0) -> np.ndarray:
         """One picture degraded on its own: dimmed, scaled, and JPEG-compressed when asked (never H.264: see
@@ -187,7 +203,7 @@ class FaceCropper:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise StageError(f"{path} is not an image file")
-        return self._crops(self._message(image, 0), str(path), max_faces, keep_frames)
+        return self._crops(self._message(image, 0), str(path), max_faces, keep_frames, self._for_file(image))
 
     def crops_from_video(
         self,
@@ -201,19 +217,23 @@ class FaceCropper:
         info = probe(str(path))
         source = SourceStage(SourceConfig(info))
         source.open()
-        recoder = self.degradation.recoder(info.fps) if self.degradation is not None else None
+        degradation = recoder = None  # decided on the first frame (a face height needs a face to measure)
         sampled = 0
         try:
             while not source.finished:
                 for packet in source.process(None):
                     for message in packet:
+                        if self.degradation is not None and degradation is None:
+                            degradation = self._for_file(pictures.to_bgr(message.image, message.pixel_format))
+                            recoder = degradation.recoder(info.fps)
                         if recoder is not None:  # every frame, sampled or not: the codec sees the whole stream
                             message.image = recoder.apply(pictures.to_bgr(message.image, message.pixel_format))
                             message.pixel_format = pictures.BGR24
                         if message.frame_index % every_n_frames:
                             continue
                         sampled += 1
-                        yield from self._crops(message, str(path), max_faces, keep_frames, degraded=recoder is not None)
+                        yield from self._crops(message, str(path), max_faces, keep_frames, degradation,
+                                               degraded=recoder is not None)
                 if max_frames is not None and sampled >= max_frames:
                     break
         finally:
@@ -231,10 +251,18 @@ class FaceCropper:
     def _message(image: np.ndarray, index: int) -> FrameMessage:
         return FrameMessage(stream_id=0, seq=0, frame_index=index, pts=index, time_base=(1, 1), capture_time=0.0, image=image)
 
+    def _for_file(self, first_frame: np.ndarray) -> Degradation | None:
+        """The degradation of one file: with a face height, scaled by the largest face of its first frame."""
+        if self.degradation is None or self.degradation.face_height is None:
+            return self.degradation
+        message = self._message(first_frame.copy(), 0)
+        self.detect.process_frame(message, force=True)
+        return self.degradation.for_face(max((f.box[3] - f.box[1] for f in message.faces), default=None))
+
     def _crops(self, message: FrameMessage, source: str, max_faces: int, keep_frames: bool,
-               degraded: bool = False) -> list[FaceCrop]:
-        if self.degradation is not None and not degraded:
-            message.image = self.degradation.apply(pictures.to_bgr(message.image, message.pixel_format), message.frame_index)
+               degradation: Degradation | None = None, degraded: bool = False) -> list[FaceCrop]:
+        if degradation is not None and not degraded:
+            message.image = degradation.apply(pictures.to_bgr(message.image, message.pixel_format), message.frame_index)
             message.pixel_format = pictures.BGR24
         self.detect.process_frame(message, force=True)
         out = []

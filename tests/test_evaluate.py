@@ -205,6 +205,39 @@ def test_a_dim_room_keeps_the_brightness_and_adds_more_noise_the_less_light_ther
         Degradation(low_light=1.5)
 
 
+def test_a_face_height_becomes_each_files_own_scale_and_never_enlarges():
+    from stages.faces import Degradation
+
+    at_100 = Degradation(face_height=100, jpeg_quality=50)
+    assert at_100.active
+    assert at_100.for_face(400).scale == 0.25 and at_100.for_face(400).face_height is None
+    assert at_100.for_face(400).jpeg_quality == 50  # the rest of the degradation stays
+    assert at_100.for_face(50).scale == 1.0 and at_100.for_face(None).scale == 1.0
+    assert Degradation(jpeg_quality=50).for_face(400).scale == 1.0  # no face height: nothing to do
+    with pytest.raises(ValueError, match="one size at a time"):
+        Degradation(scale=0.5, face_height=100)
+
+
+@needs_data
+def test_eval_at_one_face_height_brings_large_faces_down_to_it(tmp_path, tiny_detector):
+    from dfstream.cli.detector import eval_command
+
+    (tmp_path / "list.tsv").write_text(f"{DATA / 'real/grid_lipnet/GRID_bbaf2n.mpg'}\treal\n"
+                                       f"{DATA / 'fake/dfdc_train/widuwuoiur.mp4'}\tfake\n")
+    heights = {}
+    for option in ([], ["--face-height", "64"]):
+        out = tmp_path / f"eval{len(option)}.json"
+        result = CliRunner().invoke(eval_command, [str(tmp_path / "list.tsv"), "-m", str(tiny_detector), "--max-frames", "3",
+                                                   "-o", str(out), "--ci-resamples", "0", *option])
+        assert result.exit_code == 0, result.output
+        report = json.loads(out.read_text())
+        heights[len(option)] = {Path(f["path"]).name: max(f["frame_face_px"]) for f in report["files"]}
+    assert report["degradation"]["face_height"] == 64
+    for name, before in heights[0].items():  # each file's faces now about 64 px, however large they were
+        assert heights[2][name] <= 64 * 1.3, (name, before, heights[2][name])
+    assert max(heights[0].values()) > 64 * 1.5  # at least one file had larger faces to bring down
+
+
 def test_an_h264_stream_degrades_more_at_a_lower_bitrate_and_gives_every_frame_back():
     from stages.faces import Degradation
 
