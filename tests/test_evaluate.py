@@ -218,19 +218,26 @@ def test_a_face_height_becomes_each_files_own_scale_and_never_enlarges():
         Degradation(scale=0.5, face_height=100)
 
 
-@needs_data
-def test_eval_at_one_face_height_brings_large_faces_down_to_it(tmp_path, tiny_detector):
+def _eval_two_clips(tmp_path: Path, model, name: str, *options: str) -> dict:
+    """``dfstream eval`` of a real studio clip and a DFDC fake, three frames each, with ``options``: its JSON report."""
     from dfstream.cli.detector import eval_command
 
-    (tmp_path / "list.tsv").write_text(f"{DATA / 'real/grid_lipnet/GRID_bbaf2n.mpg'}\treal\n"
-                                       f"{DATA / 'fake/dfdc_train/widuwuoiur.mp4'}\tfake\n")
+    listed = tmp_path / "list.tsv"
+    listed.write_text(f"{DATA / 'real/grid_lipnet/GRID_bbaf2n.mpg'}\treal\n{DATA / 'fake/dfdc_train/widuwuoiur.mp4'}\tfake\n")
+    out = tmp_path / f"{name}.json"
+    result = CliRunner().invoke(eval_command, [str(listed), "-m", str(model), "--max-frames", "3", "-o", str(out),
+                                               "--ci-resamples", "0", *options])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    report["output"] = result.output
+    return report
+
+
+@needs_data
+def test_eval_at_one_face_height_brings_large_faces_down_to_it(tmp_path, tiny_detector):
     heights = {}
     for option in ([], ["--face-height", "64"]):
-        out = tmp_path / f"eval{len(option)}.json"
-        result = CliRunner().invoke(eval_command, [str(tmp_path / "list.tsv"), "-m", str(tiny_detector), "--max-frames", "3",
-                                                   "-o", str(out), "--ci-resamples", "0", *option])
-        assert result.exit_code == 0, result.output
-        report = json.loads(out.read_text())
+        report = _eval_two_clips(tmp_path, tiny_detector, f"eval{len(option)}", *option)
         heights[len(option)] = {Path(f["path"]).name: max(f["frame_face_px"]) for f in report["files"]}
     assert report["degradation"]["face_height"] == 64
     for name, before in heights[0].items():  # each file's faces now about 64 px, however large they were
@@ -258,45 +265,26 @@ def test_an_h264_stream_degrades_more_at_a_lower_bitrate_and_gives_every_frame_b
 
 @needs_data
 def test_eval_at_webcam_grade_scores_smaller_faces(tmp_path, tiny_detector):
-    from dfstream.cli.detector import eval_command
-
-    (tmp_path / "list.tsv").write_text(f"{DATA / 'real/grid_lipnet/GRID_bbaf2n.mpg'}\treal\n"
-                                       f"{DATA / 'fake/dfdc_train/widuwuoiur.mp4'}\tfake\n")
     sizes = {}
     for scale in ("1.0", "0.5"):
-        out = tmp_path / f"eval-{scale}.json"
-        result = CliRunner().invoke(eval_command, [str(tmp_path / "list.tsv"), "-m", str(tiny_detector), "--max-frames", "3",
-                                                   "--frame-scale", scale, "--jpeg-quality", "40", "-o", str(out),
-                                                   "--ci-resamples", "0"])
-        assert result.exit_code == 0, result.output
-        report = json.loads(out.read_text())
+        report = _eval_two_clips(tmp_path, tiny_detector, f"eval-{scale}", "--frame-scale", scale, "--jpeg-quality", "40")
         sizes[scale] = np.mean([px for f in report["files"] for px in f["frame_face_px"]])
         assert report["degradation"]["jpeg_quality"] == 40
     assert sizes["0.5"] == pytest.approx(sizes["1.0"] / 2, rel=0.25)
-    assert "by face size" in result.output
+    assert "by face size" in report["output"]
 
 
 @needs_data
 def test_eval_through_an_h264_stream_still_finds_the_faces_and_records_the_bitrate(tmp_path, tiny_detector):
     from dfstream.cli.detector import eval_command
 
-    (tmp_path / "list.tsv").write_text(f"{DATA / 'real/grid_lipnet/GRID_bbaf2n.mpg'}\treal\n"
-                                       f"{DATA / 'fake/dfdc_train/widuwuoiur.mp4'}\tfake\n")
-    out = tmp_path / "eval.json"
-    result = CliRunner().invoke(eval_command, [str(tmp_path / "list.tsv"), "-m", str(tiny_detector), "--max-frames", "3",
-                                               "--h264-kbps", "150", "-o", str(out), "--ci-resamples", "0"])
-    assert result.exit_code == 0, result.output
-    report = json.loads(out.read_text())
+    report = _eval_two_clips(tmp_path, tiny_detector, "eval", "--h264-kbps", "150")
     assert report["degradation"]["h264_kbps"] == 150
-    dark = CliRunner().invoke(eval_command, [str(tmp_path / "list.tsv"), "-m", str(tiny_detector), "--max-frames", "3",
-                                             "--h264-kbps", "150", "--low-light", "0.05", "-o", str(tmp_path / "dark.json"),
-                                             "--ci-resamples", "0"])
-    assert dark.exit_code == 0, dark.output
-    dark_report = json.loads((tmp_path / "dark.json").read_text())
+    assert all(f["frame_face_px"] for f in report["files"]), [f["frame_face_px"] for f in report["files"]]
+    dark_report = _eval_two_clips(tmp_path, tiny_detector, "dark", "--h264-kbps", "150", "--low-light", "0.05")
     assert dark_report["degradation"]["low_light"] == 0.05
     # the noise reaches the detector: the untrained model's scores move
     assert [f["frame_scores"] for f in dark_report["files"]] != [f["frame_scores"] for f in report["files"]]
-    assert all(f["frame_face_px"] for f in report["files"]), [f["frame_face_px"] for f in report["files"]]
     both = CliRunner().invoke(eval_command, [str(tmp_path / "list.tsv"), "-m", str(tiny_detector),
                                              "--h264-kbps", "150", "--jpeg-quality", "40"])
     assert both.exit_code != 0 and "one codec at a time" in both.output
