@@ -198,6 +198,7 @@ def test_score_with_a_temporal_model_per_seed_takes_the_video_score_from_it(tmp_
     frames_only = lofo.score([str(tiny_detector)], manifest, ["swap"], ci_resamples=0, **QUICK)
     with_temporal = lofo.score([str(tiny_detector)], manifest, ["swap"], ci_resamples=0, temporal=[str(temporal)], **QUICK)
     assert with_temporal["seeds"][0]["temporal"] == str(temporal)
+    assert frames_only["real_photos_flagged"] is not None and with_temporal["real_photos_flagged"] is None  # see score()
     scores = with_temporal["seeds"][0]["families"]["swap"]["video_scores"]
     assert scores.keys() == frames_only["seeds"][0]["families"]["swap"]["video_scores"].keys()
     assert all(abs(v - 0.95257) < 1e-3 for v in scores.values())  # the temporal head's, not the frames' mean

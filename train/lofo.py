@@ -188,7 +188,9 @@ def score(models: list[str], manifest: str | Path = DEFAULT_MANIFEST, families_:
                                 "n_fake": sum(f["label"] for f in files), "n_real": sum(1 - f["label"] for f in files),
                                 "video_scores": {f["path"]: round(f["video_score"], 5) for f in files},
                                 "video_labels": {f["path"]: int(f["label"]) for f in files}}
-            photos = [f for f in report["files"] if f["path"] in photo_paths]
+            # a temporal model's "video" of a photo is one frame repeated, judged at the frame model's threshold:
+            # no false-alarm figure for photos at all rather than a meaningless one
+            photos = [f for f in report["files"] if f["path"] in photo_paths] if sequence_model is None else []
             flagged = sum(f["video_score"] >= report["threshold"] for f in photos)
             seeds.append({"model": model, "temporal": sequence_model, "threshold": report["threshold"], "families": rows,
                           "real_photos": {"n": len(photos), "flagged": int(flagged)},
