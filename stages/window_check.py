@@ -94,6 +94,7 @@ class PaintWatch:
         self.done = False
         self.gave_up = False  # opened MAX_REOPENS times more and it still showed nothing drawn
         self.recent: collections.deque = collections.deque(maxlen=RECENT_FRAMES)
+        self.frame_size = (0, 0)  # of the frames drawn: where a frame with its ratio kept would lie in the window
         self._restart()
 
     def _restart(self) -> None:

@@ -148,7 +148,6 @@ def train_temporal(detector_checkpoint: str | Path, inputs: list[str], run_dir: 
                          output="p_fake", threshold=0.5,
                          architecture=f"{architecture['backbone']} features (frozen, from {dmeta.name}) -> LSTM({hidden}) -> sigmoid",
                          training={"detector": str(detector_checkpoint), "videos": [r["path"] for r in records], "seq_len": seq_len,
-                                   "every_n_frames": every_n_frames,
                                    "fakes": "self-blended sequences (steady or per-frame blend)"
                                             + (f"; {warp_fakes:.0%} frozen-texture warps ({landmark_model or '5-point'} field)"
                                                if warp_fakes else "")},
