@@ -25,6 +25,7 @@ the interval, not the point value, says what a test can tell apart.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -274,11 +275,9 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
         "frame_score": "max P(fake) over the faces of a frame",
         "video_score": how,
         "sampling": {"every_n_frames": every_n_frames, "max_frames": max_frames, "max_faces": max_faces},
-        "degradation": None if degradation is None else {"frame_scale": degradation.scale,
-                                                         "jpeg_quality": degradation.jpeg_quality,
-                                                         "h264_kbps": degradation.h264_kbps,
-                                                         "low_light": degradation.low_light,
-                                                         "face_height": degradation.face_height},
+        # every field of the degradation, its scale named as the option that sets it
+        "degradation": None if degradation is None else {"frame_scale" if k == "scale" else k: v
+                                                         for k, v in dataclasses.asdict(degradation).items()},
         "frame_level": frame_m,
         "video_level": video_m,
         "by_family": families,

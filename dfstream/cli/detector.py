@@ -17,9 +17,21 @@ from train.recon import EDGE_WEIGHT, PATCH, UPSAMPLING
 from train.settings import DetectorTraining
 
 
-def webcam_grade_options(command):
+def webcam_grade_options(function):
     """--low-light, --frame-scale or --face-height, --jpeg-quality and --h264-kbps: score frames as a video call
-    would deliver them (stages.faces.Degradation)."""
+    would deliver them. The command receives them as one ``degradation`` (stages.faces.Degradation)."""
+    import functools
+
+    @functools.wraps(function)  # keeps the options declared below it (click's __click_params__)
+    def command(*args, frame_scale, jpeg_quality, h264_kbps, low_light, face_height, **kwargs):
+        from stages.faces import Degradation
+
+        try:
+            degradation = Degradation(frame_scale, jpeg_quality, h264_kbps, low_light, face_height)
+        except ValueError as exc:
+            raise one_line_error(exc) from None
+        return function(*args, degradation=degradation, **kwargs)
+
     command = click.option("--face-height", type=click.IntRange(min=16), default=None, metavar="PX",
                            help="Webcam-grade input, instead of --frame-scale: shrink each file so that its largest face "
                                 "(in its first frame) is at most PX tall -- faces of one resolution, whatever their "
@@ -269,17 +281,16 @@ def train_fusion_command(checkpoints, real, exclude, output, name, cache_dir, pr
 @webcam_grade_options
 @click.option("-v", "--verbose", is_flag=True)
 def eval_command(inputs, model, engine, temporal, threshold, every_n_frames, max_frames, max_faces, video_agg, threads, output,
-                 plot_dir, ci_resamples, frame_scale, jpeg_quality, h264_kbps, low_light, face_height, verbose):
+                 plot_dir, ci_resamples, degradation, verbose):
     """Measure a detector on labelled images/videos: folders with real/ and fake/, or list files (path<TAB>label)."""
     verbose_logging(verbose)
     from train.evaluate import evaluate
-    from stages.faces import Degradation
 
     try:
         report = evaluate(list(inputs), model=model, engine=engine, temporal=temporal, threshold=threshold,
                           every_n_frames=every_n_frames, max_frames=max_frames, max_faces=max_faces,
                           video_agg=video_agg, threads=threads, output=output, plot_dir=plot_dir,
-                          ci_resamples=ci_resamples, degradation=Degradation(frame_scale, jpeg_quality, h264_kbps, low_light, face_height))
+                          ci_resamples=ci_resamples, degradation=degradation)
     except user_errors() as exc:
         raise one_line_error(exc) from None
     click.echo(report["text"])
@@ -348,16 +359,15 @@ def _write_lofo_table(result: dict, output: str) -> None:
 @click.option("-o", "--output", default="lofo.json", show_default=True, help="JSON file for the table and every seed's scores.")
 @click.option("-v", "--verbose", is_flag=True)
 def lofo_score_command(models, temporal_models, manifest, families, engine, every_n_frames, max_frames, threads, ci_resamples,
-                       frame_scale, jpeg_quality, h264_kbps, low_light, face_height, output, verbose):
+                       degradation, output, verbose):
     """Score a recipe (its seeds' models) on every held-out family: ROC-AUC per family, mean and spread over seeds."""
     verbose_logging(verbose)
     from train import lofo
-    from stages.faces import Degradation
 
     try:
         result = lofo.score(list(models), manifest or lofo.DEFAULT_MANIFEST, list(families) or None,
                             ci_resamples=ci_resamples, temporal=list(temporal_models) or None, engine=engine, every_n_frames=every_n_frames,
-                            max_frames=max_frames, threads=threads, degradation=Degradation(frame_scale, jpeg_quality, h264_kbps, low_light, face_height),
+                            max_frames=max_frames, threads=threads, degradation=degradation,
                             progress=lambda done, total: click.echo(f"scored {done}/{total} model(s)", err=True))
     except user_errors() as exc:
         raise one_line_error(exc) from None
