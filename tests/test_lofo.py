@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from tests.conftest import needs_shared_data
 from train import lofo
@@ -115,6 +116,7 @@ def test_score_gives_each_held_out_family_its_own_fakes_against_the_test_people(
     assert 0.0 <= seed["roc_auc"] <= 1.0
     assert list(result["seeds"][0]["val_real_video_scores"]) == [str(clips[0].resolve())]
     assert sorted(result["seeds"][0]["families"]["swap"]["video_labels"].values()) == [0, 0, 0, 1, 1]
+    assert result["seeds"][0]["families"]["swap"]["paired"] == {"auc": None, "pairs": 0, "groups": 0}  # no fake's source is here
     # per-fold models: {family} names the model trained without that family
     for family in ("swap", "lipsync"):
         (tmp_path / f"fold-{family}.onnx").symlink_to(tiny_detector)
@@ -228,3 +230,48 @@ def test_capture_baselines_show_a_family_told_apart_by_its_files_frame_size_alon
     assert "frame width" in table and "dfdc" in table
     with pytest.raises(ValueError, match="no fake family 'gan'"):
         lofo.capture_baselines(manifest, ["gan"])
+
+
+def test_paired_auc_compares_each_fake_only_with_its_own_source():
+    from train.metrics import paired_auc
+
+    # two sources filmed differently: every score of source b is higher than every score of source a
+    labels = [0, 1, 1, 0, 1, 0]
+    scores = [0.1, 0.2, 0.05, 0.8, 0.9, 0.95]
+    groups = ["a", "a", "a", "b", "b", "person_c"]  # person_c has no fake: no pair
+    result = paired_auc(labels, scores, groups)
+    assert result["pairs"] == 3 and result["groups"] == 2
+    assert result["auc"] == pytest.approx(2 / 3)  # a: 0.2 > 0.1 yes, 0.05 > 0.1 no; b: 0.9 > 0.8 yes
+    assert roc_auc_score(labels, scores) == pytest.approx(1 / 3)  # across sources the capture decides instead
+    assert paired_auc([0, 1], [0.5, 0.5], ["a", "a"])["auc"] == 0.5  # a tie counts a half
+    assert paired_auc([0, 1], [0.1, 0.9], ["a", "b"]) == {"auc": None, "pairs": 0, "groups": 0}
+
+
+def test_fuse_keeps_the_paired_figure_when_the_scores_carry_their_groups():
+    files = {"swap": {"src": (0, 0.30), "fake": (1, 0.35), "other_person": (0, 0.9)}}
+    a, b = _scored("a", [0.2, 0.3, 0.4], files), _scored("b", [0.2, 0.3, 0.4], files)
+    assert "paired" not in lofo.fuse([a, b], ci_resamples=0)["seeds"][0]["families"]["swap"]  # old results: none
+    for r in (a, b):
+        r["seeds"][0]["families"]["swap"]["video_groups"] = {"src": "clip1", "fake": "clip1", "other_person": "p2"}
+    fused = lofo.fuse([a, b], ci_resamples=0)
+    row = fused["families"]["swap"]
+    assert row["video_level"]["roc_auc_mean"] == 0.5  # the other person's clip outscores the fake
+    assert row["paired"]["roc_auc_mean"] == 1.0 and row["paired"]["pairs"] == 1  # its own source does not
+    assert "1 pairs" in lofo.format_table(fused)
+
+
+@needs_shared_data
+def test_capture_baselines_paired_view_is_blind_to_a_fakes_file_facts_beside_its_source(tmp_path):
+    from tests.conftest import SHARED_DATA
+
+    reals = sorted((SHARED_DATA / "real" / "grid_lipnet").glob("*.mpg"))[:2]  # 360x288
+    fake = sorted((SHARED_DATA / "fake" / "dfdc_train").glob("*.mp4"))[0]  # 1080p
+    people = _names_in_bucket("test", 2, "person")
+    rows = [f"{p}\treal\t-\t{g}" for p, g in zip(reals, people)]
+    rows += [f"{fake}\tfake\tdfdc\tdfdc_0", f"{fake}\treal\tdfdc\tdfdc_0"]  # the fake beside a source of its own capture
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text("\n".join(rows) + "\n")
+    result = lofo.capture_baselines(manifest)
+    assert result["roc_auc"]["frame width"]["dfdc"] > 0.6  # against other people's 360 px clips, size tells
+    assert result["paired_roc_auc"]["frame width"]["dfdc"] == 0.5  # against its own source it cannot
+    assert "paired" in lofo.format_baselines(result)

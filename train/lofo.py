@@ -144,6 +144,7 @@ def score(models: list[str], manifest: str | Path = DEFAULT_MANIFEST, families_:
 
     from train.datasets import read_list_file
     from train.evaluate import evaluate, level_metrics
+    from train.metrics import paired_auc
 
     items = read_list_file(manifest)
     chosen = families_ or families(items)
@@ -187,7 +188,10 @@ def score(models: list[str], manifest: str | Path = DEFAULT_MANIFEST, families_:
                 rows[family] = {"video_level": video_m, "frame_level": frame_m,
                                 "n_fake": sum(f["label"] for f in files), "n_real": sum(1 - f["label"] for f in files),
                                 "video_scores": {f["path"]: round(f["video_score"], 5) for f in files},
-                                "video_labels": {f["path"]: int(f["label"]) for f in files}}
+                                "video_labels": {f["path"]: int(f["label"]) for f in files},
+                                "video_groups": {f["path"]: f["group"] for f in files},
+                                "paired": paired_auc([f["label"] for f in files], [f["video_score"] for f in files],
+                                                     [f["group"] for f in files])}
             # a temporal model's "video" of a photo is one frame repeated, judged at the frame model's threshold:
             # no false-alarm figure for photos at all rather than a meaningless one
             photos = [f for f in report["files"] if f["path"] in photo_paths] if sequence_model is None else []
@@ -228,6 +232,7 @@ def capture_baselines(manifest: str | Path = DEFAULT_MANIFEST, families_: list[s
     from sklearn.metrics import roc_auc_score
 
     from train.datasets import read_list_file
+    from train.metrics import paired_auc
 
     items = read_list_file(manifest)
     chosen = families_ or families(items)
@@ -236,6 +241,7 @@ def capture_baselines(manifest: str | Path = DEFAULT_MANIFEST, families_: list[s
         raise ValueError(f"no fake family {', '.join(map(repr, unknown))} in {manifest}")
     facts: dict[str, dict[str, float]] = {}
     table: dict[str, dict[str, float | None]] = {name: {} for name in CAPTURE_STATISTICS}
+    paired: dict[str, dict[str, float | None]] = {name: {} for name in CAPTURE_STATISTICS}
     for family in chosen:
         files = fold_items(fold(items, family), family)
         for item in files:
@@ -245,8 +251,9 @@ def capture_baselines(manifest: str | Path = DEFAULT_MANIFEST, families_: list[s
         for name in CAPTURE_STATISTICS:
             values = np.array([facts[str(i.path)][name] for i in files])
             table[name][family] = float(roc_auc_score(labels, values)) if 0 < labels.sum() < len(labels) else None
+            paired[name][family] = paired_auc(labels, values, [i.group for i in files])["auc"]
     means = {name: float(np.mean([a for a in row.values() if a is not None])) for name, row in table.items()}
-    return {"families": chosen, "roc_auc": table, "mean": means, "files": facts}
+    return {"families": chosen, "roc_auc": table, "paired_roc_auc": paired, "mean": means, "files": facts}
 
 
 def format_baselines(result: dict) -> str:
@@ -256,6 +263,9 @@ def format_baselines(result: dict) -> str:
     for name, row in result["roc_auc"].items():
         cells = " ".join(f"{'n/a' if row[f] is None else format(row[f], '.3f'):>12}" for f in chosen)
         lines.append(f"{name:<16} {cells} {result['mean'][name]:>6.3f}")
+    lines.append("the same, each fake against the real videos of its own source/person only (paired):")
+    for name, row in result.get("paired_roc_auc", {}).items():
+        lines.append(f"{name:<16} " + " ".join(f"{'n/a' if row[f] is None else format(row[f], '.3f'):>12}" for f in chosen))
     return "\n".join(lines)
 
 
@@ -265,7 +275,7 @@ def fuse(results: list[dict], ci_resamples: int = 2000) -> dict:
     val people's real videos -- a scale fixed on val, never on the test files.  A file one model
     left unscored (under its size or detail floor) takes the others' mean.  Seeds pair up in order;
     a recipe with one seed pairs with every seed of the others.  Video level only."""
-    from train.metrics import compute_metrics, logit, roc_auc_interval
+    from train.metrics import compute_metrics, logit, paired_auc, roc_auc_interval
 
     if len(results) < 2:
         raise ValueError("fusing needs at least two scored recipes")
@@ -289,9 +299,10 @@ def fuse(results: list[dict], ci_resamples: int = 2000) -> dict:
         for family in chosen:
             per_model = [m["families"][family]["video_scores"] for m in members]
             paths = sorted(set().union(*per_model))
-            labels_of = {}
+            labels_of, groups_of = {}, {}
             for m in members:
                 labels_of.update(m["families"][family].get("video_labels", {}))
+                groups_of.update(m["families"][family].get("video_groups", {}))
             if any(p not in labels_of for p in paths):
                 raise ValueError(f"{family}: the scores carry no labels: score the recipes again with this version "
                                  "of dfstream lofo score")
@@ -307,6 +318,9 @@ def fuse(results: list[dict], ci_resamples: int = 2000) -> dict:
                             "n_fake": int(labels.sum()), "n_real": int(len(labels) - labels.sum()),
                             "video_scores": dict(zip(paths, np.round(fused, 5).tolist())),
                             "video_labels": {p: int(y) for p, y in zip(paths, labels)}}
+            if all(p in groups_of for p in paths):  # results scored before groups were kept have no paired figure
+                rows[family]["video_groups"] = {p: groups_of[p] for p in paths}
+                rows[family]["paired"] = paired_auc(labels, fused, [groups_of[p] for p in paths])
         seeds.append({"model": " + ".join(m["model"] for m in members), "threshold": None, "families": rows,
                       "real_photos": {"n": 0, "flagged": 0}, "scales": [list(map(float, sc)) for sc in scales]})
     return summarise(seeds, chosen)
@@ -323,6 +337,11 @@ def summarise(seeds: list[dict], chosen: list[str]) -> dict:
                             "roc_auc_sd": float(np.std(aucs)) if aucs else None,
                             "roc_auc_per_seed": aucs,
                             "roc_auc_ci_per_seed": [s["families"][family][level].get("roc_auc_ci") for s in seeds]}
+        paired = [s["families"][family].get("paired") for s in seeds]
+        aucs = [p["auc"] for p in paired if p and p["auc"] is not None]
+        entry["paired"] = {"roc_auc_mean": float(np.mean(aucs)) if aucs else None,
+                           "roc_auc_sd": float(np.std(aucs)) if aucs else None, "roc_auc_per_seed": aucs,
+                           "pairs": paired[0]["pairs"] if paired[0] else 0, "groups": paired[0]["groups"] if paired[0] else 0}
         entry["n_fake"] = seeds[0]["families"][family]["n_fake"]
         entry["n_real"] = seeds[0]["families"][family]["n_real"]
         table[family] = entry
@@ -349,11 +368,19 @@ def format_table(result: dict) -> str:
         ci = f" [{np.mean([c[0] for c in cis]):.2f}-{np.mean([c[1] for c in cis]):.2f}]" if cis else ""
         return f"{m:.3f} ± {level['roc_auc_sd']:.3f}{ci}"
 
+    def paired_cell(row):
+        paired = row.get("paired") or {}
+        if paired.get("roc_auc_mean") is None:
+            return "n/a"
+        return f"{paired['roc_auc_mean']:.3f} ({paired['pairs']} pairs, {paired['groups']} src)"
+
     n = len(result["seeds"])
-    lines = [f"leave-one-family-out, {n} seed(s): ROC-AUC mean ± sd over seeds [mean 95% CI bounds]",
-             f"{'held-out family':<16} {'fake':>4} {'real':>4}  {'video':<28} frame"]
+    lines = [f"leave-one-family-out, {n} seed(s): ROC-AUC mean ± sd over seeds [mean 95% CI bounds]; "
+             "paired: video ROC-AUC of each fake against the real videos of its own source/person only",
+             f"{'held-out family':<16} {'fake':>4} {'real':>4}  {'video':<28} {'frame':<28} paired"]
     for family, row in result["families"].items():
-        lines.append(f"{family:<16} {row['n_fake']:>4} {row['n_real']:>4}  {cell(row['video_level']):<28} {cell(row['frame_level'])}")
+        lines.append(f"{family:<16} {row['n_fake']:>4} {row['n_real']:>4}  {cell(row['video_level']):<28} "
+                     f"{cell(row['frame_level']):<28} {paired_cell(row)}")
     frame_mean = result["mean_frame_roc_auc"]
     lines.append(f"{'mean':<16} {'':>4} {'':>4}  {result['mean_video_roc_auc']:.3f} ± {result['mean_video_roc_auc_sd']:.3f}"
                  f"{'':<15} {'n/a' if frame_mean is None else f'{frame_mean:.3f}'}")
