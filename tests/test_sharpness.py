@@ -75,3 +75,37 @@ def test_reference_is_measured_on_real_faces_and_exports_as_a_detector(tmp_path)
     (tmp_path / "fakes.tsv").write_text(f"{photos / '1.pgm'}\tfake\n")
     with pytest.raises(ValueError, match="real faces alone"):
         fit([str(tmp_path / "fakes.tsv")], tmp_path / "x.pt")
+
+
+def test_a_conditional_reference_expects_less_contrast_where_the_surroundings_hold_more_detail():
+    crop = _textured()
+    _, ring = region_masks((224, 224), 2.0)
+    busy = crop.copy()
+    busy[ring > 0] = np.clip(crop.astype(int) * 2 - 128, 0, 255).astype(np.uint8)[ring > 0]  # twice the detail around
+    flat = SharpnessContrast(reference_mean=0.0, reference_std=0.3).eval()
+    with torch.no_grad():
+        r_plain, d_plain = (v.item() for v in flat.contrast_and_detail(to_tensor(crop[None], META)))
+        r_busy, d_busy = (v.item() for v in flat.contrast_and_detail(to_tensor(busy[None], META)))
+    assert d_busy > d_plain + 0.5 and r_busy < r_plain - 0.5  # more detail around: the same face reads smoother
+    # a line through the plain crop with slope -1: the busy crop's r is what that line expects, so it is not suspect
+    conditional = SharpnessContrast(reference_mean=r_plain, reference_std=0.3, reference_slope=-1.0,
+                                    reference_detail=d_plain).eval()
+    standardised = SharpnessContrast(reference_mean=r_plain, reference_std=0.3).eval()
+    assert _score(standardised, busy) > 0.9  # without the line: a real face before a busy background called fake
+    assert abs(_score(conditional, busy) - 0.5) < 0.1 and abs(_score(conditional, crop) - 0.5) < 1e-3
+
+
+@needs_shared_data
+def test_reference_pools_the_grades_asked_for_and_fits_its_line_on_them(tmp_path):
+    from train.sharpness import fit
+
+    photos = SHARED_DATA / "real" / "face_recognition_examples"  # faces of 150-400 px: face100 shrinks them
+    result = fit([str(photos)], tmp_path / "sharp.pt", cache_dir=tmp_path / "faces", grades=("recorded", "face100"),
+                 conditional=True)
+    assert set(result["grades"]) == {"recorded", "face100"}
+    assert all(g["faces"] >= 5 for g in result["grades"].values())
+    assert result["slope"] < 0  # on real faces: more detail around, less contrast
+    architecture = torch.load(tmp_path / "sharp.pt", weights_only=False)["architecture"]
+    assert architecture["reference_slope"] == result["slope"] and "reference_detail" in architecture
+    with pytest.raises(ValueError, match="grade 'phone'"):
+        fit([str(photos)], tmp_path / "x.pt", cache_dir=tmp_path / "faces", grades=("phone",))

@@ -15,6 +15,7 @@ from dfstream.cli.common import one_line_error, progress_bars, user_errors, verb
 from engines.loader import ENGINE_CHOICES
 from train.recon import EDGE_WEIGHT, PATCH, UPSAMPLING
 from train.settings import DetectorTraining
+from train.sharpness import GRADE_SETTINGS as SHARPNESS_GRADES
 
 
 def webcam_grade_options(function):
@@ -164,22 +165,30 @@ def train_detector_command(run_dir, resume, progress, verbose, **options):
               help="smoother: only a face smoother than real faces' surroundings is suspect (a pasted, re-rendered "
                    "face); both: a sharper one too (but a real photo with a blurred background looks sharper).")
 @click.option("--name", default="dfstream-sharpness-contrast", show_default=True, help="Model name written into its metadata.")
+@click.option("--grade", "grades", multiple=True, type=click.Choice(list(SHARPNESS_GRADES)), default=("recorded",),
+              show_default=True, help="A quality to measure the real faces at (repeatable; the reference pools them): "
+                                      "recorded; call (0.35 of each side, H.264 300 kbit/s); dim-call (the same in a "
+                                      "tenth of the light); face100 (largest face at most 100 px).")
+@click.option("--conditional", is_flag=True, help="Reference as a line in the detail around the face: a real face is "
+                                                  "compared with real faces that kept as much detail around them.")
 @click.option("--face-detector", default="auto", show_default=True)
 @click.option("--cache-dir", default=None, help="Face-crop cache (default ~/.cache/dfstream/faces).")
 @click.option("-o", "--output", required=True, help="Checkpoint to write (export it with `dfstream export`).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
 @click.option("-v", "--verbose", is_flag=True)
-def train_sharpness_command(real, exclude, sided, name, face_detector, cache_dir, output, progress, verbose):
+def train_sharpness_command(real, exclude, sided, name, grades, conditional, face_detector, cache_dir, output, progress,
+                            verbose):
     """Measure the sharpness-contrast detector's reference on real faces (no fakes needed, nothing to learn)."""
     verbose_logging(verbose)
     from train.sharpness import fit
 
     try:
         result = fit(list(real), output, sided=sided, exclude=tuple(exclude), name=name, face_detector=face_detector,
-                     cache_dir=cache_dir, progress=progress_bars(progress))
+                     cache_dir=cache_dir, progress=progress_bars(progress), grades=tuple(grades), conditional=conditional)
     except user_errors() as exc:
         raise one_line_error(exc) from None
-    click.echo(f"reference: log contrast {result['mean']:.3f} +- {result['std']:.3f} over {result['faces']} faces "
+    slope = f", slope {result['slope']:.3f} per unit of log detail around the face" if conditional else ""
+    click.echo(f"reference: log contrast {result['mean']:.3f} +- {result['std']:.3f}{slope} over {result['faces']} faces "
                f"of {result['files']} files")
     click.echo(f"checkpoint: {result['checkpoint']}")
     click.echo(f"export:     dfstream export {result['checkpoint']} -o sharpness.onnx")

@@ -16,6 +16,11 @@ media alone: no fake is ever needed), and the score is the deviation towards a s
 (``sided="smoother"``) or in either direction (``sided="both"``).  P(fake) = sigmoid of that
 score; ``dfstream calibrate`` gives it a calibrated scale and a threshold.
 
+On real faces ``r`` falls as the detail around the face rises (a busy background, sharp hair)
+and as compression and down-scaling take more from skin than from edges, so a *conditional*
+reference (``reference_slope`` != 0) compares r with what real faces show at the same detail
+around them, d = log(mean gradient in the ring):  z = (r - mean - slope * (d - reference_detail)) / std.
+
 It cannot see a frame generated whole (face and surroundings alike), and a real photo with a
 blurred background looks like a sharper-than-usual face; see the model card for what it
 catches and misses.
@@ -58,7 +63,8 @@ class SharpnessContrast(nn.Module):
 
     def __init__(self, input_size: tuple[int, int] = (224, 224), margin: float = 2.0, mean: tuple = (0.5, 0.5, 0.5),
                  std: tuple = (0.5, 0.5, 0.5), color_order: str = "RGB", reference_mean: float = 0.0,
-                 reference_std: float = 1.0, sided: str = "smoother"):
+                 reference_std: float = 1.0, sided: str = "smoother", reference_slope: float = 0.0,
+                 reference_detail: float = 0.0):
         super().__init__()
         if sided not in SIDES:
             raise ValueError(f"sided must be one of {', '.join(SIDES)}, not {sided!r}")
@@ -66,6 +72,7 @@ class SharpnessContrast(nn.Module):
             raise ValueError(f"reference_std must be positive, not {reference_std}")
         self.sided = sided
         self.reference_mean, self.reference_std = float(reference_mean), float(reference_std)
+        self.reference_slope, self.reference_detail = float(reference_slope), float(reference_detail)
         inner, ring = region_masks(tuple(input_size), float(margin))
         self.register_buffer("inner", torch.from_numpy(inner)[None, None] / float(inner.sum()), persistent=False)
         self.register_buffer("ring", torch.from_numpy(ring)[None, None] / float(ring.sum()), persistent=False)
@@ -77,17 +84,23 @@ class SharpnessContrast(nn.Module):
         sobel = torch.tensor(_SOBEL_X)
         self.register_buffer("sobel", torch.stack([sobel, sobel.t()])[:, None], persistent=False)
 
-    def contrast(self, x: torch.Tensor) -> torch.Tensor:
-        """log(mean gradient inside the face / mean gradient around it), (N,)."""
+    def contrast_and_detail(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(r, d), each (N,): r = log(mean gradient inside the face / mean gradient around it),
+        d = log(mean gradient around it)."""
         grey = (x * self.grey_scale).sum(dim=1, keepdim=True) + self.grey_shift
         g = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), self.sobel)
         magnitude = torch.sqrt((g * g).sum(dim=1, keepdim=True) + 1e-6)
         inside = (magnitude * self.inner).sum(dim=(1, 2, 3)) + 1e-3
-        around = (magnitude * self.ring).sum(dim=(1, 2, 3)) + 1e-3
-        return torch.log(inside / around)
+        around = torch.log((magnitude * self.ring).sum(dim=(1, 2, 3)) + 1e-3)
+        return torch.log(inside) - around, around
+
+    def contrast(self, x: torch.Tensor) -> torch.Tensor:
+        return self.contrast_and_detail(x)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = (self.contrast(x) - self.reference_mean) / self.reference_std
+        r, d = self.contrast_and_detail(x)
+        expected = self.reference_mean + self.reference_slope * (d - self.reference_detail)
+        z = (r - expected) / self.reference_std
         score = -z if self.sided == "smoother" else torch.abs(z)
         return torch.sigmoid(score)
 
