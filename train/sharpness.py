@@ -7,7 +7,7 @@ any training does), and writes a checkpoint holding its mean and spread; ``dfstr
 turns it into an ONNX detector, ``dfstream calibrate`` gives it a threshold.
 
 With ``grades`` the same real media are also measured as a call would deliver them (smaller,
-H.264 at a stream's bitrate, a dim room: :data:`GRADES`), and with ``conditional`` the reference
+H.264 at a stream's bitrate, a dim room: :data:`GRADE_SETTINGS`), and with ``conditional`` the reference
 is a line, r = mean + slope * (d - detail), fitted on real faces with d the detail around the face
 (:class:`engines.networks.sharpness.SharpnessContrast`): a real face is then compared with real
 faces that kept as much detail around them, not with studio footage.
@@ -26,7 +26,7 @@ MARGIN = 2.0
 # the qualities a reference can pool (``--grade``): as recorded, and as the webcam calls deliver a face
 GRADE_SETTINGS = {
     "recorded": {},
-    "call": {"scale": 0.35, "h264_kbps": 300},  # a 720p webcam frame down to ~250 px, at a stream's bitrate
+    "call": {"scale": 0.35, "h264_kbps": 300},  # each side to 0.35 (1280x720 to 448x252), a stream's bitrate
     "dim-call": {"scale": 0.35, "h264_kbps": 300, "low_light": 0.1},  # the same in a room with a tenth of the light
     "face100": {"face_height": 100},  # each file shrunk until its largest face is at most 100 px tall
 }
