@@ -372,7 +372,7 @@ def format_table(result: dict) -> str:
         paired = row.get("paired") or {}
         if paired.get("roc_auc_mean") is None:
             return "n/a"
-        return f"{paired['roc_auc_mean']:.3f} ({paired['pairs']} pairs, {paired['groups']} src)"
+        return f"{paired['roc_auc_mean']:.3f} ({paired['pairs']} pairs, {paired['groups']} sources)"
 
     n = len(result["seeds"])
     lines = [f"leave-one-family-out, {n} seed(s): ROC-AUC mean ± sd over seeds [mean 95% CI bounds]; "
