@@ -219,6 +219,16 @@ def cache_dense_landmarks(records: list[dict], landmark_model: str, progress=Non
     return records
 
 
+def real_media(real: list[str], exclude: tuple[str, ...] = ()) -> list[LabelledMedia]:
+    """The media a reference on real faces is measured on: refused if any is labelled fake, or if there is none."""
+    items = gather(real, default_label=0, exclude=tuple(exclude))
+    if any(i.label for i in items):
+        raise ValueError("a reference is measured on real faces alone: a list file gave fake media")
+    if not items:
+        raise ValueError("no real media to measure a reference on")
+    return items
+
+
 def real_faces(real: list[str], exclude: tuple[str, ...] = (), every_n_frames: int = 4, max_frames: int = 100,
                face_detector: str = "auto", cache_dir: str | Path | None = None, progress=None,
                min_faces: int = 20) -> tuple[list[dict], dict]:
@@ -226,11 +236,7 @@ def real_faces(real: list[str], exclude: tuple[str, ...] = (), every_n_frames: i
     (records, :func:`load_cached` arrays) -- what a model's reference on real faces is measured on."""
     from train import common
 
-    items = gather(real, default_label=0, exclude=tuple(exclude))
-    if any(i.label for i in items):
-        raise ValueError("a reference is measured on real faces alone: a list file gave fake media")
-    if not items:
-        raise ValueError("no real media to measure a reference on")
+    items = real_media(real, exclude)
     cache = Path(cache_dir) if cache_dir else common.cache_root() / "faces"
     records = cache_faces(items, cache, every_n_frames, max_frames, 1, face_detector, progress=progress)
     cached = load_cached(records)

@@ -62,11 +62,9 @@ def graded_real_crops(real: list[str], exclude: tuple[str, ...], degradation, fa
     ``degradation`` says before detection, as `dfstream eval` degrades them."""
     from pipeline.stage import StageError
     from stages.faces import FaceCropper, default_detect_config
-    from train.datasets import gather
+    from train.datasets import real_media
 
-    items = gather(real, default_label=0, exclude=tuple(exclude))
-    if any(i.label for i in items):
-        raise ValueError("a reference is measured on real faces alone: a list file gave fake media")
+    items = real_media(real, exclude)
     cropper = FaceCropper(default_detect_config((INPUT_SIZE, INPUT_SIZE), MARGIN, face_detector), degradation)
     crops, source = [], []
     for index, item in enumerate(progress(items, desc="graded faces") if progress else items):
