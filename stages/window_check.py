@@ -9,7 +9,8 @@ window that shows none of them is opened again (at most :data:`MAX_REOPENS` time
 
 It looks only while a window is new, so a window the user later covers with another is never
 mistaken for a broken one; where the window cannot be read (no X11, a window manager that
-keeps it elsewhere) it stops looking and assumes the best.
+keeps it elsewhere) it stops looking and assumes the best; a window that is there but not mapped
+(no viewable window with its title) shows nothing.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ MAX_REOPENS = 2
 THUMB = 64  # side of the grey thumbnails compared
 SHOWS_FRAME_MAD = 14.0  # mean absolute difference (of 255) under which a thumbnail of the window shows a frame
 RECENT_FRAMES = 8  # frames drawn lately: the window may lag the sink by a few
+NOTHING_SHOWN = np.zeros((0, 0, 3), np.uint8)  # what a window that is not on the screen shows
 
 
 def thumbnail(bgr: np.ndarray) -> np.ndarray:
@@ -42,6 +44,8 @@ def picture_areas(window_size: tuple[int, int], frame_size: tuple[int, int]) -> 
 def shows_any(window_bgr: np.ndarray, recent: list[np.ndarray], frame_size: tuple[int, int]) -> bool:
     """Whether the window's pixels show one of the ``recent`` frames (their thumbnails), wherever
     in the window the frame was fitted."""
+    if window_bgr.size == 0:
+        return False
     for x, y, w, h in picture_areas((window_bgr.shape[1], window_bgr.shape[0]), frame_size):
         shown = thumbnail(window_bgr[y:y + h, x:x + w])
         if any(float(np.abs(shown - frame).mean()) < SHOWS_FRAME_MAD for frame in recent):
@@ -59,7 +63,8 @@ class XWindowReader:
         self.screen = XScreen()
 
     def pixels(self, title: str) -> np.ndarray | None:
-        """The window's inside as BGR; None when no window has that title or it cannot be read."""
+        """The window's inside as BGR; an empty picture when no viewable window has that title (one that
+        Qt never mapped shows nothing); None when it cannot be read."""
         from Xlib import X
 
         for window, name in self.screen.windows():
@@ -74,7 +79,7 @@ class XWindowReader:
             if data.size != geometry.width * geometry.height * 4:  # not a 24/32-bit visual: not worth guessing
                 return None
             return data.reshape(geometry.height, geometry.width, 4)[..., :3]
-        return None
+        return NOTHING_SHOWN
 
     def close(self) -> None:
         self.screen.close()

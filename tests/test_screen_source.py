@@ -343,6 +343,7 @@ def test_call_window_gives_a_verdict_per_participant_a_report_and_survives_closi
                 if best < 1000:
                     time.sleep(0.3)
             window = shot[call[1]:call[1] + call[3], call[0]:call[0] + call[2]]
+            overlay_brightness = float(shot[:call[3], call[0] + call[2]:call[0] + call[2] + call[2]].mean())
             drawn_on_call = sum(_near(window, c) for c in (AMBER, RED, GREEN))
             folder = Path(os.environ.get("DFSTREAM_TEST_ARTIFACTS") or tmp_path)
             folder.mkdir(parents=True, exist_ok=True)
@@ -351,6 +352,8 @@ def test_call_window_gives_a_verdict_per_participant_a_report_and_survives_closi
             if best < 1000 and shutil.which("xwininfo"):  # what is on the screen instead: for the failure message
                 windows = subprocess.run(["xwininfo", "-root", "-tree", "-display", display], capture_output=True,
                                          text=True, timeout=20).stdout
+                windows += subprocess.run(["xwininfo", "-name", "dfstream - window-Team_Call", "-display", display],
+                                          capture_output=True, text=True, timeout=20).stdout  # its Map State
                 (folder / "call-overlay-windows.txt").write_text(windows)
             with capsys.disabled():
                 print(f"\ncall overlay screenshot: {folder / 'call-overlay-screenshot.png'} (box pixels {best})")
@@ -372,7 +375,10 @@ def test_call_window_gives_a_verdict_per_participant_a_report_and_survives_closi
     assert result.returncode in (0, 130), said[-3000:]
     assert result.strays == []
     assert "window 'Team Call' is gone; waiting for it to come back" in said
-    assert best >= 1000, f"no boxes in the overlay beside the call (box pixels {best}); X windows:\n{windows[-2000:]}"
+    # a never-painted window reads black (Xvfb -br); a painted one without boxes has the video's brightness
+    assert best >= 1000, (f"no boxes in the overlay beside the call (box pixels {best}, overlay mean brightness "
+                          f"{overlay_brightness:.0f}); X windows:\n{windows[-2000:]}"
+                          f"\ndfstream said:\n{said[-2000:]}")
     assert drawn_on_call < 100, f"{drawn_on_call} box-coloured pixels inside the call window"
 
     doc = json.loads((report_dir / "report.json").read_text())

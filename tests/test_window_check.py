@@ -51,7 +51,10 @@ def test_reader_gets_a_windows_pixels_by_title_and_tells_its_frame_from_another(
         assert np.abs(pixels.astype(int) - picture).max() <= 1
         assert shows_any(pixels, [thumbnail(picture)], (320, 240))
         assert not shows_any(pixels, [thumbnail(frame(2)), thumbnail(np.zeros_like(picture))], (320, 240))
-        assert reader.pixels("no such window") is None
+        assert reader.pixels("no such window").size == 0  # not on the screen: shows nothing
+        window.unmap()
+        connection.sync()
+        assert reader.pixels("dfstream - paint check").size == 0  # mapped never or no more: shows nothing
     finally:
         reader.close()
         connection.close()
@@ -114,3 +117,9 @@ def test_an_unreadable_window_is_assumed_painted():
     watch = PaintWatch("w", reader_factory=no_x)
     assert not any(feed(watch, lambda t: frame(3), 0.0, 6.0))
     assert watch.done and not watch.gave_up
+
+
+def test_a_window_that_is_not_on_the_screen_is_reopened():
+    screen = Screen(lambda: np.zeros((0, 0, 3), np.uint8))  # what the reader gives for an unmapped window
+    watch = PaintWatch("w", reader_factory=lambda: screen)
+    assert sum(feed(watch, lambda t: frame(3), 0.0, LOOKS_AFTER_S[-1] + 1)) == 1
