@@ -11,7 +11,6 @@ for packet (no re-encode), interleaved with the video as it is written.
 """
 from __future__ import annotations
 
-import collections
 import json
 import os
 import time
@@ -37,6 +36,27 @@ from pipeline.urls import redact
 CONTAINER_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
 AUDIO_LEAD_S = 0.5  # mux audio up to this far ahead of the video written so far
 TIMING_SAMPLES = 20000  # latency and stage-time samples kept for the percentiles
+
+
+class RecentSamples:
+    """The last ``size`` samples of a timing, in one array filled at creation: a service that runs
+    for months holds the same memory from its first minute (a deque of floats grew for as long as
+    it took to fill, an hour and more on a slow camera)."""
+
+    def __init__(self, size: int = TIMING_SAMPLES):
+        self.values = np.full(size, np.nan)  # written now, so its pages are resident from the start
+        self.count = 0  # samples ever added; the next one goes to count % size
+
+    def add(self, value: float) -> None:
+        self.values[self.count % len(self.values)] = value
+        self.count += 1
+
+    def __len__(self) -> int:
+        return min(self.count, len(self.values))
+
+    def percentile(self, q: float) -> float | None:
+        """The q-th percentile of the samples kept, in the samples' unit; None before the first."""
+        return float(np.percentile(self.values[:len(self)], q)) if self.count else None
 
 
 def output_path(pattern: str, stream: StreamInfo) -> Path:
@@ -260,9 +280,9 @@ class SinkStage(Stage):
         self.frames: dict[int, int] = {s.stream_id: 0 for s in config.streams}
         self.next_seq: dict[int, int] = {s.stream_id: 0 for s in config.streams}
         # the most recent samples only: a camera watched for a day must not grow the sink
-        self.latencies = {s.stream_id: collections.deque(maxlen=TIMING_SAMPLES) for s in config.streams}
-        self.stage_times: dict[str, collections.deque] = {}
-        self.stage_waits: dict[str, collections.deque] = {}
+        self.latencies = {s.stream_id: RecentSamples() for s in config.streams}
+        self.stage_times: dict[str, RecentSamples] = {}
+        self.stage_waits: dict[str, RecentSamples] = {}
         self.source_totals: dict[int, dict] = {}
         self.events: EventsFile | None = None
         self.stop_requested = False
@@ -303,7 +323,7 @@ class SinkStage(Stage):
                 raise StageError(f"stream {stream_id}: frame {message.seq} arrived where {self.next_seq[stream_id]} was due")
         self.next_seq[stream_id] = message.seq + 1
         now = time.time()
-        self.latencies[stream_id].append(now - message.capture_time)
+        self.latencies[stream_id].add(now - message.capture_time)
         self._record_timings(message)
         writer = self.writers.get(stream_id)
         if writer is not None:
@@ -323,9 +343,10 @@ class SinkStage(Stage):
     def _record_timings(self, message: FrameMessage) -> None:
         previous_end = message.capture_time
         for timing in message.timings:
-            self.stage_times.setdefault(timing.stage, collections.deque(maxlen=TIMING_SAMPLES)).append(timing.end - timing.start)
-            self.stage_waits.setdefault(timing.stage, collections.deque(maxlen=TIMING_SAMPLES)).append(
-                max(0.0, timing.start - previous_end))
+            if timing.stage not in self.stage_times:
+                self.stage_times[timing.stage], self.stage_waits[timing.stage] = RecentSamples(), RecentSamples()
+            self.stage_times[timing.stage].add(timing.end - timing.start)
+            self.stage_waits[timing.stage].add(max(0.0, timing.start - previous_end))
             previous_end = timing.end
 
     def _write_events(self, message: FrameMessage) -> None:
@@ -406,8 +427,9 @@ class SinkStage(Stage):
         self.finished[info.stream_id] = str(writer.finish(all_audio=not self.streams[info.stream_id].live))
 
     def stats(self) -> dict:
-        def pct(values, q):
-            return round(float(np.percentile(values, q)) * 1000, 2) if values else None
+        def pct(samples: RecentSamples, q):
+            value = samples.percentile(q)
+            return None if value is None else round(value * 1000, 2)
 
         latency = {}
         for stream_id, values in self.latencies.items():
