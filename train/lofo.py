@@ -23,6 +23,7 @@ every family, with the same val and test buckets.
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,56 +230,130 @@ def capture_baselines(manifest: str | Path = DEFAULT_MANIFEST, families_: list[s
     alone (:func:`capture_statistics`, higher = fake): the floor a detector's family score must clear to
     be evidence of more than how the fakes were filed.  An AUC far from 0.5 either way means the fold's
     fakes and real videos differ in that fact."""
-    from sklearn.metrics import roc_auc_score
-
     from train.datasets import read_list_file
-    from train.metrics import paired_auc
 
     items = read_list_file(manifest)
+    chosen = _chosen_families(items, families_, manifest)
+    facts: dict[str, dict[str, float]] = {}
+    for family in chosen:
+        for item in fold_items(fold(items, family), family):
+            if str(item.path) not in facts:
+                facts[str(item.path)] = capture_statistics(item.path)
+    return _fact_tables(items, chosen, facts, CAPTURE_STATISTICS)
+
+
+def _chosen_families(items: list[LabelledMedia], families_: list[str] | None, manifest) -> list[str]:
     chosen = families_ or families(items)
     unknown = sorted(set(chosen) - set(families(items)))
     if unknown:
         raise ValueError(f"no fake family {', '.join(map(repr, unknown))} in {manifest}")
-    facts: dict[str, dict[str, float]] = {}
-    table: dict[str, dict[str, float | None]] = {name: {} for name in CAPTURE_STATISTICS}
-    paired: dict[str, dict[str, float | None]] = {name: {} for name in CAPTURE_STATISTICS}
+    return chosen
+
+
+def _fact_tables(items: list[LabelledMedia], chosen: list[str], facts: dict[str, dict[str, float | None]],
+                 names) -> dict:
+    """Each held-out family's video ROC-AUC (and its paired view) with one fact per file as the score,
+    higher = fake; a file whose fact is None is left out."""
+    from sklearn.metrics import roc_auc_score
+
+    from train.metrics import paired_auc
+
+    table: dict[str, dict[str, float | None]] = {name: {} for name in names}
+    paired: dict[str, dict[str, float | None]] = {name: {} for name in names}
+    counts: dict[str, dict[str, list[int]]] = {name: {} for name in names}
     for family in chosen:
         files = fold_items(fold(items, family), family)
-        for item in files:
-            if str(item.path) not in facts:
-                facts[str(item.path)] = capture_statistics(item.path)
-        labels = np.array([i.label for i in files])
-        for name in CAPTURE_STATISTICS:
-            values = np.array([facts[str(i.path)][name] for i in files])
+        for name in names:
+            kept = [i for i in files if facts[str(i.path)].get(name) is not None]
+            labels = np.array([i.label for i in kept])
+            values = np.array([facts[str(i.path)][name] for i in kept])
             table[name][family] = float(roc_auc_score(labels, values)) if 0 < labels.sum() < len(labels) else None
-            paired[name][family] = paired_auc(labels, values, [i.group for i in files])["auc"]
+            paired[name][family] = paired_auc(labels, values, [i.group for i in kept])["auc"]
+            counts[name][family] = [int(labels.sum()), int(len(labels) - labels.sum())]
     means = {name: float(np.mean([a for a in row.values() if a is not None])) for name, row in table.items()}
-    return {"families": chosen, "roc_auc": table, "paired_roc_auc": paired, "mean": means, "files": facts}
+    return {"families": chosen, "roc_auc": table, "paired_roc_auc": paired, "mean": means,
+            "scored_fake_real": counts, "files": facts}
 
 
-def format_baselines(result: dict) -> str:
+BLINK_CUE = "fewer blinks"
+
+
+def blink_cue(manifest: str | Path = DEFAULT_MANIFEST, families_: list[str] | None = None, progress=None,
+              degradation=None) -> dict:
+    """The blink rate (:mod:`train.blinks`) as a detector with no training: each held-out family's video
+    ROC-AUC with minus the blinks per minute as the score (fewer blinks = more fake). Videos seen for
+    under :data:`engines.blinks.MIN_SECONDS` are left out. The val people's real videos are measured too,
+    and the result carries a ``seeds`` entry shaped like :func:`score`'s (scores as logits), so that
+    :func:`fuse` can join the cue with a model."""
+    from stages.faces import is_video
+    from train.blinks import BlinkMeter
+    from train.datasets import read_list_file
+
+    if degradation is not None and degradation.face_height is not None:
+        raise ValueError("blinks are measured at a frame scale, not at a face height")
+    items = read_list_file(manifest)
+    chosen = _chosen_families(items, families_, manifest)
+    val = real_val_videos(items)
+    paths = list(dict.fromkeys([str(i.path) for family in chosen for i in fold_items(fold(items, family), family)
+                                if is_video(i.path)] + [str(i.path) for i in val]))
+    meter, facts = BlinkMeter(), {}
+    for path in (progress(paths, desc="blinks") if progress else paths):
+        rate = meter.measure(path, degradation=degradation)
+        facts[path] = {BLINK_CUE: None if rate.per_minute is None else -rate.per_minute,
+                       "blinks": rate.blinks, "seconds": round(rate.seconds, 2)}
+    for family in chosen:  # photos have no blinks: not part of this table
+        for item in fold_items(fold(items, family), family):
+            facts.setdefault(str(item.path), {BLINK_CUE: None})
+    result = _fact_tables(items, chosen, facts, (BLINK_CUE,))
+
+    def scored(files):
+        return {str(i.path): facts[str(i.path)][BLINK_CUE] for i in files if facts[str(i.path)][BLINK_CUE] is not None}
+
+    rows = {}
+    for family in chosen:
+        files = [i for i in fold_items(fold(items, family), family) if facts[str(i.path)][BLINK_CUE] is not None]
+        rows[family] = {"video_scores": scored(files), "video_labels": {str(i.path): i.label for i in files},
+                        "video_groups": {str(i.path): i.group for i in files}}
+    result["seeds"] = [{"model": "blinks", "scores_are_logits": True, "families": rows,
+                        "val_real_video_scores": scored(val)}]
+    result["degradation"] = None if degradation is None or not degradation.active else dataclasses.asdict(degradation)
+    return result
+
+
+def format_baselines(result: dict, title: str = "video ROC-AUC of a fact of the file alone (higher = fake)") -> str:
     chosen = result["families"]
-    lines = ["video ROC-AUC of a fact of the file alone (higher = fake), per held-out family:",
+    lines = [f"{title}, per held-out family:",
              f"{'statistic':<16} " + " ".join(f"{f[:12]:>12}" for f in chosen) + f" {'mean':>6}"]
     for name, row in result["roc_auc"].items():
         cells = " ".join(f"{'n/a' if row[f] is None else format(row[f], '.3f'):>12}" for f in chosen)
         lines.append(f"{name:<16} {cells} {result['mean'][name]:>6.3f}")
+    for name, row in result.get("scored_fake_real", {}).items():
+        lines.append(f"{'  videos scored':<16} " + " ".join(f"{'%d / %d' % tuple(row[f]):>12}" for f in chosen)
+                     + "  (fake / real)")
     lines.append("the same, each fake against the real videos of its own source/person only (paired):")
     for name, row in result.get("paired_roc_auc", {}).items():
         lines.append(f"{name:<16} " + " ".join(f"{'n/a' if row[f] is None else format(row[f], '.3f'):>12}" for f in chosen))
     return "\n".join(lines)
 
 
-def fuse(results: list[dict], ci_resamples: int = 2000) -> dict:
-    """Two or more scored recipes (:func:`score` results) as one detector: per video, the mean of each
-    model's z = (logit(video score) - m) / s, where m and s are that model's mean and spread over the
-    val people's real videos -- a scale fixed on val, never on the test files.  A file one model
-    left unscored (under its size or detail floor) takes the others' mean.  Seeds pair up in order;
-    a recipe with one seed pairs with every seed of the others.  Video level only."""
+FUSION_RULES = ("mean", "max")
+
+
+def fuse(results: list[dict], ci_resamples: int = 2000, rule: str = "mean") -> dict:
+    """Two or more scored recipes (:func:`score` results, or a cue's such as :func:`blink_cue`) as one
+    detector: per video, the mean (``rule="max"``: the largest) of each model's z = (logit(video score)
+    - m) / s, where m and s are that model's mean and spread over the val people's real videos -- a
+    scale fixed on val, never on the test files.  ``max`` suits cues that aim at different fakes: a
+    video is as suspect as its most suspect cue.  A file one model left unscored (under its size or
+    detail floor, or seen too briefly to count blinks) takes the others'.  Seeds pair up in order; a
+    recipe with one seed pairs with every seed of the others.  Video level only."""
     from train.metrics import compute_metrics, logit, paired_auc, roc_auc_interval
 
     if len(results) < 2:
         raise ValueError("fusing needs at least two scored recipes")
+    if rule not in FUSION_RULES:
+        raise ValueError(f"fusion rule {rule!r}: one of {', '.join(FUSION_RULES)}")
+    combine = np.mean if rule == "mean" else np.max
     if any(not isinstance(r, dict) or not r.get("seeds") or "families" not in r for r in results):
         raise ValueError("not a dfstream lofo score result (no seeds or families)")
     n_seeds = max(len(r["seeds"]) for r in results)
@@ -289,8 +364,11 @@ def fuse(results: list[dict], ci_resamples: int = 2000) -> dict:
     for k in range(n_seeds):
         members = [r["seeds"][k if len(r["seeds"]) > 1 else 0] for r in results]
         scales = []
+        def logits(member, values):
+            return np.asarray(values, np.float64) if member.get("scores_are_logits") else logit(values)
+
         for m in members:
-            val = logit(list(m.get("val_real_video_scores", {}).values()))
+            val = logits(m, list(m.get("val_real_video_scores", {}).values()))
             if len(val) < 3 or val.std(ddof=1) == 0:
                 raise ValueError(f"{m['model']}: fewer than 3 scored val real videos (or all alike): score it again "
                                  "with this version of dfstream lofo score")
@@ -306,8 +384,9 @@ def fuse(results: list[dict], ci_resamples: int = 2000) -> dict:
             if any(p not in labels_of for p in paths):
                 raise ValueError(f"{family}: the scores carry no labels: score the recipes again with this version "
                                  "of dfstream lofo score")
-            fused = [float(np.mean([(logit(scores[p]) - mean) / sd
-                                    for scores, (mean, sd) in zip(per_model, scales) if p in scores])) for p in paths]
+            fused = [float(combine([(logits(m, scores[p]) - mean) / sd
+                                    for m, scores, (mean, sd) in zip(members, per_model, scales) if p in scores]))
+                     for p in paths]
             labels = np.array([labels_of[p] for p in paths])
             probabilities = 1 / (1 + np.exp(-np.asarray(fused)))
             video = compute_metrics(labels, probabilities, 0.5)
@@ -321,7 +400,8 @@ def fuse(results: list[dict], ci_resamples: int = 2000) -> dict:
             if all(p in groups_of for p in paths):  # results scored before groups were kept have no paired figure
                 rows[family]["video_groups"] = {p: groups_of[p] for p in paths}
                 rows[family]["paired"] = paired_auc(labels, fused, [groups_of[p] for p in paths])
-        seeds.append({"model": " + ".join(m["model"] for m in members), "threshold": None, "families": rows,
+        seeds.append({"model": f" {'+' if rule == 'mean' else 'max'} ".join(m["model"] for m in members),
+                      "threshold": None, "families": rows, "rule": rule,
                       "real_photos": {"n": 0, "flagged": 0}, "scales": [list(map(float, sc)) for sc in scales]})
     return summarise(seeds, chosen)
 

@@ -404,13 +404,42 @@ def lofo_baselines_command(manifest, families, output):
     click.echo(f"written: {output}")
 
 
+@lofo_group.command("blinks")
+@click.option("--manifest", default=None, help="List file with family and group columns (default: the ../shared manifest).")
+@click.option("--family", "families", multiple=True, help="Held-out families (default: all). Repeatable.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@webcam_grade_options
+@click.option("-o", "--output", default="lofo-blinks.json", show_default=True,
+              help="JSON file for the table and each video's blinks (`dfstream lofo fuse` reads it like a model's).")
+def lofo_blinks_command(manifest, families, progress, degradation, output):
+    """Each held-out family's video ROC-AUC with the blink rate as the score (fewer blinks = more fake; the first
+    300 frames of each video, 68 landmarks a frame): a cue with no training, measured like a model."""
+    from pathlib import Path
+
+    from train import lofo
+
+    try:
+        result = lofo.blink_cue(manifest or lofo.DEFAULT_MANIFEST, list(families) or None,
+                                progress=progress_bars(progress), degradation=degradation)
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(json.dumps(result, indent=1))
+    click.echo(lofo.format_baselines(result, title="video ROC-AUC of minus the blinks per minute (fewer = fake)"))
+    click.echo(f"written: {output}")
+
+
 @lofo_group.command("fuse")
 @click.argument("scored", nargs=-1, required=True)
+@click.option("--rule", type=click.Choice(["mean", "max"]), default="mean", show_default=True,
+              help="How the z-scores join: their mean, or the largest (a video as suspect as its most suspect cue: "
+                   "for cues that aim at different fakes).")
 @click.option("--ci-resamples", type=click.IntRange(min=0), default=2000, show_default=True)
 @click.option("-o", "--output", default="lofo-fused.json", show_default=True, help="JSON file for the fused table.")
-def lofo_fuse_command(scored, ci_resamples, output):
-    """Two or more recipes scored by `dfstream lofo score` (their JSON files) as one detector: per video the mean of
-    each model's logit z-scored on the val people's real videos. Seeds pair up in order. Video level only."""
+def lofo_fuse_command(scored, rule, ci_resamples, output):
+    """Two or more recipes scored by `dfstream lofo score` (or `dfstream lofo blinks`; their JSON files) as one
+    detector: per video the mean (or the largest) of each model's logit z-scored on the val people's real videos.
+    Seeds pair up in order. Video level only."""
     from pathlib import Path
 
     from train import lofo
@@ -424,7 +453,7 @@ def lofo_fuse_command(scored, ci_resamples, output):
                 results.append(json.loads(Path(path).read_text()))
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}: not a dfstream lofo score JSON file ({exc.msg})") from None
-        result = lofo.fuse(results, ci_resamples=ci_resamples)
+        result = lofo.fuse(results, ci_resamples=ci_resamples, rule=rule)
     except user_errors() as exc:
         raise one_line_error(exc) from None
     _write_lofo_table(result, output)

@@ -1,0 +1,70 @@
+"""Blinks along a face track: a cue that does not rest on pixels.
+
+A person on camera blinks about every three seconds (a median of 20 a minute over this project's
+real clips); a talking head animated from one photo often never does, because nothing in its
+input asks for a blink. :func:`eye_aspect_ratio` reads how open the eyes are from 68 iBUG
+landmarks (Soukupova and Cech's eye aspect ratio); :func:`count_blinks` counts the closings in a
+series of them. The series is read against its own median, so a person's eye shape and the
+landmark model's habits cancel out: a blink is the eyes closing to under ``CLOSED`` of their usual
+opening, counted again only after they reopen past ``REOPENED`` (so landmark jitter around one
+closing is one blink).
+
+Measured as an offline cue (``dfstream lofo blinks``, the model card); not part of a model yet.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CLOSED = 0.75  # of the median opening: a closing
+REOPENED = 0.85  # of the median opening: open again, the next closing is a new blink
+MIN_SECONDS = 2.0  # of frames with a face: under this a rate says nothing (a blink is ~3 s apart)
+
+LEFT_EYE = slice(36, 42)  # iBUG 300-W order, as engines.landmarks returns them
+RIGHT_EYE = slice(42, 48)
+
+
+def eye_aspect_ratio(points68: np.ndarray) -> float:
+    """The mean over both eyes of (the two lid-to-lid heights) / (2 x the corner-to-corner width)."""
+    def one(eye: np.ndarray) -> float:
+        heights = np.linalg.norm(eye[1] - eye[5]) + np.linalg.norm(eye[2] - eye[4])
+        return float(heights / (2 * np.linalg.norm(eye[0] - eye[3]) + 1e-6))
+
+    points68 = np.asarray(points68, np.float64)
+    return (one(points68[LEFT_EYE]) + one(points68[RIGHT_EYE])) / 2
+
+
+def count_blinks(openings) -> int:
+    """Closings in a series of eye aspect ratios (NaN where no face was found: skipped)."""
+    values = np.asarray(openings, np.float64)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return 0
+    relative = values / np.median(values)
+    blinks, armed = 0, True
+    for value in relative:
+        if armed and value < CLOSED:
+            blinks, armed = blinks + 1, False
+        elif not armed and value > REOPENED:
+            armed = True
+    return blinks
+
+
+@dataclass(frozen=True)
+class BlinkRate:
+    """Blinks of one face track over the seconds it was seen."""
+
+    blinks: int
+    seconds: float  # of frames with the face
+
+    @property
+    def per_minute(self) -> float | None:
+        """None when the face was seen too briefly for a rate to mean anything."""
+        return None if self.seconds < MIN_SECONDS else 60.0 * self.blinks / self.seconds
+
+
+def blink_rate(openings, fps: float) -> BlinkRate:
+    """The rate of a track from its per-frame eye aspect ratios (NaN: no face in that frame)."""
+    values = np.asarray(openings, np.float64)
+    return BlinkRate(count_blinks(values), float(np.isfinite(values).sum()) / fps)

@@ -1,0 +1,83 @@
+"""Blinks along a face track (engines.blinks) and the blink rate as a held-out-family cue
+(train.blinks, `dfstream lofo blinks`)."""
+import numpy as np
+import pytest
+
+from engines.blinks import MIN_SECONDS, BlinkRate, blink_rate, count_blinks, eye_aspect_ratio
+from tests.conftest import needs_shared_data
+from tests.test_lofo import _names_in_bucket
+from train import lofo
+
+
+def test_a_blink_is_a_closing_under_three_quarters_of_the_usual_opening_counted_once_until_the_eyes_reopen():
+    open_, shut = 0.30, 0.08
+    series = [open_] * 10 + [shut] * 3 + [open_] * 10  # one blink
+    series += [0.20, 0.24, 0.20, 0.24] + [open_] * 10  # a slow half-closing with jitter: one more, not two
+    assert count_blinks(series) == 2
+    assert count_blinks([open_ * (1 + 0.08 * np.sin(k)) for k in range(200)]) == 0  # landmark jitter alone
+    assert count_blinks([np.nan, open_, np.nan, shut, open_, open_]) == 1  # frames without a face are skipped
+    assert count_blinks([]) == 0 and count_blinks([np.nan, np.nan]) == 0
+
+
+def test_the_rate_is_per_minute_of_frames_with_a_face_and_none_when_seen_too_briefly():
+    seen = [0.3] * 50 + [0.05] * 2 + [0.3] * 48 + [np.nan] * 100  # one blink in 100 frames with a face
+    rate = blink_rate(seen, fps=25.0)
+    assert rate == BlinkRate(blinks=1, seconds=4.0) and rate.per_minute == pytest.approx(15.0)
+    assert BlinkRate(blinks=0, seconds=MIN_SECONDS - 0.1).per_minute is None
+
+
+def _eye_points(height: float) -> np.ndarray:
+    """68 points whose eyes (36-47) are 30 px wide and ``height`` px open; the rest do not matter."""
+    points = np.zeros((68, 2))
+    for start, x0 in ((36, 100.0), (42, 160.0)):
+        points[start:start + 6] = [(x0, 0), (x0 + 10, -height / 2), (x0 + 20, -height / 2), (x0 + 30, 0),
+                                   (x0 + 20, height / 2), (x0 + 10, height / 2)]
+    return points
+
+
+def test_eye_aspect_ratio_is_the_lid_gap_over_the_eye_width():
+    assert eye_aspect_ratio(_eye_points(9.0)) == pytest.approx(9.0 / 30.0, rel=1e-4)
+    assert eye_aspect_ratio(_eye_points(1.0)) < 0.25 * eye_aspect_ratio(_eye_points(9.0))
+
+
+@needs_shared_data
+def test_real_speakers_blink_and_heads_animated_from_one_photo_do_not(tmp_path):
+    from tests.conftest import SHARED_DATA
+
+    reals = sorted((SHARED_DATA / "real" / "ffpp_c23_originals").glob("*.mp4"))[:2]  # 12 s news clips
+    fakes = sorted((SHARED_DATA / "fake" / "talking_head_edtalk").glob("*.mp4"))[:2]  # 10 s, from one photo
+    rows = [f"{p}\treal\t-\t{g}" for p, g in zip(reals, _names_in_bucket("test", 2, "person"))]
+    rows += [f"{p}\tfake\ttalking_head\tedtalk_{k}" for k, p in enumerate(fakes)]
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text("\n".join(rows) + "\n")
+    result = lofo.blink_cue(manifest)
+    files = result["files"]
+    assert all(files[str(p)]["blinks"] >= 2 and files[str(p)]["seconds"] >= 9 for p in reals)
+    assert all(files[str(p)]["blinks"] == 0 for p in fakes)
+    assert result["roc_auc"][lofo.BLINK_CUE]["talking_head"] == 1.0
+    assert result["scored_fake_real"][lofo.BLINK_CUE]["talking_head"] == [2, 2]
+    assert "blinks" in lofo.format_baselines(result, title="blinks")
+
+
+def test_the_max_rule_flags_a_video_by_its_most_suspect_cue_and_reads_a_cues_scores_as_logits():
+    from tests.test_lofo import _scored
+
+    reals = {f"r{i}": (0, 0.4 + 0.02 * i) for i in range(6)}
+    # the model catches pasted faces only; blinks (minus the rate, already a logit-like score) only heads
+    model = _scored("model", [0.4, 0.45, 0.5], {"paste": {**reals, "p1": (1, 0.9)},
+                                                "heads": {**reals, "h1": (1, 0.41), "h2": (1, 0.42)}})
+    rate = {f"r{i}": (0, -20.0 + i) for i in range(6)}  # real people blink 15-20 times a minute
+    blinks = _scored("blinks", [-25.0, -20.0, -15.0], {"paste": {**rate, "p1": (1, -18.0)},
+                                                       "heads": {**rate, "h1": (1, 0.0), "h2": (1, -1.0)}})
+    blinks["seeds"][0]["scores_are_logits"] = True
+    del blinks["seeds"][0]["families"]["heads"]["video_scores"]["h2"]  # seen too briefly: no rate
+    fused = lofo.fuse([model, blinks], ci_resamples=0, rule="max")
+    auc = {f: fused["families"][f]["video_level"]["roc_auc_mean"] for f in ("paste", "heads")}
+    assert auc["paste"] == 1.0  # the model's catch survives the cue that misses it
+    heads = fused["seeds"][0]["families"]["heads"]["video_scores"]
+    assert heads["h1"] > max(heads[r] for r in reals)  # no blink at all: flagged by the cue that sees it
+    mean = lofo.fuse([model, blinks], ci_resamples=0)["seeds"][0]["families"]["heads"]["video_scores"]
+    assert heads["h2"] == mean["h2"]  # no rate: the model's z alone, under either rule
+    assert fused["seeds"][0]["rule"] == "max" and " max " in fused["seeds"][0]["model"]
+    with pytest.raises(ValueError, match="fusion rule 'median'"):
+        lofo.fuse([model, blinks], rule="median")

@@ -1,0 +1,54 @@
+"""A video's blink rate (:mod:`engines.blinks`) measured offline: the largest face of each frame,
+found every few frames, its 68 landmarks read every frame."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engines.blinks import BlinkRate, blink_rate, eye_aspect_ratio
+
+MAX_FRAMES = 300  # 10-12 s at 25-30 fps: a few blinks of a real speaker
+DETECT_EVERY = 3  # frames; the landmarks follow the last box in between (a head moves little in 0.1 s)
+DETECT_SIDE = 640  # frames are shrunk to this longest side to find faces
+
+
+class BlinkMeter:
+    """Measures videos one after another with one face detector and one landmark model."""
+
+    def __init__(self, face_detector: str = "auto", landmarks: str = "pfld68", threads: int | None = 1):
+        from engines.face_detectors import create_face_detector
+        from engines.landmarks import create_landmarker
+        from engines.registry import resolve_face_detector
+
+        self.detector = create_face_detector(*resolve_face_detector(face_detector), min_score=0.7, threads=threads)
+        self.landmarker = create_landmarker(landmarks, threads=threads)
+
+    def measure(self, path: str | Path, max_frames: int = MAX_FRAMES, degradation=None) -> BlinkRate:
+        """``degradation`` (stages.faces.Degradation, a frame scale, dim room and codec; not a face height):
+        the frames as a call would deliver them."""
+        import av
+
+        if degradation is not None and degradation.face_height is not None:
+            raise ValueError("blinks are measured at a frame scale, not at a face height")
+        openings, face = [], None
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or 25)
+            recoder = degradation.recoder(fps) if degradation is not None and degradation.active else None
+            for index, frame in enumerate(container.decode(stream)):
+                if index >= max_frames:
+                    break
+                image = frame.to_ndarray(format="bgr24")
+                if recoder is not None:
+                    image = recoder.apply(image)
+                elif degradation is not None and degradation.active:
+                    image = degradation.apply(image, index)
+                if index % DETECT_EVERY == 0:
+                    faces = self.detector.detect_downscaled(image, DETECT_SIDE)
+                    face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) if faces else None
+                if face is None:
+                    openings.append(np.nan)
+                    continue
+                openings.append(eye_aspect_ratio(self.landmarker.predict(image, [face.landmarks])[0]))
+        return blink_rate(openings, fps)
