@@ -81,3 +81,20 @@ def test_the_max_rule_flags_a_video_by_its_most_suspect_cue_and_reads_a_cues_sco
     assert fused["seeds"][0]["rule"] == "max" and " max " in fused["seeds"][0]["model"]
     with pytest.raises(ValueError, match="fusion rule 'median'"):
         lofo.fuse([model, blinks], rule="median")
+
+
+@needs_shared_data
+def test_reading_every_third_frame_covers_the_same_seconds_and_a_face_height_is_refused(tmp_path):
+    from stages.faces import Degradation
+    from tests.conftest import SHARED_DATA
+    from train.blinks import BlinkMeter
+
+    clip = sorted((SHARED_DATA / "real" / "ffpp_c23_originals").glob("*.mp4"))[0]
+    meter = BlinkMeter()
+    every, third = meter.measure(clip), meter.measure(clip, every=3)
+    assert third.seconds == pytest.approx(every.seconds, abs=0.15) and every.seconds >= 9
+    assert third.blinks <= every.blinks + 1
+    with pytest.raises(ValueError, match="face height"):
+        meter.measure(clip, degradation=Degradation(face_height=60))
+    with pytest.raises(ValueError, match="at least 1"):
+        meter.measure(clip, every=0)

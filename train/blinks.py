@@ -24,9 +24,13 @@ class BlinkMeter:
         self.detector = create_face_detector(*resolve_face_detector(face_detector), min_score=0.7, threads=threads)
         self.landmarker = create_landmarker(landmarks, threads=threads)
 
-    def measure(self, path: str | Path, max_frames: int = MAX_FRAMES, degradation=None) -> BlinkRate:
+    def measure(self, path: str | Path, max_frames: int = MAX_FRAMES, degradation=None, every: int = 1) -> BlinkRate:
         """``degradation`` (stages.faces.Degradation, a frame scale, dim room and codec; not a face height):
-        the frames as a call would deliver them."""
+        the frames as a call would deliver them. ``every``: read the eyes on every n-th frame only (the
+        pipeline's detection cadence; a face is then found on each frame read)."""
+        if every < 1:
+            raise ValueError(f"every {every} frames: at least 1")
+        detect_every = max(1, DETECT_EVERY // every)  # in frames read
         import av
 
         if degradation is not None and degradation.face_height is not None:
@@ -40,15 +44,17 @@ class BlinkMeter:
                 if index >= max_frames:
                     break
                 image = frame.to_ndarray(format="bgr24")
-                if recoder is not None:
+                if recoder is not None:  # every frame, read or not: the codec sees the whole stream
                     image = recoder.apply(image)
-                elif degradation is not None and degradation.active:
+                if index % every:
+                    continue
+                if recoder is None and degradation is not None and degradation.active:
                     image = degradation.apply(image, index)
-                if index % DETECT_EVERY == 0:
+                if (index // every) % detect_every == 0:
                     faces = self.detector.detect_downscaled(image, DETECT_SIDE)
                     face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) if faces else None
                 if face is None:
                     openings.append(np.nan)
                     continue
                 openings.append(eye_aspect_ratio(self.landmarker.predict(image, [face.landmarks])[0]))
-        return blink_rate(openings, fps)
+        return blink_rate(openings, fps / every)

@@ -279,7 +279,7 @@ BLINK_CUE = "fewer blinks"
 
 
 def blink_cue(manifest: str | Path = DEFAULT_MANIFEST, families_: list[str] | None = None, progress=None,
-              degradation=None) -> dict:
+              degradation=None, every_n_frames: int = 1) -> dict:
     """The blink rate (:mod:`train.blinks`) as a detector with no training: each held-out family's video
     ROC-AUC with minus the blinks per minute as the score (fewer blinks = more fake). Videos seen for
     under :data:`engines.blinks.MIN_SECONDS` are left out. The val people's real videos are measured too,
@@ -298,7 +298,7 @@ def blink_cue(manifest: str | Path = DEFAULT_MANIFEST, families_: list[str] | No
                                 if is_video(i.path)] + [str(i.path) for i in val]))
     meter, facts = BlinkMeter(), {}
     for path in (progress(paths, desc="blinks") if progress else paths):
-        rate = meter.measure(path, degradation=degradation)
+        rate = meter.measure(path, degradation=degradation, every=every_n_frames)
         facts[path] = {BLINK_CUE: None if rate.per_minute is None else -rate.per_minute,
                        "blinks": rate.blinks, "seconds": round(rate.seconds, 2)}
     for family in chosen:  # photos have no blinks: not part of this table
@@ -317,6 +317,7 @@ def blink_cue(manifest: str | Path = DEFAULT_MANIFEST, families_: list[str] | No
     result["seeds"] = [{"model": "blinks", "scores_are_logits": True, "families": rows,
                         "val_real_video_scores": scored(val)}]
     result["degradation"] = None if degradation is None or not degradation.active else dataclasses.asdict(degradation)
+    result["every_n_frames"] = every_n_frames
     return result
 
 

@@ -408,10 +408,12 @@ def lofo_baselines_command(manifest, families, output):
 @click.option("--manifest", default=None, help="List file with family and group columns (default: the ../shared manifest).")
 @click.option("--family", "families", multiple=True, help="Held-out families (default: all). Repeatable.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option("--every-n-frames", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Read the eyes on every n-th frame only (3: the pipeline's detection cadence).")
 @webcam_grade_options
 @click.option("-o", "--output", default="lofo-blinks.json", show_default=True,
               help="JSON file for the table and each video's blinks (`dfstream lofo fuse` reads it like a model's).")
-def lofo_blinks_command(manifest, families, progress, degradation, output):
+def lofo_blinks_command(manifest, families, progress, every_n_frames, degradation, output):
     """Each held-out family's video ROC-AUC with the blink rate as the score (fewer blinks = more fake; the first
     300 frames of each video, 68 landmarks a frame): a cue with no training, measured like a model."""
     from pathlib import Path
@@ -420,7 +422,8 @@ def lofo_blinks_command(manifest, families, progress, degradation, output):
 
     try:
         result = lofo.blink_cue(manifest or lofo.DEFAULT_MANIFEST, list(families) or None,
-                                progress=progress_bars(progress), degradation=degradation)
+                                progress=progress_bars(progress), degradation=degradation,
+                                every_n_frames=every_n_frames)
     except user_errors() as exc:
         raise one_line_error(exc) from None
     Path(output).parent.mkdir(parents=True, exist_ok=True)
