@@ -57,6 +57,8 @@ def test_real_speakers_blink_and_heads_animated_from_one_photo_do_not(tmp_path):
     assert result["roc_auc"][lofo.BLINK_CUE]["talking_head"] == 1.0
     assert result["scored_fake_real"][lofo.BLINK_CUE]["talking_head"] == [2, 2]
     assert "blinks" in lofo.format_baselines(result, title="blinks")
+    # named as lofo score names files, so that lofo fuse joins the two on the same videos
+    assert set(result["seeds"][0]["families"]["talking_head"]["video_scores"]) == {str(p.resolve()) for p in reals + fakes}
 
 
 def test_the_max_rule_flags_a_video_by_its_most_suspect_cue_and_reads_a_cues_scores_as_logits():
@@ -81,6 +83,10 @@ def test_the_max_rule_flags_a_video_by_its_most_suspect_cue_and_reads_a_cues_sco
     assert fused["seeds"][0]["rule"] == "max" and " max " in fused["seeds"][0]["model"]
     with pytest.raises(ValueError, match="fusion rule 'median'"):
         lofo.fuse([model, blinks], rule="median")
+    elsewhere = _scored("elsewhere", [0.4, 0.45, 0.5], {f: {"/other/" + p: v for p, v in files.items()}
+                                                       for f, files in (("paste", reals), ("heads", reals))})
+    with pytest.raises(ValueError, match="no video in common"):
+        lofo.fuse([model, elsewhere])
 
 
 @needs_shared_data

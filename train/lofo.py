@@ -306,14 +306,17 @@ def blink_cue(manifest: str | Path = DEFAULT_MANIFEST, families_: list[str] | No
             facts.setdefault(str(item.path), {BLINK_CUE: None})
     result = _fact_tables(items, chosen, facts, (BLINK_CUE,))
 
+    def key(item):  # as score() names files, so that fuse() finds the same file under one name
+        return str(item.path.resolve())
+
     def scored(files):
-        return {str(i.path): facts[str(i.path)][BLINK_CUE] for i in files if facts[str(i.path)][BLINK_CUE] is not None}
+        return {key(i): facts[str(i.path)][BLINK_CUE] for i in files if facts[str(i.path)][BLINK_CUE] is not None}
 
     rows = {}
     for family in chosen:
         files = [i for i in fold_items(fold(items, family), family) if facts[str(i.path)][BLINK_CUE] is not None]
-        rows[family] = {"video_scores": scored(files), "video_labels": {str(i.path): i.label for i in files},
-                        "video_groups": {str(i.path): i.group for i in files}}
+        rows[family] = {"video_scores": scored(files), "video_labels": {key(i): i.label for i in files},
+                        "video_groups": {key(i): i.group for i in files}}
     result["seeds"] = [{"model": "blinks", "scores_are_logits": True, "families": rows,
                         "val_real_video_scores": scored(val)}]
     result["degradation"] = None if degradation is None or not degradation.active else dataclasses.asdict(degradation)
@@ -377,6 +380,8 @@ def fuse(results: list[dict], ci_resamples: int = 2000, rule: str = "mean") -> d
         rows = {}
         for family in chosen:
             per_model = [m["families"][family]["video_scores"] for m in members]
+            if any(not set(a) & set(b) for a, b in zip(per_model, per_model[1:])):
+                raise ValueError(f"{family}: the recipes scored no video in common (files named differently?)")
             paths = sorted(set().union(*per_model))
             labels_of, groups_of = {}, {}
             for m in members:
