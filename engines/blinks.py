@@ -9,10 +9,13 @@ landmark model's habits cancel out: a blink is the eyes closing to under ``CLOSE
 opening, counted again only after they reopen past ``REOPENED`` (so landmark jitter around one
 closing is one blink).
 
-Measured as an offline cue (``dfstream lofo blinks``, the model card); not part of a model yet.
+Measured as an offline cue (``dfstream lofo blinks``, the model card); in the pipeline each track
+keeps its last minute of eye openings (:class:`RecentBlinks`) and reports its blinks per minute
+beside the detector's score: an observation for the person watching, not part of the score yet.
 """
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +23,10 @@ import numpy as np
 CLOSED = 0.75  # of the median opening: a closing
 REOPENED = 0.85  # of the median opening: open again, the next closing is a new blink
 MIN_SECONDS = 2.0  # of frames with a face: under this a rate says nothing (a blink is ~3 s apart)
+WINDOW_S = 60.0  # a track's blinks per minute are those of its last minute
+MAX_GAP_S = 0.5  # a longer gap between two readings of the eyes is time the face was not seen
+
+LANDMARK_MODEL = "pfld68"  # the registry's 68-point model the eyes are read with
 
 LEFT_EYE = slice(36, 42)  # iBUG 300-W order, as engines.landmarks returns them
 RIGHT_EYE = slice(42, 48)
@@ -68,3 +75,26 @@ def blink_rate(openings, fps: float) -> BlinkRate:
     """The rate of a track from its per-frame eye aspect ratios (NaN: no face in that frame)."""
     values = np.asarray(openings, np.float64)
     return BlinkRate(count_blinks(values), float(np.isfinite(values).sum()) / fps)
+
+
+class RecentBlinks:
+    """One face track's eye openings over the last :data:`WINDOW_S` seconds, read as they come (at the
+    pipeline's detection cadence: a reading every few frames is enough, `dfstream lofo blinks
+    --every-n-frames 3` in the model card)."""
+
+    def __init__(self, window_s: float = WINDOW_S):
+        self.window_s = window_s
+        self.readings: collections.deque = collections.deque()  # (time in seconds, eye aspect ratio)
+
+    def add(self, time_s: float, opening: float) -> None:
+        self.readings.append((time_s, opening))
+        while self.readings and self.readings[0][0] < time_s - self.window_s:
+            self.readings.popleft()
+
+    def rate(self) -> BlinkRate:
+        """Blinks over the seconds the face was seen in the window (gaps over :data:`MAX_GAP_S` not counted)."""
+        if len(self.readings) < 2:
+            return BlinkRate(0, 0.0)
+        times = np.array([t for t, _ in self.readings])
+        seen = float(np.minimum(np.diff(times), MAX_GAP_S).clip(min=0).sum())
+        return BlinkRate(count_blinks([o for _, o in self.readings]), seen)

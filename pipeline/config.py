@@ -100,6 +100,9 @@ class DetectConfig:
     # send the picture of a frame with crops straight to annotate, its crops through batch and
     # infer (FrameMessage.part); set by the graph for detection runs with video output
     split_frames: bool = False
+    # 68-point landmark model (registry name) read on each face crop for the eye opening, whose
+    # closings along a track are its blinks (engines.blinks); None: off
+    eye_landmarks: str | None = None
 
 
 @dataclass

@@ -34,6 +34,8 @@ class Face:
     verdict: str | None = None
     swapped: bool = False
     unscorable: bool = False  # smaller than the detector's min_face_px: left unscored
+    eye_opening: float | None = None  # eye aspect ratio on this frame (with eye landmarks on), engines.blinks
+    blinks_per_minute: float | None = None  # its track's, over the last minute; None until seen long enough
 
     def to_dict(self) -> dict:
         return {
@@ -47,6 +49,8 @@ class Face:
             "verdict": self.verdict,
             "swapped": self.swapped,
             "unscorable": self.unscorable,
+            "eye_opening": self.eye_opening,
+            "blinks_per_minute": self.blinks_per_minute,
         }
 
     @classmethod
@@ -62,6 +66,8 @@ class Face:
             verdict=d.get("verdict"),
             swapped=d.get("swapped", False),
             unscorable=d.get("unscorable", False),
+            eye_opening=d.get("eye_opening"),
+            blinks_per_minute=d.get("blinks_per_minute"),
         )
 
 

@@ -219,6 +219,8 @@ class AnnotateStage(Stage):
                 label += f" {score:.2f}"
             if face.swapped:
                 label += " swapped"
+            if face.blinks_per_minute is not None:
+                label += f" {face.blinks_per_minute:.0f} blinks/min"
             (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
             top = max(0, y1 - th - base - 4)
             pictures.draw_rectangle(message.image, message.pixel_format, (x1, y1), (x2, y2), colour, thickness)

@@ -45,6 +45,7 @@ class Participant:
     last_s: float | None = None
     series: list[tuple[float, float, float | None]] = field(default_factory=list)  # (time s, score, smoothed)
     last_verdict: str | None = None
+    blinks_per_minute: float | None = None  # over its last minute, as last read (with eye landmarks on)
     snapshot_area: float = 0.0
     snapshot: bytes | None = None  # JPEG
     snapshot_dirty: bool = False
@@ -77,6 +78,8 @@ class CallReport:
             person.first_s = seconds if person.first_s is None else person.first_s
             person.last_s = seconds if seconds is not None else person.last_s
             person.last_verdict = face.verdict
+            if face.blinks_per_minute is not None:
+                person.blinks_per_minute = face.blinks_per_minute
             if face.unscorable:
                 person.unscorable += 1
             if face.fake_score is None:
@@ -130,6 +133,7 @@ class CallReport:
                 "frames_seen": person.frames_seen,
                 "frames_judged": person.frames_judged,
                 "judged_share": round(person.frames_judged / person.frames_seen, 4) if person.frames_seen else 0.0,
+                "blinks_per_minute": None if person.blinks_per_minute is None else round(person.blinks_per_minute, 1),
                 "first_s": person.first_s,
                 "last_s": person.last_s,
                 "snapshot": self._snapshot_name(person) if person.snapshot else None,
@@ -211,11 +215,12 @@ def render_html(doc: dict) -> str:
         snapshot = (f'<img src="{html.escape(person["snapshot"])}" height="96" alt="track {person["track_id"]}">'
                     if person["snapshot"] else "")
         mean = "-" if person["mean_score"] is None else f'{person["mean_score"]:.2f}'
+        blinks = "-" if person.get("blinks_per_minute") is None else f'{person["blinks_per_minute"]:.0f}'
         rows.append(
             f'<tr><td><span style="color:{colour}">&#9632;</span> {html.escape(person["stream"])} '
             f'#{person["track_id"]}</td><td>{snapshot}</td><td class="verdict {person["verdict"]}">'
             f'{person["verdict"]}</td><td>{mean}</td><td>{100 * person["judged_share"]:.0f}% '
-            f'({person["frames_judged"]} of {person["frames_seen"]})</td></tr>')
+            f'({person["frames_judged"]} of {person["frames_seen"]})</td><td class="blinks">{blinks}</td></tr>')
     status = "final" if doc["final"] else "in progress"
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>dfstream call report</title>
@@ -224,8 +229,10 @@ def render_html(doc: dict) -> str:
 <body><h1>Call report</h1>
 <p>{html.escape(", ".join(s["name"] for s in doc["streams"]))} &middot; started {doc["started"]} &middot;
 written {doc["written"]} ({status}) &middot; threshold {doc["threshold"]:.2f}</p>
-<table><tr><th>participant</th><th>snapshot</th><th>verdict</th><th>mean P(fake)</th><th>frames judged</th></tr>
-{"".join(rows) or '<tr><td colspan="5">no faces seen</td></tr>'}</table>
+<table><tr><th>participant</th><th>snapshot</th><th>verdict</th><th>mean P(fake)</th><th>frames judged</th>
+<th title="over the last minute; a real person blinks about 10-25 times a minute, a head animated from one photo
+often never (with --blinks)">blinks / min</th></tr>
+{"".join(rows) or '<tr><td colspan="6">no faces seen</td></tr>'}</table>
 <h2>P(fake) over time</h2>
 {_svg_plot(doc)}
 </body></html>

@@ -369,6 +369,7 @@ class SinkStage(Stage):
                 "smoothed_score": None if face.smoothed_score is None else round(face.smoothed_score, 4),
                 "verdict": face.verdict,
                 "swapped": face.swapped,
+                "blinks_per_minute": None if face.blinks_per_minute is None else round(face.blinks_per_minute, 1),
             }
             self.events.write(record)
 

@@ -9,8 +9,9 @@ noisy frame does not flip a face from real to fake.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from engines.blinks import RecentBlinks
 from pipeline.config import AnnotateConfig
 from pipeline.messages import VERDICT_FAKE, VERDICT_REAL, VERDICT_UNSCORABLE, VERDICT_UNSURE, Face, FrameMessage
 
@@ -23,6 +24,13 @@ def iou(a, b) -> float:
     inter = max(0.0, ix2 - ix1) * max(0.0, iy2 - iy1)
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def stream_seconds(message: FrameMessage) -> float:
+    """The frame's time in its stream (its timestamp), or the wall clock when it has none."""
+    if message.pts is None:
+        return message.capture_time
+    return message.pts * message.time_base[0] / message.time_base[1]
 
 
 def verdict_of(score: float | None, scores: int, threshold: float, uncertain_band: float, min_track_scores: int) -> str:
@@ -43,6 +51,8 @@ class Track:
     smoothed: float | None = None
     score_sum: float = 0.0
     too_small: bool = False  # its face was last seen too small or blurred for the detector to judge
+    blinks: RecentBlinks = field(default_factory=RecentBlinks)  # its eye openings (with eye landmarks on)
+    blinks_per_minute: float | None = None
 
 
 class FaceTracker:
@@ -62,6 +72,7 @@ class FaceTracker:
             self._associate(message.faces)
             for face in message.faces:
                 self._score(face)
+                self._read_eyes(face, stream_seconds(message))
         else:
             # only tracks seen at the last detection: a missed one may have left the picture
             message.faces = [self._held(track) for track in self.tracks if track.missed == 0]
@@ -130,6 +141,13 @@ class FaceTracker:
         face.smoothed_score = track.smoothed
         face.verdict = self.verdict(track)
 
+    def _read_eyes(self, face: Face, seconds: float) -> None:
+        track = self._track(face.track_id)
+        if face.eye_opening is not None:
+            track.blinks.add(seconds, face.eye_opening)
+            track.blinks_per_minute = track.blinks.rate().per_minute
+        face.blinks_per_minute = track.blinks_per_minute
+
     def _held(self, track: Track) -> Face:
         held = Face(
             box=track.face.box,
@@ -138,6 +156,7 @@ class FaceTracker:
             track_id=track.track_id,
             smoothed_score=track.smoothed,
             verdict=self.verdict(track),
+            blinks_per_minute=track.blinks_per_minute,
         )
         return held
 
@@ -151,6 +170,7 @@ class FaceTracker:
                 "smoothed_score": t.smoothed,
                 "verdict": self.verdict(t),  # as last drawn
                 "overall_verdict": self.overall_verdict(t),  # from mean_score: the track as a whole
+                "blinks_per_minute": t.blinks_per_minute,  # over its last minute (None: eyes not read, or too briefly)
             }
             for t in sorted(self.ended + self.tracks, key=lambda t: t.track_id)
         ]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from engines.blinks import MIN_SECONDS, BlinkRate, blink_rate, count_blinks, eye_aspect_ratio
+from pipeline.config import AnnotateConfig
 from tests.conftest import needs_shared_data
 from tests.test_lofo import _names_in_bucket
 from train import lofo
@@ -104,3 +105,76 @@ def test_reading_every_third_frame_covers_the_same_seconds_and_a_face_height_is_
         meter.measure(clip, degradation=Degradation(face_height=60))
     with pytest.raises(ValueError, match="at least 1"):
         meter.measure(clip, every=0)
+
+
+# -- in the pipeline: each track's last minute --------------------------------------------------
+
+def test_recent_blinks_keep_the_last_minute_and_do_not_count_time_the_face_was_away():
+    from engines.blinks import RecentBlinks
+
+    eyes = RecentBlinks(window_s=60.0)
+    t = 0.0
+    for second in range(30):  # 30 s at 10 readings a second, a blink at each 10th second
+        for tenth in range(10):
+            eyes.add(t, 0.08 if second % 10 == 5 and tenth < 2 else 0.3)
+            t += 0.1
+    rate = eyes.rate()
+    assert rate.blinks == 3 and rate.seconds == pytest.approx(29.9) and rate.per_minute == pytest.approx(6.0, rel=0.01)
+    eyes.add(t + 120.0, 0.3)  # two minutes away: the old readings leave the window
+    eyes.add(t + 120.1, 0.3)
+    assert eyes.rate().blinks == 0 and eyes.rate().seconds == pytest.approx(0.1)
+
+
+def test_a_track_reports_blinks_per_minute_once_seen_long_enough_and_holds_it_between_detections():
+    from stages.tracking import FaceTracker
+    from tests.test_tracking import _message
+
+    tracker = FaceTracker(AnnotateConfig(), threshold=0.5)
+    rates = []
+    for seq in range(0, 25 * 6, 3):  # six seconds at 25 fps, the eyes read every 3rd frame; one blink
+        message = _message(seq, [(0, 0, 100, 100)])
+        message.faces[0].eye_opening = 0.05 if seq in (60, 63) else 0.3
+        tracker.update(message)
+        rates.append(message.faces[0].blinks_per_minute)
+        between = _message(seq + 1, [], detected=False)
+        tracker.update(between)
+        assert between.faces[0].blinks_per_minute == rates[-1]
+    assert rates[0] is None and rates[-1] == pytest.approx(60 / (147 / 25), rel=0.01)  # one blink in 5.9 s
+    assert tracker.summary()[0]["blinks_per_minute"] == rates[-1]
+    quiet = FaceTracker(AnnotateConfig(), threshold=0.5)
+    quiet.update(_message(0, [(0, 0, 100, 100)]))  # eyes not read (--blinks off): nothing to say
+    assert quiet.summary()[0]["blinks_per_minute"] is None
+
+
+def test_a_landmark_model_that_is_not_one_is_refused_when_the_detect_stage_opens():
+    from pipeline.config import DetectConfig
+    from pipeline.stage import StageError
+    from stages.detect import DetectStage
+
+    with pytest.raises(StageError, match="eye landmarks: .*yunet"):
+        DetectStage(DetectConfig(face_detector="haar", eye_landmarks="yunet")).open()
+
+
+@needs_shared_data
+def test_a_run_with_blinks_shows_a_real_speakers_blinks_and_none_on_an_animated_photo(tmp_path):
+    import json
+
+    from tests.conftest import SHARED_DATA
+    from tests.live_helpers import run_cli
+
+    clips = {"real": sorted((SHARED_DATA / "real" / "ffpp_c23_originals").glob("*.mp4"))[0],
+             "head": sorted((SHARED_DATA / "fake" / "talking_head_edtalk").glob("*.mp4"))[0]}
+    last = {}
+    for name, clip in clips.items():
+        events, report = tmp_path / f"{name}.jsonl", tmp_path / f"{name}-report"
+        result = run_cli(["run", "-s", clip, "--blinks", "--events", events, "--report", report, "--no-progress"],
+                         timeout=180)
+        assert result.returncode == 0, result.stderr[-2000:]
+        rows = [json.loads(line) for line in events.read_text().splitlines()]
+        rates = [r["blinks_per_minute"] for r in rows if r.get("track_id") == 1]
+        assert rates[0] is None  # not before two seconds of the face
+        last[name] = rates[-1]
+        people = json.loads((report / "report.json").read_text())["participants"]
+        assert people[0]["blinks_per_minute"] == last[name]
+        assert "blinks / min" in (report / "report.html").read_text()
+    assert last["head"] == 0.0 and last["real"] >= 5.0

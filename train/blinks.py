@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.blinks import BlinkRate, blink_rate, eye_aspect_ratio
+from engines.blinks import LANDMARK_MODEL, BlinkRate, blink_rate, eye_aspect_ratio
 
 MAX_FRAMES = 300  # 10-12 s at 25-30 fps: a few blinks of a real speaker
 DETECT_EVERY = 3  # frames; the landmarks follow the last box in between (a head moves little in 0.1 s)
@@ -16,7 +16,7 @@ DETECT_SIDE = 640  # frames are shrunk to this longest side to find faces
 class BlinkMeter:
     """Measures videos one after another with one face detector and one landmark model."""
 
-    def __init__(self, face_detector: str = "auto", landmarks: str = "pfld68", threads: int | None = 1):
+    def __init__(self, face_detector: str = "auto", landmarks: str = LANDMARK_MODEL, threads: int | None = 1):
         from engines.face_detectors import create_face_detector
         from engines.landmarks import create_landmarker
         from engines.registry import resolve_face_detector
