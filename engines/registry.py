@@ -117,7 +117,7 @@ REGISTRY: dict[str, RegistryEntry] = {
             filename="pfld_68pt_cunjian.onnx",
             sha256="7d7bbd5c6a1d9272e58d9773898284a1905d872eba9a662df9b5f20f1ba6f83e",
             description="PFLD 68-point facial landmarks, 112x112 input (cunjian/pytorch_face_landmark); "
-                        "training only: the masks of self-blended fakes",
+                        "the masks of self-blended fakes, and the eyes `dfstream run --blinks` reads",
             license="see github.com/cunjian/pytorch_face_landmark (not redistributed)",
             # measured on 37 faces of ../shared: [0, 1] RGB beats ImageNet mean/std (landmark error 0.11 vs
             # 0.25 eye-to-mouth distances from YuNet's 5 points), and a box 2.2x the eye-to-mouth distance
