@@ -178,3 +178,22 @@ def test_a_run_with_blinks_shows_a_real_speakers_blinks_and_none_on_an_animated_
         assert people[0]["blinks_per_minute"] == last[name]
         assert "blinks / min" in (report / "report.html").read_text()
     assert last["head"] == 0.0 and last["real"] >= 5.0
+
+
+@needs_shared_data
+def test_eval_with_blinks_reports_the_blink_rate_alone_beside_the_models_score(tmp_path):
+    from stages.faces import Degradation
+    from tests.conftest import SHARED_DATA
+    from train.evaluate import evaluate
+
+    real = sorted((SHARED_DATA / "real" / "ffpp_c23_originals").glob("*.mp4"))[0]
+    head = sorted((SHARED_DATA / "fake" / "talking_head_edtalk").glob("*.mp4"))[0]
+    listed = tmp_path / "list.tsv"
+    listed.write_text(f"{real}\t0\n{head}\t1\n")
+    report = evaluate([str(listed)], output=None, ci_resamples=0, blinks=True, max_frames=4)
+    by_name = {f["path"]: f for f in report["files"]}
+    assert by_name[str(head)]["blinks_per_minute"] == 0.0 and by_name[str(real)]["blinks_per_minute"] >= 5
+    assert report["blinks"]["roc_auc"] == 1.0 and report["blinks"]["videos"] == 2
+    assert "fewer blinks alone (video ROC-AUC): 1.000" in report["text"]
+    with pytest.raises(ValueError, match="face-height"):
+        evaluate([str(listed)], output=None, blinks=True, degradation=Degradation(face_height=60))

@@ -206,14 +206,47 @@ def format_face_sizes(rows: list[dict]) -> str:
     return "frame-level by face size: " + "; ".join(cells)
 
 
+def blink_metrics(per_file: list[dict], ci_resamples: int) -> dict:
+    """The blink rate alone as a video score (minus blinks per minute: fewer = fake), on the videos
+    seen long enough to have one."""
+    from sklearn.metrics import roc_auc_score
+
+    rated = [f for f in per_file if f.get("blinks_per_minute") is not None]
+    labels = np.array([f["label"] for f in rated])
+    scores = -np.array([f["blinks_per_minute"] for f in rated])
+    both = 0 < labels.sum() < len(labels)
+    result = {"videos": len(rated), "fake": int(labels.sum()), "real": int(len(labels) - labels.sum()),
+              "roc_auc": float(roc_auc_score(labels, scores)) if both else None,
+              "median_per_minute": {name: float(np.median([f["blinks_per_minute"] for f in rated if f["label"] == label]))
+                                    if any(f["label"] == label for f in rated) else None
+                                    for name, label in (("real", 0), ("fake", 1))}}
+    if both and ci_resamples:
+        interval = roc_auc_interval(labels, scores, resamples=ci_resamples)
+        result["roc_auc_ci"] = list(interval) if interval else None
+    return result
+
+
+def format_blink_metrics(m: dict) -> str:
+    auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
+    if m.get("roc_auc_ci"):
+        auc += f" [{m['roc_auc_ci'][0]:.2f}-{m['roc_auc_ci'][1]:.2f}]"
+    medians = ", ".join(f"{name} {'-' if v is None else format(v, '.0f')}" for name, v in m["median_per_minute"].items())
+    return (f"fewer blinks alone (video ROC-AUC): {auc} on {m['videos']} videos ({m['fake']} fake, {m['real']} real) "
+            f"seen for 2 s or more; median blinks a minute: {medians}")
+
+
 def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", temporal: str | None = None,
              threshold: float | None = None, every_n_frames: int = 10, max_frames: int = 32, max_faces: int = 4,
              video_agg: str = "mean", threads: int | None = None, output: str | Path | None = "eval.json",
              plot_dir: str | Path | None = None, face_detector: str = "auto", ci_resamples: int = 2000,
-             degradation: Degradation | None = None) -> dict:
+             degradation: Degradation | None = None, blinks: bool = False) -> dict:
+    """``blinks``: also count each video's blinks (train.blinks: its first 300 frames, every frame) and
+    report the blink rate alone as a video score (fewer = fake) beside the model's."""
     items = gather(inputs)
     if not items:
         raise ValueError("nothing to evaluate")
+    if blinks and degradation is not None and degradation.face_height is not None:
+        raise ValueError("--blinks reads the eyes at a frame scale, not at a --face-height")
     for item in items:
         if not item.path.is_file():
             raise FileNotFoundError(f"no such file: {item.path}")
@@ -236,6 +269,11 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
     from pipeline.stage import StageError
     from train.common import progress
 
+    meter = None
+    if blinks:
+        from train.blinks import BlinkMeter
+
+        meter = BlinkMeter(face_detector)
     for item in progress(items, desc="eval"):
         try:
             faces = score_media(det, cropper, item.path, every_n_frames, max_frames, max_faces)
@@ -262,6 +300,10 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
                          "video_score": vscore, "frames": len(fs), "faces": len(faces),
                          "frame_scores": [round(v, 4) for v in fs],
                          "frame_face_px": [round(float(scored_face[k]), 1) for k in sorted(frames)]})
+        if meter is not None and is_video(item.path):
+            rate = meter.measure(item.path, degradation=degradation)
+            per_file[-1]["blinks"], per_file[-1]["blinks_seconds"] = rate.blinks, round(rate.seconds, 2)
+            per_file[-1]["blinks_per_minute"] = None if rate.per_minute is None else round(rate.per_minute, 2)
     frame_m, video_m = level_metrics(per_file, thr, ci_resamples)
     families = by_family(per_file, thr, ci_resamples) if len({f["family"] for f in per_file if f["label"]}) > 1 else []
     sizes = by_face_size(per_file, thr)
@@ -300,6 +342,9 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
                     + ", ".join(Path(p).name for p in unscorable))
     if unreadable:
         text.append(f"could not read {len(unreadable)} file(s), left out: " + ", ".join(Path(u["path"]).name for u in unreadable))
+    if blinks:
+        report["blinks"] = blink_metrics(per_file, ci_resamples)
+        text.append(format_blink_metrics(report["blinks"]))
     report["text"] = "\n".join(text)
     if plot_dir:
         report["plots"] = plot(plot_dir, {

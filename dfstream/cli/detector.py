@@ -284,13 +284,15 @@ def train_fusion_command(checkpoints, real, exclude, output, name, cache_dir, pr
 @click.option("--threads", type=int, default=None)
 @click.option("-o", "--output", default="eval.json", show_default=True, help="JSON file for the metrics and per-item scores.")
 @click.option("--plot", "plot_dir", default=None, help="Folder for ROC curve and score histogram PNGs.")
+@click.option("--blinks", is_flag=True, help="Also count each video's blinks (68 landmarks on its first 300 frames) and "
+              "report the blink rate alone as a video score (fewer = fake) beside the model's.")
 @click.option("--ci-resamples", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Bootstrap resamples for the ROC-AUCs' 95%% confidence intervals (frames resampled by whole "
                    "videos); 0: none.")
 @webcam_grade_options
 @click.option("-v", "--verbose", is_flag=True)
 def eval_command(inputs, model, engine, temporal, threshold, every_n_frames, max_frames, max_faces, video_agg, threads, output,
-                 plot_dir, ci_resamples, degradation, verbose):
+                 plot_dir, blinks, ci_resamples, degradation, verbose):
     """Measure a detector on labelled images/videos: folders with real/ and fake/, or list files (path<TAB>label)."""
     verbose_logging(verbose)
     from train.evaluate import evaluate
@@ -299,7 +301,7 @@ def eval_command(inputs, model, engine, temporal, threshold, every_n_frames, max
         report = evaluate(list(inputs), model=model, engine=engine, temporal=temporal, threshold=threshold,
                           every_n_frames=every_n_frames, max_frames=max_frames, max_faces=max_faces,
                           video_agg=video_agg, threads=threads, output=output, plot_dir=plot_dir,
-                          ci_resamples=ci_resamples, degradation=degradation)
+                          ci_resamples=ci_resamples, degradation=degradation, blinks=blinks)
     except user_errors() as exc:
         raise one_line_error(exc) from None
     click.echo(report["text"])
