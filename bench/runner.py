@@ -19,6 +19,7 @@ from pathlib import Path
 from bench import clips as clips_mod
 from bench import report
 from bench.measure import loadavg, machine_busy_s, measure
+from engines.blinks import LANDMARK_MODEL
 from engines.onnxruntime_engine import usable_cores
 from pipeline.metrics import write_json
 
@@ -169,6 +170,13 @@ def micro_engines(model: dict, engine: str) -> list[tuple[str, str]]:
     return engines
 
 
+def blinks_installed() -> bool:
+    """Whether the landmark model --blinks reads the eyes with is installed (it comes from the shared folder)."""
+    from engines.registry import get_entry, installed_path
+
+    return installed_path(get_entry(LANDMARK_MODEL)) is not None
+
+
 def sweep_plan(quick: bool, clip: dict, parts: tuple[str, ...]) -> list[tuple[str, str, dict]]:
     """(name, what it shows, overrides of the defaults) for each dfstream configuration."""
     full = max(clip["width"], clip["height"])
@@ -185,6 +193,9 @@ def sweep_plan(quick: bool, clip: dict, parts: tuple[str, ...]) -> list[tuple[st
                                              "the encoding sink yield the CPU to it)", {"upstream_niceness": 0}))
             plan.append(("same work as baseline", "every frame, detection on the full frame: the baseline's work, "
                                                   "only organised as a pipeline", {"detect_every": 1, "detect_size": full}))
+            if blinks_installed():
+                plan.append(("blinks", "the defaults with --blinks: each analysed face's eyes read (68 landmarks on "
+                                       "its crop) for its blinks a minute", {"eye_landmarks": LANDMARK_MODEL}))
     if "sweep" in parts:
         plan += [("replicas 2", "2 detect + 2 infer replicas", {"replicas": 2})]
         if not quick:

@@ -169,3 +169,17 @@ def test_a_stream_count_keeps_up_only_if_faces_were_still_looked_for():
     found = {t["target"]: t for t in targets(doc)}
     streams = found[">= 4 concurrent live streams with < 1% dropped frames"]
     assert streams["value"] == 2 and streams["met"] is False
+
+
+def test_the_full_sweep_measures_blinks_beside_the_defaults_when_the_landmark_model_is_there(monkeypatch):
+    from bench import runner
+
+    clip = {"width": 1280, "height": 720}
+    for installed in (True, False):
+        monkeypatch.setattr(runner, "blinks_installed", lambda: installed)
+        plan = {name: overrides for name, _, overrides in runner.sweep_plan(False, clip, ("dfstream",))}
+        assert ("blinks" in plan) is installed and "defaults" in plan
+    monkeypatch.setattr(runner, "blinks_installed", lambda: True)
+    plan = {name: overrides for name, _, overrides in runner.sweep_plan(False, clip, ("dfstream",))}
+    assert plan["blinks"] == {"eye_landmarks": "pfld68"}
+    assert "blinks" not in {name for name, _, _ in runner.sweep_plan(True, clip, ("dfstream",))}  # --quick: not run
