@@ -455,7 +455,8 @@ class Bench:
         if "live" in opts.parts and not opts.quick:
             # the settings the proposed pipeline patches would make the default (see BENCHMARKS.md)
             variants = []
-            for name, overrides in LIVE_VARIANTS:
+            blinks = [("--blinks", {"eye_landmarks": LANDMARK_MODEL})] if blinks_installed() else []
+            for name, overrides in LIVE_VARIANTS + blinks:
                 r = self.run_one(f"live: 1 stream, {name}", "bench.pipeline_runs:run_dfstream", budget * 2,
                                  clips=[clip["path"]], live=True, out_dir=out(f"live-1-{name}"),
                                  **common, **overrides)
