@@ -35,6 +35,7 @@ from monitor.config import (CameraConfig, ConfigError, MonitorConfig, WebConfig,
 from monitor.outbox import Outbox
 from monitor.sinks import DeliveryWorker, MqttSink, build_sinks
 from monitor.state import DELIVERY_QUEUED, Alert, CameraStatus, MonitorState
+from engines.blinks import LANDMARK_MODEL
 from pipeline.health import Health, utc_now
 from pipeline.urls import redact
 from stages.reconnect import Backoff
@@ -106,6 +107,25 @@ class CameraFeed(threading.Thread):
             self.context.term()
 
 
+def camera_run_config(camera: CameraConfig, streams, model: tuple, config: MonitorConfig, events_path: str | None,
+                      publish_url: str | None):
+    """The RunConfig of one run of ``camera`` (``model``: path, metadata and face detector), built as
+    ``dfstream run`` builds one, from the camera's entry and the service's settings."""
+    from runtime.run_config import build_run_config
+
+    model_path, metadata, face_detector = model
+    return build_run_config(
+        streams, model_path, metadata, face_detector,
+        engine=config.model.engine, detect_every=camera.detect_every,
+        classify_every=camera.classify_every, detect_size=camera.detect_size,
+        min_face_score=camera.min_face_score, threshold=camera.threshold, events_path=events_path,
+        eye_landmarks=LANDMARK_MODEL if camera.blinks else None,
+        publish_url=publish_url, publish_fps=config.publish_fps,
+        live_latency_budget_ms=camera.max_latency_ms, open_timeout_s=camera.open_timeout,
+        reconnect=config.reconnect(),
+        progress=False, metrics_interval_s=60.0)
+
+
 class CameraWorker(threading.Thread):
     def __init__(self, camera: CameraConfig, service: "MonitorService"):
         super().__init__(name=f"camera-{camera.name}", daemon=True)
@@ -139,7 +159,7 @@ class CameraWorker(threading.Thread):
     # -- the run loop -------------------------------------------------------------------
     def run(self) -> None:
         from pipeline.stage import StageError
-        from runtime.run_config import RunOptionError, build_run_config, probe_streams
+        from runtime.run_config import RunOptionError, probe_streams
         from runtime.supervisor import Supervisor
 
         self.feed.start()
@@ -153,15 +173,9 @@ class CameraWorker(threading.Thread):
                 if self.config.storage.events:
                     self.config.storage.events_dir.mkdir(parents=True, exist_ok=True)
                     events = str(self.config.storage.events_dir / f"{camera.name}-{int(time.time())}.jsonl")
-                run_config = build_run_config(
-                    streams, service.model_path, service.metadata, service.face_detector,
-                    engine=self.config.model.engine, detect_every=camera.detect_every,
-                    classify_every=camera.classify_every, detect_size=camera.detect_size,
-                    min_face_score=camera.min_face_score, threshold=camera.threshold, events_path=events,
-                    publish_url=self.publish_url, publish_fps=self.config.publish_fps,
-                    live_latency_budget_ms=camera.max_latency_ms, open_timeout_s=camera.open_timeout,
-                    reconnect=self.config.reconnect(),
-                    progress=False, metrics_interval_s=60.0)
+                run_config = camera_run_config(camera, streams, (service.model_path, service.metadata,
+                                                                 service.face_detector),
+                                               self.config, events, self.publish_url)
             except (StageError, RunOptionError) as exc:
                 self._set_health(Health.RECONNECTING if self.streamed_once else Health.OFFLINE, str(exc))
                 attempt = self._backoff(attempt)

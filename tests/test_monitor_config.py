@@ -36,6 +36,7 @@ def test_a_good_config_becomes_typed_settings_with_their_defaults(tmp_path):
     assert [c.name for c in config.cameras] == ["door", "yard"]
     assert config.cameras[1].detect_every == 2 and config.cameras[1].threshold == 0.7
     assert config.cameras[0].detect_every == 3  # default
+    assert config.cameras[0].blinks is False  # eyes not read unless asked
     assert config.sinks.webhooks[0].name == "webhook0"
     assert (config.sinks.mqtt.host, config.sinks.mqtt.port) == ("broker", 1884)
     assert config.web.port == 9000 and config.web.bind == "127.0.0.1"
@@ -56,6 +57,7 @@ def test_a_good_config_becomes_typed_settings_with_their_defaults(tmp_path):
     ("cameras: [{name: a, url: rtsp://x}]\nweb: {bind: 0.0.0.0}\n", "web.bind: 0.0.0.0 is reachable from other hosts"),
     ("cameras: [{name: a, url: rtsp://x}]\nweb: {bind: 0.0.0.0, token_hash: abc}\n", "web.token_hash: token hash is not"),
     ("cameras: [{name: a, url: rtsp://x}\n", "not valid YAML"),
+    ("cameras: [{name: a, url: rtsp://x, blinks: often}]\n", "cameras[0].blinks: must be"),
 ])
 def test_a_bad_config_is_refused_naming_the_key(tmp_path, text, message):
     path = _write(tmp_path, text)
@@ -181,3 +183,18 @@ def test_a_camera_is_not_added_through_the_api_when_its_overlay_cannot_be_saved(
         assert not service.workers and config.camera("gate") is None  # nothing started, nothing half-added
     finally:
         shutil.rmtree(service.runtime_dir, ignore_errors=True)
+
+
+def test_a_camera_with_blinks_true_reads_the_eyes_in_its_runs_and_one_without_does_not(tmp_path, tiny_detector):
+    from engines.metadata import read_metadata
+    from monitor.service import camera_run_config
+    from pipeline.config import StreamInfo
+
+    config = load_config(_write(tmp_path, "cameras:\n  - {name: hall, url: rtsp://x/hall, blinks: true}\n"
+                                          "  - {name: door, url: rtsp://x/door}\n"))
+    stream = StreamInfo(stream_id=0, url="rtsp://x/hall", kind="rtsp", live=True, name="hall", width=640, height=480,
+                        fps=15.0, time_base=(1, 90000), frame_count=None)
+    model = (str(tiny_detector), read_metadata(tiny_detector), ("haar", None))
+    hall, door = (camera_run_config(camera, [stream], model, config, None, None) for camera in config.cameras)
+    assert hall.detect.eye_landmarks == "pfld68" and door.detect.eye_landmarks is None
+    assert hall.detect_every == config.cameras[0].detect_every  # the camera's own settings, as before
