@@ -34,7 +34,7 @@ from monitor.config import (CameraConfig, ConfigError, MonitorConfig, WebConfig,
                             read_overlay, write_overlay)
 from monitor.outbox import Outbox
 from monitor.sinks import DeliveryWorker, MqttSink, build_sinks
-from monitor.state import DELIVERY_QUEUED, Alert, CameraStatus, MonitorState
+from monitor.state import DELIVERY_QUEUED, Alert, CameraStatus, MonitorState, TrackShown
 from engines.blinks import LANDMARK_MODEL
 from pipeline.health import Health, utc_now
 from pipeline.urls import redact
@@ -150,7 +150,7 @@ class CameraWorker(threading.Thread):
         self.run_reconnects = 0
         self.last_frames_at = time.monotonic()
         self.fps_samples: list[tuple[float, int]] = []
-        self.tracks: dict[int, tuple[float | None, str | None, float]] = {}
+        self.tracks: dict[int, tuple[TrackShown, float]] = {}  # track id -> (as shown, monotonic time last seen)
         self.supervisor = None
         self.feed = CameraFeed(self)
         self.state.set_camera(self.status)
@@ -315,16 +315,17 @@ class CameraWorker(threading.Thread):
                     metrics.score.labels(camera=name).observe(face["score"])
                 if track is None:
                     continue
-                self.tracks[track] = (face["smoothed_score"], face["verdict"], now)
+                self.tracks[track] = (TrackShown(face["smoothed_score"], face["verdict"],
+                                                 face.get("blinks_per_minute")), now)
                 self.recorder.score({"capture_time": header["capture_time"], "frame_index": header["frame_index"],
                                      "track_id": track, "score": face["score"],
                                      "smoothed_score": face["smoothed_score"], "verdict": face["verdict"]})
                 if self.fake_rule.feed(track, face["smoothed_score"], header["capture_time"]):
                     self.recorder.fire(track, face["smoothed_score"], header["capture_time"])
                     log.warning("camera %s: track %s fake (smoothed P(fake) %.2f)", name, track, face["smoothed_score"])
-            self.tracks = {k: v for k, v in self.tracks.items() if now - v[2] <= TRACK_SHOWN_S}
+            self.tracks = {k: v for k, v in self.tracks.items() if now - v[1] <= TRACK_SHOWN_S}
             self.status.faces += scored
-            shown = {k: (v[0], v[1]) for k, v in self.tracks.items()}
+            shown = {k: seen for k, (seen, _) in self.tracks.items()}
             faces = self.status.faces
         if scored:
             metrics.faces.labels(camera=name).inc(scored)
@@ -473,7 +474,7 @@ class MonitorService:
         for status in self.state.cameras():
             document = dataclasses.asdict(status)
             document["health"] = status.health.value
-            document["tracks"] = {str(k): v for k, v in status.tracks.items()}
+            document["tracks"] = {str(k): dataclasses.asdict(v) for k, v in status.tracks.items()}
             cameras.append(document)
         document = {"time": utc_now(), "started": self.state.started, "cameras": cameras,
                     "alerts": len(self.state.alerts(limit=self.state.keep_alerts))}

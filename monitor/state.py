@@ -26,6 +26,15 @@ DELIVERY_QUEUED = "queued"  # on disk, retried until delivered
 DELIVERY_FAILED = "failed"  # a permanent refusal (e.g. HTTP 4xx); kept on disk, not retried
 
 
+@dataclass(frozen=True)
+class TrackShown:
+    """A face track as the dashboard and the API show it."""
+
+    score: float | None  # smoothed P(fake)
+    verdict: str | None
+    blinks_per_minute: float | None = None  # with the camera's blinks: true
+
+
 @dataclass
 class CameraStatus:
     name: str
@@ -40,8 +49,7 @@ class CameraStatus:
     dropped: int = 0
     reconnects: int = 0
     faces: int = 0  # faces scored so far
-    # track id -> (smoothed P(fake), verdict) of the tracks seen in the last seconds
-    tracks: dict[int, tuple[float | None, str | None]] = field(default_factory=dict)
+    tracks: dict[int, TrackShown] = field(default_factory=dict)  # the tracks seen in the last seconds
 
 
 @dataclass

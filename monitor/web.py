@@ -111,8 +111,9 @@ def camera_view(status: CameraStatus) -> dict:
         "dropped": status.dropped,
         "reconnects": status.reconnects,
         "faces": status.faces,
-        "tracks": [{"id": track, "score": None if score is None else round(score, 3), "verdict": verdict}
-                   for track, (score, verdict) in sorted(status.tracks.items())],
+        "tracks": [{"id": track, "score": None if seen.score is None else round(seen.score, 3), "verdict": seen.verdict,
+                    "blinks_per_minute": seen.blinks_per_minute}
+                   for track, seen in sorted(status.tracks.items())],
     }
 
 

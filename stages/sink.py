@@ -222,7 +222,9 @@ class FramePublisher:
                 faces = [{"box": [round(float(v), 1) for v in face.box], "track_id": face.track_id,
                           "score": None if face.fake_score is None else round(face.fake_score, 4),
                           "smoothed_score": None if face.smoothed_score is None else round(face.smoothed_score, 4),
-                          "verdict": face.verdict} for face in message.faces]
+                          "verdict": face.verdict,
+                          "blinks_per_minute": None if face.blinks_per_minute is None else round(face.blinks_per_minute, 1)}
+                         for face in message.faces]
                 self.socket.send_multipart([b"faces", json.dumps({**header, "faces": faces}).encode()], self.flags)
             now = time.monotonic()
             if message.image is not None and now - self.last_frame.get(message.stream_id, -1e9) >= self.interval:

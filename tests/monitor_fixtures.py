@@ -10,7 +10,8 @@ import av
 import cv2
 import numpy as np
 
-from monitor.state import ALERT_FAKE, ALERT_OFFLINE, DELIVERY_QUEUED, DELIVERY_SENT, Alert, CameraStatus, MonitorState
+from monitor.state import (ALERT_FAKE, ALERT_OFFLINE, DELIVERY_QUEUED, DELIVERY_SENT, Alert, CameraStatus, MonitorState,
+                           TrackShown)
 from pipeline.health import Health, utc_now
 from tests.conftest import shared
 
@@ -58,11 +59,11 @@ def filled_state(alerts_dir: Path) -> MonitorState:
     state.set_camera(CameraStatus(
         name="front-door", url="rtsp://admin:hunter2@192.0.2.10:554/stream1", health=Health.STREAMING,
         health_since=utc_now(), fps=14.8, latency_p50_ms=41.0, latency_p99_ms=96.5, frames=1200, dropped=3,
-        reconnects=1, faces=220, tracks={4: (0.12, "real")}))
+        reconnects=1, faces=220, tracks={4: TrackShown(0.12, "real")}))
     state.set_camera(CameraStatus(
         name="lobby-cam", url="rtsp://192.0.2.11/live?token=s3cret", health=Health.OFFLINE, health_since=utc_now(),
         health_detail="no answer from rtsp://viewer:pw@192.0.2.11/live after 5 tries", fps=0.0, frames=300,
-        dropped=0, reconnects=5, faces=40, tracks={7: (0.91, "fake")}))
+        dropped=0, reconnects=5, faces=40, tracks={7: TrackShown(0.91, "fake", 0.0)}))
     state.set_preview("front-door", jpeg(door))
     state.set_preview("lobby-cam", jpeg(hall[0]))
     metrics = state.metrics

@@ -37,6 +37,7 @@ def test_the_dashboard_shows_both_cameras_and_the_latest_alert(dashboard):
     assert re.search(r'class="name">front-door<', dom) and re.search(r'class="name">lobby-cam<', dom)
     assert "track 7 held a fake verdict" in dom and 'data-alert="20260101T120000.000Z-lobby-cam-7"' in dom
     assert "hunter2" not in dom and "s3cret" not in dom
+    assert "#7 fake 0.91 · 0 blinks/min" in dom and "#4 real 0.12<" in dom  # blinks shown only where eyes are read
 
 
 def test_the_script_loaded_both_live_views(dashboard):

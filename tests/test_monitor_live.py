@@ -61,7 +61,7 @@ def config(rtsp_port: int, silent_port: int, garbage_port: int, hook: str, web_p
            storage: Path) -> dict:
     return {
         "cameras": [
-            {"name": "cam", "url": f"rtsp://127.0.0.1:{rtsp_port}/cam", "detect_every": 2},
+            {"name": "cam", "url": f"rtsp://127.0.0.1:{rtsp_port}/cam", "detect_every": 2, "blinks": True},
             {"name": "silent", "url": f"rtsp://admin:{PASSWORDS['silent']}@127.0.0.1:{silent_port}/live",
              "open_timeout": 2},
             {"name": "garbage", "url": f"rtsp://admin:{PASSWORDS['garbage']}@127.0.0.1:{garbage_port}/live",
@@ -108,6 +108,9 @@ def live(rtsp_ready, tmp_path_factory, tiny_detector):
             found["status"] = monitor.status()
             wait_until(lambda: api()["cam"]["health"] == "streaming", 30, what="cam streaming")
             found["api_cameras"] = api()
+            found["blinks"] = wait_until(lambda: [t["blinks_per_minute"] for t in api()["cam"]["tracks"]
+                                                  if t["blinks_per_minute"] is not None], 30,
+                                         what="a track of cam with its blinks a minute")
             # the dashboard and the alert list in a real browser
             found["dashboard_dom"], found["dashboard_png"] = _browse(folder, base + "/", "dashboard", api)
             found["alerts_dom"], found["alerts_png"] = _browse(folder, base + "/alerts?camera=cam", "alerts", api)
@@ -233,6 +236,11 @@ def test_metrics_of_the_running_monitor_parse_and_count_what_happened(live):
     assert sample(samples, "dfstream_camera_latency_seconds_bucket", camera="cam", le="+Inf") > 0
     assert sample(samples, "dfstream_alerts_sent_total", sink="hook") >= 1
     assert sample(samples, "dfstream_camera_faces_total", camera="cam") > 0
+
+
+def test_a_camera_with_blinks_true_shows_its_tracks_blinks_a_minute(live):
+    assert all(isinstance(rate, float) and 0 <= rate < 200 for rate in live["blinks"])
+    assert '"blinks_per_minute"' in live["texts"]["status.json"]
 
 
 def test_healthz_answers_200_with_the_cameras_by_health(live):

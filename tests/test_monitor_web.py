@@ -69,7 +69,7 @@ def test_api_cameras_lists_figures_and_tracks(client):
     door = cameras["front-door"]
     assert (door["health"], door["fps"], door["latency_p99_ms"], door["dropped"], door["reconnects"]) == \
         ("streaming", 14.8, 96.5, 3, 1)
-    assert cameras["lobby-cam"]["tracks"] == [{"id": 7, "score": 0.91, "verdict": "fake"}]
+    assert cameras["lobby-cam"]["tracks"] == [{"id": 7, "score": 0.91, "verdict": "fake", "blinks_per_minute": 0.0}]
     assert cameras["lobby-cam"]["url"] == "rtsp://192.0.2.11/live?token=***"
 
 
