@@ -8,6 +8,7 @@ The wire format lives in :mod:`pipeline.codec`; nothing here knows about ZeroMQ.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
@@ -110,6 +111,11 @@ class FrameMessage:
     @property
     def key(self) -> tuple[int, int]:
         return (self.stream_id, self.seq)
+
+    @property
+    def pts_seconds(self) -> float | None:
+        """The frame's time in its stream, from its timestamp; None when it has none."""
+        return None if self.pts is None else float(self.pts * Fraction(*self.time_base))
 
 
 @dataclass

@@ -16,7 +16,6 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -66,7 +65,7 @@ class CallReport:
     # -- collecting ----------------------------------------------------------------------
     def add(self, message: FrameMessage) -> None:
         self.frames[message.stream_id] = self.frames.get(message.stream_id, 0) + 1
-        seconds = float(message.pts * Fraction(*message.time_base)) if message.pts is not None else None
+        seconds = message.pts_seconds
         for face in message.faces:
             if face.track_id < 0:
                 continue

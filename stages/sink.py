@@ -353,7 +353,7 @@ class SinkStage(Stage):
 
     def _write_events(self, message: FrameMessage) -> None:
         stream = self.streams[message.stream_id]
-        seconds = float(message.pts * Fraction(*message.time_base)) if message.pts is not None else None
+        seconds = message.pts_seconds
         when = utc_time(message.capture_time)
         for face in message.faces:
             record = {

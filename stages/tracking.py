@@ -26,13 +26,6 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def stream_seconds(message: FrameMessage) -> float:
-    """The frame's time in its stream (its timestamp), or the wall clock when it has none."""
-    if message.pts is None:
-        return message.capture_time
-    return message.pts * message.time_base[0] / message.time_base[1]
-
-
 def verdict_of(score: float | None, scores: int, threshold: float, uncertain_band: float, min_track_scores: int) -> str:
     """The verdict a P(fake) reads as, given how many scores it rests on."""
     if score is None or scores < min_track_scores:
@@ -72,7 +65,7 @@ class FaceTracker:
             self._associate(message.faces)
             for face in message.faces:
                 self._score(face)
-                self._read_eyes(face, stream_seconds(message))
+                self._read_eyes(face, message.capture_time if message.pts is None else message.pts_seconds)
         else:
             # only tracks seen at the last detection: a missed one may have left the picture
             message.faces = [self._held(track) for track in self.tracks if track.missed == 0]
