@@ -78,7 +78,7 @@ def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_det
             else:
                 found = detector.detect(image)
             found = [f for f in found if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= detect_defaults.min_face_size]
-            found.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
+            found.sort(key=lambda f: f.area, reverse=True)
             found = found[: detect_defaults.max_faces]
             t2 = time.perf_counter()
             crops = align_faces(image, [f.landmarks for f in found], crop_size, metadata.crop_margin) if found else None

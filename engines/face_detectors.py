@@ -35,6 +35,10 @@ class DetectedFace:
     score: float
     landmarks: np.ndarray  # 5 x 2
 
+    @property
+    def area(self) -> float:
+        return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
+
     def scaled(self, factor: float) -> "DetectedFace":
         return DetectedFace(tuple(v * factor for v in self.box), self.score, self.landmarks * factor)
 

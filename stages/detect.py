@@ -83,7 +83,7 @@ class DetectStage(Stage):
         found = self.detector.detect_downscaled(image, cfg.detect_max_side, pixel_format)
         found = [replace(f, box=_inside(f.box, width, height)) for f in found]
         found = [f for f in found if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= cfg.min_face_size]
-        found.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
+        found.sort(key=lambda f: f.area, reverse=True)
         self.faces_found += min(len(found), cfg.max_faces)
         return [
             Face(box=tuple(f.box), score=f.score, landmarks=[tuple(p) for p in f.landmarks.tolist()])

@@ -52,7 +52,7 @@ class BlinkMeter:
                     image = degradation.apply(image, index)
                 if (index // every) % detect_every == 0:
                     faces = self.detector.detect_downscaled(image, DETECT_SIDE)
-                    face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) if faces else None
+                    face = max(faces, key=lambda f: f.area) if faces else None
                 if face is None:
                     openings.append(np.nan)
                     continue
