@@ -63,9 +63,11 @@ class FaceTracker:
         on frames without detection, fill in the faces of the live tracks."""
         if message.detected:
             self._associate(message.faces)
+            seconds = message.capture_time if message.pts is None else message.pts_seconds
             for face in message.faces:
-                self._score(face)
-                self._read_eyes(face, message.capture_time if message.pts is None else message.pts_seconds)
+                track = self._track(face.track_id)
+                self._score(face, track)
+                self._read_eyes(face, track, seconds)
         else:
             # only tracks seen at the last detection: a missed one may have left the picture
             message.faces = [self._held(track) for track in self.tracks if track.missed == 0]
@@ -122,8 +124,7 @@ class FaceTracker:
     def _track(self, track_id: int) -> Track:
         return next(t for t in self.tracks if t.track_id == track_id)
 
-    def _score(self, face: Face) -> None:
-        track = self._track(face.track_id)
+    def _score(self, face: Face, track: Track) -> None:
         if face.unscorable or face.fake_score is not None:
             track.too_small = face.unscorable
         if face.fake_score is not None:
@@ -134,8 +135,7 @@ class FaceTracker:
         face.smoothed_score = track.smoothed
         face.verdict = self.verdict(track)
 
-    def _read_eyes(self, face: Face, seconds: float) -> None:
-        track = self._track(face.track_id)
+    def _read_eyes(self, face: Face, track: Track, seconds: float) -> None:
         if face.eye_opening is not None:
             track.blinks.add(seconds, face.eye_opening)
             track.blinks_per_minute = track.blinks.rate().per_minute

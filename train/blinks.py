@@ -13,6 +13,13 @@ DETECT_EVERY = 3  # frames; the landmarks follow the last box in between (a head
 DETECT_SIDE = 640  # frames are shrunk to this longest side to find faces
 
 
+def check_degradation(degradation) -> None:
+    """Blinks are read on whole frames at a frame scale; a face height (scaling each file by its first
+    face) is refused, one message for every command that measures them."""
+    if degradation is not None and degradation.face_height is not None:
+        raise ValueError("blinks are read at a frame scale, not at a face height (--face-height)")
+
+
 class BlinkMeter:
     """Measures videos one after another with one face detector and one landmark model."""
 
@@ -33,8 +40,7 @@ class BlinkMeter:
         detect_every = max(1, DETECT_EVERY // every)  # in frames read
         import av
 
-        if degradation is not None and degradation.face_height is not None:
-            raise ValueError("blinks are measured at a frame scale, not at a face height")
+        check_degradation(degradation)
         openings, face = [], None
         with av.open(str(path)) as container:
             stream = container.streams.video[0]

@@ -245,8 +245,10 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
     items = gather(inputs)
     if not items:
         raise ValueError("nothing to evaluate")
-    if blinks and degradation is not None and degradation.face_height is not None:
-        raise ValueError("--blinks reads the eyes at a frame scale, not at a --face-height")
+    if blinks:
+        from train.blinks import check_degradation
+
+        check_degradation(degradation)
     for item in items:
         if not item.path.is_file():
             raise FileNotFoundError(f"no such file: {item.path}")

@@ -22,8 +22,8 @@ every family, with the same val and test buckets.
 """
 from __future__ import annotations
 
-import hashlib
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -286,23 +286,23 @@ def blink_cue(manifest: str | Path = DEFAULT_MANIFEST, families_: list[str] | No
     and the result carries a ``seeds`` entry shaped like :func:`score`'s (scores as logits), so that
     :func:`fuse` can join the cue with a model."""
     from stages.faces import is_video
-    from train.blinks import BlinkMeter
+    from train.blinks import BlinkMeter, check_degradation
     from train.datasets import read_list_file
 
-    if degradation is not None and degradation.face_height is not None:
-        raise ValueError("blinks are measured at a frame scale, not at a face height")
+    check_degradation(degradation)
     items = read_list_file(manifest)
     chosen = _chosen_families(items, families_, manifest)
     val = real_val_videos(items)
-    paths = list(dict.fromkeys([str(i.path) for family in chosen for i in fold_items(fold(items, family), family)
-                                if is_video(i.path)] + [str(i.path) for i in val]))
+    held_out = {family: fold_items(fold(items, family), family) for family in chosen}
+    paths = list(dict.fromkeys([str(i.path) for files in held_out.values() for i in files if is_video(i.path)]
+                               + [str(i.path) for i in val]))
     meter, facts = BlinkMeter(), {}
     for path in (progress(paths, desc="blinks") if progress else paths):
         rate = meter.measure(path, degradation=degradation, every=every_n_frames)
         facts[path] = {BLINK_CUE: None if rate.per_minute is None else -rate.per_minute,
                        "blinks": rate.blinks, "seconds": round(rate.seconds, 2)}
-    for family in chosen:  # photos have no blinks: not part of this table
-        for item in fold_items(fold(items, family), family):
+    for files in held_out.values():  # photos have no blinks: not part of this table
+        for item in files:
             facts.setdefault(str(item.path), {BLINK_CUE: None})
     result = _fact_tables(items, chosen, facts, (BLINK_CUE,))
 
@@ -313,8 +313,8 @@ def blink_cue(manifest: str | Path = DEFAULT_MANIFEST, families_: list[str] | No
         return {key(i): facts[str(i.path)][BLINK_CUE] for i in files if facts[str(i.path)][BLINK_CUE] is not None}
 
     rows = {}
-    for family in chosen:
-        files = [i for i in fold_items(fold(items, family), family) if facts[str(i.path)][BLINK_CUE] is not None]
+    for family, files in held_out.items():
+        files = [i for i in files if facts[str(i.path)][BLINK_CUE] is not None]
         rows[family] = {"video_scores": scored(files), "video_labels": {key(i): i.label for i in files},
                         "video_groups": {key(i): i.group for i in files}}
     result["seeds"] = [{"model": "blinks", "scores_are_logits": True, "families": rows,
@@ -358,6 +358,10 @@ def fuse(results: list[dict], ci_resamples: int = 2000, rule: str = "mean") -> d
     if rule not in FUSION_RULES:
         raise ValueError(f"fusion rule {rule!r}: one of {', '.join(FUSION_RULES)}")
     combine = np.mean if rule == "mean" else np.max
+
+    def logits(member, values):  # a cue's scores (blink_cue) are logits already
+        return np.asarray(values, np.float64) if member.get("scores_are_logits") else logit(values)
+
     if any(not isinstance(r, dict) or not r.get("seeds") or "families" not in r for r in results):
         raise ValueError("not a dfstream lofo score result (no seeds or families)")
     n_seeds = max(len(r["seeds"]) for r in results)
@@ -368,9 +372,6 @@ def fuse(results: list[dict], ci_resamples: int = 2000, rule: str = "mean") -> d
     for k in range(n_seeds):
         members = [r["seeds"][k if len(r["seeds"]) > 1 else 0] for r in results]
         scales = []
-        def logits(member, values):
-            return np.asarray(values, np.float64) if member.get("scores_are_logits") else logit(values)
-
         for m in members:
             val = logits(m, list(m.get("val_real_video_scores", {}).values()))
             if len(val) < 3 or val.std(ddof=1) == 0:
