@@ -28,7 +28,7 @@ system-deps:
 	fi
 
 # The YuNet face detector (and, for training, UltraFace, whose trunk is the default backbone, and
-# the PFLD landmarks that shape the self-blends and read the eyes for --blinks) are not ours to ship: copy them (sha256-checked)
+# the PFLD landmarks that shape the self-blends and read the eyes for the default detector's blinks) are not ours to ship: copy them (sha256-checked)
 # from the shared folder into the user cache, or download them on a machine with internet (PFLD
 # has no download: without the shared folder, training falls back to 5-point masks).
 models: venv

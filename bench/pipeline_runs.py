@@ -53,7 +53,7 @@ def build_config(clips: list[str], live: bool, model_path: str, engine: str, fac
                  draw: bool = True, video_output: bool = True, batch_timeout_ms: float | None = None,
                  preset: str | None = None, infer_threads: int | None = None,
                  detect_threads: int = DetectConfig.threads, upstream_niceness: int | None = None,
-                 eye_landmarks: str | None = DetectConfig.eye_landmarks):
+                 blinks: bool | None = None):
     """A RunConfig as ``dfstream run -s CLIP... -o OUT/{index}.mp4 [--live] ...`` makes it, by the same
     function (``video_output=False``: ``--events OUT/events.jsonl`` instead of ``-o``: no encoding)."""
     from engines.metadata import KIND_DETECTOR, read_metadata
@@ -65,7 +65,7 @@ def build_config(clips: list[str], live: bool, model_path: str, engine: str, fac
     return build_run_config(
         streams, model_path, metadata, (face_detector, face_detector_path),
         engine=engine, infer_threads=infer_threads, detect_every=detect_every, classify_every=classify_every,
-        detect_size=detect_size, detect_threads=detect_threads, eye_landmarks=eye_landmarks, replicas=replicas,
+        detect_size=detect_size, detect_threads=detect_threads, blinks=blinks, replicas=replicas,
         detect_replicas=detect_replicas, infer_replicas=infer_replicas, batch_timeout_ms=batch_timeout_ms,
         draw=draw, preset=preset,
         output=str(Path(out_dir) / "dfstream-{index}.mp4") if video_output else None,

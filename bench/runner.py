@@ -19,7 +19,7 @@ from pathlib import Path
 from bench import clips as clips_mod
 from bench import report
 from bench.measure import loadavg, machine_busy_s, measure
-from engines.blinks import LANDMARK_MODEL
+from engines.blinks import landmarks_installed
 from engines.onnxruntime_engine import usable_cores
 from pipeline.metrics import write_json
 
@@ -170,13 +170,6 @@ def micro_engines(model: dict, engine: str) -> list[tuple[str, str]]:
     return engines
 
 
-def blinks_installed() -> bool:
-    """Whether the landmark model --blinks reads the eyes with is installed (it comes from the shared folder)."""
-    from engines.registry import get_entry, installed_path
-
-    return installed_path(get_entry(LANDMARK_MODEL)) is not None
-
-
 def sweep_plan(quick: bool, clip: dict, parts: tuple[str, ...]) -> list[tuple[str, str, dict]]:
     """(name, what it shows, overrides of the defaults) for each dfstream configuration."""
     full = max(clip["width"], clip["height"])
@@ -193,9 +186,9 @@ def sweep_plan(quick: bool, clip: dict, parts: tuple[str, ...]) -> list[tuple[st
                                              "the encoding sink yield the CPU to it)", {"upstream_niceness": 0}))
             plan.append(("same work as baseline", "every frame, detection on the full frame: the baseline's work, "
                                                   "only organised as a pipeline", {"detect_every": 1, "detect_size": full}))
-            if blinks_installed():
-                plan.append(("blinks", "the defaults with --blinks: each analysed face's eyes read (68 landmarks on "
-                                       "its crop) for its blinks a minute", {"eye_landmarks": LANDMARK_MODEL}))
+            if landmarks_installed():  # the defaults read them then: what they cost
+                plan.append(("no blinks", "the defaults with --no-blinks: faces scored on their frames alone, no "
+                                          "eyes read (68 landmarks on each analysed crop)", {"blinks": False}))
     if "sweep" in parts:
         plan += [("replicas 2", "2 detect + 2 infer replicas", {"replicas": 2})]
         if not quick:
@@ -455,7 +448,7 @@ class Bench:
         if "live" in opts.parts and not opts.quick:
             # the settings the proposed pipeline patches would make the default (see BENCHMARKS.md)
             variants = []
-            blinks = [("--blinks", {"eye_landmarks": LANDMARK_MODEL})] if blinks_installed() else []
+            blinks = [("--no-blinks", {"blinks": False})] if landmarks_installed() else []
             for name, overrides in LIVE_VARIANTS + blinks:
                 r = self.run_one(f"live: 1 stream, {name}", "bench.pipeline_runs:run_dfstream", budget * 2,
                                  clips=[clip["path"]], live=True, out_dir=out(f"live-1-{name}"),

@@ -10,13 +10,18 @@ opening, counted again only after they reopen past ``REOPENED`` (so landmark jit
 closing is one blink).
 
 Measured as an offline cue (``dfstream lofo blinks``, the model card); in the pipeline each track
-keeps its last minute of eye openings (:class:`RecentBlinks`) and reports its blinks per minute
-beside the detector's score: an observation for the person watching, not part of the score yet.
+keeps its last minute of eye openings (:class:`RecentBlinks`) and reports its blinks per minute.
+
+A detector whose metadata carries :class:`BlinkEvidence` (the default, since 2026-12-07) joins the
+two: a video's (a track's) score is raised to the score its blinks are as surprising as, when they
+are the more surprising of the two -- a face is as suspect as its most suspect cue.
 """
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -30,6 +35,14 @@ LANDMARK_MODEL = "pfld68"  # the registry's 68-point model the eyes are read wit
 
 LEFT_EYE = slice(36, 42)  # iBUG 300-W order, as engines.landmarks returns them
 RIGHT_EYE = slice(42, 48)
+
+
+def landmarks_installed() -> bool:
+    """Whether :data:`LANDMARK_MODEL` is installed (it is not redistributed: `make models` installs it from
+    the shared folder, `dfstream models fetch pfld68 --from DIR` elsewhere)."""
+    from engines.registry import get_entry, installed_path
+
+    return installed_path(get_entry(LANDMARK_MODEL)) is not None
 
 
 def eye_aspect_ratio(points68: np.ndarray) -> float:
@@ -98,3 +111,68 @@ class RecentBlinks:
         times = np.array([t for t, _ in self.readings])
         seen = float(np.minimum(np.diff(times), MAX_GAP_S).clip(min=0).sum())
         return BlinkRate(count_blinks([o for _, o in self.readings]), seen)
+
+
+def raise_score(score: float | None, blink_score: float | None) -> float | None:
+    """A face is as suspect as its most suspect cue: ``score``, or ``blink_score`` where that is higher
+    (no score: nothing to raise; no blink score: the score alone)."""
+    if score is None or blink_score is None:
+        return score
+    return max(score, blink_score)
+
+
+@dataclass(frozen=True)
+class BlinkEvidence:
+    """How surprising a face's blinks are for a real person, on a detector's score scale.
+
+    Real people's blink counts over ``T`` seconds are negative binomial: Poisson counts whose rate
+    varies across people as a gamma distribution (``shape``, ``scale_per_s``; fitted on real videos,
+    :func:`train.blinks.fit_blink_counts`). Reading the count with the seconds seen is the point:
+    no blink in 3 s is ordinary, none in 60 s is not. The surprise P(as few blinks) is put on the
+    detector's scale as the video score whose standardised logit -- against the detector's video
+    scores on real videos (``score_logit_mean``, ``score_logit_sd``) -- is as far in the real
+    videos' tail: one surprise for both cues, and the larger wins (Tippett's rule)."""
+
+    shape: float  # gamma shape k of real people's blink rates
+    scale_per_s: float  # gamma scale theta, blinks per second: the mean rate is shape x scale
+    score_logit_mean: float  # logit of the detector's video score on real videos: mean
+    score_logit_sd: float  # ... and spread
+
+    def __post_init__(self):
+        if min(self.shape, self.scale_per_s, self.score_logit_sd) <= 0:
+            raise ValueError(f"blink evidence needs a positive shape, scale and spread: {self}")
+
+    def p_as_few(self, rate: BlinkRate) -> float | None:
+        """P(a real person seen for ``rate.seconds`` blinks at most ``rate.blinks`` times); None when
+        the face was seen too briefly (:data:`MIN_SECONDS`)."""
+        if rate.seconds < MIN_SECONDS:
+            return None
+        p = 1.0 / (1.0 + self.scale_per_s * rate.seconds)
+        log_head = self.shape * math.log(p) - math.lgamma(self.shape)
+        total = sum(math.exp(log_head + math.lgamma(j + self.shape) - math.lgamma(j + 1) + j * math.log1p(-p))
+                    for j in range(rate.blinks + 1))
+        return min(1.0, total)
+
+    def score(self, rate: BlinkRate) -> float | None:
+        """The detector score as surprising for a real video as these blinks; None when seen too briefly."""
+        p = self.p_as_few(rate)
+        if p is None:
+            return None
+        z = -NormalDist().inv_cdf(min(max(p, 1e-12), 1 - 1e-12))
+        return 1.0 / (1.0 + math.exp(-(self.score_logit_mean + self.score_logit_sd * z)))
+
+    def raise_score(self, score: float | None, rate: BlinkRate | None) -> float | None:
+        """``score`` (a video's or a track's P(fake)), or its blinks' score where that is higher."""
+        return raise_score(score, None if rate is None else self.score(rate))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BlinkEvidence":
+        return cls(**{k: float(d[k]) for k in ("shape", "scale_per_s", "score_logit_mean", "score_logit_sd")})
+
+
+def blink_evidence(metadata) -> BlinkEvidence | None:
+    """A detector's evidence from its metadata (``ModelMetadata.blinks``); None when blinks are not part of its score."""
+    return BlinkEvidence.from_dict(metadata.blinks) if metadata.blinks else None

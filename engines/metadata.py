@@ -45,6 +45,9 @@ class ModelMetadata:
     # A face crop with less fine detail than this (engines.face_detail: blurred, smeared, upscaled from
     # few pixels) is answered "unscorable" too. 0: not checked.
     min_face_detail: float = 0.0
+    # engines.blinks.BlinkEvidence's fields (train.calibrate --blinks): a video's or a track's score is
+    # raised to its blinks' where those are more surprising for a real person. Empty: frames alone.
+    blinks: dict = field(default_factory=dict)
     architecture: str = ""
     training: dict = field(default_factory=dict)  # data, command, epochs, seed ...
     metrics: dict = field(default_factory=dict)  # what `dfstream eval` measured

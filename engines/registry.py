@@ -117,7 +117,7 @@ REGISTRY: dict[str, RegistryEntry] = {
             filename="pfld_68pt_cunjian.onnx",
             sha256="7d7bbd5c6a1d9272e58d9773898284a1905d872eba9a662df9b5f20f1ba6f83e",
             description="PFLD 68-point facial landmarks, 112x112 input (cunjian/pytorch_face_landmark); "
-                        "the masks of self-blended fakes, and the eyes `dfstream run --blinks` reads",
+                        "the masks of self-blended fakes, and the eyes the default detector's blinks are read from",
             license="see github.com/cunjian/pytorch_face_landmark (not redistributed)",
             # measured on 37 faces of ../shared: [0, 1] RGB beats ImageNet mean/std (landmark error 0.11 vs
             # 0.25 eye-to-mouth distances from YuNet's 5 points), and a box 2.2x the eye-to-mouth distance
@@ -152,10 +152,11 @@ REGISTRY: dict[str, RegistryEntry] = {
             name="detector",
             kind="detector",
             filename="dfstream_detector_sharpness_contrast.onnx",
-            sha256="d450ea34329e82a318db6f1cd22550e15cff71bbdb7553033024f896442b7d2d",
+            sha256="2f8e1434d6dd1e1f30ca8d2e960a985bf6c54bb5388817cf24179d878c63ce43",
             description="dfstream default deepfake detector: a face smoother than its surroundings, against real "
-                        "faces (no learnt weights), calibrated; catches pasted and re-rendered faces (swaps, lip-sync), "
-                        "not whole generated frames; chosen by leave-one-family-out (engines/weights/MODEL_CARD.md)",
+                        "faces (no learnt weights), calibrated; catches pasted and re-rendered faces (swaps, lip-sync); "
+                        "a video's or track's score is raised by too few blinks (talking heads animated from a "
+                        "photo); chosen by leave-one-family-out (engines/weights/MODEL_CARD.md)",
             license="research use: its reference is measured on ../shared data of mixed, partly unclear rights "
                     "(see MODEL_CARD.md)",
             packaged=True,

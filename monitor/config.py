@@ -38,7 +38,9 @@ class CameraConfig:
     min_face_score: float = 0.8
     open_timeout: float = 10.0  # seconds a camera has to answer a probe or the source stage
     max_latency_ms: float = 1000.0
-    blinks: bool = False  # read each face's eyes: its blinks a minute in the events (dfstream run --blinks)
+    # read each face's eyes: its blinks a minute in the events (dfstream run --blinks); None: when blinks
+    # are part of the model's score (the default detector's) and the landmark model is installed
+    blinks: bool | None = None
 
 
 @dataclass

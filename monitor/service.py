@@ -35,7 +35,6 @@ from monitor.config import (CameraConfig, ConfigError, MonitorConfig, WebConfig,
 from monitor.outbox import Outbox
 from monitor.sinks import DeliveryWorker, MqttSink, build_sinks
 from monitor.state import DELIVERY_QUEUED, Alert, CameraStatus, MonitorState, TrackShown
-from engines.blinks import LANDMARK_MODEL
 from pipeline.health import Health, utc_now
 from pipeline.urls import redact
 from stages.reconnect import Backoff
@@ -119,7 +118,7 @@ def camera_run_config(camera: CameraConfig, streams, model: tuple, config: Monit
         engine=config.model.engine, detect_every=camera.detect_every,
         classify_every=camera.classify_every, detect_size=camera.detect_size,
         min_face_score=camera.min_face_score, threshold=camera.threshold, events_path=events_path,
-        eye_landmarks=LANDMARK_MODEL if camera.blinks else None,
+        blinks=camera.blinks,
         publish_url=publish_url, publish_fps=config.publish_fps,
         live_latency_budget_ms=camera.max_latency_ms, open_timeout_s=camera.open_timeout,
         reconnect=config.reconnect(),

@@ -138,6 +138,9 @@ class AnnotateConfig:
     reorder_window: int = 256  # frames held per stream while waiting for a late one
     gap_timeout_s: float = 2.0  # live streams: give up on a missing frame after this long
     draw: bool = True
+    # engines.blinks.BlinkEvidence's fields, from the model's metadata (when eyes are read): a track's
+    # score is raised to its blinks' where those are more surprising for a real person. Empty: off
+    blink_evidence: dict = field(default_factory=dict)
     hud: bool = True
     mode: str = "detect"  # detect or swap (swap: paste swapped crops back into the frame)
     swap_faces: str = "all"  # all, largest, or a track id: which swapped faces are pasted back

@@ -31,12 +31,15 @@ class Face:
     crop_index: int = -1  # row in FrameMessage.crops, -1 when no crop was made
     track_id: int = -1
     fake_score: float | None = None  # P(fake) from the detector for this frame
-    smoothed_score: float | None = None  # per-track EMA of fake_score
+    smoothed_score: float | None = None  # per-track EMA of fake_score, raised to blink_score where higher
     verdict: str | None = None
     swapped: bool = False
     unscorable: bool = False  # smaller than the detector's min_face_px: left unscored
     eye_opening: float | None = None  # eye aspect ratio on this frame (with eye landmarks on), engines.blinks
     blinks_per_minute: float | None = None  # its track's, over the last minute; None until seen long enough
+    # its track's blinks as a P(fake) (engines.blinks.BlinkEvidence: as surprising for a real person); None:
+    # blinks not part of the model's score, or seen too briefly
+    blink_score: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -52,6 +55,7 @@ class Face:
             "unscorable": self.unscorable,
             "eye_opening": self.eye_opening,
             "blinks_per_minute": self.blinks_per_minute,
+            "blink_score": self.blink_score,
         }
 
     @classmethod
@@ -69,6 +73,7 @@ class Face:
             unscorable=d.get("unscorable", False),
             eye_opening=d.get("eye_opening"),
             blinks_per_minute=d.get("blinks_per_minute"),
+            blink_score=d.get("blink_score"),
         )
 
 

@@ -8,6 +8,9 @@ copies the detection schedule into every source and the crop geometry into annot
 """
 from __future__ import annotations
 
+import logging
+
+from engines.blinks import LANDMARK_MODEL, blink_evidence, landmarks_installed
 from engines.metadata import ModelMetadata
 from pipeline.config import (
     AnnotateConfig,
@@ -22,6 +25,8 @@ from pipeline.config import (
 )
 
 FILE_BATCH_TIMEOUT_MS = 33.0  # with no live source: about one frame of a 30 fps video
+
+log = logging.getLogger(__name__)
 
 
 class RunOptionError(ValueError):
@@ -63,7 +68,7 @@ def build_run_config(
     detect_size: int = DetectConfig.detect_max_side,
     min_face_score: float = DetectConfig.min_face_score,
     detect_threads: int = DetectConfig.threads,
-    eye_landmarks: str | None = DetectConfig.eye_landmarks,
+    blinks: bool | None = None,
     replicas: int = 1,
     detect_replicas: int | None = None,
     infer_replicas: int | None = None,
@@ -88,7 +93,9 @@ def build_run_config(
     ``face_detector``: (kind, model path) from :func:`engines.registry.resolve_face_detector`.
     ``classify_every`` defaults to ``detect_every``; swapping detects and swaps every face on
     every frame.  ``batch_timeout_ms`` defaults to one frame interval of the fastest live
-    source.  ``threshold`` defaults to the model's.  ``reconnect``: how live sources ride out an
+    source.  ``threshold`` defaults to the model's.  ``blinks``: read each analysed face's eyes
+    and count its track's blinks; None: when the model's metadata makes them part of its score
+    (and the landmark model is installed).  ``reconnect``: how live sources ride out an
     outage (default: :class:`ReconnectConfig`'s).  Any other RunConfig field (queue_size,
     transport, progress ...) is passed in ``run_settings``.  Raises RunOptionError."""
     reconnect = reconnect or ReconnectConfig()
@@ -107,6 +114,13 @@ def build_run_config(
         batch_timeout_ms = 1000.0 / max(live_rates) if live_rates else FILE_BATCH_TIMEOUT_MS
     mode = "swap" if swap else "detect"
     kind, path = face_detector
+    evidence = None if swap else blink_evidence(metadata)
+    if blinks is None:
+        blinks = evidence is not None and landmarks_installed()
+        if evidence is not None and not blinks:
+            log.warning("blinks are part of %s's score but the landmark model %s is not installed (dfstream models "
+                        "fetch %s --from DIR): faces are scored on their frames alone", metadata.name, LANDMARK_MODEL,
+                        LANDMARK_MODEL)
     return RunConfig(
         streams=streams,
         detect_every=detect_every,
@@ -119,7 +133,7 @@ def build_run_config(
             threads=detect_threads,
             crop_size=tuple(metadata.input_size),
             crop_margin=metadata.crop_margin,
-            eye_landmarks=eye_landmarks,
+            eye_landmarks=LANDMARK_MODEL if blinks else None,
         ),
         batch=BatchConfig(max_batch=max_batch, timeout_ms=batch_timeout_ms,
                           live_streams=len(streams) if all(s.live for s in streams) else 0),
@@ -130,6 +144,7 @@ def build_run_config(
             mode=mode,
             swap_faces=swap_faces,
             draw=draw,
+            blink_evidence=evidence.to_dict() if blinks and evidence is not None else {},
         ),
         sink=SinkConfig(output_pattern=output, display=display, events_path=events_path, crf=crf,
                         publish_url=publish_url, publish_fps=publish_fps, report_path=report_path,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cv2
 
+from engines.blinks import raise_score
 from pipeline import pictures
 from pipeline.config import SinkConfig, StreamInfo
 from pipeline.health import utc_time
@@ -45,6 +46,7 @@ class Participant:
     series: list[tuple[float, float, float | None]] = field(default_factory=list)  # (time s, score, smoothed)
     last_verdict: str | None = None
     blinks_per_minute: float | None = None  # over its last minute, as last read (with eye landmarks on)
+    blink_score: float | None = None  # those blinks as a P(fake), as last read (blinks part of the score)
     snapshot_area: float = 0.0
     snapshot: bytes | None = None  # JPEG
     snapshot_dirty: bool = False
@@ -79,6 +81,8 @@ class CallReport:
             person.last_verdict = face.verdict
             if face.blinks_per_minute is not None:
                 person.blinks_per_minute = face.blinks_per_minute
+            if face.blink_score is not None:
+                person.blink_score = face.blink_score
             if face.unscorable:
                 person.unscorable += 1
             if face.fake_score is None:
@@ -118,17 +122,20 @@ class CallReport:
         participants = []
         for (stream_id, track_id), person in sorted(self.participants.items()):
             mean = person.score_sum / person.frames_judged if person.frames_judged else None
+            score = raise_score(mean, person.blink_score)  # as the run's summary judges a track
             if person.unscorable and not person.frames_judged:
                 verdict = "unscorable"
             else:
-                verdict = verdict_of(mean, person.frames_judged, cfg.threshold, cfg.uncertain_band, cfg.min_track_scores)
+                verdict = verdict_of(score, person.frames_judged, cfg.threshold, cfg.uncertain_band, cfg.min_track_scores)
             participants.append({
                 "stream": self.streams[stream_id].name,
                 "stream_id": stream_id,
                 "track_id": track_id,
-                "verdict": verdict,  # from the mean of its scores, as the run's summary judges a track
+                "verdict": verdict,  # from score, as the run's summary judges a track
                 "last_verdict": person.last_verdict,  # as last drawn (from the moving average)
-                "mean_score": None if mean is None else round(mean, 4),
+                "mean_score": None if mean is None else round(mean, 4),  # of its frames
+                "score": None if score is None else round(score, 4),  # mean_score, raised to its blinks'
+                "blink_score": None if person.blink_score is None else round(person.blink_score, 4),
                 "frames_seen": person.frames_seen,
                 "frames_judged": person.frames_judged,
                 "judged_share": round(person.frames_judged / person.frames_seen, 4) if person.frames_seen else 0.0,
@@ -213,12 +220,12 @@ def render_html(doc: dict) -> str:
         colour = COLOURS[people.index(person) % len(COLOURS)] if person in people else "#999"
         snapshot = (f'<img src="{html.escape(person["snapshot"])}" height="96" alt="track {person["track_id"]}">'
                     if person["snapshot"] else "")
-        mean = "-" if person["mean_score"] is None else f'{person["mean_score"]:.2f}'
+        score = "-" if person["score"] is None else f'{person["score"]:.2f}'
         blinks = "-" if person.get("blinks_per_minute") is None else f'{person["blinks_per_minute"]:.0f}'
         rows.append(
             f'<tr><td><span style="color:{colour}">&#9632;</span> {html.escape(person["stream"])} '
             f'#{person["track_id"]}</td><td>{snapshot}</td><td class="verdict {person["verdict"]}">'
-            f'{person["verdict"]}</td><td>{mean}</td><td>{100 * person["judged_share"]:.0f}% '
+            f'{person["verdict"]}</td><td>{score}</td><td>{100 * person["judged_share"]:.0f}% '
             f'({person["frames_judged"]} of {person["frames_seen"]})</td><td class="blinks">{blinks}</td></tr>')
     status = "final" if doc["final"] else "in progress"
     return f"""<!doctype html>
@@ -228,9 +235,9 @@ def render_html(doc: dict) -> str:
 <body><h1>Call report</h1>
 <p>{html.escape(", ".join(s["name"] for s in doc["streams"]))} &middot; started {doc["started"]} &middot;
 written {doc["written"]} ({status}) &middot; threshold {doc["threshold"]:.2f}</p>
-<table><tr><th>participant</th><th>snapshot</th><th>verdict</th><th>mean P(fake)</th><th>frames judged</th>
+<table><tr><th>participant</th><th>snapshot</th><th>verdict</th><th title="the mean of its frames' scores, raised to its blinks' where those are more suspect">P(fake)</th><th>frames judged</th>
 <th title="over the last minute; a real person blinks about 10-25 times a minute, a head animated from one photo
-often never (with --blinks)">blinks / min</th></tr>
+often never (eyes read by default with the default detector)">blinks / min</th></tr>
 {"".join(rows) or '<tr><td colspan="6">no faces seen</td></tr>'}</table>
 <h2>P(fake) over time</h2>
 {_svg_plot(doc)}

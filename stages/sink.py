@@ -24,7 +24,7 @@ import numpy as np
 from pipeline import pictures
 from pipeline.config import SCREEN_KINDS, SinkConfig, StreamInfo
 from pipeline.health import HealthChange, utc_time
-from pipeline.messages import EndOfStream, FrameMessage, Packet
+from pipeline.messages import EndOfStream, Face, FrameMessage, Packet
 from pipeline.stage import Stage, StageError
 from pipeline.urls import redact
 
@@ -57,6 +57,17 @@ class RecentSamples:
     def percentile(self, q: float) -> float | None:
         """The q-th percentile of the samples kept, in the samples' unit; None before the first."""
         return float(np.percentile(self.values[:len(self)], q)) if self.count else None
+
+
+def face_record(face: Face) -> dict:
+    """What the events file and the published faces say of a face, rounded once for both."""
+    def rounded(value, digits):
+        return None if value is None else round(float(value), digits)
+
+    return {"box": [round(float(v), 1) for v in face.box], "track_id": face.track_id,
+            "score": rounded(face.fake_score, 4), "smoothed_score": rounded(face.smoothed_score, 4),
+            "verdict": face.verdict, "blinks_per_minute": rounded(face.blinks_per_minute, 1),
+            "blink_score": rounded(face.blink_score, 4)}
 
 
 def output_path(pattern: str, stream: StreamInfo) -> Path:
@@ -219,12 +230,7 @@ class FramePublisher:
                   "time": utc_time(message.capture_time), "capture_time": message.capture_time}
         try:
             if message.analysed and message.faces:
-                faces = [{"box": [round(float(v), 1) for v in face.box], "track_id": face.track_id,
-                          "score": None if face.fake_score is None else round(face.fake_score, 4),
-                          "smoothed_score": None if face.smoothed_score is None else round(face.smoothed_score, 4),
-                          "verdict": face.verdict,
-                          "blinks_per_minute": None if face.blinks_per_minute is None else round(face.blinks_per_minute, 1)}
-                         for face in message.faces]
+                faces = [face_record(face) for face in message.faces]
                 self.socket.send_multipart([b"faces", json.dumps({**header, "faces": faces}).encode()], self.flags)
             now = time.monotonic()
             if message.image is not None and now - self.last_frame.get(message.stream_id, -1e9) >= self.interval:
@@ -364,14 +370,9 @@ class SinkStage(Stage):
                 "frame_index": message.frame_index,
                 "pts": message.pts,
                 "time_s": seconds,
-                "box": [round(float(v), 1) for v in face.box],
                 "face_score": round(float(face.score), 4),
-                "track_id": face.track_id,
-                "score": None if face.fake_score is None else round(face.fake_score, 4),
-                "smoothed_score": None if face.smoothed_score is None else round(face.smoothed_score, 4),
-                "verdict": face.verdict,
                 "swapped": face.swapped,
-                "blinks_per_minute": None if face.blinks_per_minute is None else round(face.blinks_per_minute, 1),
+                **face_record(face),
             }
             self.events.write(record)
 

@@ -5,13 +5,16 @@ found by the detector continues the track whose last box overlaps it most (IoU
 at least ``iou_match``); on frames where the detector did not run, each live
 track keeps its last box.  A track's P(fake) is an exponential moving average
 of its per-frame scores, and its verdict is read from that average, so one
-noisy frame does not flip a face from real to fake.
+noisy frame does not flip a face from real to fake.  With eyes read (a model whose
+metadata carries :class:`engines.blinks.BlinkEvidence`), that average is raised to
+the score of the track's blinks over its last minute where they are more surprising
+for a real person.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engines.blinks import RecentBlinks
+from engines.blinks import BlinkEvidence, BlinkRate, RecentBlinks, raise_score
 from pipeline.config import AnnotateConfig
 from pipeline.messages import VERDICT_FAKE, VERDICT_REAL, VERDICT_UNSCORABLE, VERDICT_UNSURE, Face, FrameMessage
 
@@ -45,7 +48,11 @@ class Track:
     score_sum: float = 0.0
     too_small: bool = False  # its face was last seen too small or blurred for the detector to judge
     blinks: RecentBlinks = field(default_factory=RecentBlinks)  # its eye openings (with eye landmarks on)
-    blinks_per_minute: float | None = None
+    blink_rate: BlinkRate | None = None  # over its last minute, as last read
+
+    @property
+    def blinks_per_minute(self) -> float | None:
+        return None if self.blink_rate is None else self.blink_rate.per_minute
 
 
 class FaceTracker:
@@ -54,6 +61,7 @@ class FaceTracker:
     def __init__(self, config: AnnotateConfig, threshold: float):
         self.config = config
         self.threshold = threshold
+        self.evidence = BlinkEvidence.from_dict(config.blink_evidence) if config.blink_evidence else None
         self.tracks: list[Track] = []
         self.ended: list[Track] = []  # tracks that left the picture, kept for the summary
         self._next_id = 1
@@ -66,25 +74,41 @@ class FaceTracker:
             seconds = message.capture_time if message.pts is None else message.pts_seconds
             for face in message.faces:
                 track = self._track(face.track_id)
-                self._score(face, track)
                 self._read_eyes(face, track, seconds)
+                self._score(face, track)
         else:
             # only tracks seen at the last detection: a missed one may have left the picture
             message.faces = [self._held(track) for track in self.tracks if track.missed == 0]
 
+    def score(self, track: Track) -> float | None:
+        """The track's P(fake) on the current frame: the moving average of its scores, raised to its
+        blinks' score where that is higher."""
+        return self._raised(track.smoothed, track)
+
+    def overall_score(self, track: Track) -> float | None:
+        """The track's P(fake) as a whole: the mean of all its scores, as ``dfstream eval`` scores a
+        video (raised to its blinks' score likewise), so that the report does not hang on the last frames."""
+        return self._raised(track.score_sum / track.scores if track.scores else None, track)
+
     def verdict(self, track: Track) -> str:
-        """The verdict drawn on the current frame: from the moving average of the track's scores;
-        ``unscorable`` while a face too small or blurred to judge has never been scored."""
+        """The verdict drawn on the current frame, from :meth:`score`; ``unscorable`` while a face too
+        small or blurred to judge has never been scored."""
         if track.too_small and not track.scores:
             return VERDICT_UNSCORABLE
-        return self._verdict_of(track.smoothed, track.scores)
+        return self._verdict_of(self.score(track), track.scores)
 
     def overall_verdict(self, track: Track) -> str:
-        """The verdict on the whole track: from the mean of all its scores, as ``dfstream eval``
-        scores a video, so that the end-of-run report does not hang on the last few frames."""
+        """The verdict on the whole track, from :meth:`overall_score`."""
         if track.too_small and not track.scores:
             return VERDICT_UNSCORABLE
-        return self._verdict_of(track.score_sum / track.scores if track.scores else None, track.scores)
+        return self._verdict_of(self.overall_score(track), track.scores)
+
+    def blink_score(self, track: Track) -> float | None:
+        """The track's blinks over its last minute as a P(fake); None: not part of the score, or too brief."""
+        return None if self.evidence is None or track.blink_rate is None else self.evidence.score(track.blink_rate)
+
+    def _raised(self, score: float | None, track: Track) -> float | None:
+        return raise_score(score, self.blink_score(track))
 
     def _verdict_of(self, score: float | None, scores: int) -> str:
         cfg = self.config
@@ -132,14 +156,15 @@ class FaceTracker:
             track.smoothed = face.fake_score if track.smoothed is None else alpha * face.fake_score + (1 - alpha) * track.smoothed
             track.scores += 1
             track.score_sum += face.fake_score
-        face.smoothed_score = track.smoothed
+        face.smoothed_score = self.score(track)
         face.verdict = self.verdict(track)
 
     def _read_eyes(self, face: Face, track: Track, seconds: float) -> None:
         if face.eye_opening is not None:
             track.blinks.add(seconds, face.eye_opening)
-            track.blinks_per_minute = track.blinks.rate().per_minute
+            track.blink_rate = track.blinks.rate()
         face.blinks_per_minute = track.blinks_per_minute
+        face.blink_score = self.blink_score(track)
 
     def _held(self, track: Track) -> Face:
         held = Face(
@@ -147,9 +172,10 @@ class FaceTracker:
             score=track.face.score,
             landmarks=track.face.landmarks,
             track_id=track.track_id,
-            smoothed_score=track.smoothed,
+            smoothed_score=self.score(track),
             verdict=self.verdict(track),
             blinks_per_minute=track.blinks_per_minute,
+            blink_score=self.blink_score(track),
         )
         return held
 
@@ -159,11 +185,13 @@ class FaceTracker:
             {
                 "track_id": t.track_id,
                 "scores": t.scores,
-                "mean_score": t.score_sum / t.scores if t.scores else None,
-                "smoothed_score": t.smoothed,
+                "mean_score": t.score_sum / t.scores if t.scores else None,  # of its frames
+                "score": self.overall_score(t),  # the track as a whole: mean_score, raised to its blinks'
+                "smoothed_score": self.score(t),  # as last drawn
                 "verdict": self.verdict(t),  # as last drawn
-                "overall_verdict": self.overall_verdict(t),  # from mean_score: the track as a whole
+                "overall_verdict": self.overall_verdict(t),  # from score
                 "blinks_per_minute": t.blinks_per_minute,  # over its last minute (None: eyes not read, or too briefly)
+                "blink_score": self.blink_score(t),
             }
             for t in sorted(self.ended + self.tracks, key=lambda t: t.track_id)
         ]

@@ -171,15 +171,15 @@ def test_a_stream_count_keeps_up_only_if_faces_were_still_looked_for():
     assert streams["value"] == 2 and streams["met"] is False
 
 
-def test_the_full_sweep_measures_blinks_beside_the_defaults_when_the_landmark_model_is_there(monkeypatch):
+def test_the_full_sweep_measures_the_defaults_without_blinks_beside_them_when_the_landmark_model_is_there(monkeypatch):
     from bench import runner
 
     clip = {"width": 1280, "height": 720}
-    for installed in (True, False):
-        monkeypatch.setattr(runner, "blinks_installed", lambda: installed)
+    for installed in (True, False):  # without it the defaults read no eyes: nothing to compare
+        monkeypatch.setattr(runner, "landmarks_installed", lambda: installed)
         plan = {name: overrides for name, _, overrides in runner.sweep_plan(False, clip, ("dfstream",))}
-        assert ("blinks" in plan) is installed and "defaults" in plan
-    monkeypatch.setattr(runner, "blinks_installed", lambda: True)
+        assert ("no blinks" in plan) is installed and "defaults" in plan
+    monkeypatch.setattr(runner, "landmarks_installed", lambda: True)
     plan = {name: overrides for name, _, overrides in runner.sweep_plan(False, clip, ("dfstream",))}
-    assert plan["blinks"] == {"eye_landmarks": "pfld68"}
-    assert "blinks" not in {name for name, _, _ in runner.sweep_plan(True, clip, ("dfstream",))}  # --quick: not run
+    assert plan["no blinks"] == {"blinks": False}
+    assert "no blinks" not in {name for name, _, _ in runner.sweep_plan(True, clip, ("dfstream",))}  # --quick: not run

@@ -156,7 +156,7 @@ def test_a_landmark_model_that_is_not_one_is_refused_when_the_detect_stage_opens
 
 
 @needs_shared_data
-def test_a_run_with_blinks_shows_a_real_speakers_blinks_and_none_on_an_animated_photo(tmp_path):
+def test_a_default_run_counts_a_real_speakers_blinks_and_none_on_an_animated_photo_and_scores_them(tmp_path):
     import json
 
     from tests.conftest import SHARED_DATA
@@ -167,17 +167,21 @@ def test_a_run_with_blinks_shows_a_real_speakers_blinks_and_none_on_an_animated_
     last = {}
     for name, clip in clips.items():
         events, report = tmp_path / f"{name}.jsonl", tmp_path / f"{name}-report"
-        result = run_cli(["run", "-s", clip, "--blinks", "--events", events, "--report", report, "--no-progress"],
-                         timeout=180)
+        # no --blinks: the default detector's score uses them
+        result = run_cli(["run", "-s", clip, "--events", events, "--report", report, "--no-progress"], timeout=180)
         assert result.returncode == 0, result.stderr[-2000:]
         rows = [json.loads(line) for line in events.read_text().splitlines()]
         rates = [r["blinks_per_minute"] for r in rows if r.get("track_id") == 1]
         assert rates[0] is None  # not before two seconds of the face
         last[name] = rates[-1]
+        raised = [r for r in rows if r.get("track_id") == 1 and r["blink_score"] is not None]
+        assert raised and all(r["smoothed_score"] >= r["blink_score"] for r in raised)
+        last[name + " blink score"] = raised[-1]["blink_score"]
         people = json.loads((report / "report.json").read_text())["participants"]
         assert people[0]["blinks_per_minute"] == last[name]
         assert "blinks / min" in (report / "report.html").read_text()
     assert last["head"] == 0.0 and last["real"] >= 5.0
+    assert last["head blink score"] > last["real blink score"]
 
 
 @needs_shared_data

@@ -36,7 +36,7 @@ def test_a_good_config_becomes_typed_settings_with_their_defaults(tmp_path):
     assert [c.name for c in config.cameras] == ["door", "yard"]
     assert config.cameras[1].detect_every == 2 and config.cameras[1].threshold == 0.7
     assert config.cameras[0].detect_every == 3  # default
-    assert config.cameras[0].blinks is False  # eyes not read unless asked
+    assert config.cameras[0].blinks is None  # eyes read when the model's score uses them
     assert config.sinks.webhooks[0].name == "webhook0"
     assert (config.sinks.mqtt.host, config.sinks.mqtt.port) == ("broker", 1884)
     assert config.web.port == 9000 and config.web.bind == "127.0.0.1"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.blinks import LANDMARK_MODEL, BlinkRate, blink_rate, eye_aspect_ratio
+from engines.blinks import LANDMARK_MODEL, MIN_SECONDS, BlinkRate, blink_rate, eye_aspect_ratio
 
 MAX_FRAMES = 300  # 10-12 s at 25-30 fps: a few blinks of a real speaker
 DETECT_EVERY = 3  # frames; the landmarks follow the last box in between (a head moves little in 0.1 s)
@@ -64,3 +64,54 @@ class BlinkMeter:
                     continue
                 openings.append(eye_aspect_ratio(self.landmarker.predict(image, [face.landmarks])[0]))
         return blink_rate(openings, fps / every)
+
+
+def fit_blink_counts(rates: list[BlinkRate]) -> tuple[float, float]:
+    """(shape, scale per second) of the gamma distribution of real people's blink rates, by maximum
+    likelihood of their counts (negative binomial given each video's seconds; :class:`BlinkEvidence`).
+    Videos seen for under :data:`engines.blinks.MIN_SECONDS` say nothing and are left out."""
+    from scipy import optimize, stats
+
+    seen = [r for r in rates if r.seconds >= MIN_SECONDS]
+    if len(seen) < 10 or not any(r.blinks for r in seen):
+        raise ValueError(f"{len(seen)} real videos seen for {MIN_SECONDS:g} s or more, "
+                         f"{sum(r.blinks for r in seen)} blinks in all: too few to fit real people's blink rates")
+    counts = np.array([r.blinks for r in seen], np.float64)
+    seconds = np.array([r.seconds for r in seen], np.float64)
+
+    def minus_log_likelihood(log_params):
+        shape, scale = np.exp(log_params)
+        return -stats.nbinom.logpmf(counts, shape, 1.0 / (1.0 + scale * seconds)).sum()
+
+    start = np.log([1.0, max(counts.sum() / seconds.sum(), 1e-3)])
+    fit = optimize.minimize(minus_log_likelihood, start, method="Nelder-Mead")
+    if not fit.success:
+        raise ValueError(f"real people's blink rates could not be fitted: {fit.message}")
+    shape, scale = np.exp(fit.x)
+    return float(shape), float(scale)
+
+
+def blink_plan(metadata, blinks: bool | None, degradation=None):
+    """For ``dfstream eval`` and ``predict``: (the BlinkEvidence a video's score is raised by, or None;
+    whether to count blinks at all). ``blinks`` None: counted when the model's score uses them, unless
+    the landmark model is not installed or frames are scaled to a face height (said, and the frames
+    alone score); True: counted (and their rate reported); False: not counted."""
+    import logging
+
+    from engines.blinks import blink_evidence, landmarks_installed
+
+    log = logging.getLogger(__name__)
+    evidence = None if blinks is False else blink_evidence(metadata)
+    if blinks is None and evidence is not None:
+        if degradation is not None and degradation.face_height is not None:
+            log.warning("blinks are not read at a face height: video scores are the frames' alone")
+            evidence = None
+        elif not landmarks_installed():
+            log.warning("blinks are part of %s's score but the landmark model %s is not installed (dfstream models "
+                        "fetch %s --from DIR): video scores are the frames' alone", metadata.name, LANDMARK_MODEL,
+                        LANDMARK_MODEL)
+            evidence = None
+    count = bool(blinks) or evidence is not None
+    if count:
+        check_degradation(degradation)
+    return evidence, count

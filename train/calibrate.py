@@ -20,9 +20,13 @@ never on the people the model is measured on:
 * **The detail floor** (``min_face_detail``, :mod:`train.detail_floor`), first: read off the
   model's size floor on the val bucket's real faces; faces below it are ``unscorable`` and
   left out of everything that follows, as they are in use.
+* **Blinks** (``blinks=True``, :class:`engines.blinks.BlinkEvidence`): real people's blink rates
+  fitted on the train bucket's real videos tied to no family (no fold's test people), put on the
+  model's scale by its calibrated video scores on the val people's real videos. The threshold,
+  its false alarms and the calibration error are then those of the raised video scores.
 
-The result is a copy of the model file with ``calibration``, ``threshold`` and
-``min_face_detail`` in its metadata; every engine applies the scaling to the network's output.
+The result is a copy of the model file with ``calibration``, ``threshold``, ``min_face_detail``
+(and ``blinks``) in its metadata; every engine applies the scaling to the network's output.
 """
 from __future__ import annotations
 
@@ -109,15 +113,49 @@ def _frames(files: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return s, y, w
 
 
-def _video_scores(files: list[dict], a: float | None = None, b: float | None = None) -> np.ndarray:
-    """Each file's score as eval gives it (the mean of its frames), through the scaling when given."""
-    return np.array([float(np.mean(platt_apply(f["frame_scores"], a, b) if a is not None else f["frame_scores"]))
-                     for f in files])
+def _video_scores(files: list[dict], a: float | None = None, b: float | None = None, evidence=None) -> np.ndarray:
+    """Each file's score as eval gives it (the mean of its frames), through the scaling when given, raised
+    to its blinks' score by ``evidence`` (a BlinkEvidence) where eval counted them."""
+    from engines.blinks import BlinkRate
+
+    scores = []
+    for f in files:
+        score = float(np.mean(platt_apply(f["frame_scores"], a, b) if a is not None else f["frame_scores"]))
+        if evidence is not None and f.get("blinks") is not None:
+            score = evidence.raise_score(score, BlinkRate(f["blinks"], f["blinks_seconds"]))
+        scores.append(score)
+    return np.array(scores)
+
+
+def _blink_evidence(rates: tuple[float, float], real_videos: list[dict], a: float, b: float):
+    """BlinkEvidence from real people's blink rates (shape, scale) and the scaled video scores of ``real_videos``."""
+    from engines.blinks import BlinkEvidence
+
+    scale = logit(_video_scores(real_videos, a, b))
+    if len(scale) < 3:
+        raise ValueError(f"{len(scale)} val real videos scored: too few to put blinks on the model's scale")
+    return BlinkEvidence(*rates, float(scale.mean()), float(scale.std(ddof=1)))
+
+
+def fit_real_blinks(items, progress=None) -> dict:
+    """Real people's blink rates (:func:`train.blinks.fit_blink_counts`) on the train bucket's real videos
+    tied to no family: no fold's test people, no family's sources."""
+    from stages.faces import is_video
+    from train import lofo
+    from train.blinks import BlinkMeter, fit_blink_counts
+
+    videos = [i for i in lofo.untied_train_reals(items) if is_video(i.path)]
+    meter = BlinkMeter()
+    rates = [meter.measure(i.path) for i in (progress(videos, desc="blinks of train reals") if progress else videos)]
+    shape, scale = fit_blink_counts(rates)
+    return {"shape": shape, "scale_per_s": scale, "mean_per_minute": 60 * shape * scale,
+            "videos": len(videos), "groups": len({i.group for i in videos}), "blinks": sum(r.blinks for r in rates),
+            "seconds": round(sum(r.seconds for r in rates), 1)}
 
 
 def calibrate(model: str, output: str | Path, manifest: str | Path | None = None, false_alarm_rate: float = 0.05,
               trained_on: tuple[str, ...] = (), set_detail_floor: bool = True, min_face_px: int | None = None,
-              progress=None, **eval_options) -> dict:
+              blinks: bool = False, progress=None, **eval_options) -> dict:
     """Fit the scaling and the threshold (module docstring); write the calibrated copy of ``model`` to ``output``."""
     from engines.metadata import read_metadata, write_onnx_metadata
     from engines.registry import resolve
@@ -161,27 +199,32 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
         write_onnx_metadata(floored, metadata)
         everything = {str(i.path.resolve()): i for group in wanted.values() for i in group}
         listed = write_list_file(list(everything.values()), Path(tmp) / "all.tsv")
-        report = evaluate([str(listed)], model=str(floored), output=None, ci_resamples=0, **eval_options)
+        report = evaluate([str(listed)], model=str(floored), output=None, ci_resamples=0, blinks=blinks, **eval_options)
+    real_blinks = fit_real_blinks(items, progress) if blinks else None
+    rates = real_blinks and (real_blinks["shape"], real_blinks["scale_per_s"])
     by_path = {f["path"]: f for f in report["files"]}
     scored = {name: [by_path[str(i.path.resolve())] for i in group if str(i.path.resolve()) in by_path]
               for name, group in wanted.items()}
     val_real, test_real, fake = scored["val"], scored["test"], scored["fake"]
     test_real_videos = [f for f in test_real if is_video(f["path"])]
-
+    val_real_videos = [f for f in val_real if is_video(f["path"])]
     # cross-fitted: each family's calibration error with the scaling fitted without it
     families, ece_before, ece_after = sorted({f["family"] for f in fake}), [], []
     for family in families:
         fit_files = val_real + [f for f in fake if f["family"] != family]
         a, b = platt_fit(*_frames(fit_files))
+        evidence = rates and _blink_evidence(rates, val_real_videos, a, b)
         held = test_real_videos + [f for f in fake if f["family"] == family]
         labels = [f["label"] for f in held]
         ece_before.append(expected_calibration_error(_video_scores(held), labels, balanced=True))
-        ece_after.append(expected_calibration_error(_video_scores(held, a, b), labels, balanced=True))
+        ece_after.append(expected_calibration_error(_video_scores(held, a, b, evidence), labels, balanced=True))
     a, b = platt_fit(*_frames(val_real + fake))
+    evidence = rates and _blink_evidence(rates, val_real_videos, a, b)
     # videos and photos each keep to the rate: a threshold set on photos alone can flag a quarter of the videos
-    kinds = [[f for f in val_real if is_video(f["path"])], [f for f in val_real if not is_video(f["path"])]]
-    threshold = max(threshold_for_false_alarms(_video_scores(files, a, b), false_alarm_rate) for files in kinds if files)
-    test_scores = _video_scores(test_real, a, b)
+    kinds = [val_real_videos, [f for f in val_real if not is_video(f["path"])]]
+    threshold = max(threshold_for_false_alarms(_video_scores(files, a, b, evidence), false_alarm_rate)
+                    for files in kinds if files)
+    test_scores = _video_scores(test_real, a, b, evidence)
     result = {
         "model": str(model),
         "method": "platt",
@@ -194,15 +237,17 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
         "detail_floor": floor,
         "threshold": threshold,
         "false_alarm_rate_target": false_alarm_rate,
-        "false_alarms_val": float(np.mean(_video_scores(val_real, a, b) >= threshold)),
-        "false_alarms_val_videos": float(np.mean(_video_scores(kinds[0], a, b) >= threshold)) if kinds[0] else None,
+        "false_alarms_val": float(np.mean(_video_scores(val_real, a, b, evidence) >= threshold)),
+        "false_alarms_val_videos": float(np.mean(_video_scores(kinds[0], a, b, evidence) >= threshold)) if kinds[0] else None,
         "false_alarms_test": {"files": len(test_real), "flagged": float(np.mean(test_scores >= threshold)),
-                              "videos": float(np.mean(_video_scores(test_real_videos, a, b) >= threshold))
+                              "videos": float(np.mean(_video_scores(test_real_videos, a, b, evidence) >= threshold))
                               if test_real_videos else None},
+        "blinks": None if evidence is None else {**real_blinks, **evidence.to_dict(), "val_real_videos": len(val_real_videos)},
     }
     calibration = {k: result[k] for k in ("method", "a", "b", "fitted_on", "ece_cross_fitted", "detail_floor", "false_alarm_rate_target",
-                                          "false_alarms_val", "false_alarms_test")}
-    calibrated = replace(metadata, calibration=calibration, threshold=threshold)
+                                          "false_alarms_val", "false_alarms_test", "blinks")}
+    calibrated = replace(metadata, calibration=calibration, threshold=threshold,
+                         blinks={} if evidence is None else evidence.to_dict())
     output = Path(output)
     if output.resolve() == source.resolve():
         raise ValueError("--output must be a new file: the calibrated copy keeps the original beside it")
@@ -227,8 +272,17 @@ def format_result(r: dict) -> str:
         f"<= {100 * r['false_alarm_rate_target']:.0f} %); on the test people {100 * test['flagged']:.1f} % of "
         f"{test['files']} real files" + (f" ({100 * test['videos']:.1f} % of their videos)" if test["videos"] is not None else ""),
         detail_line(r["detail_floor"]),
+        blinks_line(r.get("blinks")),
         f"written: {r['output']}",
     ])
+
+
+def blinks_line(blinks: dict | None) -> str:
+    if not blinks:
+        return "blinks: not part of the score"
+    return (f"blinks: real people's rates fitted on {blinks['videos']} train real videos of {blinks['groups']} groups "
+            f"(gamma shape {blinks['shape']:.3f}, mean {blinks['mean_per_minute']:.1f} a minute), on the model's scale "
+            f"by {blinks['val_real_videos']} val real videos: a video's score is raised to its blinks' where higher")
 
 
 def detail_line(floor: dict) -> str:

@@ -239,16 +239,14 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
              threshold: float | None = None, every_n_frames: int = 10, max_frames: int = 32, max_faces: int = 4,
              video_agg: str = "mean", threads: int | None = None, output: str | Path | None = "eval.json",
              plot_dir: str | Path | None = None, face_detector: str = "auto", ci_resamples: int = 2000,
-             degradation: Degradation | None = None, blinks: bool = False) -> dict:
-    """``blinks``: also count each video's blinks (train.blinks: its first 300 frames, every frame) and
-    report the blink rate alone as a video score (fewer = fake) beside the model's."""
+             degradation: Degradation | None = None, blinks: bool | None = None) -> dict:
+    """``blinks``: count each video's blinks (train.blinks: its first 300 frames, every frame). None: when
+    the model's metadata makes them part of its video score (:class:`engines.blinks.BlinkEvidence`);
+    True: also report the blink rate alone as a video score (fewer = fake) beside the model's; False:
+    the model's frames alone."""
     items = gather(inputs)
     if not items:
         raise ValueError("nothing to evaluate")
-    if blinks:
-        from train.blinks import check_degradation
-
-        check_degradation(degradation)
     for item in items:
         if not item.path.is_file():
             raise FileNotFoundError(f"no such file: {item.path}")
@@ -257,6 +255,11 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
     det = load_detector(model, engine, threads)
     meta = det.metadata
     thr = float(meta.threshold if threshold is None else threshold)
+    from train.blinks import blink_plan
+
+    evidence, read_blinks = blink_plan(meta, blinks, degradation)
+    if temporal:  # the evidence is on the frame model's scale
+        evidence, read_blinks = None, bool(blinks)
     temporal_model = None
     if temporal:
         from train.temporal import load_temporal
@@ -272,7 +275,7 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
     from train.common import progress
 
     meter = None
-    if blinks:
+    if read_blinks:
         from train.blinks import BlinkMeter
 
         meter = BlinkMeter(face_detector)
@@ -306,11 +309,17 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
             rate = meter.measure(item.path, degradation=degradation)
             per_file[-1]["blinks"], per_file[-1]["blinks_seconds"] = rate.blinks, round(rate.seconds, 2)
             per_file[-1]["blinks_per_minute"] = None if rate.per_minute is None else round(rate.per_minute, 2)
+            if evidence is not None:
+                per_file[-1]["frames_video_score"] = vscore
+                per_file[-1]["blink_score"] = evidence.score(rate)
+                per_file[-1]["video_score"] = evidence.raise_score(vscore, rate)
     frame_m, video_m = level_metrics(per_file, thr, ci_resamples)
     families = by_family(per_file, thr, ci_resamples) if len({f["family"] for f in per_file if f["label"]}) > 1 else []
     sizes = by_face_size(per_file, thr)
     how = "temporal model (CNN+LSTM) over the largest face's crops" if temporal_model is not None else (
         "mean of frame scores" if video_agg == "mean" else "mean of the top quarter of frame scores")
+    if evidence is not None:
+        how += ", raised to the score as surprising for a real person as the video's blinks where that is higher"
     report = {
         "model": str(model),
         "model_name": meta.name,
@@ -344,6 +353,7 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
                     + ", ".join(Path(p).name for p in unscorable))
     if unreadable:
         text.append(f"could not read {len(unreadable)} file(s), left out: " + ", ".join(Path(u["path"]).name for u in unreadable))
+    report["blink_evidence"] = None if evidence is None else evidence.to_dict()
     if blinks:
         report["blinks"] = blink_metrics(per_file, ci_resamples)
         text.append(format_blink_metrics(report["blinks"]))

@@ -3,19 +3,23 @@
 Faces are found and cut by the pipeline's own stages with the model's metadata.
 For a video, faces are sampled every ``every_n_frames`` frames; the media score is
 the mean over sampled frames of the highest face score in each frame (as in
-``dfstream eval``), and the verdict is "fake" when it reaches the model's threshold.
+``dfstream eval``), raised to the video's blinks' score where the model's metadata makes
+blinks part of its score and they are more suspect, and the verdict is "fake" when it
+reaches the model's threshold.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from train.blinks import BlinkMeter, blink_plan
 from train.evaluate import aggregate, frame_scores, load_detector, score_media
 from stages.faces import FaceCropper, default_detect_config, is_image, is_video
 
 
 def predict(media: str | Path, model: str = "detector", engine: str = "auto", threshold: float | None = None,
             every_n_frames: int = 5, max_frames: int = 60, max_faces: int = 8, threads: int | None = None,
-            face_detector: str = "auto") -> dict:
+            face_detector: str = "auto", blinks: bool | None = None) -> dict:
+    """``blinks``: count the video's blinks (None: when the model's score uses them; see train.blinks.blink_plan)."""
     path = Path(media)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
@@ -24,6 +28,7 @@ def predict(media: str | Path, model: str = "detector", engine: str = "auto", th
     det = load_detector(model, engine, threads)
     meta = det.metadata
     thr = float(meta.threshold if threshold is None else threshold)
+    evidence, count_blinks = blink_plan(meta, blinks) if is_video(path) else (None, False)
     cropper = FaceCropper(default_detect_config(tuple(meta.input_size), meta.crop_margin, face_detector))
     faces = score_media(det, cropper, path, every_n_frames, max_frames, max_faces)
     for f in faces:
@@ -35,6 +40,16 @@ def predict(media: str | Path, model: str = "detector", engine: str = "auto", th
         f["verdict"] = "fake" if f["score"] >= thr else "real"
     frames = frame_scores(faces)
     score = aggregate([frames[k] for k in sorted(frames)]) if frames else None
+    blink_facts = {}
+    if count_blinks:
+        rate = BlinkMeter(face_detector).measure(path)
+        blink_facts = {"blinks": rate.blinks, "blinks_seconds": round(rate.seconds, 2),
+                       "blinks_per_minute": None if rate.per_minute is None else round(rate.per_minute, 2)}
+        if evidence is not None:
+            blink_score = evidence.score(rate)
+            blink_facts.update(frames_score=None if score is None else round(score, 4),
+                               blink_score=None if blink_score is None else round(blink_score, 4))
+            score = evidence.raise_score(score, rate)
     return {
         "media": str(path),
         "type": "video" if is_video(path) else "image",
@@ -46,6 +61,7 @@ def predict(media: str | Path, model: str = "detector", engine: str = "auto", th
         "min_face_px": int(meta.min_face_px),
         "min_face_detail": float(meta.min_face_detail),
         "verdict": ("unscorable" if faces else "no face found") if score is None else ("fake" if score >= thr else "real"),
+        **blink_facts,
     }
 
 
@@ -66,4 +82,8 @@ def format_prediction(result: dict) -> str:
         lines.append("verdict: no face found")
     else:
         lines.append(f"verdict: {result['verdict'].upper()} (score {result['score']:.3f} over {result['frames_with_faces']} frame(s))")
+    if result.get("blinks_per_minute") is not None:
+        raised = result.get("blink_score") is not None and result["blink_score"] > (result.get("frames_score") or 0)
+        lines.append(f"blinks: {result['blinks']} in {result['blinks_seconds']:.1f} s ({result['blinks_per_minute']:.0f} a minute)"
+                     + (f"; as suspect as a score of {result['blink_score']:.3f}, which the score was raised to" if raised else ""))
     return "\n".join(lines)

@@ -284,8 +284,10 @@ def train_fusion_command(checkpoints, real, exclude, output, name, cache_dir, pr
 @click.option("--threads", type=int, default=None)
 @click.option("-o", "--output", default="eval.json", show_default=True, help="JSON file for the metrics and per-item scores.")
 @click.option("--plot", "plot_dir", default=None, help="Folder for ROC curve and score histogram PNGs.")
-@click.option("--blinks", is_flag=True, help="Also count each video's blinks (68 landmarks on its first 300 frames) and "
-              "report the blink rate alone as a video score (fewer = fake) beside the model's.")
+@click.option("--blinks/--no-blinks", default=None, help="Count each video's blinks (68 landmarks on its first 300 "
+              "frames). Default: when they are part of the model's video score (its metadata; the default detector's "
+              "are). --blinks also reports the blink rate alone as a video score (fewer = fake) beside the model's; "
+              "--no-blinks scores with the model's frames alone.")
 @click.option("--ci-resamples", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Bootstrap resamples for the ROC-AUCs' 95%% confidence intervals (frames resampled by whole "
                    "videos); 0: none.")
@@ -479,13 +481,16 @@ def lofo_fuse_command(scored, rule, ci_resamples, output):
 @click.option("--detail-floor/--no-detail-floor", default=True, show_default=True,
               help="Also set the detail floor (min_face_detail): faces more blurred than nearly every val face shrunk "
               "to the model's size floor are answered unscorable.")
+@click.option("--blinks", is_flag=True, help="Make blinks part of the video score: real people's blink rates fitted on "
+              "the train people's real videos, put on the model's scale on the val people's; a video's (a track's) "
+              "score is raised to its blinks' where those are more surprising for a real person.")
 @click.option("--every-n-frames", type=int, default=10, show_default=True)
 @click.option("--max-frames", type=int, default=32, show_default=True)
 @click.option("--threads", type=int, default=None)
 @click.option("--json", "json_out", default=None, help="Also write the fit and its measurements here.")
 @click.option("-v", "--verbose", is_flag=True)
-def calibrate_command(model, output, false_alarm_rate, manifest, trained_on, min_face_px, detail_floor, every_n_frames,
-                      max_frames, threads, json_out, verbose):
+def calibrate_command(model, output, false_alarm_rate, manifest, trained_on, min_face_px, detail_floor, blinks,
+                      every_n_frames, max_frames, threads, json_out, verbose):
     """Calibrate a detector's P(fake) and set its threshold on validation data (leave-one-family-out's val split)."""
     verbose_logging(verbose)
     from train.calibrate import calibrate, format_result, write_report
@@ -493,7 +498,8 @@ def calibrate_command(model, output, false_alarm_rate, manifest, trained_on, min
 
     try:
         result = calibrate(model, output, manifest=manifest, false_alarm_rate=false_alarm_rate, trained_on=tuple(trained_on),
-                           set_detail_floor=detail_floor, min_face_px=min_face_px, progress=progress, every_n_frames=every_n_frames,
+                           set_detail_floor=detail_floor, min_face_px=min_face_px, blinks=blinks, progress=progress,
+                           every_n_frames=every_n_frames,
                            max_frames=max_frames, threads=threads)
     except user_errors() as exc:
         raise one_line_error(exc) from None
@@ -511,16 +517,19 @@ def calibrate_command(model, output, false_alarm_rate, manifest, trained_on, min
 @click.option("--max-frames", type=int, default=60, show_default=True)
 @click.option("--max-faces", type=int, default=8, show_default=True)
 @click.option("--threads", type=int, default=None)
+@click.option("--blinks/--no-blinks", default=None, help="Count a video's blinks (68 landmarks on its first 300 "
+              "frames). Default: when they are part of the model's score (the default detector's are).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("-v", "--verbose", is_flag=True)
-def predict_command(media, model, engine, threshold, every_n_frames, max_frames, max_faces, threads, as_json, verbose):
+def predict_command(media, model, engine, threshold, every_n_frames, max_frames, max_faces, threads, blinks, as_json,
+                    verbose):
     """Score the faces of an image or a video and give a verdict."""
     verbose_logging(verbose)
     from train.predict import format_prediction, predict
 
     try:
         result = predict(media, model=model, engine=engine, threshold=threshold, every_n_frames=every_n_frames,
-                         max_frames=max_frames, max_faces=max_faces, threads=threads)
+                         max_frames=max_frames, max_faces=max_faces, threads=threads, blinks=blinks)
     except user_errors() as exc:
         raise one_line_error(exc) from None
     if as_json:

@@ -20,7 +20,6 @@ from dfstream.cli.generate import swapper_eval_command, train_gan_command, train
 from dfstream.cli.models import build_engine_command, export_command, models_group
 from dfstream.cli.web import keys_command, monitor_token_command
 from dfstream.cli.monitor import monitor_command
-from engines.blinks import LANDMARK_MODEL
 from engines.loader import ENGINE_CHOICES
 from pipeline.config import (SCREEN_FPS, SCREEN_KINDS, AnnotateConfig, BatchConfig, DetectConfig, InferConfig,
                              ReconnectConfig, RunConfig, SinkConfig, StreamInfo)
@@ -177,10 +176,12 @@ def cli(log_level: str) -> None:
               "(report.json, report.html with the plot, one JPEG each), when the run stops.")
 @click.option("--report-every", "report_every", type=click.FloatRange(0.5), default=None, metavar="SECONDS",
               help="With --report: also rewrite the report this often while the run goes on.")
-@click.option("--blinks", is_flag=True, help="Also read each face's eyes (68 landmarks on its crop, pfld68) and "
-              "count its blinks over the last minute: shown beside the score in the overlay, the events "
-              "(blinks_per_minute) and the report. A real person blinks about 10-25 times a minute; a head animated "
-              "from one photo often never. An observation, not part of the score (model card).")
+@click.option("--blinks/--no-blinks", default=None, help="Read each face's eyes (68 landmarks on its crop, pfld68) "
+              "and count its blinks over the last minute: shown beside the score in the overlay, the events "
+              "(blinks_per_minute, blink_score) and the report. A real person blinks about 10-25 times a minute; a "
+              "head animated from one photo often never. Default: on when blinks are part of the model's score (the "
+              "default detector's are: a face's score is raised to its blinks' where those are more suspect) and "
+              "the landmark model is installed.")
 @click.option("--metrics-json", metavar="PATH", help="Write per-stage fps, queue depth, CPU, memory and latency "
               "percentiles to this JSON file at the end.")
 @click.option("-m", "--model", default=DEFAULT_DETECTOR, show_default=True,
@@ -327,7 +328,7 @@ def run_command(sources, capture_fps, live, output, display, events_path, report
             batch_timeout_ms=batch_timeout_ms, threshold=threshold, draw=not no_draw,
             output=output, display=display, events_path=events_path, preset=preset, crf=crf,
             report_path=report_path, report_every_s=report_every or 0.0,
-            eye_landmarks=LANDMARK_MODEL if blinks else None,
+            blinks=blinks,
             queue_size=queue_size, live_latency_budget_ms=max_latency_ms, upstream_niceness=upstream_niceness,
             metrics_interval_s=metrics_interval, metrics_json=metrics_json, progress=not no_progress,
             transport="tcp" if plan_out else transport, open_timeout_s=open_timeout,
