@@ -1,8 +1,9 @@
 """Dense (68-point) facial landmarks from a face's 5 detector landmarks.
 
-Used offline only, by training: self-blended fakes (:mod:`train.sbi`) are blended
-inside a mask drawn from 68 landmarks -- the jaw line, brows, eyes, nose and mouth
--- as in the SBI paper, instead of a polygon guessed from YuNet's 5 points.
+Used by training: self-blended fakes (:mod:`train.sbi`) are blended inside a mask
+drawn from 68 landmarks -- the jaw line, brows, eyes, nose and mouth -- as in the SBI
+paper, instead of a polygon guessed from YuNet's 5 points; and for the eyes' opening,
+whose closings are blinks (:mod:`engines.blinks`), offline and in the infer stage.
 
 The model is a third-party ONNX file without dfstream metadata, so what it
 expects (how the face is boxed, how pixels are scaled) is its registry entry's
@@ -69,11 +70,16 @@ class DenseLandmarker:
     def predict(self, image_bgr: np.ndarray, faces_landmarks5: list[np.ndarray] | np.ndarray) -> np.ndarray:
         """Dense landmarks (N x points x 2, image coordinates) of the faces in one image."""
         faces_landmarks5 = list(faces_landmarks5)
-        if not faces_landmarks5:
+        return self.predict_each([image_bgr] * len(faces_landmarks5), faces_landmarks5)
+
+    def predict_each(self, images_bgr: list[np.ndarray], faces_landmarks5: list[np.ndarray]) -> np.ndarray:
+        """Dense landmarks (N x points x 2, each in its own image's coordinates) of one face in each of N
+        images (the aligned crops of a batch), in one run of the model."""
+        if not len(faces_landmarks5):
             return np.zeros((0, self.spec.points, 2), np.float32)
         height, width = self.size
         patches, boxes = [], []
-        for lm in faces_landmarks5:
+        for image_bgr, lm in zip(images_bgr, faces_landmarks5):
             origin, side = self._box(lm)
             m = np.array([[width / side, 0, -origin[0] * width / side], [0, height / side, -origin[1] * height / side]])
             patches.append(cv2.warpAffine(image_bgr, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT))

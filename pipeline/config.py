@@ -100,9 +100,6 @@ class DetectConfig:
     # send the picture of a frame with crops straight to annotate, its crops through batch and
     # infer (FrameMessage.part); set by the graph for detection runs with video output
     split_frames: bool = False
-    # 68-point landmark model (registry name) read on each face crop for the eye opening, whose
-    # closings along a track are its blinks (engines.blinks); None: off
-    eye_landmarks: str | None = None
 
 
 @dataclass
@@ -125,6 +122,9 @@ class InferConfig:
     detector_path: str | None = None  # with mode=swap: also score the swapped faces
     swap_source: tuple[str, ...] = ()  # one-shot (inswapper-style) swappers: photos of the new face
     embedder_path: str | None = None  # and the identity embedding model for those photos
+    # 68-point landmark model (registry name) run on each face crop beside the detector for the eye
+    # opening, whose closings along a track are its blinks (engines.blinks); None: off
+    eye_landmarks: str | None = None
 
 
 @dataclass

@@ -17,7 +17,6 @@ from dataclasses import replace
 import numpy as np
 
 from engines.alignment import alignment_matrix, cut_crops
-from engines.blinks import eye_aspect_ratio
 from engines.face_detectors import FaceDetector, FaceDetectorError, create_face_detector
 from pipeline import pictures
 from pipeline.config import DetectConfig
@@ -31,7 +30,6 @@ class DetectStage(Stage):
     def __init__(self, config: DetectConfig):
         self.config = config
         self.detector: FaceDetector | None = None
-        self.landmarker = None  # engines.landmarks.DenseLandmarker, with eye landmarks on
         self.faces_found = 0
 
     def open(self) -> None:
@@ -41,13 +39,6 @@ class DetectStage(Stage):
                                                  threads=cfg.threads)
         except FaceDetectorError as exc:
             raise StageError(str(exc)) from None
-        if cfg.eye_landmarks:
-            from engines.landmarks import create_landmarker
-
-            try:
-                self.landmarker = create_landmarker(cfg.eye_landmarks, threads=cfg.threads or None)
-            except (OSError, ValueError) as exc:  # not installed (ModelNotFoundError), damaged, not a landmark model
-                raise StageError(f"eye landmarks: {exc}") from None
 
     def process(self, packet: Packet) -> list[Packet]:
         out = []
@@ -100,12 +91,6 @@ class DetectStage(Stage):
         message.crops = cut_crops(message.image, message.pixel_format, matrices, size)
         for index, face in enumerate(message.faces):
             face.crop_index = index
-        if self.landmarker is not None:
-            # on the aligned crop, not the frame: a similarity transform keeps the eyes' proportions,
-            # and the crop is already BGR whatever the frame's pixel format
-            for face, crop, matrix in zip(message.faces, message.crops, matrices):
-                points5 = np.asarray(face.landmarks, np.float64) @ matrix[:, :2].T + matrix[:, 2]
-                face.eye_opening = eye_aspect_ratio(self.landmarker.predict(crop, [points5])[0])
         message.analysed = True
 
     def takes_bypass(self, message: FrameMessage) -> bool:

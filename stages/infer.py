@@ -1,4 +1,5 @@
-"""Infer stage: run the detector (or the swapper) on batches of aligned crops.
+"""Infer stage: run the detector (or the swapper) on batches of aligned crops, and
+with eye landmarks on, read each face's eye opening on its crop (engines.blinks).
 
 The stage knows models only through the ``engines`` interface: whether the
 batch runs on TensorRT, ONNX Runtime or torch is the engine's business.
@@ -10,6 +11,8 @@ import time
 import cv2
 import numpy as np
 
+from engines.alignment import alignment_matrix
+from engines.blinks import eye_aspect_ratio
 from engines.metadata import KIND_DETECTOR, KIND_SWAPPER
 from pipeline.config import InferConfig
 from pipeline.messages import Packet, StageTiming
@@ -23,6 +26,7 @@ class InferStage(Stage):
         self.config = config
         self.engine = None
         self.detector = None  # swap mode with a detector: scores the swapped faces
+        self.landmarker = None  # engines.landmarks.DenseLandmarker, with eye landmarks on
         self.faces = 0
         self.batches = 0
 
@@ -42,6 +46,13 @@ class InferStage(Stage):
                 self.detector = load_engine(cfg.detector_path, engine=cfg.engine, threads=cfg.threads, kind=KIND_DETECTOR)
         except MODEL_ERRORS as exc:
             raise StageError(str(exc)) from None
+        if cfg.eye_landmarks:
+            from engines.landmarks import create_landmarker
+
+            try:
+                self.landmarker = create_landmarker(cfg.eye_landmarks, threads=cfg.threads or 1)
+            except (OSError, ValueError) as exc:  # not installed (ModelNotFoundError), damaged, not a landmark model
+                raise StageError(f"eye landmarks: {exc}") from None
 
     def process(self, packet: Packet) -> list[Packet]:
         started = time.time()
@@ -52,6 +63,8 @@ class InferStage(Stage):
                 self._swap(with_crops, crops)
             else:
                 self._score(with_crops, self.engine.run(crops))
+                if self.landmarker is not None:
+                    self._read_eyes(with_crops)
             self.faces += len(crops)
             self.batches += 1
         ended = time.time()
@@ -70,6 +83,23 @@ class InferStage(Stage):
                     else:  # a score from a face this small or blurred would be a guess
                         face.unscorable = True
             offset += len(message.crops)
+
+    def _read_eyes(self, messages) -> None:
+        """Each cropped face's eye aspect ratio, read on its aligned crop (a similarity transform keeps
+        the eyes' proportions, and the crop is BGR whatever the frame's pixel format), the whole batch
+        in one run of the landmark model."""
+        metadata = self.engine.metadata
+        crops, points, faces = [], [], []
+        for message in messages:
+            for face in message.faces:
+                if face.crop_index < 0:
+                    continue
+                matrix = alignment_matrix(np.asarray(face.landmarks), metadata.input_size, metadata.crop_margin)
+                points.append(np.asarray(face.landmarks, np.float64) @ matrix[:, :2].T + matrix[:, 2])
+                crops.append(message.crops[face.crop_index])
+                faces.append(face)
+        for face, points68 in zip(faces, self.landmarker.predict_each(crops, points)):
+            face.eye_opening = eye_aspect_ratio(points68)
 
     def _swap(self, messages, crops: np.ndarray) -> None:
         swapped = self.engine.run(crops)

@@ -127,14 +127,14 @@ def test_a_run_reads_the_eyes_when_the_models_score_uses_blinks_and_not_when_tol
         return build_run_config([stream], str(tiny_detector), metadata, ("haar", None), **options)
 
     on = config(blinking)
-    assert on.detect.eye_landmarks == "pfld68" and on.annotate.blink_evidence == EVIDENCE.to_dict()
+    assert on.infer.eye_landmarks == "pfld68" and on.annotate.blink_evidence == EVIDENCE.to_dict()
     off = config(blinking, blinks=False)
-    assert off.detect.eye_landmarks is None and off.annotate.blink_evidence == {}
-    assert config(plain).detect.eye_landmarks is None  # a model whose score does not use them
+    assert off.infer.eye_landmarks is None and off.annotate.blink_evidence == {}
+    assert config(plain).infer.eye_landmarks is None  # a model whose score does not use them
     seen = config(plain, blinks=True)  # eyes read to show the rate, nothing to raise the score with
-    assert seen.detect.eye_landmarks == "pfld68" and seen.annotate.blink_evidence == {}
+    assert seen.infer.eye_landmarks == "pfld68" and seen.annotate.blink_evidence == {}
     monkeypatch.setattr(run_config, "landmarks_installed", lambda: False)
-    assert config(blinking).detect.eye_landmarks is None  # said in a warning; the frames alone score
+    assert config(blinking).infer.eye_landmarks is None  # said in a warning; the frames alone score
 
 
 def test_the_default_detector_carries_its_blink_evidence_fitted_on_real_people():

@@ -146,13 +146,13 @@ def test_a_track_reports_blinks_per_minute_once_seen_long_enough_and_holds_it_be
     assert quiet.summary()[0]["blinks_per_minute"] is None
 
 
-def test_a_landmark_model_that_is_not_one_is_refused_when_the_detect_stage_opens():
-    from pipeline.config import DetectConfig
+def test_a_landmark_model_that_is_not_one_is_refused_when_the_infer_stage_opens(tiny_detector):
+    from pipeline.config import InferConfig
     from pipeline.stage import StageError
-    from stages.detect import DetectStage
+    from stages.infer import InferStage
 
     with pytest.raises(StageError, match="eye landmarks: .*yunet"):
-        DetectStage(DetectConfig(face_detector="haar", eye_landmarks="yunet")).open()
+        InferStage(InferConfig(model_path=str(tiny_detector), engine="onnxruntime", eye_landmarks="yunet")).open()
 
 
 @needs_shared_data

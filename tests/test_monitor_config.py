@@ -196,5 +196,5 @@ def test_a_camera_with_blinks_true_reads_the_eyes_in_its_runs_and_one_without_do
                         fps=15.0, time_base=(1, 90000), frame_count=None)
     model = (str(tiny_detector), read_metadata(tiny_detector), ("haar", None))
     hall, door = (camera_run_config(camera, [stream], model, config, None, None) for camera in config.cameras)
-    assert hall.detect.eye_landmarks == "pfld68" and door.detect.eye_landmarks is None
+    assert hall.infer.eye_landmarks == "pfld68" and door.infer.eye_landmarks is None
     assert hall.detect_every == config.cameras[0].detect_every  # the camera's own settings, as before
