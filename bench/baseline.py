@@ -22,6 +22,8 @@ classify the same faces.
 from __future__ import annotations
 
 import time
+
+import numpy as np
 from pathlib import Path
 
 from pipeline.config import AnnotateConfig, DetectConfig, SinkConfig
@@ -30,18 +32,22 @@ from pipeline.config import AnnotateConfig, DetectConfig, SinkConfig
 def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_detector: str,
                  face_detector_path: str | None, sink: SinkConfig | None = None,
                  detect_max_side: int | None = None, infer_threads: int | None = None,
-                 heap_buffers: bool = False) -> dict:
+                 heap_buffers: bool = False, read_eyes: bool | None = None) -> dict:
     """Decode, detect, align, classify, draw and encode every frame of ``clip`` in this process.
 
     ``detect_max_side``: None detects on the full frame (the obvious loop); a number
     downscales first, as dfstream's detect stage does. ``heap_buffers``: the allocator
     setting dfstream's stage processes use (:func:`runtime.runner.keep_large_buffers_on_heap`).
+    ``read_eyes``: classifying a face includes reading its eyes when blinks are part of the
+    model's score (None: as dfstream's defaults decide, :func:`runtime.run_config.build_run_config`),
+    so that the baseline does the same work per frame; False: the detector alone.
     """
     if heap_buffers:
         from runtime.runner import keep_large_buffers_on_heap
 
         keep_large_buffers_on_heap()
     from engines.alignment import align_faces
+    from engines.blinks import LANDMARK_MODEL, blink_evidence, eye_aspect_ratio, landmarks_installed
     from engines.face_detectors import create_face_detector
     from engines.loader import load_engine
     from engines.metadata import KIND_DETECTOR
@@ -58,11 +64,20 @@ def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_det
     load0 = time.perf_counter()
     detector = create_face_detector(face_detector, face_detector_path, detect_defaults.min_face_score)
     model = load_engine(model_path, engine=engine, kind=KIND_DETECTOR, threads=infer_threads)  # None: usable cores
-    load_s = time.perf_counter() - load0
     metadata = model.metadata
+    evidence = blink_evidence(metadata)
+    if read_eyes is None:
+        read_eyes = evidence is not None and landmarks_installed()
+    landmarker = None
+    if read_eyes:
+        from engines.landmarks import create_landmarker
+
+        landmarker = create_landmarker(LANDMARK_MODEL, threads=infer_threads or None)
+    load_s = time.perf_counter() - load0
     crop_size = tuple(metadata.input_size)
     annotate = AnnotateStage(AnnotateConfig(threshold=metadata.threshold, crop_size=crop_size,
-                                            crop_margin=metadata.crop_margin, streams=[stream]))
+                                            crop_margin=metadata.crop_margin, streams=[stream],
+                                            blink_evidence=evidence.to_dict() if read_eyes and evidence else {}))
     annotate.open()
     output = Path(out_dir) / "baseline.mp4"
     writer = VideoWriter(output, stream, sink)
@@ -84,11 +99,20 @@ def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_det
             crops = align_faces(image, [f.landmarks for f in found], crop_size, metadata.crop_margin) if found else None
             t3 = time.perf_counter()
             scores = model.run(crops) if crops is not None else []
+            openings = [None] * len(found)
+            if landmarker is not None and found:
+                from engines.alignment import alignment_matrix
+
+                points = []
+                for f in found:
+                    matrix = alignment_matrix(np.asarray(f.landmarks), crop_size, metadata.crop_margin)
+                    points.append(np.asarray(f.landmarks, np.float64) @ matrix[:, :2].T + matrix[:, 2])
+                openings = [eye_aspect_ratio(p) for p in landmarker.predict_each(list(crops), points)]
             t4 = time.perf_counter()
             message = frame_message(frame, image, frames)
             message.faces = [
                 Face(box=tuple(f.box), score=f.score, landmarks=[tuple(p) for p in f.landmarks.tolist()],
-                     crop_index=i, fake_score=float(scores[i]))
+                     crop_index=i, fake_score=float(scores[i]), eye_opening=openings[i])
                 for i, f in enumerate(found)
             ]
             message.detected = message.analysed = True
@@ -120,6 +144,7 @@ def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_det
         "face_detector": face_detector,
         "infer_threads": infer_threads or "usable cores",
         "heap_buffers": heap_buffers,
+        "eyes_read": bool(read_eyes),
         "detect_on": f"downscaled to {detect_max_side} px" if detect_max_side else "full frame",
         "output_bytes": output.stat().st_size if output.exists() else None,
     }

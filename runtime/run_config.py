@@ -94,8 +94,9 @@ def build_run_config(
     ``classify_every`` defaults to ``detect_every``; swapping detects and swaps every face on
     every frame.  ``batch_timeout_ms`` defaults to one frame interval of the fastest live
     source.  ``threshold`` defaults to the model's.  ``blinks``: read each analysed face's eyes
-    and count its track's blinks; None: when the model's metadata makes them part of its score
-    (and the landmark model is installed).  ``reconnect``: how live sources ride out an
+    and count its track's blinks; None: when the model's metadata makes them part of its score,
+    the landmark model is installed and the run has at most one live stream (each camera of
+    ``dfstream monitor`` is a run of its own).  ``reconnect``: how live sources ride out an
     outage (default: :class:`ReconnectConfig`'s).  Any other RunConfig field (queue_size,
     transport, progress ...) is passed in ``run_settings``.  Raises RunOptionError."""
     reconnect = reconnect or ReconnectConfig()
@@ -115,12 +116,19 @@ def build_run_config(
     mode = "swap" if swap else "detect"
     kind, path = face_detector
     evidence = None if swap else blink_evidence(metadata)
-    if blinks is None:
-        blinks = evidence is not None and landmarks_installed()
-        if evidence is not None and not blinks:
+    live_streams = sum(s.live for s in streams)
+    if blinks is None and evidence is not None:
+        if live_streams > 1:  # ~4 ms of CPU a face: on 2 cores it would cost a stream of the four (BENCHMARKS.md)
+            blinks = False
+            log.info("%d live streams in one run: their eyes are not read by default (--blinks reads them); "
+                     "faces are scored on their frames alone", live_streams)
+        elif not landmarks_installed():
+            blinks = False
             log.warning("blinks are part of %s's score but the landmark model %s is not installed (dfstream models "
                         "fetch %s --from DIR): faces are scored on their frames alone", metadata.name, LANDMARK_MODEL,
                         LANDMARK_MODEL)
+        else:
+            blinks = True
     return RunConfig(
         streams=streams,
         detect_every=detect_every,

@@ -133,6 +133,10 @@ def test_a_run_reads_the_eyes_when_the_models_score_uses_blinks_and_not_when_tol
     assert config(plain).infer.eye_landmarks is None  # a model whose score does not use them
     seen = config(plain, blinks=True)  # eyes read to show the rate, nothing to raise the score with
     assert seen.infer.eye_landmarks == "pfld68" and seen.annotate.blink_evidence == {}
+    cameras = [replace(stream, stream_id=k, live=True, kind="rtsp", name=f"cam{k}") for k in range(2)]
+    several = build_run_config(cameras, str(tiny_detector), blinking, ("haar", None))
+    assert several.infer.eye_landmarks is None  # two live streams in one run: frames alone unless --blinks
+    assert build_run_config(cameras, str(tiny_detector), blinking, ("haar", None), blinks=True).infer.eye_landmarks
     monkeypatch.setattr(run_config, "landmarks_installed", lambda: False)
     assert config(blinking).infer.eye_landmarks is None  # said in a warning; the frames alone score
 
