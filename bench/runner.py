@@ -580,6 +580,7 @@ def ratios(doc: dict) -> dict:
     pairs.append(("baseline", "limit"))
     pairs.append(("defaults", "baseline infer threads 1"))  # file runs infer with one thread too
     pairs.append(("defaults", f"baseline {HEAP_BUFFERS}"))
+    pairs.append(("defaults", f"baseline {NO_EYES}"))
     pairs.append(("defaults", f"baseline {OPENCV_YUNET}"))
     for num, den in pairs:
         a, b = _fps(doc, num), _fps(doc, den)
