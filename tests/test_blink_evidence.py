@@ -157,14 +157,11 @@ def test_the_default_detector_carries_its_blink_evidence_fitted_on_real_people()
 
 @needs_shared_data
 def test_eval_and_predict_raise_a_video_that_never_blinks_with_the_default_detector(tmp_path):
-    from tests.conftest import SHARED_DATA
+    from tests.test_blinks import speaker_and_head
     from train.evaluate import evaluate
     from train.predict import predict
 
-    real = sorted((SHARED_DATA / "real" / "ffpp_c23_originals").glob("*.mp4"))[0]
-    head = sorted((SHARED_DATA / "fake" / "talking_head_edtalk").glob("*.mp4"))[0]
-    listed = tmp_path / "list.tsv"
-    listed.write_text(f"{real}\t0\n{head}\t1\n")
+    real, head, listed = speaker_and_head(tmp_path)
     report = evaluate([str(listed)], output=None, ci_resamples=0, max_frames=4)
     files = {f["path"]: f for f in report["files"]}
     for f in files.values():

@@ -184,16 +184,23 @@ def test_a_default_run_counts_a_real_speakers_blinks_and_none_on_an_animated_pho
     assert last["head blink score"] > last["real blink score"]
 
 
-@needs_shared_data
-def test_eval_with_blinks_reports_the_blink_rate_alone_beside_the_models_score(tmp_path):
-    from stages.faces import Degradation
+def speaker_and_head(tmp_path):
+    """A real speaker who blinks, a talking head that never does, and a list file labelling them."""
     from tests.conftest import SHARED_DATA
-    from train.evaluate import evaluate
 
     real = sorted((SHARED_DATA / "real" / "ffpp_c23_originals").glob("*.mp4"))[0]
     head = sorted((SHARED_DATA / "fake" / "talking_head_edtalk").glob("*.mp4"))[0]
     listed = tmp_path / "list.tsv"
     listed.write_text(f"{real}\t0\n{head}\t1\n")
+    return real, head, listed
+
+
+@needs_shared_data
+def test_eval_with_blinks_reports_the_blink_rate_alone_beside_the_models_score(tmp_path):
+    from stages.faces import Degradation
+    from train.evaluate import evaluate
+
+    real, head, listed = speaker_and_head(tmp_path)
     report = evaluate([str(listed)], output=None, ci_resamples=0, blinks=True, max_frames=4)
     by_name = {f["path"]: f for f in report["files"]}
     assert by_name[str(head)]["blinks_per_minute"] == 0.0 and by_name[str(real)]["blinks_per_minute"] >= 5
