@@ -174,3 +174,13 @@ def test_eval_and_predict_raise_a_video_that_never_blinks_with_the_default_detec
     predicted = predict(head, max_frames=4)
     assert predicted["blinks"] == 0
     assert predicted["score"] == pytest.approx(max(predicted["frames_score"], predicted["blink_score"]), abs=1e-4)
+
+
+def test_the_run_summary_says_when_a_tracks_score_comes_from_its_blinks():
+    from dfstream.cli.main import _score_origin
+
+    raised = {"scores": 59, "mean_score": 0.48, "score": 0.50, "blink_score": 0.50, "blinks_per_minute": 0.0}
+    assert _score_origin(raised) == "its blinks (0 a minute); the mean of 59 scores 0.48"
+    kept = {"scores": 100, "mean_score": 0.63, "score": 0.63, "blink_score": 0.45, "blinks_per_minute": 20.0}
+    assert _score_origin(kept) == "mean of 100 scores"
+    assert _score_origin({"scores": 3, "mean_score": 0.4, "score": 0.4, "blink_score": None}) == "mean of 3 scores"

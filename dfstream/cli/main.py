@@ -406,6 +406,14 @@ def stage_command(plan_file, label):
     sys.exit(StageRunner(spec).run())
 
 
+def _score_origin(track: dict) -> str:
+    """Where a track's P(fake) comes from: the mean of its scores, or its blinks where those raised it."""
+    frames = f"mean of {track['scores']} scores"
+    if track.get("blink_score") is not None and track["score"] > track["mean_score"]:
+        return (f"its blinks ({track['blinks_per_minute']:.0f} a minute); the {frames} {track['mean_score']:.2f}")
+    return frames
+
+
 def _summary(metrics: dict) -> str:
     from pipeline.metrics import busy_detector_note, latency_budget_note
 
@@ -413,8 +421,8 @@ def _summary(metrics: dict) -> str:
     for stream in metrics["streams"]:
         lat = stream["latency_ms"] or {}
         tracks = [t for t in stream["tracks"] if t["scores"]]
-        verdicts = ", ".join(f"#{t['track_id']} {t['overall_verdict']} (mean P(fake) {t['mean_score']:.2f} over "
-                             f"{t['scores']} scores)" for t in tracks) or "no faces scored"
+        verdicts = ", ".join(f"#{t['track_id']} {t['overall_verdict']} (P(fake) {t['score']:.2f}: "
+                             f"{_score_origin(t)})" for t in tracks) or "no faces scored"
         lines.append(
             f"{stream['name']}: {stream['frames_written']} frames, {stream['dropped'] or 0} dropped"
             f"{latency_budget_note(stream)}{busy_detector_note(stream)}, "
