@@ -46,7 +46,7 @@ def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_det
         from runtime.runner import keep_large_buffers_on_heap
 
         keep_large_buffers_on_heap()
-    from engines.alignment import align_faces
+    from engines.alignment import align_faces, alignment_matrix
     from engines.blinks import LANDMARK_MODEL, blink_evidence, eye_aspect_ratio, landmarks_installed
     from engines.face_detectors import create_face_detector
     from engines.loader import load_engine
@@ -101,8 +101,6 @@ def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_det
             scores = model.run(crops) if crops is not None else []
             openings = [None] * len(found)
             if landmarker is not None and found:
-                from engines.alignment import alignment_matrix
-
                 points = []
                 for f in found:
                     matrix = alignment_matrix(np.asarray(f.landmarks), crop_size, metadata.crop_margin)

@@ -49,6 +49,9 @@ class Track:
     too_small: bool = False  # its face was last seen too small or blurred for the detector to judge
     blinks: RecentBlinks = field(default_factory=RecentBlinks)  # its eye openings (with eye landmarks on)
     blink_rate: BlinkRate | None = None  # over its last minute, as last read
+    # that rate as a P(fake) (BlinkEvidence.score), worked out when it is read, not on every frame drawn;
+    # None: blinks not part of the score, or seen too briefly
+    blink_score: float | None = None
 
     @property
     def blinks_per_minute(self) -> float | None:
@@ -103,12 +106,8 @@ class FaceTracker:
             return VERDICT_UNSCORABLE
         return self._verdict_of(self.overall_score(track), track.scores)
 
-    def blink_score(self, track: Track) -> float | None:
-        """The track's blinks over its last minute as a P(fake); None: not part of the score, or too brief."""
-        return None if self.evidence is None or track.blink_rate is None else self.evidence.score(track.blink_rate)
-
     def _raised(self, score: float | None, track: Track) -> float | None:
-        return raise_score(score, self.blink_score(track))
+        return raise_score(score, track.blink_score)
 
     def _verdict_of(self, score: float | None, scores: int) -> str:
         cfg = self.config
@@ -163,8 +162,9 @@ class FaceTracker:
         if face.eye_opening is not None:
             track.blinks.add(seconds, face.eye_opening)
             track.blink_rate = track.blinks.rate()
+            track.blink_score = None if self.evidence is None else self.evidence.score(track.blink_rate)
         face.blinks_per_minute = track.blinks_per_minute
-        face.blink_score = self.blink_score(track)
+        face.blink_score = track.blink_score
 
     def _held(self, track: Track) -> Face:
         held = Face(
@@ -175,7 +175,7 @@ class FaceTracker:
             smoothed_score=self.score(track),
             verdict=self.verdict(track),
             blinks_per_minute=track.blinks_per_minute,
-            blink_score=self.blink_score(track),
+            blink_score=track.blink_score,
         )
         return held
 
@@ -191,7 +191,7 @@ class FaceTracker:
                 "verdict": self.verdict(t),  # as last drawn
                 "overall_verdict": self.overall_verdict(t),  # from score
                 "blinks_per_minute": t.blinks_per_minute,  # over its last minute (None: eyes not read, or too briefly)
-                "blink_score": self.blink_score(t),
+                "blink_score": t.blink_score,
             }
             for t in sorted(self.ended + self.tracks, key=lambda t: t.track_id)
         ]

@@ -201,7 +201,7 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
         listed = write_list_file(list(everything.values()), Path(tmp) / "all.tsv")
         report = evaluate([str(listed)], model=str(floored), output=None, ci_resamples=0, blinks=blinks, **eval_options)
     real_blinks = fit_real_blinks(items, progress) if blinks else None
-    rates = real_blinks and (real_blinks["shape"], real_blinks["scale_per_s"])
+    rates = (real_blinks["shape"], real_blinks["scale_per_s"]) if real_blinks else None
     by_path = {f["path"]: f for f in report["files"]}
     scored = {name: [by_path[str(i.path.resolve())] for i in group if str(i.path.resolve()) in by_path]
               for name, group in wanted.items()}
@@ -213,13 +213,13 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
     for family in families:
         fit_files = val_real + [f for f in fake if f["family"] != family]
         a, b = platt_fit(*_frames(fit_files))
-        evidence = rates and _blink_evidence(rates, val_real_videos, a, b)
+        evidence = _blink_evidence(rates, val_real_videos, a, b) if rates else None
         held = test_real_videos + [f for f in fake if f["family"] == family]
         labels = [f["label"] for f in held]
         ece_before.append(expected_calibration_error(_video_scores(held), labels, balanced=True))
         ece_after.append(expected_calibration_error(_video_scores(held, a, b, evidence), labels, balanced=True))
     a, b = platt_fit(*_frames(val_real + fake))
-    evidence = rates and _blink_evidence(rates, val_real_videos, a, b)
+    evidence = _blink_evidence(rates, val_real_videos, a, b) if rates else None
     # videos and photos each keep to the rate: a threshold set on photos alone can flag a quarter of the videos
     kinds = [val_real_videos, [f for f in val_real if not is_video(f["path"])]]
     threshold = max(threshold_for_false_alarms(_video_scores(files, a, b, evidence), false_alarm_rate)
