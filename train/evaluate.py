@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.blinks import raise_score
 from train.datasets import gather
 from stages.faces import Degradation, FaceCropper, default_detect_config, is_image, is_video
 from train.metrics import compute_metrics, format_metrics, roc_auc_interval
@@ -311,8 +312,8 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
             per_file[-1]["blinks_per_minute"] = None if rate.per_minute is None else round(rate.per_minute, 2)
             if evidence is not None:
                 per_file[-1]["frames_video_score"] = vscore
-                per_file[-1]["blink_score"] = evidence.score(rate)
-                per_file[-1]["video_score"] = evidence.raise_score(vscore, rate)
+                per_file[-1]["blink_score"] = blink_score = evidence.score(rate)
+                per_file[-1]["video_score"] = raise_score(vscore, blink_score)
     frame_m, video_m = level_metrics(per_file, thr, ci_resamples)
     families = by_family(per_file, thr, ci_resamples) if len({f["family"] for f in per_file if f["label"]}) > 1 else []
     sizes = by_face_size(per_file, thr)

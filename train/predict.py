@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engines.blinks import raise_score
 from train.blinks import BlinkMeter, blink_plan
 from train.evaluate import aggregate, frame_scores, load_detector, score_media
 from stages.faces import FaceCropper, default_detect_config, is_image, is_video
@@ -49,7 +50,7 @@ def predict(media: str | Path, model: str = "detector", engine: str = "auto", th
             blink_score = evidence.score(rate)
             blink_facts.update(frames_score=None if score is None else round(score, 4),
                                blink_score=None if blink_score is None else round(blink_score, 4))
-            score = evidence.raise_score(score, rate)
+            score = raise_score(score, blink_score)
     return {
         "media": str(path),
         "type": "video" if is_video(path) else "image",
