@@ -91,9 +91,8 @@ def blink_rate(openings, fps: float) -> BlinkRate:
 
 
 class RecentBlinks:
-    """One face track's eye openings over the last :data:`WINDOW_S` seconds, read as they come (at the
-    pipeline's detection cadence: a reading every few frames is enough, `dfstream lofo blinks
-    --every-n-frames 3` in the model card)."""
+    """One face track's eye openings over the last :data:`WINDOW_S` seconds, read as they come (on the
+    run's classified frames: the cadence :attr:`BlinkEvidence.every_n_frames` names)."""
 
     def __init__(self, window_s: float = WINDOW_S):
         self.window_s = window_s
@@ -137,10 +136,16 @@ class BlinkEvidence:
     scale_per_s: float  # gamma scale theta, blinks per second: the mean rate is shape x scale
     score_logit_mean: float  # logit of the detector's video score on real videos: mean
     score_logit_sd: float  # ... and spread
+    # The eyes were read on every n-th frame when the counts were fitted: read less often, fewer
+    # blinks are seen (a closing lasts a few frames), so a count is only compared with counts read
+    # at the same cadence (a run's classify cadence; eval and predict read at this one).
+    every_n_frames: int = 1
 
     def __post_init__(self):
         if min(self.shape, self.scale_per_s, self.score_logit_sd) <= 0:
             raise ValueError(f"blink evidence needs a positive shape, scale and spread: {self}")
+        if self.every_n_frames < 1:
+            raise ValueError(f"blink evidence read every {self.every_n_frames} frames: at least 1")
 
     def p_as_few(self, rate: BlinkRate) -> float | None:
         """P(a real person seen for ``rate.seconds`` blinks at most ``rate.blinks`` times); None when
@@ -170,7 +175,9 @@ class BlinkEvidence:
 
     @classmethod
     def from_dict(cls, d: dict) -> "BlinkEvidence":
-        return cls(**{k: float(d[k]) for k in ("shape", "scale_per_s", "score_logit_mean", "score_logit_sd")})
+        """Models calibrated before the cadence was recorded read the eyes on every frame."""
+        return cls(**{k: float(d[k]) for k in ("shape", "scale_per_s", "score_logit_mean", "score_logit_sd")},
+                   every_n_frames=int(d.get("every_n_frames", 1)))
 
 
 def blink_evidence(metadata) -> BlinkEvidence | None:

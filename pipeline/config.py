@@ -19,6 +19,10 @@ LIVE_KINDS = (SOURCE_RTSP, SOURCE_HTTP, SOURCE_WEBCAM, *SCREEN_KINDS)
 # Screen sources are grabbed at most this often (--fps): a call's video rarely runs faster,
 # and the CPU is shared with the call itself.
 SCREEN_FPS = 15.0
+# A run's default detection schedule (RunConfig): faces found, and cut for the model, on every 3rd
+# frame. Offline measures of what a run sees along a track (blinks) read at the same cadence.
+DETECT_EVERY = 3
+CLASSIFY_EVERY = 3
 
 
 @dataclass
@@ -196,8 +200,8 @@ class RunConfig:
     sink: SinkConfig = field(default_factory=SinkConfig)
     # The detection schedule, which each source follows (the graph copies it into every
     # SourceConfig); the detect stage does what each frame asks.
-    detect_every: int = 3  # run the face detector on every k-th frame, track in between
-    classify_every: int = 3  # cut crops for the model on every m-th frame (a multiple of k)
+    detect_every: int = DETECT_EVERY  # run the face detector on every k-th frame, track in between
+    classify_every: int = CLASSIFY_EVERY  # cut crops for the model on every m-th frame (a multiple of k)
     detect_replicas: int = 1
     infer_replicas: int = 1
     queue_size: int = 8  # ZeroMQ high-water mark (messages) per hop for file sources

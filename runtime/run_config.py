@@ -129,6 +129,11 @@ def build_run_config(
                         LANDMARK_MODEL)
         else:
             blinks = True
+    if blinks and evidence is not None and evidence.every_n_frames != classify_every:
+        # read less often, fewer closings are caught: a real face would look a little more suspect
+        log.warning("%s's blink counts were fitted on eyes read every %d frame(s); this run reads them every %d "
+                    "(--classify-every): its blink scores are on another footing", metadata.name,
+                    evidence.every_n_frames, classify_every)
     return RunConfig(
         streams=streams,
         detect_every=detect_every,

@@ -12,7 +12,7 @@ from engines.blinks import BlinkEvidence, BlinkRate, raise_score
 from pipeline.config import AnnotateConfig
 from tests.conftest import needs_shared_data
 
-EVIDENCE = BlinkEvidence(shape=1.05, scale_per_s=0.25, score_logit_mean=-0.1, score_logit_sd=0.25)
+EVIDENCE = BlinkEvidence(shape=1.05, scale_per_s=0.25, score_logit_mean=-0.1, score_logit_sd=0.25, every_n_frames=3)
 
 
 def test_the_chance_of_as_few_blinks_is_the_negative_binomial_of_the_seconds_seen():
@@ -48,6 +48,27 @@ def test_blink_evidence_round_trips_through_the_models_metadata_and_refuses_nons
     assert blink_evidence(ModelMetadata(kind=KIND_DETECTOR, name="m", input_size=(224, 224))) is None
     with pytest.raises(ValueError, match="positive"):
         BlinkEvidence(shape=0.0, scale_per_s=0.25, score_logit_mean=0.0, score_logit_sd=0.25)
+    with pytest.raises(ValueError, match="at least 1"):
+        BlinkEvidence(shape=1.0, scale_per_s=0.25, score_logit_mean=0.0, score_logit_sd=0.25, every_n_frames=0)
+
+
+def test_evidence_calibrated_before_the_cadence_was_recorded_reads_the_eyes_on_every_frame():
+    older = {k: v for k, v in EVIDENCE.to_dict().items() if k != "every_n_frames"}
+    assert BlinkEvidence.from_dict(older).every_n_frames == 1
+
+
+def test_eval_and_predict_count_blinks_at_the_cadence_the_models_counts_were_fitted_at():
+    from engines.metadata import KIND_DETECTOR, ModelMetadata
+    from pipeline.config import CLASSIFY_EVERY
+    from train.blinks import blink_plan
+
+    blinking = ModelMetadata(kind=KIND_DETECTOR, name="m", input_size=(224, 224), blinks=EVIDENCE.to_dict())
+    plain = ModelMetadata(kind=KIND_DETECTOR, name="m", input_size=(224, 224))
+    assert blink_plan(blinking, True) == (EVIDENCE, True, 3)
+    assert blink_plan(plain, True) == (None, True, CLASSIFY_EVERY)  # a run's cadence
+    assert blink_plan(plain, True, every=1) == (None, True, 1)
+    with pytest.raises(ValueError, match="every 3 frame"):
+        blink_plan(blinking, True, every=1)
 
 
 def test_the_fit_recovers_the_blink_rates_of_simulated_people():
@@ -141,6 +162,26 @@ def test_a_run_reads_the_eyes_when_the_models_score_uses_blinks_and_not_when_tol
     assert config(blinking).infer.eye_landmarks is None  # said in a warning; the frames alone score
 
 
+def test_a_run_that_reads_the_eyes_at_another_cadence_than_the_model_was_fitted_at_says_so(tiny_detector, monkeypatch,
+                                                                                          caplog):
+    from dataclasses import replace
+
+    from engines.metadata import read_metadata
+    from pipeline.config import StreamInfo
+    from runtime import run_config
+    from runtime.run_config import build_run_config
+
+    monkeypatch.setattr(run_config, "landmarks_installed", lambda: True)
+    stream = StreamInfo(stream_id=0, url="x.mp4", kind="file", live=False, name="x", width=640, height=480, fps=25.0,
+                        time_base=(1, 25), frame_count=None)
+    blinking = replace(read_metadata(tiny_detector), blinks=EVIDENCE.to_dict())
+    with caplog.at_level("WARNING", logger="runtime.run_config"):
+        build_run_config([stream], str(tiny_detector), blinking, ("haar", None))
+        assert "another footing" not in caplog.text  # the defaults read every 3rd frame, as fitted
+        build_run_config([stream], str(tiny_detector), blinking, ("haar", None), detect_every=1, classify_every=1)
+    assert "every 3 frame(s); this run reads them every 1" in caplog.text
+
+
 def test_the_default_detector_carries_its_blink_evidence_fitted_on_real_people():
     from engines.blinks import blink_evidence
     from engines.metadata import read_metadata
@@ -148,7 +189,10 @@ def test_the_default_detector_carries_its_blink_evidence_fitted_on_real_people()
 
     meta = read_metadata(resolve("detector"))
     evidence = blink_evidence(meta)
-    assert evidence is not None and 10 <= 60 * evidence.shape * evidence.scale_per_s <= 25
+    assert evidence is not None and 8 <= 60 * evidence.shape * evidence.scale_per_s <= 25
+    from pipeline.config import CLASSIFY_EVERY
+
+    assert evidence.every_n_frames == CLASSIFY_EVERY  # counted as a run with the defaults counts them
     fit = meta.calibration["blinks"]
     assert fit["videos"] >= 50 and fit["val_real_videos"] >= 10
     # at the threshold: no val real video flagged once blinks are part of the score

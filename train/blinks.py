@@ -1,5 +1,6 @@
 """A video's blink rate (:mod:`engines.blinks`) measured offline: the largest face of each frame,
-found every few frames, its 68 landmarks read every frame."""
+found every few frames, its 68 landmarks read on every frame or every n-th (a run's classify
+cadence, :data:`pipeline.config.CLASSIFY_EVERY`, is what the default detector's counts are fitted at)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.blinks import LANDMARK_MODEL, MIN_SECONDS, BlinkRate, blink_rate, eye_aspect_ratio
+from pipeline.config import CLASSIFY_EVERY
 
 MAX_FRAMES = 300  # 10-12 s at 25-30 fps: a few blinks of a real speaker
 DETECT_EVERY = 3  # frames; the landmarks follow the last box in between (a head moves little in 0.1 s)
@@ -91,11 +93,13 @@ def fit_blink_counts(rates: list[BlinkRate]) -> tuple[float, float]:
     return float(shape), float(scale)
 
 
-def blink_plan(metadata, blinks: bool | None, degradation=None):
+def blink_plan(metadata, blinks: bool | None, degradation=None, every: int | None = None):
     """For ``dfstream eval`` and ``predict``: (the BlinkEvidence a video's score is raised by, or None;
-    whether to count blinks at all). ``blinks`` None: counted when the model's score uses them, unless
-    the landmark model is not installed or frames are scaled to a face height (said, and the frames
-    alone score); True: counted (and their rate reported); False: not counted."""
+    whether to count blinks at all; the cadence to read the eyes at). ``blinks`` None: counted when the
+    model's score uses them, unless the landmark model is not installed or frames are scaled to a face
+    height (said, and the frames alone score); True: counted (and their rate reported); False: not
+    counted. The cadence (``every`` frames) is the one the model's evidence was fitted at, or else a
+    run's classify cadence."""
     import logging
 
     from engines.blinks import blink_evidence, landmarks_installed
@@ -114,4 +118,8 @@ def blink_plan(metadata, blinks: bool | None, degradation=None):
     count = bool(blinks) or evidence is not None
     if count:
         check_degradation(degradation)
-    return evidence, count
+    if evidence is not None and every not in (None, evidence.every_n_frames):
+        raise ValueError(f"{metadata.name}'s blink counts were fitted on eyes read every {evidence.every_n_frames} "
+                         f"frame(s), not every {every}")
+    cadence = evidence.every_n_frames if evidence is not None else (every or CLASSIFY_EVERY)
+    return evidence, count, cadence

@@ -21,7 +21,8 @@ never on the people the model is measured on:
   model's size floor on the val bucket's real faces; faces below it are ``unscorable`` and
   left out of everything that follows, as they are in use.
 * **Blinks** (``blinks=True``, :class:`engines.blinks.BlinkEvidence`): real people's blink rates
-  fitted on the train bucket's real videos tied to no family (no fold's test people), put on the
+  fitted on the train bucket's real videos tied to no family (no fold's test people), their eyes
+  read every ``blink_every`` frames (a run's classify cadence: what a run sees), put on the
   model's scale by its calibrated video scores on the val people's real videos. The threshold,
   its false alarms and the calibration error are then those of the raised video scores.
 
@@ -39,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import CLASSIFY_EVERY
 from train.metrics import logit
 
 log = logging.getLogger(__name__)
@@ -127,35 +129,38 @@ def _video_scores(files: list[dict], a: float | None = None, b: float | None = N
     return np.array(scores)
 
 
-def _blink_evidence(rates: tuple[float, float], real_videos: list[dict], a: float, b: float):
-    """BlinkEvidence from real people's blink rates (shape, scale) and the scaled video scores of ``real_videos``."""
+def _blink_evidence(rates: tuple[float, float, int], real_videos: list[dict], a: float, b: float):
+    """BlinkEvidence from real people's blink rates (shape, scale, the cadence they were read at) and the
+    scaled video scores of ``real_videos``."""
     from engines.blinks import BlinkEvidence
 
     scale = logit(_video_scores(real_videos, a, b))
     if len(scale) < 3:
         raise ValueError(f"{len(scale)} val real videos scored: too few to put blinks on the model's scale")
-    return BlinkEvidence(*rates, float(scale.mean()), float(scale.std(ddof=1)))
+    shape, scale_per_s, every = rates
+    return BlinkEvidence(shape, scale_per_s, float(scale.mean()), float(scale.std(ddof=1)), every_n_frames=every)
 
 
-def fit_real_blinks(items, progress=None) -> dict:
+def fit_real_blinks(items, every: int, progress=None) -> dict:
     """Real people's blink rates (:func:`train.blinks.fit_blink_counts`) on the train bucket's real videos
-    tied to no family: no fold's test people, no family's sources."""
+    tied to no family (no fold's test people, no family's sources), their eyes read every ``every`` frames."""
     from stages.faces import is_video
     from train import lofo
     from train.blinks import BlinkMeter, fit_blink_counts
 
     videos = [i for i in lofo.untied_train_reals(items) if is_video(i.path)]
     meter = BlinkMeter()
-    rates = [meter.measure(i.path) for i in (progress(videos, desc="blinks of train reals") if progress else videos)]
+    rates = [meter.measure(i.path, every=every)
+             for i in (progress(videos, desc="blinks of train reals") if progress else videos)]
     shape, scale = fit_blink_counts(rates)
     return {"shape": shape, "scale_per_s": scale, "mean_per_minute": 60 * shape * scale,
             "videos": len(videos), "groups": len({i.group for i in videos}), "blinks": sum(r.blinks for r in rates),
-            "seconds": round(sum(r.seconds for r in rates), 1)}
+            "seconds": round(sum(r.seconds for r in rates), 1), "every_n_frames": every}
 
 
 def calibrate(model: str, output: str | Path, manifest: str | Path | None = None, false_alarm_rate: float = 0.05,
               trained_on: tuple[str, ...] = (), set_detail_floor: bool = True, min_face_px: int | None = None,
-              blinks: bool = False, progress=None, **eval_options) -> dict:
+              blinks: bool = False, blink_every: int = CLASSIFY_EVERY, progress=None, **eval_options) -> dict:
     """Fit the scaling and the threshold (module docstring); write the calibrated copy of ``model`` to ``output``."""
     from engines.metadata import read_metadata, write_onnx_metadata
     from engines.registry import resolve
@@ -199,9 +204,10 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
         write_onnx_metadata(floored, metadata)
         everything = {str(i.path.resolve()): i for group in wanted.values() for i in group}
         listed = write_list_file(list(everything.values()), Path(tmp) / "all.tsv")
-        report = evaluate([str(listed)], model=str(floored), output=None, ci_resamples=0, blinks=blinks, **eval_options)
-    real_blinks = fit_real_blinks(items, progress) if blinks else None
-    rates = (real_blinks["shape"], real_blinks["scale_per_s"]) if real_blinks else None
+        report = evaluate([str(listed)], model=str(floored), output=None, ci_resamples=0, blinks=blinks,
+                          blink_every=blink_every, **eval_options)
+    real_blinks = fit_real_blinks(items, blink_every, progress) if blinks else None
+    rates = (real_blinks["shape"], real_blinks["scale_per_s"], blink_every) if real_blinks else None
     by_path = {f["path"]: f for f in report["files"]}
     scored = {name: [by_path[str(i.path.resolve())] for i in group if str(i.path.resolve()) in by_path]
               for name, group in wanted.items()}
@@ -281,7 +287,8 @@ def blinks_line(blinks: dict | None) -> str:
     if not blinks:
         return "blinks: not part of the score"
     return (f"blinks: real people's rates fitted on {blinks['videos']} train real videos of {blinks['groups']} groups "
-            f"(gamma shape {blinks['shape']:.3f}, mean {blinks['mean_per_minute']:.1f} a minute), on the model's scale "
+            f"(gamma shape {blinks['shape']:.3f}, mean {blinks['mean_per_minute']:.1f} a minute, eyes read every "
+            f"{blinks.get('every_n_frames', 1)} frame(s)), on the model's scale "
             f"by {blinks['val_real_videos']} val real videos: a video's score is raised to its blinks' where higher")
 
 

@@ -240,11 +240,12 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
              threshold: float | None = None, every_n_frames: int = 10, max_frames: int = 32, max_faces: int = 4,
              video_agg: str = "mean", threads: int | None = None, output: str | Path | None = "eval.json",
              plot_dir: str | Path | None = None, face_detector: str = "auto", ci_resamples: int = 2000,
-             degradation: Degradation | None = None, blinks: bool | None = None) -> dict:
-    """``blinks``: count each video's blinks (train.blinks: its first 300 frames, every frame). None: when
-    the model's metadata makes them part of its video score (:class:`engines.blinks.BlinkEvidence`);
-    True: also report the blink rate alone as a video score (fewer = fake) beside the model's; False:
-    the model's frames alone."""
+             degradation: Degradation | None = None, blinks: bool | None = None, blink_every: int | None = None) -> dict:
+    """``blinks``: count each video's blinks (train.blinks: its first 300 frames, the eyes read every
+    ``blink_every`` frames: by default at the cadence the model's blink evidence was fitted at, or a
+    run's). None: when the model's metadata makes them part of its video score
+    (:class:`engines.blinks.BlinkEvidence`); True: also report the blink rate alone as a video score
+    (fewer = fake) beside the model's; False: the model's frames alone."""
     items = gather(inputs)
     if not items:
         raise ValueError("nothing to evaluate")
@@ -258,7 +259,7 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
     thr = float(meta.threshold if threshold is None else threshold)
     from train.blinks import blink_plan
 
-    evidence, read_blinks = blink_plan(meta, blinks, degradation)
+    evidence, read_blinks, blink_every = blink_plan(meta, blinks, degradation, blink_every)
     if temporal:  # the evidence is on the frame model's scale
         evidence, read_blinks = None, bool(blinks)
     temporal_model = None
@@ -307,7 +308,7 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
                          "frame_scores": [round(v, 4) for v in fs],
                          "frame_face_px": [round(float(scored_face[k]), 1) for k in sorted(frames)]})
         if meter is not None and is_video(item.path):
-            rate = meter.measure(item.path, degradation=degradation)
+            rate = meter.measure(item.path, degradation=degradation, every=blink_every)
             per_file[-1]["blinks"], per_file[-1]["blinks_seconds"] = rate.blinks, round(rate.seconds, 2)
             per_file[-1]["blinks_per_minute"] = None if rate.per_minute is None else round(rate.per_minute, 2)
             if evidence is not None:
@@ -355,6 +356,7 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
     if unreadable:
         text.append(f"could not read {len(unreadable)} file(s), left out: " + ", ".join(Path(u["path"]).name for u in unreadable))
     report["blink_evidence"] = None if evidence is None else evidence.to_dict()
+    report["blinks_every_n_frames"] = blink_every if read_blinks else None  # the eyes' reading cadence
     if blinks:
         report["blinks"] = blink_metrics(per_file, ci_resamples)
         text.append(format_blink_metrics(report["blinks"]))

@@ -29,7 +29,7 @@ def predict(media: str | Path, model: str = "detector", engine: str = "auto", th
     det = load_detector(model, engine, threads)
     meta = det.metadata
     thr = float(meta.threshold if threshold is None else threshold)
-    evidence, count_blinks = blink_plan(meta, blinks) if is_video(path) else (None, False)
+    evidence, count_blinks, blink_every = blink_plan(meta, blinks) if is_video(path) else (None, False, None)
     cropper = FaceCropper(default_detect_config(tuple(meta.input_size), meta.crop_margin, face_detector))
     faces = score_media(det, cropper, path, every_n_frames, max_frames, max_faces)
     for f in faces:
@@ -43,7 +43,7 @@ def predict(media: str | Path, model: str = "detector", engine: str = "auto", th
     score = aggregate([frames[k] for k in sorted(frames)]) if frames else None
     blink_facts = {}
     if count_blinks:
-        rate = BlinkMeter(face_detector).measure(path)
+        rate = BlinkMeter(face_detector).measure(path, every=blink_every)
         blink_facts = {"blinks": rate.blinks, "blinks_seconds": round(rate.seconds, 2),
                        "blinks_per_minute": None if rate.per_minute is None else round(rate.per_minute, 2)}
         if evidence is not None:

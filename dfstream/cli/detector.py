@@ -13,6 +13,7 @@ import click
 
 from dfstream.cli.common import one_line_error, progress_bars, user_errors, verbose_logging
 from engines.loader import ENGINE_CHOICES
+from pipeline.config import CLASSIFY_EVERY
 from train.recon import EDGE_WEIGHT, PATCH, UPSAMPLING
 from train.settings import DetectorTraining
 from train.sharpness import GRADE_SETTINGS as SHARPNESS_GRADES
@@ -285,8 +286,9 @@ def train_fusion_command(checkpoints, real, exclude, output, name, cache_dir, pr
 @click.option("-o", "--output", default="eval.json", show_default=True, help="JSON file for the metrics and per-item scores.")
 @click.option("--plot", "plot_dir", default=None, help="Folder for ROC curve and score histogram PNGs.")
 @click.option("--blinks/--no-blinks", default=None, help="Count each video's blinks (68 landmarks on its first 300 "
-              "frames). Default: when they are part of the model's video score (its metadata; the default detector's "
-              "are). --blinks also reports the blink rate alone as a video score (fewer = fake) beside the model's; "
+              "frames, the eyes read at the cadence the model's blink counts were fitted at, else a run's: every "
+              f"{CLASSIFY_EVERY} frames). Default: when they are part of the model's video score (its metadata; the "
+              "default detector's are). --blinks also reports the blink rate alone as a video score (fewer = fake) beside the model's; "
               "--no-blinks scores with the model's frames alone.")
 @click.option("--ci-resamples", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Bootstrap resamples for the ROC-AUCs' 95%% confidence intervals (frames resampled by whole "
@@ -413,7 +415,8 @@ def lofo_baselines_command(manifest, families, output):
 @click.option("--family", "families", multiple=True, help="Held-out families (default: all). Repeatable.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("--every-n-frames", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Read the eyes on every n-th frame only (3: the pipeline's detection cadence).")
+              help=f"Read the eyes on every n-th frame only ({CLASSIFY_EVERY}: a run's classify cadence, at which the "
+              "default detector's blink counts are fitted).")
 @webcam_grade_options
 @click.option("-o", "--output", default="lofo-blinks.json", show_default=True,
               help="JSON file for the table and each video's blinks (`dfstream lofo fuse` reads it like a model's).")
@@ -484,13 +487,16 @@ def lofo_fuse_command(scored, rule, ci_resamples, output):
 @click.option("--blinks", is_flag=True, help="Make blinks part of the video score: real people's blink rates fitted on "
               "the train people's real videos, put on the model's scale on the val people's; a video's (a track's) "
               "score is raised to its blinks' where those are more surprising for a real person.")
+@click.option("--blink-every", type=click.IntRange(min=1), default=CLASSIFY_EVERY, show_default=True,
+              help="With --blinks: read the eyes on every n-th frame, for the fit and for every count compared with it "
+              "(kept in the model: eval, predict and runs read at it; a run's classify cadence by default).")
 @click.option("--every-n-frames", type=int, default=10, show_default=True)
 @click.option("--max-frames", type=int, default=32, show_default=True)
 @click.option("--threads", type=int, default=None)
 @click.option("--json", "json_out", default=None, help="Also write the fit and its measurements here.")
 @click.option("-v", "--verbose", is_flag=True)
 def calibrate_command(model, output, false_alarm_rate, manifest, trained_on, min_face_px, detail_floor, blinks,
-                      every_n_frames, max_frames, threads, json_out, verbose):
+                      blink_every, every_n_frames, max_frames, threads, json_out, verbose):
     """Calibrate a detector's P(fake) and set its threshold on validation data (leave-one-family-out's val split)."""
     verbose_logging(verbose)
     from train.calibrate import calibrate, format_result, write_report
@@ -498,7 +504,7 @@ def calibrate_command(model, output, false_alarm_rate, manifest, trained_on, min
 
     try:
         result = calibrate(model, output, manifest=manifest, false_alarm_rate=false_alarm_rate, trained_on=tuple(trained_on),
-                           set_detail_floor=detail_floor, min_face_px=min_face_px, blinks=blinks, progress=progress,
+                           set_detail_floor=detail_floor, min_face_px=min_face_px, blinks=blinks, blink_every=blink_every, progress=progress,
                            every_n_frames=every_n_frames,
                            max_frames=max_frames, threads=threads)
     except user_errors() as exc:
@@ -518,7 +524,7 @@ def calibrate_command(model, output, false_alarm_rate, manifest, trained_on, min
 @click.option("--max-faces", type=int, default=8, show_default=True)
 @click.option("--threads", type=int, default=None)
 @click.option("--blinks/--no-blinks", default=None, help="Count a video's blinks (68 landmarks on its first 300 "
-              "frames). Default: when they are part of the model's score (the default detector's are).")
+              "frames, read at the model's blink cadence). Default: when they are part of the model's score (the default detector's are).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("-v", "--verbose", is_flag=True)
 def predict_command(media, model, engine, threshold, every_n_frames, max_frames, max_faces, threads, blinks, as_json,
