@@ -203,7 +203,9 @@ def test_eval_with_blinks_reports_the_blink_rate_alone_beside_the_models_score(t
     real, head, listed = speaker_and_head(tmp_path)
     report = evaluate([str(listed)], output=None, ci_resamples=0, blinks=True, max_frames=4)
     by_name = {f["path"]: f for f in report["files"]}
-    assert by_name[str(head)]["blinks_per_minute"] == 0.0 and by_name[str(real)]["blinks_per_minute"] >= 5
+    # read every 3rd frame (the cadence a run reads at) a blink is sometimes missed: the speaker shows at least one
+    assert by_name[str(head)]["blinks_per_minute"] == 0.0 and by_name[str(real)]["blinks"] >= 1
+    assert report["blinks_every_n_frames"] == 3
     assert report["blinks"]["roc_auc"] == 1.0 and report["blinks"]["videos"] == 2
     assert "fewer blinks alone (video ROC-AUC): 1.000" in report["text"]
     with pytest.raises(ValueError, match="face-height"):

@@ -1,16 +1,16 @@
-"""A video's blink rate (:mod:`engines.blinks`) measured offline: the largest face of each frame,
-found every few frames, its 68 landmarks read on every frame or every n-th (a run's classify
-cadence, :data:`pipeline.config.CLASSIFY_EVERY`, is what the default detector's counts are fitted at)."""
+"""A video's blink rate (:mod:`engines.blinks`) measured offline over its first minute (the span a run
+judges a track's blinks over): the largest face of each frame, found every few frames, its 68 landmarks
+read on every frame or every n-th (a run's classify cadence, :data:`pipeline.config.CLASSIFY_EVERY`, is
+what the default detector's counts are fitted at)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from engines.blinks import LANDMARK_MODEL, MIN_SECONDS, BlinkRate, blink_rate, eye_aspect_ratio
+from engines.blinks import LANDMARK_MODEL, MIN_SECONDS, WINDOW_S, BlinkRate, blink_rate, eye_aspect_ratio
 from pipeline.config import CLASSIFY_EVERY
 
-MAX_FRAMES = 300  # 10-12 s at 25-30 fps: a few blinks of a real speaker
 DETECT_EVERY = 3  # frames; the landmarks follow the last box in between (a head moves little in 0.1 s)
 DETECT_SIDE = 640  # frames are shrunk to this longest side to find faces
 
@@ -33,10 +33,11 @@ class BlinkMeter:
         self.detector = create_face_detector(*resolve_face_detector(face_detector), min_score=0.7, threads=threads)
         self.landmarker = create_landmarker(landmarks, threads=threads)
 
-    def measure(self, path: str | Path, max_frames: int = MAX_FRAMES, degradation=None, every: int = 1) -> BlinkRate:
-        """``degradation`` (stages.faces.Degradation, a frame scale, dim room and codec; not a face height):
-        the frames as a call would deliver them. ``every``: read the eyes on every n-th frame only (the
-        pipeline's detection cadence; a face is then found on each frame read)."""
+    def measure(self, path: str | Path, max_seconds: float = WINDOW_S, degradation=None, every: int = 1) -> BlinkRate:
+        """The blinks of a video's first ``max_seconds`` (by default the span a run judges a track's blinks
+        over). ``degradation`` (stages.faces.Degradation, a frame scale, dim room and codec; not a face
+        height): the frames as a call would deliver them. ``every``: read the eyes on every n-th frame only
+        (a run's classify cadence; a face is then found on each frame read)."""
         if every < 1:
             raise ValueError(f"every {every} frames: at least 1")
         detect_every = max(1, DETECT_EVERY // every)  # in frames read
@@ -47,6 +48,7 @@ class BlinkMeter:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             fps = float(stream.average_rate or 25)
+            max_frames = max(1, round(max_seconds * fps))
             recoder = degradation.recoder(fps) if degradation is not None and degradation.active else None
             for index, frame in enumerate(container.decode(stream)):
                 if index >= max_frames:

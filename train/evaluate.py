@@ -241,7 +241,7 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
              video_agg: str = "mean", threads: int | None = None, output: str | Path | None = "eval.json",
              plot_dir: str | Path | None = None, face_detector: str = "auto", ci_resamples: int = 2000,
              degradation: Degradation | None = None, blinks: bool | None = None, blink_every: int | None = None) -> dict:
-    """``blinks``: count each video's blinks (train.blinks: its first 300 frames, the eyes read every
+    """``blinks``: count each video's blinks (train.blinks: its first minute, the eyes read every
     ``blink_every`` frames: by default at the cadence the model's blink evidence was fitted at, or a
     run's). None: when the model's metadata makes them part of its video score
     (:class:`engines.blinks.BlinkEvidence`); True: also report the blink rate alone as a video score

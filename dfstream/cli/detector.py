@@ -285,8 +285,8 @@ def train_fusion_command(checkpoints, real, exclude, output, name, cache_dir, pr
 @click.option("--threads", type=int, default=None)
 @click.option("-o", "--output", default="eval.json", show_default=True, help="JSON file for the metrics and per-item scores.")
 @click.option("--plot", "plot_dir", default=None, help="Folder for ROC curve and score histogram PNGs.")
-@click.option("--blinks/--no-blinks", default=None, help="Count each video's blinks (68 landmarks on its first 300 "
-              "frames, the eyes read at the cadence the model's blink counts were fitted at, else a run's: every "
+@click.option("--blinks/--no-blinks", default=None, help="Count each video's blinks (68 landmarks over its first "
+              "minute, the eyes read at the cadence the model's blink counts were fitted at, else a run's: every "
               f"{CLASSIFY_EVERY} frames). Default: when they are part of the model's video score (its metadata; the "
               "default detector's are). --blinks also reports the blink rate alone as a video score (fewer = fake) beside the model's; "
               "--no-blinks scores with the model's frames alone.")
@@ -422,7 +422,7 @@ def lofo_baselines_command(manifest, families, output):
               help="JSON file for the table and each video's blinks (`dfstream lofo fuse` reads it like a model's).")
 def lofo_blinks_command(manifest, families, progress, every_n_frames, degradation, output):
     """Each held-out family's video ROC-AUC with the blink rate as the score (fewer blinks = more fake; the first
-    300 frames of each video, 68 landmarks a frame): a cue with no training, measured like a model."""
+    minute of each video, 68 landmarks a reading): a cue with no training, measured like a model."""
     from pathlib import Path
 
     from train import lofo
@@ -523,8 +523,8 @@ def calibrate_command(model, output, false_alarm_rate, manifest, trained_on, min
 @click.option("--max-frames", type=int, default=60, show_default=True)
 @click.option("--max-faces", type=int, default=8, show_default=True)
 @click.option("--threads", type=int, default=None)
-@click.option("--blinks/--no-blinks", default=None, help="Count a video's blinks (68 landmarks on its first 300 "
-              "frames, read at the model's blink cadence). Default: when they are part of the model's score (the default detector's are).")
+@click.option("--blinks/--no-blinks", default=None, help="Count a video's blinks (68 landmarks over its first "
+              "minute, read at the model's blink cadence). Default: when they are part of the model's score (the default detector's are).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("-v", "--verbose", is_flag=True)
 def predict_command(media, model, engine, threshold, every_n_frames, max_frames, max_faces, threads, blinks, as_json,
