@@ -107,6 +107,18 @@ def test_reading_every_third_frame_covers_the_same_seconds_and_a_face_height_is_
         meter.measure(clip, every=0)
 
 
+@needs_shared_data
+def test_a_video_is_read_for_the_span_a_run_judges_a_tracks_blinks_over_and_no_longer():
+    from engines.blinks import WINDOW_S
+    from tests.conftest import SHARED_DATA
+    from train.blinks import BlinkMeter
+
+    clip = sorted((SHARED_DATA / "real" / "ffpp_c23_originals").glob("*.mp4"))[0]  # 12 s of one face
+    meter = BlinkMeter()
+    whole, first_four = meter.measure(clip), meter.measure(clip, max_seconds=4.0)
+    assert WINDOW_S > whole.seconds >= 12 and first_four.seconds == pytest.approx(4.0, abs=0.1)
+
+
 # -- in the pipeline: each track's last minute --------------------------------------------------
 
 def test_recent_blinks_keep_the_last_minute_and_do_not_count_time_the_face_was_away():
