@@ -164,6 +164,22 @@ def test_fusing_two_detectors_catches_what_each_catches_on_a_scale_fixed_on_val_
     assert "n/a" in lofo.format_table(fused)  # video level only
 
 
+def test_a_familys_table_shows_which_of_its_generators_it_sees_and_which_it_misses():
+    reals = {f"/d/real/people/r{i}.mp4": (0, 0.2 + 0.1 * i) for i in range(4)}  # 0.2 ... 0.5
+    seen = {f"/d/fake/blinkless/b{i}.mp4": (1, 0.9) for i in range(2)}
+    missed = {f"/d/fake/blinking/k{i}.mp4": (1, 0.1) for i in range(3)}
+    scored = _scored("m", [0.2, 0.3, 0.4], {"heads": {**reals, **seen, **missed}, "swaps": {**reals, **seen}})
+    for seed in scored["seeds"]:
+        for row in seed["families"].values():
+            row.update(video_level={"roc_auc": 0.5}, frame_level={"roc_auc": None}, paired=None)
+    table = lofo.summarise(scored["seeds"], ["heads", "swaps"])
+    folders = table["families"]["heads"]["by_folder"]
+    assert folders["blinkless"] == {"n_fake": 2, "roc_auc_mean": 1.0, "roc_auc_sd": 0.0}
+    assert folders["blinking"]["roc_auc_mean"] == 0.0 and folders["blinking"]["n_fake"] == 3
+    assert table["families"]["swaps"]["by_folder"] == {}  # one folder: the family's own row says it
+    assert "heads by folder of its fakes" in lofo.format_table(table) and "swaps by folder" not in lofo.format_table(table)
+
+
 def test_fuse_refuses_scores_without_val_reals_or_with_unpaired_seeds():
     files = {"paste": {"r": (0, 0.2), "f": (1, 0.8)}}
     a, b = _scored("a", [0.2, 0.3, 0.4], files), _scored("b", [], files)

@@ -413,6 +413,29 @@ def fuse(results: list[dict], ci_resamples: int = 2000, rule: str = "mean") -> d
     return summarise(seeds, chosen)
 
 
+def by_folder(rows: list[dict]) -> dict:
+    """A family's video ROC-AUC per folder of its fakes (in ``../shared`` a folder is one generator, e.g. the
+    talking heads' AniTalker, EDTalk ...), each folder's fakes against all of the fold's real videos; mean and
+    spread over the seeds (``rows``: one seed's family row each). Empty when the fakes are in one folder."""
+    from sklearn.metrics import roc_auc_score
+
+    folders = sorted({Path(p).parent.name for p, label in rows[0]["video_labels"].items() if label})
+    if len(folders) < 2:
+        return {}
+    result = {}
+    for folder in folders:
+        aucs = []
+        for row in rows:
+            kept = [p for p, label in row["video_labels"].items() if not label or Path(p).parent.name == folder]
+            labels = [row["video_labels"][p] for p in kept]
+            if 0 < sum(labels) < len(labels):
+                aucs.append(float(roc_auc_score(labels, [row["video_scores"][p] for p in kept])))
+        n_fake = sum(1 for p, label in rows[0]["video_labels"].items() if label and Path(p).parent.name == folder)
+        result[folder] = {"n_fake": n_fake, "roc_auc_mean": float(np.mean(aucs)) if aucs else None,
+                          "roc_auc_sd": float(np.std(aucs)) if aucs else None}
+    return result
+
+
 def summarise(seeds: list[dict], chosen: list[str]) -> dict:
     table = {}
     for family in chosen:
@@ -431,6 +454,7 @@ def summarise(seeds: list[dict], chosen: list[str]) -> dict:
                            "pairs": paired[0]["pairs"] if paired[0] else 0, "groups": paired[0]["groups"] if paired[0] else 0}
         entry["n_fake"] = seeds[0]["families"][family]["n_fake"]
         entry["n_real"] = seeds[0]["families"][family]["n_real"]
+        entry["by_folder"] = by_folder([s["families"][family] for s in seeds])
         table[family] = entry
     means = {level: [table[f][level]["roc_auc_mean"] for f in chosen if table[f][level]["roc_auc_mean"] is not None]
              for level in ("video_level", "frame_level")}
@@ -475,4 +499,9 @@ def format_table(result: dict) -> str:
         n = result["seeds"][0]["real_photos"]["n"]
         lines.append(f"real photos of the test people flagged fake at the model's threshold: "
                      f"{100 * result['real_photos_flagged']:.1f} % of {n}")
+    for family, folders in ((f, row.get("by_folder")) for f, row in result["families"].items()):
+        if folders:  # which generators of a family it sees and which it misses
+            cells = ", ".join(f"{name} {'n/a' if v['roc_auc_mean'] is None else format(v['roc_auc_mean'], '.3f')} "
+                              f"({v['n_fake']})" for name, v in folders.items())
+            lines.append(f"{family} by folder of its fakes (video ROC-AUC against the fold's real videos): {cells}")
     return "\n".join(lines)
