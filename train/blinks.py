@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from engines.blinks import LANDMARK_MODEL, MIN_SECONDS, WINDOW_S, BlinkRate, blink_rate, eye_aspect_ratio
-from pipeline.config import CLASSIFY_EVERY
+from pipeline.config import CLASSIFY_EVERY, DETECT_EVERY  # a run's: faces found every DETECT_EVERY frames
 
-DETECT_EVERY = 3  # frames; the landmarks follow the last box in between (a head moves little in 0.1 s)
 DETECT_SIDE = 640  # frames are shrunk to this longest side to find faces
 
 
@@ -40,7 +39,8 @@ class BlinkMeter:
         (a run's classify cadence; a face is then found on each frame read)."""
         if every < 1:
             raise ValueError(f"every {every} frames: at least 1")
-        detect_every = max(1, DETECT_EVERY // every)  # in frames read
+        # in frames read; in between the landmarks follow the last box (a head moves little in 0.1 s)
+        detect_every = max(1, DETECT_EVERY // every)
         import av
 
         check_degradation(degradation)
