@@ -155,6 +155,18 @@ def test_list_file_keeps_optional_family_and_group_columns(tmp_path):
     assert [(i.family, i.group) for i in items] == [("lipsync", "person_a"), ("-", "person_b"), ("-", "")]
 
 
+def test_a_labelled_folders_fakes_take_their_subfolder_as_family(tmp_path):
+    from train.datasets import NO_FAMILY, gather
+
+    for name in ("real/people/a.mp4", "real/b.mp4", "fake/anitalker/c.mp4", "fake/anitalker/more/d.mp4",
+                 "fake/hallo/e.mp4", "fake/f.mp4"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    families = {i.path.name: (i.label, i.family) for i in gather([tmp_path])}
+    assert families == {"a.mp4": (0, NO_FAMILY), "b.mp4": (0, NO_FAMILY), "c.mp4": (1, "anitalker"),
+                        "d.mp4": (1, "anitalker"), "e.mp4": (1, "hallo"), "f.mp4": (1, NO_FAMILY)}
+
+
 def test_family_table_scores_each_family_against_every_real_file():
     from train.evaluate import by_face_size, by_family
 

@@ -96,7 +96,9 @@ def read_list_file(path: str | Path) -> list[LabelledMedia]:
 
 
 def labelled_folder(folder: str | Path) -> list[LabelledMedia]:
-    """Media under ``folder/real`` (label 0) and ``folder/fake`` (label 1)."""
+    """Media under ``folder/real`` (label 0) and ``folder/fake`` (label 1). A fake in a folder of its own
+    under ``fake/`` (``fake/anitalker/x.mp4``) takes that folder's name as its family, so that ``eval`` of a
+    folder tells one generator from another as a list file's family column does."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
@@ -104,7 +106,10 @@ def labelled_folder(folder: str | Path) -> list[LabelledMedia]:
     for name, label in (("real", 0), ("fake", 1)):
         sub = folder / name
         if sub.is_dir():
-            items += [LabelledMedia(p, label) for p in list_media(sub)]
+            for p in list_media(sub):
+                inner = p.relative_to(sub).parts
+                family = inner[0] if label and len(inner) > 1 else NO_FAMILY
+                items.append(LabelledMedia(p, label, family=family))
     if not items:
         raise ValueError(f"{folder} has no real/ or fake/ folder with images or videos")
     return items
