@@ -167,6 +167,34 @@ def test_a_labelled_folders_fakes_take_their_subfolder_as_family(tmp_path):
                         "d.mp4": (1, "anitalker"), "e.mp4": (1, "hallo"), "f.mp4": (1, NO_FAMILY)}
 
 
+def test_a_labelled_folders_fake_named_as_a_real_file_shares_its_group(tmp_path):
+    from train.datasets import gather
+
+    for name in ("real/cam1.mp4", "real/cam2.mp4", "real/alone.mp4", "fake/cam1.mp4", "fake/live/cam2.mp4",
+                 "fake/other.mp4"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    groups = {str(i.path.relative_to(tmp_path)): i.group for i in gather([tmp_path])}
+    assert groups == {"real/cam1.mp4": "cam1", "real/cam2.mp4": "cam2", "real/alone.mp4": "",
+                      "fake/cam1.mp4": "cam1", "fake/live/cam2.mp4": "cam2", "fake/other.mp4": ""}
+
+
+def test_paired_view_counts_fakes_above_their_own_originals_only():
+    from train.evaluate import format_paired, paired_view
+
+    def rec(label, group, score):
+        return {"label": label, "group": group, "video_score": score}
+
+    # the fake of a is above its original, b's below and c's tied; the unpaired real at 0.99 is never compared
+    files = [rec(0, "a", 0.2), rec(1, "a", 0.6), rec(0, "b", 0.7), rec(1, "b", 0.3), rec(0, "c", 0.5),
+             rec(1, "c", 0.5), rec(0, "", 0.99), rec(1, "d", 0.9)]
+    view = paired_view(files)
+    assert (view["fake_above"], view["ties"], view["pairs"], view["groups"]) == (1, 1, 3, 3)
+    assert view["auc"] == pytest.approx(1.5 / 3)
+    assert "higher in 1 of 3 pairs" in format_paired(view)
+    assert paired_view([rec(0, "a", 0.1), rec(1, "b", 0.9)]) is None  # no group holds both
+
+
 def test_family_table_scores_each_family_against_every_real_file():
     from train.evaluate import by_face_size, by_family
 

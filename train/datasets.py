@@ -17,10 +17,11 @@ or a list file of ``path<TAB>label`` lines (label ``real``/``fake`` or 0/1).
 """
 from __future__ import annotations
 
+
 import fnmatch
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -98,7 +99,9 @@ def read_list_file(path: str | Path) -> list[LabelledMedia]:
 def labelled_folder(folder: str | Path) -> list[LabelledMedia]:
     """Media under ``folder/real`` (label 0) and ``folder/fake`` (label 1). A fake in a folder of its own
     under ``fake/`` (``fake/anitalker/x.mp4``) takes that folder's name as its family, so that ``eval`` of a
-    folder tells one generator from another as a list file's family column does."""
+    folder tells one generator from another as a list file's family column does. A fake named as a real
+    file (``real/cam07.mp4``, ``fake/cam07.mp4``) is taken as made from it: the two share a group (as a
+    list file's group column says), so that ``eval`` can set each fake beside its own original."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
@@ -112,7 +115,10 @@ def labelled_folder(folder: str | Path) -> list[LabelledMedia]:
                 items.append(LabelledMedia(p, label, family=family))
     if not items:
         raise ValueError(f"{folder} has no real/ or fake/ folder with images or videos")
-    return items
+    real_names = {i.path.stem for i in items if i.label == 0}
+    fake_names = {i.path.stem for i in items if i.label == 1}
+    shared = real_names & fake_names
+    return [replace(i, group=i.path.stem) if i.path.stem in shared else i for i in items]
 
 
 def gather(inputs: list[str | Path], default_label: int | None = None, exclude: tuple[str, ...] = ()) -> list[LabelledMedia]:

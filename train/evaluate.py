@@ -185,6 +185,33 @@ def by_face_size(files: list[dict], threshold: float) -> list[dict]:
     return [{"face_px": name, **compute_metrics(*bins[name], threshold)} for name in order if name in bins]
 
 
+def paired_view(files: list[dict]) -> dict | None:
+    """Each fake against the real files of its own group (a list file's fourth column: its source clip or
+    person; in a labelled folder, the real file of the same name): how often the fake scores above its own
+    original -- the question a user asks of a swap beside its original, where camera, light and codec are
+    shared. None when no group holds both a real and a fake video."""
+    from train.metrics import paired_auc
+
+    grouped = [f for f in files if f.get("group")]
+    if not grouped:
+        return None
+    scores = [f["video_score"] for f in grouped]
+    view = paired_auc([f["label"] for f in grouped], scores, [f["group"] for f in grouped])
+    if view["auc"] is None:
+        return None
+    above = ties = 0
+    for fake in (f for f in grouped if f["label"] == 1):
+        for real in (f for f in grouped if f["label"] == 0 and f["group"] == fake["group"]):
+            above += fake["video_score"] > real["video_score"]
+            ties += fake["video_score"] == real["video_score"]
+    return {**view, "fake_above": above, "ties": ties}
+
+
+def format_paired(view: dict) -> str:
+    return (f"paired (each fake against the real files of its own group): the fake scored higher in {view['fake_above']} "
+            f"of {view['pairs']} pairs ({view['ties']} ties) over {view['groups']} groups, ROC-AUC {view['auc']:.3f}")
+
+
 def format_family_table(rows: list[dict]) -> str:
     def auc(m):
         if m.get("roc_auc") is None:
@@ -316,6 +343,7 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
                 per_file[-1]["blink_score"] = blink_score = evidence.score(rate)
                 per_file[-1]["video_score"] = raise_score(vscore, blink_score)
     frame_m, video_m = level_metrics(per_file, thr, ci_resamples)
+    paired = paired_view(per_file)
     families = by_family(per_file, thr, ci_resamples) if len({f["family"] for f in per_file if f["label"]}) > 1 else []
     sizes = by_face_size(per_file, thr)
     how = "temporal model (CNN+LSTM) over the largest face's crops" if temporal_model is not None else (
@@ -336,6 +364,7 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
         "frame_level": frame_m,
         "video_level": video_m,
         "by_family": families,
+        "paired": paired,
         "by_face_size": sizes,
         "files": per_file,
         "no_face_found": no_face,
@@ -344,6 +373,8 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
         "unreadable": unreadable,
     }
     text = [format_metrics("frame-level", frame_m), format_metrics("video-level", video_m), f"video score: {how}"]
+    if paired:
+        text.append(format_paired(paired))
     if families:
         text.append("by fake family (each family's fakes against every real file):\n" + format_family_table(families))
     if sizes:
