@@ -4,6 +4,12 @@ A face shot out of focus, smeared by motion or upscaled from a few pixels has lo
 texture every detector looks at; a score for it would be a guess. :func:`face_detail` measures
 that texture so the model's metadata can set a floor (``ModelMetadata.min_face_detail``, set
 by ``dfstream calibrate`` from validation faces: see :mod:`train.detail_floor`).
+
+A face smoother than the picture around it is another matter: that is what a pasted face looks
+like (a swapper's low-resolution render, a lip-sync model's mouth) and what the default detector
+judges. So a face under the floor is still scored where the rest of its crop -- hair, ears,
+collar, background -- holds detail (:func:`surroundings_detail`, ``min_surroundings_detail``):
+only a picture blurred all over is too blurred to judge.
 """
 from __future__ import annotations
 
@@ -14,6 +20,11 @@ import numpy as np
 CONTRAST_FLOOR = 4.0
 
 
+def _grey(crop: np.ndarray) -> np.ndarray:
+    grey = crop.astype(np.float32)
+    return grey.mean(axis=2) if grey.ndim == 3 else grey
+
+
 def face_detail(crop: np.ndarray) -> float:
     """The spread of the Laplacian over the contrast, in the inner half of an aligned crop.
 
@@ -21,10 +32,20 @@ def face_detail(crop: np.ndarray) -> float:
     for every crop margin the models use, not the background around it. Dimensionless: a
     change of brightness leaves it, one of contrast barely moves it (the contrast floor);
     it falls steeply as the face is blurred or upscaled from fewer pixels."""
-    grey = crop.astype(np.float32)
-    if grey.ndim == 3:
-        grey = grey.mean(axis=2)
+    grey = _grey(crop)
     h, w = grey.shape
     inner = grey[h // 4: h - h // 4, w // 4: w - w // 4]
     laplacian = cv2.Laplacian(inner, cv2.CV_32F, ksize=1)
     return float(laplacian.std() / (inner.std() + CONTRAST_FLOOR))
+
+
+def surroundings_detail(crop: np.ndarray) -> float:
+    """The same measure over the rest of the crop: the frame around the inner half, less the crop's
+    outermost pixels (where the Laplacian reads the border's reflection)."""
+    grey = _grey(crop)
+    h, w = grey.shape
+    laplacian = cv2.Laplacian(grey, cv2.CV_32F, ksize=1)
+    ring = np.zeros((h, w), bool)
+    ring[1:-1, 1:-1] = True
+    ring[h // 4: h - h // 4, w // 4: w - w // 4] = False
+    return float(laplacian[ring].std() / (grey[ring].std() + CONTRAST_FLOOR))

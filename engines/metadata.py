@@ -45,6 +45,9 @@ class ModelMetadata:
     # A face crop with less fine detail than this (engines.face_detail: blurred, smeared, upscaled from
     # few pixels) is answered "unscorable" too. 0: not checked.
     min_face_detail: float = 0.0
+    # ... unless the rest of its crop holds at least this much (a face smoother than a detailed frame
+    # around it is judged, not skipped: engines.face_detail). 0: the face's detail alone decides.
+    min_surroundings_detail: float = 0.0
     # engines.blinks.BlinkEvidence's fields (train.calibrate --blinks): a video's or a track's score is
     # raised to its blinks' where those are more surprising for a real person. Empty: frames alone.
     blinks: dict = field(default_factory=dict)
@@ -101,13 +104,16 @@ class ModelMetadata:
 
     def scorable(self, box, crop=None) -> bool:
         """Whether a face with this box (x1, y1, x2, y2, frame pixels) is large enough to score and,
-        given its aligned ``crop``, sharp enough (``min_face_detail``)."""
+        given its aligned ``crop``, sharp enough (``min_face_detail``) or, if not, set in a picture
+        sharp enough around it (``min_surroundings_detail``)."""
         if self.min_face_px and (float(box[3]) - float(box[1])) < self.min_face_px:
             return False
         if self.min_face_detail and crop is not None:
-            from engines.face_detail import face_detail
+            from engines.face_detail import face_detail, surroundings_detail
 
-            return face_detail(crop) >= self.min_face_detail
+            if face_detail(crop) >= self.min_face_detail:
+                return True
+            return bool(self.min_surroundings_detail) and surroundings_detail(crop) >= self.min_surroundings_detail
         return True
 
     def expect_kind(self, kind: str, path: str | Path = "") -> "ModelMetadata":

@@ -11,10 +11,11 @@ from stages.tracking import FaceTracker
 from tests.conftest import SHARED_DATA, needs_shared_data
 
 
-def _with_floor(tmp_path, model, min_face_px: int, min_face_detail: float = 0.0):
-    floored = tmp_path / f"floor{min_face_px}-{min_face_detail}.onnx"
+def _with_floor(tmp_path, model, min_face_px: int, min_face_detail: float = 0.0, min_surroundings_detail: float = 0.0):
+    floored = tmp_path / f"floor{min_face_px}-{min_face_detail}-{min_surroundings_detail}.onnx"
     shutil.copyfile(model, floored)
-    write_onnx_metadata(floored, replace(read_metadata(model), min_face_px=min_face_px, min_face_detail=min_face_detail))
+    write_onnx_metadata(floored, replace(read_metadata(model), min_face_px=min_face_px, min_face_detail=min_face_detail,
+                                         min_surroundings_detail=min_surroundings_detail))
     return floored
 
 
@@ -110,6 +111,31 @@ def test_infer_leaves_a_blurred_face_unscored_and_scores_a_sharp_one(tmp_path, t
     assert smeared.unscorable and smeared.fake_score is None
 
 
+def test_a_face_smoother_than_a_sharp_frame_around_it_is_judged_and_a_picture_blurred_all_over_is_not(tmp_path, tiny_detector):
+    import cv2
+
+    from engines.face_detail import face_detail, surroundings_detail
+    from stages.infer import InferStage
+
+    sharp = _texture(2)  # the tiny model's 64 px crops
+    pasted = sharp.copy()  # the inner half smoothed, as a low-resolution render pasted into a sharp frame
+    pasted[16:48, 16:48] = cv2.GaussianBlur(sharp, (0, 0), 3.0)[16:48, 16:48]
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 3.0)
+    assert face_detail(pasted) == face_detail(blurred) and surroundings_detail(pasted) > 2 * surroundings_detail(blurred)
+    face_floor = (face_detail(sharp) + face_detail(blurred)) / 2
+    around_floor = (surroundings_detail(sharp) + surroundings_detail(blurred)) / 2
+    stage = InferStage(InferConfig(model_path=str(_with_floor(tmp_path, tiny_detector, 0, face_floor, around_floor)),
+                                   engine="onnxruntime"))
+    stage.open()
+    message = _frame([(0, 0, 64, 64), (100, 0, 164, 64), (200, 0, 264, 64)])
+    message.crops = np.stack([sharp, pasted, blurred])
+    stage.process([message])
+    assert [f.unscorable for f in message.faces] == [False, False, True]
+    # without a surroundings floor (models calibrated before it), the face's detail alone decides
+    alone = read_metadata(_with_floor(tmp_path, tiny_detector, 0, face_floor))
+    assert [alone.scorable((0, 0, 64, 64), c) for c in (sharp, pasted, blurred)] == [True, False, False]
+
+
 @needs_shared_data
 def test_detail_floor_read_off_the_size_floor_flags_a_blurred_photo_but_not_the_original(tmp_path, tiny_detector):
     import cv2
@@ -120,11 +146,11 @@ def test_detail_floor_read_off_the_size_floor_flags_a_blurred_photo_but_not_the_
     meta = replace(read_metadata(tiny_detector), min_face_px=56)
     clips = [SHARED_DATA / "real" / "liveportrait_driving_videos" / name for name in ("d0.mp4", "d3.mp4")]
     floor = detail_floor(clips, meta, every_n_frames=5, max_frames=12)
-    assert floor["faces"] >= 20 and floor["floor"] > 0
+    assert floor["faces"] >= 20 and floor["floor"] > 0 and floor["surroundings_floor"] > 0
     photo = SHARED_DATA / "real" / "face_recognition_examples" / "obama3.jpg"
     smeared = tmp_path / "obama3_out_of_focus.jpg"
     cv2.imwrite(str(smeared), cv2.GaussianBlur(cv2.imread(str(photo)), (0, 0), 8.0))
-    model = _with_floor(tmp_path, tiny_detector, 56, floor["floor"])
+    model = _with_floor(tmp_path, tiny_detector, 56, floor["floor"], floor["surroundings_floor"])
     assert predict(str(photo), model=str(model), engine="onnxruntime")["verdict"] in ("real", "fake")
     blurred = predict(str(smeared), model=str(model), engine="onnxruntime")
     assert blurred["faces"] and blurred["verdict"] == "unscorable"

@@ -17,16 +17,17 @@ never on the people the model is measured on:
   (each file scored as ``dfstream eval`` scores it).  The rate it gives on the test people
   is reported beside it.
 
-* **The detail floor** (``min_face_detail``, :mod:`train.detail_floor`), first: read off the
-  model's size floor on the val bucket's real faces; faces below it are ``unscorable`` and
-  left out of everything that follows, as they are in use.
+* **The detail floors** (``min_face_detail``, ``min_surroundings_detail``, :mod:`train.detail_floor`),
+  first: read off the model's size floor on the val bucket's real faces; a face below the first,
+  in surroundings below the second, is ``unscorable`` and left out of everything that follows, as
+  it is in use.
 * **Blinks** (``blinks=True``, :class:`engines.blinks.BlinkEvidence`): real people's blink rates
   fitted on the train bucket's real videos tied to no family (no fold's test people), their eyes
   read every ``blink_every`` frames (a run's classify cadence: what a run sees), put on the
   model's scale by its calibrated video scores on the val people's real videos. The threshold,
   its false alarms and the calibration error are then those of the raised video scores.
 
-The result is a copy of the model file with ``calibration``, ``threshold``, ``min_face_detail``
+The result is a copy of the model file with ``calibration``, ``threshold``, the detail floors
 (and ``blinks``) in its metadata; every engine applies the scaling to the network's output.
 """
 from __future__ import annotations
@@ -190,14 +191,15 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
         if min_face_px < 0:
             raise ValueError(f"--min-face-px {min_face_px}: a height in pixels, 0 or more")
         metadata = replace(metadata, min_face_px=int(min_face_px))
-    floor = {"floor": float(metadata.min_face_detail), "set": False}
+    floor = {"floor": float(metadata.min_face_detail), "surroundings_floor": float(metadata.min_surroundings_detail),
+             "set": False}
     if set_detail_floor:
         from train.detail_floor import detail_floor
 
         floor = detail_floor([i.path for i in wanted["val"]], metadata, progress=progress,
                              face_detector=eval_options.get("face_detector", "auto"))
         floor["set"] = True
-        metadata = replace(metadata, min_face_detail=floor["floor"])
+        metadata = replace(metadata, min_face_detail=floor["floor"], min_surroundings_detail=floor["surroundings_floor"])
     with tempfile.TemporaryDirectory(prefix="dfstream-calibrate-") as tmp:
         floored = Path(tmp) / source.name  # the model as it will be used: its faces below the floor left out
         shutil.copyfile(source, floored)
@@ -294,12 +296,13 @@ def blinks_line(blinks: dict | None) -> str:
 
 def detail_line(floor: dict) -> str:
     if not floor.get("set"):
-        return f"detail floor: kept as it was ({floor['floor']:.4f})"
+        return f"detail floors: kept as they were ({floor['floor']:.4f} face, {floor.get('surroundings_floor', 0.0):.4f} surroundings)"
     if not floor["floor"]:
         return (f"detail floor: none (model without a size floor, or {floor['faces']} val faces large enough to "
                 "measure it: too few)")
-    return (f"detail floor {floor['floor']:.4f}: the {100 * floor['quantile']:.0f}th percentile of {floor['faces']} val "
-            f"faces shrunk to the {floor['min_face_px']} px size floor; faces with less detail are unscorable")
+    return (f"detail floors {floor['floor']:.4f} (face) and {floor['surroundings_floor']:.4f} (its surroundings): the "
+            f"{100 * floor['quantile']:.0f}th percentiles of {floor['faces']} val faces shrunk to the {floor['min_face_px']} px "
+            "size floor; a face with less detail, in surroundings with less too, is unscorable")
 
 
 def write_report(result: dict, path: str | Path) -> None:

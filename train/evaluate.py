@@ -369,7 +369,8 @@ def evaluate(inputs: list[str], model: str = "detector", engine: str = "auto", t
         "files": per_file,
         "no_face_found": no_face,
         "unscorable": {"files": unscorable, "faces": unscorable_faces, "min_face_px": int(meta.min_face_px),
-                       "min_face_detail": float(meta.min_face_detail)},
+                       "min_face_detail": float(meta.min_face_detail),
+                       "min_surroundings_detail": float(meta.min_surroundings_detail)},
         "unreadable": unreadable,
     }
     text = [format_metrics("frame-level", frame_m), format_metrics("video-level", video_m), f"video score: {how}"]

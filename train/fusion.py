@@ -74,8 +74,11 @@ def combine(checkpoints: list[str | Path], real: list[str], output: str | Path, 
                for p, m, mu, sd in zip(checkpoints, metadatas, z_mean, z_std)]
     metadata = dataclasses.replace(
         widest, name=name, threshold=0.5, metrics={}, extra={}, calibration={},  # calibrate the fusion itself
-        # a face too small or too soft for any member is too small or soft for the fusion
+        # a face too small or too soft for any member is too small or soft for the fusion (a member whose face
+        # floor alone decides leaves the fusion's face floor alone deciding too)
         min_face_px=max(m.min_face_px for m in metadatas), min_face_detail=max(m.min_face_detail for m in metadatas),
+        min_surroundings_detail=0.0 if any(m.min_face_detail and not m.min_surroundings_detail for m in metadatas)
+        else max(m.min_surroundings_detail for m in metadatas),
         architecture=f"sigmoid of the mean z (logit standardised on real faces) of {len(views)} detectors: "
                      + "; ".join(f"{m.architecture} (margin {m.crop_margin}, {m.input_size[0]} px)" for m in metadatas),
         training={"fusion_of": members, "reference": {"real": [str(p) for p in real], "exclude": list(exclude),

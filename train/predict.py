@@ -61,6 +61,7 @@ def predict(media: str | Path, model: str = "detector", engine: str = "auto", th
         "score": None if score is None else round(score, 4),
         "min_face_px": int(meta.min_face_px),
         "min_face_detail": float(meta.min_face_detail),
+        "min_surroundings_detail": float(meta.min_surroundings_detail),
         "verdict": ("unscorable" if faces else "no face found") if score is None else ("fake" if score >= thr else "real"),
         **blink_facts,
     }

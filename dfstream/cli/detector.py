@@ -482,8 +482,9 @@ def lofo_fuse_command(scored, rule, ci_resamples, output):
               help="Set the size floor: faces shorter than this (frame pixels) are answered unscorable. "
               "Default: the model's own (0: none).")
 @click.option("--detail-floor/--no-detail-floor", default=True, show_default=True,
-              help="Also set the detail floor (min_face_detail): faces more blurred than nearly every val face shrunk "
-              "to the model's size floor are answered unscorable.")
+              help="Also set the detail floors (min_face_detail, min_surroundings_detail): a face more blurred than "
+              "nearly every val face shrunk to the model's size floor, in surroundings more blurred than theirs, is "
+              "answered unscorable (a face smoother than a sharp frame around it is judged).")
 @click.option("--blinks", is_flag=True, help="Make blinks part of the video score: real people's blink rates fitted on "
               "the train people's real videos, put on the model's scale on the val people's; a video's (a track's) "
               "score is raised to its blinks' where those are more surprising for a real person.")
