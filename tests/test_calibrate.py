@@ -66,7 +66,8 @@ def test_with_blinks_a_videos_score_is_raised_by_its_blinks_on_the_scale_of_the_
     from train.calibrate import _blink_evidence, _video_scores
 
     val_real = [{"frame_scores": [s, s]} for s in (0.3, 0.4, 0.5, 0.6)]
-    evidence = _blink_evidence((1.0, 0.25, 3), val_real, 1.0, 0.0)  # Platt a=1, b=0: scores as they are
+    fit = {"shape": 1.0, "scale_per_s": 0.25, "every_n_frames": 3}
+    evidence = _blink_evidence(fit, val_real, 1.0, 0.0)  # Platt a=1, b=0: scores as they are
     assert evidence.every_n_frames == 3  # the cadence the counts were read at travels with them
     logits = np.log(np.array([0.3, 0.4, 0.5, 0.6]) / (1 - np.array([0.3, 0.4, 0.5, 0.6])))
     assert evidence.score_logit_mean == pytest.approx(logits.mean()) and evidence.score_logit_sd == pytest.approx(logits.std(ddof=1))
@@ -76,4 +77,4 @@ def test_with_blinks_a_videos_score_is_raised_by_its_blinks_on_the_scale_of_the_
     raised, kept, alone = _video_scores([still, lively, photo], 1.0, 0.0, evidence)
     assert raised > 0.6 and kept == pytest.approx(0.55) and alone == pytest.approx(0.3)
     with pytest.raises(ValueError, match="too few"):
-        _blink_evidence((1.0, 0.25, 3), val_real[:2], 1.0, 0.0)
+        _blink_evidence(fit, val_real[:2], 1.0, 0.0)

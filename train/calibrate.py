@@ -130,16 +130,16 @@ def _video_scores(files: list[dict], a: float | None = None, b: float | None = N
     return np.array(scores)
 
 
-def _blink_evidence(rates: tuple[float, float, int], real_videos: list[dict], a: float, b: float):
-    """BlinkEvidence from real people's blink rates (shape, scale, the cadence they were read at) and the
-    scaled video scores of ``real_videos``."""
+def _blink_evidence(real_blinks: dict, real_videos: list[dict], a: float, b: float):
+    """BlinkEvidence from real people's blink rates (:func:`fit_real_blinks`: shape, scale, the cadence they
+    were read at) and the scaled video scores of ``real_videos``."""
     from engines.blinks import BlinkEvidence
 
     scale = logit(_video_scores(real_videos, a, b))
     if len(scale) < 3:
         raise ValueError(f"{len(scale)} val real videos scored: too few to put blinks on the model's scale")
-    shape, scale_per_s, every = rates
-    return BlinkEvidence(shape, scale_per_s, float(scale.mean()), float(scale.std(ddof=1)), every_n_frames=every)
+    return BlinkEvidence(real_blinks["shape"], real_blinks["scale_per_s"], float(scale.mean()), float(scale.std(ddof=1)),
+                         every_n_frames=real_blinks["every_n_frames"])
 
 
 def fit_real_blinks(items, every: int, progress=None) -> dict:
@@ -209,7 +209,6 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
         report = evaluate([str(listed)], model=str(floored), output=None, ci_resamples=0, blinks=blinks,
                           blink_every=blink_every, **eval_options)
     real_blinks = fit_real_blinks(items, blink_every, progress) if blinks else None
-    rates = (real_blinks["shape"], real_blinks["scale_per_s"], blink_every) if real_blinks else None
     by_path = {f["path"]: f for f in report["files"]}
     scored = {name: [by_path[str(i.path.resolve())] for i in group if str(i.path.resolve()) in by_path]
               for name, group in wanted.items()}
@@ -221,13 +220,13 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
     for family in families:
         fit_files = val_real + [f for f in fake if f["family"] != family]
         a, b = platt_fit(*_frames(fit_files))
-        evidence = _blink_evidence(rates, val_real_videos, a, b) if rates else None
+        evidence = _blink_evidence(real_blinks, val_real_videos, a, b) if real_blinks else None
         held = test_real_videos + [f for f in fake if f["family"] == family]
         labels = [f["label"] for f in held]
         ece_before.append(expected_calibration_error(_video_scores(held), labels, balanced=True))
         ece_after.append(expected_calibration_error(_video_scores(held, a, b, evidence), labels, balanced=True))
     a, b = platt_fit(*_frames(val_real + fake))
-    evidence = _blink_evidence(rates, val_real_videos, a, b) if rates else None
+    evidence = _blink_evidence(real_blinks, val_real_videos, a, b) if real_blinks else None
     # videos and photos each keep to the rate: a threshold set on photos alone can flag a quarter of the videos
     kinds = [val_real_videos, [f for f in val_real if not is_video(f["path"])]]
     threshold = max(threshold_for_false_alarms(_video_scores(files, a, b, evidence), false_alarm_rate)
