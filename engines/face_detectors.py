@@ -99,10 +99,10 @@ class YuNetOnnxDetector(FaceDetector):
                  threads: int | None = None):
         import onnxruntime as ort
 
-        from engines.onnxruntime_engine import session_options
+        from engines.onnxruntime_engine import model_source, session_options
 
         try:
-            self._session = ort.InferenceSession(str(model_path), sess_options=session_options(threads),
+            self._session = ort.InferenceSession(model_source(model_path), sess_options=session_options(threads),
                                                  providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
             raise FaceDetectorError(f"{model_path} is not an ONNX model ONNX Runtime can load ({exc})") from None

@@ -50,14 +50,14 @@ def _static(dim, default: int | None = None) -> int | None:
 def _onnx_session(path: Path, threads: int | None):
     import onnxruntime as ort
 
-    from engines.onnxruntime_engine import PREFERRED_PROVIDERS, session_options
+    from engines.onnxruntime_engine import PREFERRED_PROVIDERS, model_source, session_options
 
     if not path.is_file():
         raise InswapperError(f"model file not found: {path}")
     available = ort.get_available_providers()
     providers = [p for p in PREFERRED_PROVIDERS if p in available and p != "TensorrtExecutionProvider"]
     try:
-        return ort.InferenceSession(str(path), sess_options=session_options(threads), providers=providers)
+        return ort.InferenceSession(model_source(path), sess_options=session_options(threads), providers=providers)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
         raise InswapperError(f"{path} is not a loadable ONNX model: {type(exc).__name__}: {first}") from None

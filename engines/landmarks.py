@@ -46,11 +46,11 @@ class DenseLandmarker:
     def __init__(self, model_path: str | Path, spec: LandmarkInput, threads: int | None = 1):
         import onnxruntime as ort
 
-        from engines.onnxruntime_engine import session_options
+        from engines.onnxruntime_engine import model_source, session_options
 
         options = session_options(threads)
         options.log_severity_level = 3  # the exported file lists its weights as inputs; ORT warns once per tensor
-        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(model_source(model_path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0]
         height, width = self.input.shape[2:]
         if not isinstance(height, int) or not isinstance(width, int):

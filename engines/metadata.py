@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from engines import onnx_wire
+
 METADATA_KEY = "dfstream"
 
 KIND_DETECTOR = "detector"  # aligned face crop -> P(fake)
@@ -126,43 +128,6 @@ class ModelMetadata:
 _ONNX_METADATA_PROPS = 14  # ModelProto.metadata_props (onnx.proto); StringStringEntryProto: key = 1, value = 2
 
 
-def _varint(data, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if at >= len(data) or shift > 63:
-            raise ValueError("truncated varint")
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, at
-        shift += 7
-
-
-def _fields(data, start: int, end: int):
-    """(field number, value) of one protobuf message's fields; the value of a length-delimited
-    field is its (start, end) in ``data``, other fields' values are not needed here."""
-    at = start
-    while at < end:
-        tag, at = _varint(data, at)
-        number, wire_type = tag >> 3, tag & 7
-        if wire_type == 0:
-            _, at = _varint(data, at)
-            value = None
-        elif wire_type == 1:
-            at, value = at + 8, None
-        elif wire_type == 2:
-            length, at = _varint(data, at)
-            value, at = (at, at + length), at + length
-        elif wire_type == 5:
-            at, value = at + 4, None
-        else:
-            raise ValueError(f"wire type {wire_type}")
-        if at > end or number == 0:
-            raise ValueError("field runs past the message")
-        yield number, value
-
-
 def onnx_metadata_props(path: str | Path) -> dict[str, str]:
     """An ONNX file's ``metadata_props`` as a dict, read straight from the protobuf wire format.
 
@@ -176,10 +141,10 @@ def onnx_metadata_props(path: str | Path) -> dict[str, str]:
             raise ValueError("empty file")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
             props = {}
-            for number, span in _fields(data, 0, len(data)):
+            for number, span in onnx_wire.fields(data, 0, len(data)):
                 if number != _ONNX_METADATA_PROPS or span is None:
                     continue
-                entry = dict(_fields(data, *span))
+                entry = dict(onnx_wire.fields(data, *span))
                 if 1 in entry and entry[1] is not None:
                     key = data[slice(*entry[1])].decode("utf-8")
                     value = data[slice(*entry[2])].decode("utf-8") if entry.get(2) is not None else ""

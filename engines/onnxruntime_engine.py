@@ -58,6 +58,26 @@ def session_options(threads: int | None = None):
     return options
 
 
+def model_source(path: str | Path) -> str | bytes:
+    """What ONNX Runtime is given to load ``path``: the file's name, or -- where its float weights hold
+    subnormal numbers -- its bytes with those set to zero (:mod:`engines.onnx_wire`: the same outputs,
+    tens of times faster on Intel CPUs). A file that is not ONNX is left for ONNX Runtime to refuse."""
+    import mmap
+
+    from engines.onnx_wire import count_subnormal_weights, flush_subnormal_weights
+
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            if not count_subnormal_weights(mapped):
+                return str(path)
+            data = bytearray(mapped)
+    except (OSError, ValueError):
+        return str(path)
+    flushed = flush_subnormal_weights(data)
+    log.info("%s: %d subnormal weights set to zero (slow on Intel CPUs, zero in all but name)", path, flushed)
+    return bytes(data)
+
+
 def provider_list(available: list[str], fp16: bool = False) -> list:
     """The preferred providers present in this ONNX Runtime build, with their options.
 
@@ -90,7 +110,7 @@ class OnnxRuntimeEngine(Engine):
 
         super().__init__(metadata or read_onnx_metadata(path))
         chosen = providers or provider_list(ort.get_available_providers(), fp16=fp16)
-        self.session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=chosen)
+        self.session = ort.InferenceSession(model_source(path), sess_options=session_options(threads), providers=chosen)
         # A GPU provider compiled in but without a usable GPU is dropped by ONNX Runtime: report what it kept.
         self.providers = self.session.get_providers()
         self.backend = f"onnxruntime[{self.providers[0].replace('ExecutionProvider', '')}]"
