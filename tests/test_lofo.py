@@ -116,7 +116,8 @@ def test_score_gives_each_held_out_family_its_own_fakes_against_the_test_people(
     assert 0.0 <= seed["roc_auc"] <= 1.0
     assert list(result["seeds"][0]["val_real_video_scores"]) == [str(clips[0].resolve())]
     assert sorted(result["seeds"][0]["families"]["swap"]["video_labels"].values()) == [0, 0, 0, 1, 1]
-    assert result["seeds"][0]["families"]["swap"]["paired"] == {"auc": None, "pairs": 0, "groups": 0}  # no fake's source is here
+    assert result["seeds"][0]["families"]["swap"]["paired"] == {"auc": None, "pairs": 0, "groups": 0, "fake_above": 0,
+                                                                "ties": 0}  # no fake's source is here
     # per-fold models: {family} names the model trained without that family
     for family in ("swap", "lipsync"):
         (tmp_path / f"fold-{family}.onnx").symlink_to(tiny_detector)
@@ -260,7 +261,7 @@ def test_paired_auc_compares_each_fake_only_with_its_own_source():
     assert result["auc"] == pytest.approx(2 / 3)  # a: 0.2 > 0.1 yes, 0.05 > 0.1 no; b: 0.9 > 0.8 yes
     assert roc_auc_score(labels, scores) == pytest.approx(1 / 3)  # across sources the capture decides instead
     assert paired_auc([0, 1], [0.5, 0.5], ["a", "a"])["auc"] == 0.5  # a tie counts a half
-    assert paired_auc([0, 1], [0.1, 0.9], ["a", "b"]) == {"auc": None, "pairs": 0, "groups": 0}
+    assert paired_auc([0, 1], [0.1, 0.9], ["a", "b"]) == {"auc": None, "pairs": 0, "groups": 0, "fake_above": 0, "ties": 0}
 
 
 def test_fuse_keeps_the_paired_figure_when_the_scores_carry_their_groups():

@@ -195,16 +195,8 @@ def paired_view(files: list[dict]) -> dict | None:
     grouped = [f for f in files if f.get("group")]
     if not grouped:
         return None
-    scores = [f["video_score"] for f in grouped]
-    view = paired_auc([f["label"] for f in grouped], scores, [f["group"] for f in grouped])
-    if view["auc"] is None:
-        return None
-    above = ties = 0
-    for fake in (f for f in grouped if f["label"] == 1):
-        for real in (f for f in grouped if f["label"] == 0 and f["group"] == fake["group"]):
-            above += fake["video_score"] > real["video_score"]
-            ties += fake["video_score"] == real["video_score"]
-    return {**view, "fake_above": above, "ties": ties}
+    view = paired_auc([f["label"] for f in grouped], [f["video_score"] for f in grouped], [f["group"] for f in grouped])
+    return view if view["auc"] is not None else None
 
 
 def format_paired(view: dict) -> str:

@@ -64,19 +64,21 @@ def paired_auc(labels, scores, groups) -> dict:
     clip, the same person), pooled over every such pair (ties count a half).  A fake and its own source
     share camera, light, resolution and codec, so what tells them apart is the manipulation, never how
     the file was made -- the question a user asks of a swap beside its original.  ``auc`` is None where
-    no group holds both a real and a fake."""
+    no group holds both a real and a fake; ``fake_above`` and ``ties`` count the pairs a fake won and tied."""
     y = np.asarray(labels, dtype=int).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
     g = np.asarray(groups).ravel()
-    won, pairs, paired_groups = 0.0, 0, 0
+    above, ties, pairs, paired_groups = 0, 0, 0, 0
     for group in np.unique(g):
         member = g == group
         fake, real = s[member & (y == 1)], s[member & (y == 0)]
         if len(fake) and len(real):
-            won += float((fake[:, None] > real[None, :]).sum() + 0.5 * (fake[:, None] == real[None, :]).sum())
+            above += int((fake[:, None] > real[None, :]).sum())
+            ties += int((fake[:, None] == real[None, :]).sum())
             pairs += len(fake) * len(real)
             paired_groups += 1
-    return {"auc": won / pairs if pairs else None, "pairs": pairs, "groups": paired_groups}
+    return {"auc": (above + 0.5 * ties) / pairs if pairs else None, "pairs": pairs, "groups": paired_groups,
+            "fake_above": above, "ties": ties}
 
 
 def roc_auc_interval(labels, scores, groups=None, confidence: float = 0.95, resamples: int = 2000,
