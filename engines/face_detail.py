@@ -25,6 +25,11 @@ def _grey(crop: np.ndarray) -> np.ndarray:
     return grey.mean(axis=2) if grey.ndim == 3 else grey
 
 
+def _spread(laplacian: np.ndarray, grey: np.ndarray) -> float:
+    """The measure itself: the Laplacian's spread over the grey levels' (plus the contrast floor)."""
+    return float(laplacian.std() / (grey.std() + CONTRAST_FLOOR))
+
+
 def face_detail(crop: np.ndarray) -> float:
     """The spread of the Laplacian over the contrast, in the inner half of an aligned crop.
 
@@ -35,8 +40,7 @@ def face_detail(crop: np.ndarray) -> float:
     grey = _grey(crop)
     h, w = grey.shape
     inner = grey[h // 4: h - h // 4, w // 4: w - w // 4]
-    laplacian = cv2.Laplacian(inner, cv2.CV_32F, ksize=1)
-    return float(laplacian.std() / (inner.std() + CONTRAST_FLOOR))
+    return _spread(cv2.Laplacian(inner, cv2.CV_32F, ksize=1), inner)
 
 
 def surroundings_detail(crop: np.ndarray) -> float:
@@ -48,4 +52,4 @@ def surroundings_detail(crop: np.ndarray) -> float:
     ring = np.zeros((h, w), bool)
     ring[1:-1, 1:-1] = True
     ring[h // 4: h - h // 4, w // 4: w - w // 4] = False
-    return float(laplacian[ring].std() / (grey[ring].std() + CONTRAST_FLOOR))
+    return _spread(laplacian[ring], grey[ring])

@@ -12,8 +12,6 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from engines import onnx_wire
-
 METADATA_KEY = "dfstream"
 
 KIND_DETECTOR = "detector"  # aligned face crop -> P(fake)
@@ -135,6 +133,8 @@ def onnx_metadata_props(path: str | Path) -> dict[str, str]:
     ``import onnx``, in the CLI and in every stage process that loads a model; the metadata
     is a top-level field, so the graph's bytes are skipped unread (the file is mapped)."""
     import mmap
+
+    from engines import onnx_wire
 
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:

@@ -295,7 +295,7 @@ def blinks_line(blinks: dict | None) -> str:
 
 def detail_line(floor: dict) -> str:
     if not floor.get("set"):
-        return f"detail floors: kept as they were ({floor['floor']:.4f} face, {floor.get('surroundings_floor', 0.0):.4f} surroundings)"
+        return f"detail floors: kept as they were ({floor['floor']:.4f} face, {floor['surroundings_floor']:.4f} surroundings)"
     if not floor["floor"]:
         return (f"detail floor: none (model without a size floor, or {floor['faces']} val faces large enough to "
                 "measure it: too few)")
