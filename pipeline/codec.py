@@ -7,8 +7,9 @@ Layout of one multipart message::
 
 Pixel buffers are never serialised: they are handed to ZeroMQ as memoryviews
 (``copy=False``) and read back with ``np.frombuffer``, so a 1080p frame costs one
-copy through the socket and none in Python.  Received arrays are therefore
-read-only; a stage that draws on an image copies it first.
+copy through the socket and none in Python.  A received array lives in the ZeroMQ
+frame it arrived in, which belongs to that message alone: a stage may draw on it in
+place (arrays decoded from ``bytes`` are read-only and must be copied first).
 """
 from __future__ import annotations
 

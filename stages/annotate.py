@@ -172,8 +172,10 @@ class AnnotateStage(Stage):
     def _render(self, message: FrameMessage, started: float) -> None:
         """Paste swapped faces back and draw boxes and the HUD onto the frame."""
         needs_pixels = self.config.draw or (self._paste is not None and message.crops is not None)
-        if needs_pixels:
-            message.image = np.array(message.image)  # received buffers are read-only
+        if needs_pixels and not message.image.flags.writeable:
+            # a picture received through ZeroMQ is its message's own memory, drawn on in place
+            # (pipeline.codec); one decoded from immutable bytes is copied first
+            message.image = np.array(message.image)
         if self._paste is not None and message.crops is not None:
             self._paste_swaps(message)
         if self.config.draw:

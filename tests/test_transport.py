@@ -236,3 +236,26 @@ def test_a_client_with_the_wrong_key_gets_nothing_through(tmp_path, monkeypatch)
         assert not inbox.poll(1500)
     finally:
         _close(inbox, outbox, *contexts)
+
+
+def test_a_received_picture_is_the_messages_own_memory_and_can_be_drawn_on_in_place():
+    # annotate draws on pictures as they arrive, without copying them (stages/annotate.py)
+    context = zmq.Context()
+    endpoints = EndpointAllocator("ipc")
+    try:
+        url = endpoints.endpoint("draw")
+        inbox, outbox = Inbox(context, url, hwm=8), Outbox(context, [url], hwm=8)
+        sent = _frame(5)
+        sent[0].image = np.full((720, 1280, 3), 5, np.uint8)  # large enough for ZeroMQ's zero-copy receive
+        outbox.send(sent)
+        assert inbox.poll(2000)
+        picture = inbox.receive()[0].image
+        assert picture.flags.writeable
+        picture[:10] = 255
+        assert (picture[:10] == 255).all() and (picture[10:] == 5).all()
+        assert (sent[0].image == 5).all()  # the sender's array is untouched
+        outbox.close(0)
+        inbox.close()
+    finally:
+        context.term()
+        endpoints.cleanup()
