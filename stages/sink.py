@@ -105,9 +105,10 @@ class VideoWriter:
         if options and stream.live and config.live_tune:
             options["tune"] = config.live_tune
         self.video.options = options
-        if config.encode_threads:
-            self.video.codec_context.thread_count = config.encode_threads
-        self._frame: av.VideoFrame | None = None  # reused for I420 pictures
+        threads = config.live_encode_threads if stream.live else config.encode_threads
+        if threads:
+            self.video.codec_context.thread_count = threads
+        self._frame: av.VideoFrame | None = None  # reused for I420 pictures PyAV cannot wrap
         self.audio_in = None
         self.audio_packets = None
         self.audio_out = None
@@ -140,12 +141,16 @@ class VideoWriter:
             self.container.mux(packet)
 
     def _frame_from_i420(self, image: np.ndarray) -> av.VideoFrame:
-        """The encoder's input frame, filled with ``image``'s planes.
+        """The encoder's input frame for an I420 picture.
 
-        One frame is reused: a fresh one per picture (``from_ndarray``) costs a new
-        picture-sized allocation, and its page faults, every time (0.45 vs 0.08 ms a
-        720p frame). make_writable() copies only if the encoder still holds the last one."""
+        Where PyAV can read the planes in place (a height divisible by 4: every common size) the
+        frame wraps the picture's memory, no copy (0.2 ms a 720p frame saved); otherwise one frame
+        is reused and filled -- a fresh one per picture (``from_ndarray``) would cost a
+        picture-sized allocation, and its page faults, every time. make_writable() copies only if
+        the encoder still holds the last one."""
         width, height = pictures.frame_size(image, pictures.YUV420P)
+        if height % 4 == 0:
+            return av.VideoFrame.from_numpy_buffer(image, format="yuv420p")
         frame = self._frame
         if frame is None or (frame.width, frame.height) != (width, height):
             frame = self._frame = av.VideoFrame(width, height, "yuv420p")

@@ -117,29 +117,41 @@ def test_detect_sends_a_frame_with_crops_in_two_parts_picture_round_batch_and_in
     assert [p[0].part for p in stage.process([message])] == [""]
 
 
-@pytest.mark.parametrize("pixel_format", [pictures.YUV420P, pictures.BGR24])
-def test_the_sink_encodes_each_picture_it_is_given_though_it_reuses_one_frame(tmp_path, pixel_format):
-    """The writer fills one reused encoder frame; every frame of the file must still be its own picture."""
+@pytest.mark.parametrize("pixel_format,height", [(pictures.YUV420P, 48), (pictures.YUV420P, 50), (pictures.BGR24, 48)])
+def test_the_sink_encodes_each_picture_as_it_was_given(tmp_path, pixel_format, height):
+    """I420 pictures are wrapped in place (height 48) or copied into one reused encoder frame (50: PyAV
+    cannot wrap a picture whose chroma planes have an odd number of rows); BGR ones are converted. Every
+    frame of the file must be its own picture, pixel for pixel where the encoder is lossless."""
     import av
 
     from pipeline.config import SinkConfig, StreamInfo
     from pipeline.messages import FrameMessage
     from stages.sink import VideoWriter
 
-    width, height, count = 64, 48, 12
+    width, count = 64, 12
     stream = StreamInfo(stream_id=0, name="t", url="t", kind="file", live=False, width=width, height=height,
                         fps=10.0, time_base=(1, 10), frame_count=count)
-    writer = VideoWriter(tmp_path / "out.mp4", stream, SinkConfig(crf=0))
+    writer = VideoWriter(tmp_path / "out.mp4", stream, SinkConfig(crf=0))  # x264 at crf 0: lossless
+    rng = np.random.default_rng(0)
+    sent = []
     for i in range(count):
-        bgr = np.full((height, width, 3), 20 * i, np.uint8)  # greys 0, 20, ..., 220
+        bgr = np.clip(rng.normal(20 * i, 30, (height, width, 3)), 0, 255).astype(np.uint8)  # means 0, 20, ..., 220
         image = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420) if pixel_format == pictures.YUV420P else bgr
+        sent.append(image)
         writer.write(FrameMessage(stream_id=0, seq=i, frame_index=i, pts=i, time_base=(1, 10), capture_time=0.0,
                                   image=image, pixel_format=pixel_format))
     writer.finish(all_audio=True)
     with av.open(str(tmp_path / "out.mp4")) as container:
-        greys = [float(frame.to_ndarray(format="gray").mean()) for frame in container.decode(video=0)]
-    assert len(greys) == count
-    assert np.allclose(greys, [20 * i for i in range(count)], atol=3)
+        frames = list(container.decode(video=0))
+    assert len(frames) == count
+    if pixel_format == pictures.YUV420P:
+        for frame, image in zip(frames, sent):
+            assert np.array_equal(np.concatenate([np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width]
+                                                  .reshape(-1) for p in frame.planes]), image.reshape(-1))
+    greys = [float(frame.to_ndarray(format="gray").mean()) for frame in frames]
+    assert np.allclose(greys, [float(cv2.cvtColor(b if pixel_format == pictures.BGR24 else
+                                                  cv2.cvtColor(b, cv2.COLOR_YUV2BGR_I420), cv2.COLOR_BGR2GRAY).mean())
+                               for b in sent], atol=3)
 
 
 @pytest.mark.parametrize("quarter_turns", [1, 2, 3])
