@@ -114,12 +114,19 @@ class YuNetOnnxDetector(FaceDetector):
         self._min_score = min_score
         self._nms_threshold = nms_threshold
         self._top_k = top_k
+        self._padded: np.ndarray | None = None
 
     def detect(self, image_bgr):
         height, width = image_bgr.shape[:2]
         # The strides need sides divisible by 32: pad bottom and right with black, as OpenCV does.
-        padded = np.zeros((1, 3, -(-height // 32) * 32, -(-width // 32) * 32), np.float32)
+        # The input is kept from call to call (a fresh 3 MB array costs its page faults each time).
+        shape = (1, 3, -(-height // 32) * 32, -(-width // 32) * 32)
+        if self._padded is None or self._padded.shape != shape:
+            self._padded = np.zeros(shape, np.float32)
+        padded = self._padded
         padded[0, :, :height, :width] = image_bgr.transpose(2, 0, 1)
+        padded[0, :, height:, :] = 0
+        padded[0, :, :height, width:] = 0
         outputs = dict(zip(self._output_names, self._session.run(None, {self._input_name: padded})))
         boxes, scores, landmarks = [], [], []
         for stride in self.STRIDES:
