@@ -202,7 +202,7 @@ def sweep_plan(quick: bool, clip: dict, parts: tuple[str, ...]) -> list[tuple[st
                 ("batch 4", "max batch 4 faces", {"max_batch": 4}),
                 ("tcp", "tcp://127.0.0.1 between stages instead of ipc", {"transport": "tcp"}),
                 ("infer threads = cores", "one ONNX Runtime thread per usable core in the infer stage (file "
-                                          "runs use one, live runs one per core)", {"infer_threads": usable_cores()}),
+                                          "runs and several live streams use one, one live stream one per core)", {"infer_threads": usable_cores()}),
             ]
     return plan
 
