@@ -248,6 +248,9 @@ def table(doc: dict) -> str:
             lines.append(f"{s['streams']:<14}{_f(s['fps']):>9}{_f(s['fps_per_stream']):>11}{_f(s['dropped_pct'], '{:.2f}'):>10}"
                          f"{_f(s.get('frames_per_detection'), '{:.2f}'):>12}{_f(lat['p50_ms']):>8}{_f(lat['p95_ms']):>8}{_f(lat['p99_ms']):>8}{_f(s.get('cpu_cores'), '{:.2f}'):>7}"
                          f"{_f(s.get('peak_rss_mb'), '{:.0f}'):>9}{_f((s.get('load_before') or [None])[0], '{:.2f}'):>6}")
+            if s.get("dropped_pct_runs"):
+                lines.append(f"{'':<14}(the run with the median dropped % of {len(s['dropped_pct_runs'])}: "
+                             + " / ".join(_f(v, '{:.2f}') for v in s["dropped_pct_runs"]) + ")")
         lines.append("(latency: worst stream's percentile, capture to written)")
         runs = [s for s in scaling if not s.get("error")]
         if runs:

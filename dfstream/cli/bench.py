@@ -48,7 +48,8 @@ def _command_line() -> str:
 @click.option("--out-dir", metavar="DIR", help="Keep the encoded outputs here (default: a temporary folder, removed).")
 @click.option("--repeat", type=click.IntRange(1, 9), default=None,
               help="Measure the limit, the baseline and dfstream's defaults this many times, interleaved, and keep "
-                   "each one's median (default 3, 1 with --quick).")
+                   "each one's median; run each count of live streams with video output this many times too, and "
+                   "judge it by the median share of frames dropped (default 3, 1 with --quick).")
 @click.option("--wait-idle", type=click.FloatRange(0), default=None, metavar="CORES",
               help="Before each measurement wait (up to 10 min) until the machine has fewer than CORES cores busy.")
 def bench_command(clip, seconds, model, engine, face_detector, json_path, plot_path, quick, parts, max_streams,
@@ -62,7 +63,8 @@ def bench_command(clip, seconds, model, engine, face_detector, json_path, plot_p
       dfstream   its defaults, and a sweep of replicas, detection interval and batch size
       live       the clip paced at its frame rate: latency p50/p95/p99, dropped frames
       scaling    1, 2, 4 ... live streams until over 1% of frames drop, or faces are
-                 looked for on fewer than half the frames the settings ask for
+                 looked for on fewer than half the frames the settings ask for (each count
+                 judged by the median of --repeat runs)
       scaling-events
                  the same with events only (--events, no -o: nothing drawn or encoded),
                  as `dfstream monitor` runs its cameras
