@@ -161,3 +161,22 @@ def test_an_i420_picture_turned_is_the_bgr_picture_turned(i420, quarter_turns):
     expected = np.rot90(pictures.to_bgr(i420, pictures.YUV420P), quarter_turns)
     assert np.array_equal(pictures.to_bgr(turned, pictures.YUV420P), expected)
     assert np.array_equal(pictures.turned(expected, pictures.BGR24, -quarter_turns), pictures.to_bgr(i420, pictures.YUV420P))
+
+
+def test_a_live_encoder_uses_one_thread_and_a_file_encoder_lets_ffmpeg_choose(tmp_path):
+    """zerolatency slices each frame across threads that must meet for every frame: on a live run's
+    busy cores one thread costs less CPU (pipeline.config.SinkConfig.live_encode_threads)."""
+    from pipeline.config import SinkConfig, StreamInfo
+    from stages.sink import VideoWriter
+
+    def writer(live: bool, name: str) -> VideoWriter:
+        stream = StreamInfo(stream_id=0, name=name, url=name, kind="rtsp" if live else "file", live=live, width=64,
+                            height=48, fps=10.0, time_base=(1, 10), frame_count=None)
+        return VideoWriter(tmp_path / f"{name}.mp4", stream, SinkConfig())
+
+    live, file = writer(True, "live"), writer(False, "file")
+    assert live.video.codec_context.thread_count == SinkConfig.live_encode_threads == 1
+    assert file.video.codec_context.thread_count == 0  # FFmpeg's choice
+    assert live.video.options.get("tune") == "zerolatency" and "tune" not in file.video.options
+    for w in (live, file):
+        w.discard()

@@ -265,19 +265,21 @@ def test_only_swapping_sources_wait_for_the_face_detector():
         endpoints.cleanup()
 
 
-def test_file_runs_infer_with_one_thread_live_runs_with_every_core_unless_told():
+def test_one_live_stream_infers_with_every_core_other_runs_with_one_thread_unless_told():
     from pipeline.config import InferConfig, RunConfig, StreamInfo
     from runtime.graph import build_graph
     from pipeline.transport import EndpointAllocator
 
-    def stream(live):
-        return StreamInfo(stream_id=0, url="x", kind="rtsp" if live else "file", live=live, name="x", width=64,
-                          height=64, fps=30.0, time_base=(1, 30), frame_count=None)
+    def stream(live, stream_id=0):
+        return StreamInfo(stream_id=stream_id, url=f"x{stream_id}", kind="rtsp" if live else "file", live=live,
+                          name=f"x{stream_id}", width=64, height=64, fps=30.0, time_base=(1, 30), frame_count=None)
 
     endpoints = EndpointAllocator("ipc")
     try:
-        for live, chosen, expected in ((False, None, 1), (True, None, None), (True, 1, 1), (False, 2, 2)):
-            specs = build_graph(RunConfig(streams=[stream(live)], infer=InferConfig(threads=chosen)), endpoints,
+        for live, count, chosen, expected in ((False, 1, None, 1), (True, 1, None, None), (True, 1, 1, 1),
+                                              (False, 1, 2, 2), (True, 4, None, 1), (True, 4, 2, 2)):
+            streams = [stream(live, i) for i in range(count)]
+            specs = build_graph(RunConfig(streams=streams, infer=InferConfig(threads=chosen)), endpoints,
                                 "ipc://control", "ipc://report")
             assert [s.config.threads for s in specs if s.stage == "infer"] == [expected]
     finally:
