@@ -496,9 +496,8 @@ class Bench:
             return r
 
         def run(n: int) -> dict:
-            if repeat == 1:
-                return run_once(n, "")
-            return median_run([run_once(n, f" (run {i + 1}/{repeat})") for i in range(repeat)], measure="dropped_pct")
+            return median_run([run_once(n, f" (run {i + 1}/{repeat})" if repeat > 1 else "") for i in range(repeat)],
+                              measure="dropped_pct")
 
         ok = _keeps_up
         results = {1: dict(live, streams=1, note="the live run above") if live is not None else run(1)}
