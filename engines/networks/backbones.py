@@ -150,7 +150,7 @@ class FaceRecognitionTrunkClassifier(PooledTrunk):
         return self.trunk(x * self.input_scale + self.input_shift)
 
 
-AUTO_TRUNK = "ultraface_rfb320"  # steadier across seeds than MobileNetV3-small here (engines/weights/MODEL_CARD.md)
+AUTO_TRUNK = "ultraface_rfb320"  # steadier across seeds than MobileNetV3-small here (engines/weights/RESEARCH_LOG.md)
 AUTO_FALLBACK = "mobilenetv3_small_100"
 
 
