@@ -69,3 +69,12 @@ def test_predict_on_a_missing_file_is_one_clear_line(model):
 
     result = CliRunner().invoke(predict_command, ["/nonexistent/clip.mp4", "-m", str(model)])
     assert result.exit_code != 0 and "no such file" in result.output
+
+
+def test_predict_on_a_folder_points_to_eval_in_one_line(tmp_path, model):
+    from dfstream.cli.detector import predict_command
+
+    result = CliRunner().invoke(predict_command, [str(tmp_path), "-m", str(model)])
+    assert result.exit_code != 0
+    assert "is a folder" in result.output and "dfstream eval" in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -22,6 +22,9 @@ def predict(media: str | Path, model: str = "detector", engine: str = "auto", th
             face_detector: str = "auto", blinks: bool | None = None) -> dict:
     """``blinks``: count the video's blinks (None: when the model's score uses them; see train.blinks.blink_plan)."""
     path = Path(media)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder: predict scores one image or video; "
+                                "`dfstream eval` scores a labelled folder")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     if not (is_image(path) or is_video(path)):
