@@ -291,7 +291,7 @@ def train_fusion_command(checkpoints, real, exclude, output, name, cache_dir, pr
               "default detector's are). --blinks also reports the blink rate alone as a video score (fewer = fake) beside the model's; "
               "--no-blinks scores with the model's frames alone.")
 @click.option("--ci-resamples", type=click.IntRange(min=0), default=2000, show_default=True,
-              help="Bootstrap resamples for the ROC-AUCs' 95%% confidence intervals (frames resampled by whole "
+              help="Bootstrap resamples for the ROC-AUCs' 95 % confidence intervals (frames resampled by whole "
                    "videos); 0: none.")
 @webcam_grade_options
 @click.option("-v", "--verbose", is_flag=True)
