@@ -9,7 +9,7 @@ landmark model's habits cancel out: a blink is the eyes closing to under ``CLOSE
 opening, counted again only after they reopen past ``REOPENED`` (so landmark jitter around one
 closing is one blink).
 
-Measured as an offline cue (``dfstream lofo blinks``, the model card); in the pipeline each track
+Measured as an offline cue (``dfstream lofo blinks``, the research log); in the pipeline each track
 keeps its last minute of eye openings (:class:`RecentBlinks`) and reports its blinks per minute.
 
 A detector whose metadata carries :class:`BlinkEvidence` (the default, since 2026-12-07) joins the

@@ -31,7 +31,7 @@ class DetectorTraining:
     webcam_augment: bool = False  # half the crops degraded as a call delivers a face: shrunk to 30-70 %, JPEG 30-60
     blend_map: float = 0.0  # weight of a second loss: where in the crop the self-blend mixes two images (Face X-ray's boundary); 0: off
     sbi_pairs: bool = False  # a real face and its blend: cut and augmented alike, in the same batch (learns sooner, generalised worse here)
-    backbone: str = "auto"  # the UltraFace detector's trunk when installed (steadier across seeds, model card), else mobilenetv3_small_100
+    backbone: str = "auto"  # the UltraFace detector's trunk when installed (steadier across seeds, research log), else mobilenetv3_small_100
     stem: str = "rgb"  # rgb, or srm: fixed high-pass residuals beside the colours (engines.networks.detector)
     pretrained: bool = False
     drop_rate: float = 0.2

@@ -101,10 +101,10 @@ def webcam_grade_options(function):
 @click.option("--blend-map", type=click.FloatRange(min=0), default=DetectorTraining.blend_map, show_default=True, metavar="WEIGHT",
               help="Also teach where each self-blend mixes two images (Face X-ray's boundary map, on the backbone's "
                    "last feature grid; zero for real faces), with this weight beside the real/fake loss; a "
-                   "training-only head, not in the exported model. 0: off (here it scored unseen clips lower, model card).")
+                   "training-only head, not in the exported model. 0: off (here it scored unseen clips lower, research log).")
 @click.option("--backbone", default=DetectorTraining.backbone, show_default=True,
               help="ultraface_rfb320: the trunk of the UltraFace face detector, its graph read from the registry model "
-                   "ultraface-rfb320 (steadiest across seeds here, see the model card); dlib_face_resnet: dlib's "
+                   "ultraface-rfb320 (steadiest across seeds here, see the research log); dlib_face_resnet: dlib's "
                    "face-recognition ResNet up to its 128-channel level (registry model dlib-face-resnet; with "
                    "--pretrained its early levels stay frozen and the rest learns at 0.03 x --lr); or any timm model name "
                    "(mobilenetv3_small_100, efficientnet_b0, xception41, resnet18, resnext50_32x4d ...); "
@@ -125,7 +125,7 @@ def webcam_grade_options(function):
                    "thousand steps), validated beside them and written to checkpoints/ema.pt for export and eval.")
 @click.option("--sam", type=click.FloatRange(0, min_open=True), default=DetectorTraining.sam, metavar="RHO",
               help="Sharpness-aware minimisation with this radius (the SBI paper's 0.05): seeks flat minima; each step "
-                   "costs two passes. Off by default: it scored unseen clips lower here (model card).")
+                   "costs two passes. Off by default: it scored unseen clips lower here (research log).")
 @click.option("--seed", type=int, default=DetectorTraining.seed, show_default=True)
 @click.option("--threads", type=int, default=DetectorTraining.threads, help="torch CPU threads (default: usable cores).")
 @click.option("--workers", type=int, default=DetectorTraining.workers, show_default=True, help="Data-loading processes (self-blending runs there).")
