@@ -80,6 +80,8 @@ def test_gan_training_writes_checkpoint_tensorboard_losses_and_sample_grids_each
     assert checkpoint["architecture"]["family"] == "dcgan_discriminator"
     assert checkpoint["metadata"]["kind"] == "detector" and checkpoint["metadata"]["output"] == "p_fake"
     assert "generator" in checkpoint["extra_state"]
+    expected = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"  # --device auto
+    assert checkpoint["metadata"]["training"]["device"] == expected
 
 
 @needs_data
@@ -147,3 +149,13 @@ def test_dfstream_eval_accepts_the_discriminator_as_a_detector(gan_run, tmp_path
                                                "-o", str(tmp_path / "eval.json")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "eval.json").is_file()
+
+
+@needs_data
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_gan_training_on_a_gpu_that_is_not_there_fails_in_one_line_before_any_run_folder(tmp_path):
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(train_gan_command, ["--faces", str(CLIP), "--run-dir", str(run_dir), "--device", "cuda", *TINY])
+    assert result.exit_code != 0
+    assert "no CUDA GPU" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not run_dir.exists()

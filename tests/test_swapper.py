@@ -89,6 +89,17 @@ def test_missing_faces_path_is_one_clear_line_and_a_nonzero_exit(tmp_path):
     assert "no such file or folder" in result.output and "Traceback" not in result.output
 
 
+@needs_data
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_training_on_a_gpu_that_is_not_there_fails_in_one_line_before_any_run_folder(tmp_path):
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(train_swapper_command, ["--faces-a", str(CLIPS / "d0.mp4"), "--faces-b", str(CLIPS / "d20.mp4"),
+                                                       "--run-dir", str(run_dir), "--device", "cuda"])
+    assert result.exit_code != 0
+    assert "no CUDA GPU" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not run_dir.exists()
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A 20-step swapper run on two people (tiny crops): shared by the training, resume and eval tests."""
@@ -117,6 +128,7 @@ def test_short_training_lowers_the_loss_and_writes_checkpoint_events_and_samples
     assert meta["extra"]["identities"] == ["d0", "d20"] and meta["extra"]["target"] == "b"
     assert 0 < meta["metrics"]["psnr"] < 60 and 0 < meta["metrics"]["ssim"] <= 1
     assert "discriminator" in checkpoint["extra_state"] and "optimizer_d" in checkpoint["extra_state"]
+    assert meta["training"]["device"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
     assert list(run_dir.glob("events.out.tfevents.*"))
     assert (run_dir / "samples" / "step0000020.png").is_file()
     assert "held-back reconstruction: PSNR" in output

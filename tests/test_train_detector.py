@@ -157,6 +157,32 @@ def test_training_writes_checkpoints_and_events_and_resume_continues(tmp_path):
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["step"] == 6 and (run / "config.resume-1.json").is_file()
     assert ckpt["metadata"]["kind"] == "detector" and ckpt["metadata"]["crop_margin"] > 1
+    expected = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"  # --device auto
+    assert ckpt["metadata"]["training"]["device"] == expected
+
+
+def test_the_training_device_is_the_gpu_when_torch_sees_one_and_a_missing_gpu_is_an_error():
+    from train.common import training_device
+
+    assert training_device("cpu").type == "cpu"
+    assert training_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for wrong in ("tpu", "gpu0", "mps"):
+        with pytest.raises(ValueError, match="use cpu, cuda, cuda:N or auto"):
+            training_device(wrong)
+    with pytest.raises(ValueError, match="CUDA GPU"):
+        training_device(f"cuda:{torch.cuda.device_count()}")  # one past the last (here: any, without CUDA)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_training_on_a_gpu_that_is_not_there_fails_in_one_line_before_any_run_folder(tmp_path):
+    from dfstream.cli.detector import train_detector_command
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(train_detector_command, ["--real", str(tmp_path), "--run-dir", str(run), "--device", "cuda",
+                                                         "--no-progress"] + TINY)
+    assert result.exit_code != 0
+    assert "no CUDA GPU" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not run.exists()
 
 
 @needs_data

@@ -136,6 +136,36 @@ def set_threads(threads: int | None) -> int:
     return int(threads)
 
 
+def training_device(name: str | None = "auto"):
+    """The torch device a trainer runs on: ``cpu``, ``cuda``, ``cuda:N``, or ``auto`` (the first GPU when
+    torch sees one, else the CPU).  A GPU asked for and not there is a clear error, not a silent CPU run."""
+    import torch
+
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name}: use cpu, cuda, cuda:N or auto") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: use cpu, cuda, cuda:N or auto")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: torch sees no CUDA GPU here (torch {torch.__version__}); "
+                             "use --device cpu, or install a CUDA build of torch")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
+
+
+def device_name(device) -> str:
+    """What a checkpoint records of where it was trained: the GPU's name, or "cpu"."""
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def tensorboard_writer(run_path: str | Path, purge_step: int | None = None):
     """A TensorBoard SummaryWriter writing into the run folder (``tensorboard --logdir RUN``)."""
     from torch.utils.tensorboard import SummaryWriter

@@ -189,12 +189,13 @@ def evaluate_dataset(model, dataset, metadata, batch_size: int = 64):
     import torch
 
     model.eval()
+    device = next(model.parameters()).device
     scores, labels, crops = [], [], []
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             batch = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
             x, y = _collate(batch)[:2]
-            scores.append(model(to_tensor(x, metadata)).numpy())
+            scores.append(model(to_tensor(x, metadata).to(device)).cpu().numpy())
             labels.append(y)
             if not crops:
                 crops = list(x[:8]) + list(x[-8:])
@@ -428,6 +429,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     from train.sbi import curriculum_strength
 
     cfg = _run_config(config, Path(run_dir), resume)
+    device = common.training_device(cfg["device"])  # before any folder or face cache: a GPU asked for must be there
     blend_map_weight = float(cfg["blend_map"] or 0.0)
     run = common.RunDir.create(run_dir, cfg, resume=resume)
     common.set_threads(cfg["threads"])
@@ -438,6 +440,10 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
 
     records, train_cache, train_set, val_set = _datasets(cfg, run, bar)
     model, architecture = _new_detector(cfg)
+    model.to(device)  # before the optimiser and the moving average take its parameters
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its fastest kernels once
+    log.info("training on %s", common.device_name(device))
     metadata = make_metadata(cfg)
     optimizer = _optimizer(model, cfg)
     sharpness_aware = cfg.get("sam") is not None
@@ -461,7 +467,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
     step, epoch = _start_weights(cfg, run, resume, model, optimizer, scheduler, ema)
     start_saved = bool(resume and run.latest_checkpoint() is not None)
     writer = tensorboard_writer(run.path, step)
-    training_info = _training_info(cfg, run, records, train_cache)
+    training_info = dict(_training_info(cfg, run, records, train_cache), device=common.device_name(device))
     state = {"epoch": epoch, "batches": None}
 
     def save(path, at: int, extra=None):
@@ -496,7 +502,8 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
                 train_set.blend_strength = curriculum_strength(done, int(cfg["sbi_curriculum"]))
                 batches = train_set.batches(int(cfg["batch_size"]), np.random.default_rng([int(cfg["seed"]), state["epoch"]]))
                 state["batches"] = iter(tud.DataLoader(train_set, batch_sampler=batches, num_workers=int(cfg["workers"]),
-                                                       collate_fn=_collate, persistent_workers=False))
+                                                       collate_fn=_collate, persistent_workers=False,
+                                                       pin_memory=device.type == "cuda"))
             try:
                 return next(state["batches"])
             except StopIteration:
@@ -505,9 +512,9 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
 
     def one_step(done: int) -> dict:
         crops, labels, *maps = next_batch(done)
-        x = to_tensor(crops, metadata)
-        y = torch.from_numpy(labels)
-        target = torch.from_numpy(maps[0]) if maps else None
+        x = to_tensor(crops, metadata).to(device, non_blocking=True)
+        y = torch.from_numpy(labels).to(device, non_blocking=True)
+        target = torch.from_numpy(maps[0]).to(device, non_blocking=True) if maps else None
         loss, label_loss, logits = _train_step(model, optimizer, scheduler, x, y, target, blend_map_weight, sharpness_aware)
         acc = float(((logits.detach() > 0).float() == y).float().mean())
         return {"loss": float(label_loss.detach()), "acc": acc, "total": float(loss.detach())}

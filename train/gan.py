@@ -39,7 +39,7 @@ RESUME_KEEPS = ("image_size", "crop_margin", "every_n_frames", "max_frames", "z_
 FIXED_SAMPLES = 64
 
 
-def _detector_metadata(config: dict, faces: int, epoch: int, step: int, metrics: dict):
+def _detector_metadata(config: dict, faces: int, epoch: int, step: int, metrics: dict, device: str = "cpu"):
     from train.common import p_fake_metadata
 
     size = int(config["image_size"])
@@ -57,6 +57,7 @@ def _detector_metadata(config: dict, faces: int, epoch: int, step: int, metrics:
             "betas": [config["beta1"], 0.999],
             "z_dim": config["z_dim"],
             "seed": config["seed"],
+            "device": device,
             "fakes": "DCGAN generator samples (trained jointly); P(fake) = P(generated)",
             "command": config.get("command", ""),
         },
@@ -92,7 +93,7 @@ def _train_step(generator, discriminator, opt_g, opt_d, real, z_dim: int, bce) -
     import torch
 
     # discriminator: real -> 0 (not generated), G(z) -> 1 (generated)
-    fake = generator(torch.randn(len(real), z_dim))
+    fake = generator(torch.randn(len(real), z_dim, device=real.device))
     real_logits = discriminator.logits(real)
     fake_logits = discriminator.logits(fake.detach())
     loss_d = bce(real_logits, torch.zeros_like(real_logits)) + bce(fake_logits, torch.ones_like(fake_logits))
@@ -115,7 +116,8 @@ def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> di
     import cv2
     import torch
 
-    from train.common import LossWindow, open_run, resume_from, save_checkpoint, seed_everything, set_threads
+    from train.common import (LossWindow, device_name, open_run, resume_from, save_checkpoint, seed_everything, set_threads,
+                              training_device)
     from train.loop import LoopConfig, TrainingLoop, tensorboard_writer
     from engines.networks.dcgan import build, build_generator
 
@@ -125,17 +127,20 @@ def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> di
 
     if not list_media(faces):  # before the run folder is made: a typo must not leave one behind
         raise FileNotFoundError(f"no images or videos in {faces}")
+    device = training_device(config["device"])  # likewise: a GPU asked for must be there
     run, checkpoint = open_run(run_dir, config, resume, kept=RESUME_KEEPS)
     seed_everything(int(config["seed"]))
     threads = set_threads(config["threads"])
     size = int(config["image_size"])
 
     started = time.time()
-    data = _face_tensor(faces, config, size, echo, f"{threads} threads")
+    data = _face_tensor(faces, config, size, echo, f"{threads} threads, training on {device_name(device)}").to(device)
 
     z_dim = int(config["z_dim"])
     generator = build_generator(z_dim=z_dim, ngf=int(config["ngf"]), image_size=size)
     discriminator = build(ndf=int(config["ndf"]), image_size=size)
+    generator.to(device)  # before the optimisers take their parameters
+    discriminator.to(device)
     betas = (float(config["beta1"]), 0.999)
     opt_g = torch.optim.Adam(generator.parameters(), lr=float(config["lr"]), betas=betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=float(config["lr"]), betas=betas)
@@ -143,7 +148,7 @@ def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> di
     if checkpoint is not None:
         step, epoch = resume_from(checkpoint, discriminator, opt_d, extra_state={"generator": generator, "optimizer_g": opt_g})
         echo(f"resumed {run.latest_checkpoint()} at epoch {epoch}, step {step}")
-    fixed_noise = torch.randn(FIXED_SAMPLES, z_dim, generator=torch.Generator().manual_seed(int(config["seed"])))
+    fixed_noise = torch.randn(FIXED_SAMPLES, z_dim, generator=torch.Generator().manual_seed(int(config["seed"]))).to(device)
     architecture = {"family": "dcgan_discriminator", "ndf": int(config["ndf"]), "image_size": size, "channels": 3}
     generator_arch = {"z_dim": z_dim, "ngf": int(config["ngf"]), "image_size": size, "channels": 3}
     writer = tensorboard_writer(run.path, step)
@@ -168,7 +173,7 @@ def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> di
     def save(at: int) -> Path:
         summary = window.summary()
         firsts = {**{k: v[0] for k, v in summary.items()}, **first_losses}
-        meta = _detector_metadata(config, len(data), current["epoch"], at, metrics)
+        meta = _detector_metadata(config, len(data), current["epoch"], at, metrics, device_name(device))
         return save_checkpoint(run.checkpoint_path(), discriminator, architecture, meta, optimizer=opt_d, step=at,
                                epoch=current["epoch"], extra={"config": config, "generator_architecture": generator_arch,
                                                               "first_losses": firsts},
@@ -183,7 +188,7 @@ def train_gan(faces, run_dir, resume: bool = False, echo=print, **options) -> di
         i = current["i"]
         real = data[current["order"][i * batch_size:(i + 1) * batch_size]]
         if config["flip"]:
-            flip = torch.rand(len(real)) < 0.5
+            flip = (torch.rand(len(real)) < 0.5).to(device)
             real = torch.where(flip[:, None, None, None], real.flip(3), real)
         losses = _train_step(generator, discriminator, opt_g, opt_d, real, z_dim, bce)
         window.add(losses)

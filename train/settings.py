@@ -45,6 +45,7 @@ class DetectorTraining:
     ema: float | None = None  # decay of an exponential moving average of the weights (0.999 ...), kept in checkpoints/ema.pt; None: off
     sam: float | None = None  # sharpness-aware minimisation's radius rho (the SBI paper's 0.05); None: plain AdamW steps
     seed: int = 0
+    device: str = "auto"  # where the network trains: cpu, cuda, cuda:N, or auto (the GPU when torch sees one)
     threads: int | None = None
     workers: int = 1
     val_fraction: float = 0.1
@@ -82,6 +83,7 @@ class SwapperTraining:
     checkpoint_every: int = 500
     log_every: int = 10
     seed: int = 0
+    device: str = "auto"  # where the networks train: cpu, cuda, cuda:N, or auto (the GPU when torch sees one)
     threads: int | None = None
     target: str = "b"
     face_detector: str = "auto"
@@ -107,6 +109,7 @@ class GanTraining:
     ndf: int = 64
     flip: bool = True
     seed: int = 0
+    device: str = "auto"  # where the networks train: cpu, cuda, cuda:N, or auto (the GPU when torch sees one)
     threads: int | None = None
     face_detector: str = "auto"
     log_every: int = 1

@@ -140,12 +140,12 @@ def run_decoder(model, crops_bgr: np.ndarray, identity: str, metadata, batch_siz
 
     from engines.base import postprocess_image, preprocess
 
-    outs = []
+    outs, device = [], next(model.parameters()).device
     with torch.no_grad():
         for i in range(0, len(crops_bgr), batch_size):
-            x = torch.from_numpy(preprocess(crops_bgr[i : i + batch_size], metadata))
+            x = torch.from_numpy(preprocess(crops_bgr[i : i + batch_size], metadata)).to(device)
             y = model.to_normalised(model.decoders[identity](model.encoder(x)))
-            outs.append(postprocess_image(y.numpy(), metadata))
+            outs.append(postprocess_image(y.cpu().numpy(), metadata))
     return np.concatenate(outs) if outs else np.zeros_like(crops_bgr)
 
 
@@ -189,7 +189,8 @@ def sample_grid(model, faces_a: np.ndarray, faces_b: np.ndarray, metadata) -> np
 
 
 # --------------------------------------------------------------------------- training
-def _metadata(architecture: dict, identities: list[IdentityFaces], config: dict, metrics: dict, step: int):
+def _metadata(architecture: dict, identities: list[IdentityFaces], config: dict, metrics: dict, step: int,
+              device: str = "cpu"):
     from engines.metadata import KIND_SWAPPER, ModelMetadata
 
     a, b = identities
@@ -220,6 +221,7 @@ def _metadata(architecture: dict, identities: list[IdentityFaces], config: dict,
             "ssim_weight": config["ssim_weight"],
             "adv_weight": config["adv_weight"],
             "seed": config["seed"],
+            "device": device,
             "command": config.get("command", ""),
         },
         metrics={k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()},
@@ -271,9 +273,11 @@ def _train_step(model, discriminator, opt_g, opt_d, data, rng, aug_gen, config: 
 
     targets, recons, losses = [], [], {}
     loss_g = 0.0
+    device = next(model.parameters()).device
     for key, x in zip(("a", "b"), data):
         idx = torch.from_numpy(rng.integers(0, len(x), size=batch_size))
-        inputs, target = augment(x[idx], config["warp"], config["colour"], aug_gen)
+        # augmented on the CPU with the run's own random generator (the same draws on any device), then moved
+        inputs, target = (t.to(device, non_blocking=True) for t in augment(x[idx], config["warp"], config["colour"], aug_gen))
         recon = model.autoencode(inputs, key)
         l1 = F.l1_loss(recon, target)
         structural = 1.0 - ssim_torch(recon, target)
@@ -310,7 +314,8 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
     """Train (or ``resume``) a swapper; returns a summary with the loss windows and held-back metrics."""
     import torch
 
-    from train.common import LossWindow, open_run, resume_from, save_checkpoint, seed_everything, set_threads
+    from train.common import (LossWindow, device_name, open_run, resume_from, save_checkpoint, seed_everything, set_threads,
+                              training_device)
     from train.loop import LoopConfig, TrainingLoop, tensorboard_writer
 
     config = _swapper_config(faces_a, faces_b, run_dir, name_a, name_b, options)
@@ -321,6 +326,7 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
     for path in (faces_a, faces_b):  # before the run folder is made: a typo must not leave one behind
         if not list_media(path):
             raise FileNotFoundError(f"no images or videos in {path}")
+    device = training_device(config["device"])  # likewise: a GPU asked for must be there
     run, checkpoint = open_run(run_dir, config, resume, kept=RESUME_KEEPS)
     seed_everything(int(config["seed"]))
     threads = set_threads(config["threads"])
@@ -333,9 +339,12 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
     ]
     echo(f"faces: {name_a} {len(identities[0].train)} train + {len(identities[0].held)} held back, "
          f"{name_b} {len(identities[1].train)} train + {len(identities[1].held)} held back "
-         f"({size}x{size}, margin {margin}, {time.time() - started:.1f}s, {threads} threads)")
+         f"({size}x{size}, margin {margin}, {time.time() - started:.1f}s, {threads} threads, "
+         f"training on {device_name(device)})")
 
     model, architecture, discriminator, disc_channels = _swapper_networks(checkpoint, config, size)
+    model.to(device)  # before the optimisers take their parameters
+    discriminator.to(device)
     betas = (0.5, 0.999)
     opt_g = torch.optim.Adam(model.parameters(), lr=config["lr"], betas=betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config["lr"], betas=betas)
@@ -344,7 +353,7 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
         step, _ = resume_from(checkpoint, model, opt_g, extra_state={"discriminator": discriminator, "optimizer_d": opt_d})
         echo(f"resumed {run.latest_checkpoint()} at step {step}")
 
-    metadata = _metadata(architecture, identities, config, {}, step)
+    metadata = _metadata(architecture, identities, config, {}, step, device_name(device))
     writer = tensorboard_writer(run.path, step)
     def spread(ident: IdentityFaces) -> np.ndarray:  # 4 held-back faces spread over the held-back frames
         pool = ident.held if len(ident.held) >= 4 else ident.train
@@ -375,7 +384,7 @@ def train_swapper(faces_a, faces_b, run_dir, name_a: str | None = None, name_b: 
         for key in ("psnr", "ssim", "psnr_a", "psnr_b", "ssim_a", "ssim_b"):
             if key in metrics:
                 writer.add_scalar(f"heldback/{key}", metrics[key], at)
-        metadata = _metadata(architecture, identities, config, metrics, at)
+        metadata = _metadata(architecture, identities, config, metrics, at, device_name(device))
         summary = window.summary()
         firsts = {**{k: v[0] for k, v in summary.items()}, **first_losses}
         return save_checkpoint(run.checkpoint_path(), model, architecture, metadata, optimizer=opt_g, step=at,

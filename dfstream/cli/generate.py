@@ -39,6 +39,9 @@ _face_detector_option = click.option(
     help="Face detector used to cut the crops (the pipeline's detect stage).")
 _threads_option = click.option("--threads", type=click.IntRange(1), default=None,
                                help="torch CPU threads (default: the cores this process may use).")
+def _device_option(default: str):
+    return click.option("--device", default=default, show_default=True,
+                        help="Where the networks train: cpu, cuda, cuda:N, or auto (the GPU when torch sees one).")
 
 
 @click.command("swapper")
@@ -68,13 +71,15 @@ _threads_option = click.option("--threads", type=click.IntRange(1), default=None
 @click.option("--sample-every", type=click.IntRange(1), default=SwapperTraining.sample_every, show_default=True, help="Steps between sample-swap grids.")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=SwapperTraining.checkpoint_every, show_default=True, help="Steps between checkpoints (also written at the end).")
 @click.option("--seed", type=int, default=SwapperTraining.seed, show_default=True)
+@_device_option(SwapperTraining.device)
 @_threads_option
 @_face_detector_option
 @click.option("--json", "json_path", metavar="PATH", help="Write the run summary (losses, PSNR/SSIM) as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def train_swapper_command(faces_a, faces_b, name_a, name_b, run_dir, resume, steps, minutes, batch_size, input_size,
                           crop_margin, every_n_frames, max_frames, holdout, lr, ssim_weight, adv_weight, warp, colour,
-                          target, latent, encoder_channels, sample_every, checkpoint_every, seed, threads, face_detector, json_path, verbose):
+                          target, latent, encoder_channels, sample_every, checkpoint_every, seed, device, threads, face_detector,
+                          json_path, verbose):
     """Train a face swapper (shared encoder, a decoder per person, reconstruction + adversarial loss).
 
     \b
@@ -102,7 +107,7 @@ def train_swapper_command(faces_a, faces_b, name_a, name_b, run_dir, resume, ste
             minutes=minutes, batch_size=batch_size, input_size=input_size, crop_margin=crop_margin,
             every_n_frames=every_n_frames, max_frames=max_frames, holdout=holdout, lr=lr, ssim_weight=ssim_weight,
             adv_weight=adv_weight, warp=warp, colour=colour, target=target, latent=latent, encoder_channels=channels, sample_every=sample_every,
-            checkpoint_every=checkpoint_every, seed=seed, threads=threads, face_detector=face_detector)
+            checkpoint_every=checkpoint_every, seed=seed, device=device, threads=threads, face_detector=face_detector)
     except user_errors() as exc:
         raise one_line_error(exc) from None
     _write_json(json_path, summary)
@@ -127,6 +132,7 @@ def train_swapper_command(faces_a, faces_b, name_a, name_b, run_dir, resume, ste
 @click.option("--ngf", type=click.IntRange(4), default=GanTraining.ngf, show_default=True, help="Generator width (the paper: 64; smaller is faster on CPU).")
 @click.option("--ndf", type=click.IntRange(4), default=GanTraining.ndf, show_default=True, help="Discriminator width.")
 @click.option("--seed", type=int, default=GanTraining.seed, show_default=True)
+@_device_option(GanTraining.device)
 @_threads_option
 @_face_detector_option
 @click.option("--samples-out", nargs=2, type=(click.Path(file_okay=False), click.IntRange(1)), default=None,
@@ -139,7 +145,7 @@ def train_swapper_command(faces_a, faces_b, name_a, name_b, run_dir, resume, ste
 @click.option("--json", "json_path", metavar="PATH", help="Write the run summary as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def train_gan_command(faces, run_dir, resume, epochs, minutes, batch_size, image_size, crop_margin, every_n_frames,
-                      max_frames, lr, beta1, z_dim, ngf, ndf, seed, threads, face_detector, samples_out, checkpoint,
+                      max_frames, lr, beta1, z_dim, ngf, ndf, seed, device, threads, face_detector, samples_out, checkpoint,
                       samples_scale, samples_pad, samples_seed, json_path, verbose):
     """Train a DCGAN on face crops; the discriminator is saved as a detector model.
 
@@ -164,7 +170,7 @@ def train_gan_command(faces, run_dir, resume, epochs, minutes, batch_size, image
             summary = train_gan(faces, run_dir, resume=resume, echo=_echo, epochs=epochs, minutes=minutes,
                                 batch_size=batch_size, image_size=int(image_size), crop_margin=crop_margin,
                                 every_n_frames=every_n_frames, max_frames=max_frames, lr=lr, beta1=beta1, z_dim=z_dim,
-                                ngf=ngf, ndf=ndf, seed=seed, threads=threads, face_detector=face_detector)
+                                ngf=ngf, ndf=ndf, seed=seed, device=device, threads=threads, face_detector=face_detector)
             checkpoint = summary["checkpoint"]
         if samples_out:
             out_dir, count = samples_out
