@@ -52,6 +52,8 @@ class _TrackState:
 
 class FakeTrackRule:
     def __init__(self, rule: FakeRule):
+        if rule.on_threshold is None or rule.off_threshold is None:
+            raise ValueError("a fake rule needs its thresholds in numbers: FakeRule.for_verdicts fills the unset ones")
         self.rule = rule
         self.tracks: dict[int, _TrackState] = {}
 
@@ -127,6 +129,7 @@ class _Pending:
     frames: list[_Frame] = field(default_factory=list)
     timeline: list[dict] = field(default_factory=list)
     fired_wall: float = field(default_factory=time.monotonic)
+    rule: FakeRule | None = None  # the thresholds it fired under, in numbers
 
 
 def sha256_file(path: Path) -> str:
@@ -213,13 +216,14 @@ class EvidenceRecorder:
             if record["track_id"] == pending.alert.track_id:
                 pending.timeline.append(record)
 
-    def fire(self, track_id: int, score: float, capture_time: float) -> None:
-        """A fake alert at ``capture_time``: evidence collected from now for the post roll."""
+    def fire(self, track_id: int, score: float, capture_time: float, rule: FakeRule | None = None) -> None:
+        """A fake alert at ``capture_time``: evidence collected from now for the post roll. ``rule``: the
+        thresholds it fired under, in numbers (:meth:`FakeRule.for_verdicts`), for its timeline."""
         alert = Alert(id=new_alert_id(self.camera, ALERT_FAKE, capture_time), camera=self.camera, kind=ALERT_FAKE,
                       time=utc_time(capture_time), track_id=track_id, score=round(score, 4),
                       message=f"{self.camera}: face #{track_id} looks fake (smoothed P(fake) {score:.2f})")
         timeline = [r for r in self.scores if r["track_id"] == track_id]
-        self.pending.append(_Pending(alert, capture_time, list(self.frames), timeline))
+        self.pending.append(_Pending(alert, capture_time, list(self.frames), timeline, rule=rule or self.config.fake))
 
     def tick(self) -> list[Alert]:
         """Alerts whose post roll never came (the camera stopped): written with what there is."""
@@ -249,7 +253,7 @@ class EvidenceRecorder:
             files["clip.mp4"] = folder / "clip.mp4"
             write_clip(frames, files["clip.mp4"], self.fps)
         timeline = {"camera": self.camera, "track_id": alert.track_id, "fired_at": alert.time,
-                    "on_threshold": self.config.fake.on_threshold, "off_threshold": self.config.fake.off_threshold,
+                    "on_threshold": pending.rule.on_threshold, "off_threshold": pending.rule.off_threshold,
                     "points": [{"time": utc_time(r["capture_time"]), "frame_index": r["frame_index"],
                                 "score": r["score"], "smoothed_score": r["smoothed_score"], "verdict": r["verdict"]}
                                for r in pending.timeline]}

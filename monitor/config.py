@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -47,12 +47,28 @@ class CameraConfig:
 class FakeRule:
     """A track turns fake when its smoothed P(fake) stays >= on_threshold for min_seconds; it
     re-arms only once it has fallen below off_threshold (hysteresis), and fires again no sooner
-    than cooldown_seconds after its last alert."""
+    than cooldown_seconds after its last alert.
 
-    on_threshold: float = 0.8
-    off_threshold: float = 0.6
+    Left unset, the thresholds follow the verdict the camera's run draws, whatever the model's
+    calibration: on where the box turns red (the camera's threshold + the uncertain band), off
+    at the threshold itself.  Fixed numbers mean nothing across models: the default detector's
+    calibrated P(fake) lies between about 0.33 and 0.71, so an alert at 0.8 could never fire."""
+
+    on_threshold: float | None = None
+    off_threshold: float | None = None
     min_seconds: float = 2.0
     cooldown_seconds: float = 300.0
+
+    def for_verdicts(self, threshold: float, fake_from: float) -> "FakeRule":
+        """This rule in numbers for a run whose verdict is decided at ``threshold`` and reads fake from
+        ``fake_from`` up (:func:`stages.tracking.fake_from`): the thresholds left unset filled in."""
+        on = self.on_threshold if self.on_threshold is not None else fake_from
+        off = self.off_threshold if self.off_threshold is not None else threshold
+        if self.off_threshold is None:
+            off = min(off, on)  # an explicit on_threshold under the model's threshold keeps its hysteresis sane
+        elif self.on_threshold is None:
+            on = max(on, off)
+        return replace(self, on_threshold=on, off_threshold=off)
 
 
 @dataclass
@@ -290,7 +306,7 @@ def _fake(where: str, data) -> FakeRule:
     rule = _section(where, data, FakeRule)
     _probability(f"{where}.on_threshold", rule.on_threshold)
     _probability(f"{where}.off_threshold", rule.off_threshold)
-    if rule.off_threshold > rule.on_threshold:
+    if rule.on_threshold is not None and rule.off_threshold is not None and rule.off_threshold > rule.on_threshold:
         raise ConfigError(f"{where}.off_threshold: must not be above on_threshold ({rule.on_threshold})")
     _positive(f"{where}.min_seconds", rule.min_seconds, zero_ok=True)
     _positive(f"{where}.cooldown_seconds", rule.cooldown_seconds, zero_ok=True)

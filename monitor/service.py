@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 from monitor.alerts import EvidenceRecorder, FakeTrackRule, OfflineRule, write_alert_json
-from monitor.config import (CameraConfig, ConfigError, MonitorConfig, WebConfig, camera_from_options, load_config,
-                            read_overlay, write_overlay)
+from monitor.config import (CameraConfig, ConfigError, FakeRule, MonitorConfig, WebConfig, camera_from_options,
+                            load_config, read_overlay, write_overlay)
 from monitor.outbox import Outbox
 from monitor.sinks import DeliveryWorker, MqttSink, build_sinks
 from monitor.state import DELIVERY_QUEUED, Alert, CameraStatus, MonitorState, TrackShown
@@ -125,6 +125,16 @@ def camera_run_config(camera: CameraConfig, streams, model: tuple, config: Monit
         progress=False, metrics_interval_s=60.0)
 
 
+def camera_fake_rule(camera: CameraConfig, config: MonitorConfig, metadata) -> FakeRule:
+    """The fake-alert rule of ``camera`` in numbers: thresholds the file leaves unset follow the verdict
+    its run draws (the camera's threshold, else the model's, and the tracker's uncertain band)."""
+    from pipeline.config import AnnotateConfig
+    from stages.tracking import fake_from
+
+    threshold = float(camera.threshold if camera.threshold is not None else metadata.threshold)
+    return config.alerts.fake.for_verdicts(threshold, fake_from(threshold, AnnotateConfig.uncertain_band))
+
+
 class CameraWorker(threading.Thread):
     def __init__(self, camera: CameraConfig, service: "MonitorService"):
         super().__init__(name=f"camera-{camera.name}", daemon=True)
@@ -135,7 +145,8 @@ class CameraWorker(threading.Thread):
         self.stopping = threading.Event()
         self.publish_url = f"ipc://{service.runtime_dir}/{camera.name}-{id(self):x}.pub"
         self.lock = threading.Lock()  # the rules and recorder, fed by the feed thread and this one
-        self.fake_rule = FakeTrackRule(self.config.alerts.fake)
+        self.fake_thresholds = camera_fake_rule(camera, self.config, service.metadata)
+        self.fake_rule = FakeTrackRule(self.fake_thresholds)
         self.offline_rule = OfflineRule(self.config.alerts.offline_after_seconds)
         self.recorder = EvidenceRecorder(camera.name, self.config.alerts, self.config.storage.alerts_dir,
                                          self.config.publish_fps)
@@ -183,7 +194,7 @@ class CameraWorker(threading.Thread):
                 break
             self._set_health(Health.STARTING, "run starting")
             with self.lock:
-                self.fake_rule = FakeTrackRule(self.config.alerts.fake)  # track ids start again in each run
+                self.fake_rule = FakeTrackRule(self.fake_thresholds)  # track ids start again in each run
                 self.tracks.clear()
             self.supervisor = Supervisor(run_config, out=_LogWriter(camera.name), observer=self, handle_signals=False)
             self.run_reconnects = 0  # the run's own reconnects (its source's), counted as they are reported
@@ -320,7 +331,7 @@ class CameraWorker(threading.Thread):
                                      "track_id": track, "score": face["score"],
                                      "smoothed_score": face["smoothed_score"], "verdict": face["verdict"]})
                 if self.fake_rule.feed(track, face["smoothed_score"], header["capture_time"]):
-                    self.recorder.fire(track, face["smoothed_score"], header["capture_time"])
+                    self.recorder.fire(track, face["smoothed_score"], header["capture_time"], self.fake_thresholds)
                     log.warning("camera %s: track %s fake (smoothed P(fake) %.2f)", name, track, face["smoothed_score"])
             self.tracks = {k: v for k, v in self.tracks.items() if now - v[1] <= TRACK_SHOWN_S}
             self.status.faces += scored

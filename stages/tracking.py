@@ -12,6 +12,7 @@ for a real person.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from engines.blinks import BlinkEvidence, BlinkRate, RecentBlinks, raise_score
@@ -27,6 +28,15 @@ def iou(a, b) -> float:
     inter = max(0.0, ix2 - ix1) * max(0.0, iy2 - iy1)
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def fake_from(threshold: float, uncertain_band: float) -> float:
+    """The lowest P(fake) that :func:`verdict_of` reads as fake: threshold + band, up to float rounding
+    (0.5842 + 0.1 lies a hair inside the band)."""
+    score = min(1.0, threshold + uncertain_band)
+    while score < 1.0 and abs(score - threshold) < uncertain_band:
+        score = math.nextafter(score, 2.0)
+    return score
 
 
 def verdict_of(score: float | None, scores: int, threshold: float, uncertain_band: float, min_track_scores: int) -> str:

@@ -112,6 +112,38 @@ def test_fake_rule_cooldown_per_track():
     assert rule.feed(1, 0.9, 61.0)
 
 
+def test_fake_alert_thresholds_left_unset_follow_the_verdict_the_run_draws(tmp_path):
+    from engines.registry import resolve
+    from engines.metadata import read_metadata
+    from monitor.config import CameraConfig
+    from monitor.service import camera_fake_rule
+    from pipeline.config import AnnotateConfig
+    from stages.tracking import VERDICT_FAKE, verdict_of
+
+    config = load_config(_write(tmp_path, "cameras: [{name: a, url: rtsp://x}]\n"))
+    assert config.alerts.fake.on_threshold is None and config.alerts.fake.off_threshold is None
+    # the shipped detector: its calibrated P(fake) never reaches a fixed 0.8, its red box is what alerts now
+    metadata = read_metadata(resolve("detector"))
+    rule = camera_fake_rule(CameraConfig(name="a", url="rtsp://x"), config, metadata)
+    band = AnnotateConfig.uncertain_band
+    assert rule.off_threshold == pytest.approx(metadata.threshold)
+    assert verdict_of(rule.on_threshold, 5, metadata.threshold, band, 2) == VERDICT_FAKE
+    assert verdict_of(rule.on_threshold - 1e-6, 5, metadata.threshold, band, 2) != VERDICT_FAKE
+    # a camera's own threshold moves them with it
+    own = camera_fake_rule(CameraConfig(name="a", url="rtsp://x", threshold=0.3), config, metadata)
+    assert (own.on_threshold, own.off_threshold) == (pytest.approx(0.3 + band), pytest.approx(0.3))
+    assert verdict_of(own.on_threshold, 5, 0.3, band, 2) == VERDICT_FAKE
+
+
+def test_a_fake_threshold_set_alone_keeps_the_hysteresis_in_order():
+    assert FakeRule(on_threshold=0.5).for_verdicts(0.584, 0.684).off_threshold == 0.5  # not above on
+    assert FakeRule(off_threshold=0.7).for_verdicts(0.584, 0.684).on_threshold == 0.7  # not under off
+    assert FakeRule(on_threshold=0.9, off_threshold=0.2).for_verdicts(0.584, 0.684) == FakeRule(on_threshold=0.9,
+                                                                                                off_threshold=0.2)
+    with pytest.raises(ValueError, match="for_verdicts"):
+        FakeTrackRule(FakeRule())
+
+
 def test_offline_rule_waits_its_time_and_reports_the_camera_back_once():
     rule = OfflineRule(after_s=5)
     assert rule.health(Health.STREAMING, 0) is None

@@ -152,6 +152,7 @@ def test_fake_alert_reaches_webhook_and_mqtt_with_evidence_matching_its_sha256(s
     assert scenario["fake_mqtt"]["evidence"] == fake["evidence"]
     timeline = json.loads((scenario["folder"] / "store" / "alerts" / fake["id"] / "timeline.json").read_text())
     assert timeline["track_id"] == fake["track_id"] and timeline["points"]
+    assert (timeline["on_threshold"], timeline["off_threshold"]) == (0.0, 0.0)  # the numbers it fired under
     import av
 
     with av.open(str(scenario["folder"] / "store" / "alerts" / fake["id"] / "clip.mp4")) as clip:
