@@ -502,8 +502,7 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
                 train_set.blend_strength = curriculum_strength(done, int(cfg["sbi_curriculum"]))
                 batches = train_set.batches(int(cfg["batch_size"]), np.random.default_rng([int(cfg["seed"]), state["epoch"]]))
                 state["batches"] = iter(tud.DataLoader(train_set, batch_sampler=batches, num_workers=int(cfg["workers"]),
-                                                       collate_fn=_collate, persistent_workers=False,
-                                                       pin_memory=device.type == "cuda"))
+                                                       collate_fn=_collate, persistent_workers=False))
             try:
                 return next(state["batches"])
             except StopIteration:
@@ -512,9 +511,9 @@ def train(config: dict, run_dir: str | Path, resume: bool = False, progress: boo
 
     def one_step(done: int) -> dict:
         crops, labels, *maps = next_batch(done)
-        x = to_tensor(crops, metadata).to(device, non_blocking=True)
-        y = torch.from_numpy(labels).to(device, non_blocking=True)
-        target = torch.from_numpy(maps[0]).to(device, non_blocking=True) if maps else None
+        x = to_tensor(crops, metadata).to(device)
+        y = torch.from_numpy(labels).to(device)
+        target = torch.from_numpy(maps[0]).to(device) if maps else None
         loss, label_loss, logits = _train_step(model, optimizer, scheduler, x, y, target, blend_map_weight, sharpness_aware)
         acc = float(((logits.detach() > 0).float() == y).float().mean())
         return {"loss": float(label_loss.detach()), "acc": acc, "total": float(loss.detach())}

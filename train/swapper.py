@@ -277,7 +277,7 @@ def _train_step(model, discriminator, opt_g, opt_d, data, rng, aug_gen, config: 
     for key, x in zip(("a", "b"), data):
         idx = torch.from_numpy(rng.integers(0, len(x), size=batch_size))
         # augmented on the CPU with the run's own random generator (the same draws on any device), then moved
-        inputs, target = (t.to(device, non_blocking=True) for t in augment(x[idx], config["warp"], config["colour"], aug_gen))
+        inputs, target = (t.to(device) for t in augment(x[idx], config["warp"], config["colour"], aug_gen))
         recon = model.autoencode(inputs, key)
         l1 = F.l1_loss(recon, target)
         structural = 1.0 - ssim_torch(recon, target)
