@@ -194,7 +194,9 @@ class CameraWorker(threading.Thread):
                 break
             self._set_health(Health.STARTING, "run starting")
             with self.lock:
-                self.fake_rule = FakeTrackRule(self.fake_thresholds)  # track ids start again in each run
+                # track ids start again in each run; a reload's new alert rules take effect here
+                self.fake_thresholds = camera_fake_rule(camera, self.config, service.metadata)
+                self.fake_rule = FakeTrackRule(self.fake_thresholds)
                 self.tracks.clear()
             self.supervisor = Supervisor(run_config, out=_LogWriter(camera.name), observer=self, handle_signals=False)
             self.run_reconnects = 0  # the run's own reconnects (its source's), counted as they are reported
