@@ -84,6 +84,26 @@ def test_the_sample_config_passes_check(tmp_path, tiny_detector):
     assert "OK (2 camera(s), 2 sink(s))" in result.stdout
 
 
+def test_check_prints_each_cameras_alert_rule_in_numbers(tmp_path, tiny_detector):
+    from engines.metadata import read_metadata
+    from pipeline.config import AnnotateConfig
+
+    threshold = read_metadata(tiny_detector).threshold
+    path = _write(tmp_path, f"""\
+        cameras:
+          - {{name: door, url: rtsp://x}}
+          - {{name: yard, url: rtsp://y, threshold: 0.3}}
+        alerts: {{fake: {{min_seconds: 3}}}}
+        model: {{detector: '{tiny_detector}'}}
+        """)
+    result = run_dfstream("monitor", path, "--check", timeout=120)
+    assert result.returncode == 0, result.stderr
+    band = AnnotateConfig.uncertain_band
+    assert (f"door: fake alert at smoothed P(fake) >= {threshold + band:.3f} held 3 s, re-armed below {threshold:.3f}"
+            in result.stdout)
+    assert f"yard: fake alert at smoothed P(fake) >= {0.3 + band:.3f} held 3 s, re-armed below 0.300" in result.stdout
+
+
 def test_fake_rule_fires_only_after_the_score_is_held_for_min_seconds():
     rule = FakeTrackRule(FakeRule(on_threshold=0.8, off_threshold=0.6, min_seconds=2.0, cooldown_seconds=0))
     assert not rule.feed(1, 0.9, 0.0)

@@ -47,8 +47,15 @@ def monitor_command(config_path: str, check: bool) -> None:
         click.echo(f"dfstream monitor: {config_path}: model: {exc}", err=True)
         sys.exit(CONFIG_ERROR_EXIT)
     if check:
+        from monitor.service import camera_fake_rule
+
         click.echo(f"{config_path}: OK ({len(config.cameras)} camera(s), "
                    f"{len(config.sinks.webhooks) + (config.sinks.mqtt is not None)} sink(s))")
+        for camera in config.cameras:  # the alert rule in numbers: unset thresholds follow the model's verdict
+            rule = camera_fake_rule(camera, config, service.metadata)
+            click.echo(f"  {camera.name}: fake alert at smoothed P(fake) >= {rule.on_threshold:.3f} held "
+                       f"{rule.min_seconds:g} s, re-armed below {rule.off_threshold:.3f}"
+                       + ("" if camera.enabled else " (disabled)"))
         return
     if logging.getLogger().getEffectiveLevel() > logging.INFO:
         logging.getLogger("dfstream.monitor").setLevel(logging.INFO)  # a service says what it does
