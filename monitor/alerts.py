@@ -216,14 +216,14 @@ class EvidenceRecorder:
             if record["track_id"] == pending.alert.track_id:
                 pending.timeline.append(record)
 
-    def fire(self, track_id: int, score: float, capture_time: float, rule: FakeRule | None = None) -> None:
+    def fire(self, track_id: int, score: float, capture_time: float, rule: FakeRule) -> None:
         """A fake alert at ``capture_time``: evidence collected from now for the post roll. ``rule``: the
         thresholds it fired under, in numbers (:meth:`FakeRule.for_verdicts`), for its timeline."""
         alert = Alert(id=new_alert_id(self.camera, ALERT_FAKE, capture_time), camera=self.camera, kind=ALERT_FAKE,
                       time=utc_time(capture_time), track_id=track_id, score=round(score, 4),
                       message=f"{self.camera}: face #{track_id} looks fake (smoothed P(fake) {score:.2f})")
         timeline = [r for r in self.scores if r["track_id"] == track_id]
-        self.pending.append(_Pending(alert, capture_time, list(self.frames), timeline, rule=rule or self.config.fake))
+        self.pending.append(_Pending(alert, capture_time, list(self.frames), timeline, rule=rule))
 
     def tick(self) -> list[Alert]:
         """Alerts whose post roll never came (the camera stopped): written with what there is."""

@@ -1,4 +1,5 @@
-"""What every ``dfstream`` subcommand module shares: user mistakes as one-line errors, and ``-v``."""
+"""What every ``dfstream`` subcommand module shares: user mistakes as one-line errors, ``-v``, and the
+trainers' ``--device``."""
 from __future__ import annotations
 
 import logging
@@ -35,3 +36,10 @@ def progress_bars(progress: bool | None):
     from train.common import progress as bar
 
     return lambda items, desc="": bar(items, desc=desc, disable=None if progress is None else not progress)
+
+
+def device_option(default: str, note: str = ""):
+    """The trainers' ``--device`` (:func:`train.common.training_device`), defaulting to their settings'."""
+    return click.option("--device", default=default, show_default=True,
+                        help="Where the network trains: cpu, cuda, cuda:N, or auto (the GPU when torch sees one)."
+                             + (f" {note}" if note else ""))

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from dfstream.cli.common import one_line_error, progress_bars, user_errors, verbose_logging
+from dfstream.cli.common import device_option, one_line_error, progress_bars, user_errors, verbose_logging
 from engines.loader import ENGINE_CHOICES
 from pipeline.config import CLASSIFY_EVERY
 from train.recon import EDGE_WEIGHT, PATCH, UPSAMPLING
@@ -127,9 +127,7 @@ def webcam_grade_options(function):
               help="Sharpness-aware minimisation with this radius (the SBI paper's 0.05): seeks flat minima; each step "
                    "costs two passes. Off by default: it scored unseen clips lower here (research log).")
 @click.option("--seed", type=int, default=DetectorTraining.seed, show_default=True)
-@click.option("--device", default=DetectorTraining.device, show_default=True,
-              help="Where the network trains: cpu, cuda, cuda:N, or auto (the GPU when torch sees one). Self-blending "
-                   "runs in the --workers on the CPU either way.")
+@device_option(DetectorTraining.device, "Self-blending runs in the --workers on the CPU either way.")
 @click.option("--threads", type=int, default=DetectorTraining.threads, help="torch CPU threads (default: usable cores).")
 @click.option("--workers", type=int, default=DetectorTraining.workers, show_default=True, help="Data-loading processes (self-blending runs there).")
 @click.option("--every-n-frames", type=int, default=DetectorTraining.every_n_frames, show_default=True, help="Video frame sampling for face crops.")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from dfstream.cli.common import one_line_error, user_errors, verbose_logging
+from dfstream.cli.common import device_option, one_line_error, user_errors, verbose_logging
 from engines.loader import ENGINE_CHOICES
 from train.settings import GanTraining, SwapperTraining
 
@@ -39,9 +39,6 @@ _face_detector_option = click.option(
     help="Face detector used to cut the crops (the pipeline's detect stage).")
 _threads_option = click.option("--threads", type=click.IntRange(1), default=None,
                                help="torch CPU threads (default: the cores this process may use).")
-def _device_option(default: str):
-    return click.option("--device", default=default, show_default=True,
-                        help="Where the networks train: cpu, cuda, cuda:N, or auto (the GPU when torch sees one).")
 
 
 @click.command("swapper")
@@ -71,7 +68,7 @@ def _device_option(default: str):
 @click.option("--sample-every", type=click.IntRange(1), default=SwapperTraining.sample_every, show_default=True, help="Steps between sample-swap grids.")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=SwapperTraining.checkpoint_every, show_default=True, help="Steps between checkpoints (also written at the end).")
 @click.option("--seed", type=int, default=SwapperTraining.seed, show_default=True)
-@_device_option(SwapperTraining.device)
+@device_option(SwapperTraining.device)
 @_threads_option
 @_face_detector_option
 @click.option("--json", "json_path", metavar="PATH", help="Write the run summary (losses, PSNR/SSIM) as JSON.")
@@ -132,7 +129,7 @@ def train_swapper_command(faces_a, faces_b, name_a, name_b, run_dir, resume, ste
 @click.option("--ngf", type=click.IntRange(4), default=GanTraining.ngf, show_default=True, help="Generator width (the paper: 64; smaller is faster on CPU).")
 @click.option("--ndf", type=click.IntRange(4), default=GanTraining.ndf, show_default=True, help="Discriminator width.")
 @click.option("--seed", type=int, default=GanTraining.seed, show_default=True)
-@_device_option(GanTraining.device)
+@device_option(GanTraining.device)
 @_threads_option
 @_face_detector_option
 @click.option("--samples-out", nargs=2, type=(click.Path(file_okay=False), click.IntRange(1)), default=None,
