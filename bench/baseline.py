@@ -52,6 +52,7 @@ def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_det
     from engines.loader import load_engine
     from engines.metadata import KIND_DETECTOR
     from pipeline.messages import Face
+    from runtime.run_config import verdict_rule
     from stages.annotate import AnnotateStage
     from stages.sink import VideoWriter
     from stages.source import probe
@@ -75,7 +76,7 @@ def run_baseline(clip: str, out_dir: str, model_path: str, engine: str, face_det
         landmarker = create_landmarker(LANDMARK_MODEL, threads=infer_threads or None)
     load_s = time.perf_counter() - load0
     crop_size = tuple(metadata.input_size)
-    annotate = AnnotateStage(AnnotateConfig(threshold=metadata.threshold, crop_size=crop_size,
+    annotate = AnnotateStage(AnnotateConfig(verdict=verdict_rule(metadata), crop_size=crop_size,
                                             crop_margin=metadata.crop_margin, streams=[stream],
                                             blink_evidence=evidence.to_dict() if read_eyes and evidence else {}))
     annotate.open()

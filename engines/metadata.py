@@ -36,6 +36,12 @@ class ModelMetadata:
     output: str = "p_fake"  # "p_fake" (N,) probabilities, or "image" (N,3,H,W) in mean/std space
     labels: tuple[str, ...] = ("real", "fake")
     threshold: float = 0.5  # P(fake) at or above which a face is called fake
+    # A live face's smoothed P(fake) this close to the threshold is drawn "uncertain" (train.calibrate: how far
+    # a real face's smoothed score strays on its own, on validation). None: the run's default band.
+    uncertain_band: float | None = None
+    # A video score at or under which few of the known fakes lie (train.calibrate): live, a face is drawn "real"
+    # only under this line (less the band). None: under the threshold.
+    real_below: float | None = None
     # Platt scaling of a detector's P(fake), fitted on validation data (train.calibrate): {"a", "b", ...};
     # engines apply it to the network's output, so every consumer sees calibrated scores. Empty: none.
     calibration: dict = field(default_factory=dict)

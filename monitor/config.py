@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from monitor.auth import check_web_settings
-from pipeline.config import ReconnectConfig
+from pipeline.config import ReconnectConfig, VerdictRule
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a camera name is a folder name and an MQTT topic level
 
@@ -59,11 +59,11 @@ class FakeRule:
     min_seconds: float = 2.0
     cooldown_seconds: float = 300.0
 
-    def for_verdicts(self, threshold: float, fake_from: float) -> "FakeRule":
-        """This rule in numbers for a run whose verdict is decided at ``threshold`` and reads fake from
-        ``fake_from`` up (:func:`stages.tracking.fake_from`): the thresholds left unset filled in."""
-        on = self.on_threshold if self.on_threshold is not None else fake_from
-        off = self.off_threshold if self.off_threshold is not None else threshold
+    def for_verdicts(self, verdict: VerdictRule) -> "FakeRule":
+        """This rule in numbers for a run that draws its verdicts by ``verdict``: the thresholds left unset
+        filled in (on where its box turns red, off at its threshold)."""
+        on = self.on_threshold if self.on_threshold is not None else verdict.fake_from
+        off = self.off_threshold if self.off_threshold is not None else verdict.threshold
         if self.off_threshold is None:
             off = min(off, on)  # an explicit on_threshold under the model's threshold keeps its hysteresis sane
         elif self.on_threshold is None:

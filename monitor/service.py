@@ -127,12 +127,10 @@ def camera_run_config(camera: CameraConfig, streams, model: tuple, config: Monit
 
 def camera_fake_rule(camera: CameraConfig, config: MonitorConfig, metadata) -> FakeRule:
     """The fake-alert rule of ``camera`` in numbers: thresholds the file leaves unset follow the verdict
-    its run draws (the camera's threshold, else the model's, and the tracker's uncertain band)."""
-    from pipeline.config import AnnotateConfig
-    from stages.tracking import fake_from
+    its run draws (the camera's threshold, else the model's, and the model's uncertain band)."""
+    from runtime.run_config import verdict_rule
 
-    threshold = float(camera.threshold if camera.threshold is not None else metadata.threshold)
-    return config.alerts.fake.for_verdicts(threshold, fake_from(threshold, AnnotateConfig.uncertain_band))
+    return config.alerts.fake.for_verdicts(verdict_rule(metadata, camera.threshold))
 
 
 class CameraWorker(threading.Thread):

@@ -131,12 +131,35 @@ class InferConfig:
     eye_landmarks: str | None = None
 
 
+@dataclass(frozen=True)
+class VerdictRule:
+    """How a track's P(fake) reads as a verdict (``stages.tracking.verdict_of``): the one rule the overlay,
+    the events, the run's summary, the call report and the monitor's fake alerts draw from.  Its numbers are
+    the model's (its metadata, set on validation by ``dfstream calibrate``) unless a run sets the threshold."""
+    threshold: float = 0.5  # P(fake) at which a face is called fake
+    # how far a real face's smoothed P(fake) strays on its own: this close to a line, a face is "uncertain"
+    # (the model's own; this default for a model without one)
+    uncertain_band: float = 0.1
+    # the model's line for "real": a video score at or under which few of the known fakes lie; None: the threshold
+    real_below: float | None = None
+    min_scores: int = 2  # scores a track needs before it gets a verdict other than "uncertain"
+
+    @property
+    def fake_from(self) -> float:
+        """The lowest P(fake) drawn fake."""
+        return min(1.0, self.threshold + self.uncertain_band)
+
+    @property
+    def real_up_to(self) -> float:
+        """The highest P(fake) drawn real (never above the threshold)."""
+        line = self.threshold if self.real_below is None else min(self.real_below, self.threshold)
+        return max(0.0, line - self.uncertain_band)
+
+
 @dataclass
 class AnnotateConfig:
-    threshold: float = 0.5  # from the model's metadata unless given
+    verdict: VerdictRule = field(default_factory=VerdictRule)
     ema_alpha: float = 0.3  # weight of the newest score in each track's moving average
-    uncertain_band: float = 0.1  # |smoothed - threshold| below this is reported as "uncertain"
-    min_track_scores: int = 2  # scores a track needs before it gets a verdict other than "uncertain"
     iou_match: float = 0.3  # boxes overlapping at least this much continue a track
     track_max_missed: int = 2  # detections a track may miss before it is dropped
     reorder_window: int = 256  # frames held per stream while waiting for a late one
@@ -185,9 +208,7 @@ class SinkConfig:
     report_path: str | None = None
     report_every_s: float = 0.0
     # the verdict rule the report judges each participant by (the graph copies AnnotateConfig's)
-    threshold: float = 0.5
-    uncertain_band: float = 0.1
-    min_track_scores: int = 2
+    verdict: VerdictRule = field(default_factory=VerdictRule)
     streams: list[StreamInfo] = field(default_factory=list)
 
     def with_preset(self, preset: str | None) -> "SinkConfig":

@@ -89,8 +89,7 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
                        crop_size=config.detect.crop_size, crop_margin=config.detect.crop_margin)
     # end-of-stream markers reach annotate from every infer and detect replica, and from the source
     specs.append(spec("annotate", 0, annotate, annotate_in, [sink_in], config.infer_replicas + config.detect_replicas + 1))
-    sink = replace(config.sink, streams=config.streams, threshold=config.annotate.threshold,
-                   uncertain_band=config.annotate.uncertain_band, min_track_scores=config.annotate.min_track_scores)
+    sink = replace(config.sink, streams=config.streams, verdict=config.annotate.verdict)
     specs.append(spec("sink", 0, sink, sink_in, [], 1))
     specs[-1].finished_outboxes = {s.config.stream.stream_id: s.finished_inbox
                                    for s in specs if s.stage == "source" and s.finished_inbox}

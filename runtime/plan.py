@@ -17,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from pipeline.config import STAGE_CONFIGS, STAGE_NAMES, ReconnectConfig, RunConfig, StreamInfo
+from pipeline.config import STAGE_CONFIGS, STAGE_NAMES, ReconnectConfig, RunConfig, StreamInfo, VerdictRule
 from pipeline.transport import CurveKeys, TransportError, crosses_hosts
 from runtime.runner import StageSpec
 
@@ -56,6 +56,8 @@ def _stage_config(stage: str, d: dict):
         values["streams"] = [_stream(s) for s in values["streams"]]
     if isinstance(values.get("reconnect"), dict):
         values["reconnect"] = ReconnectConfig(**values["reconnect"])
+    if isinstance(values.get("verdict"), dict):
+        values["verdict"] = VerdictRule(**values["verdict"])
     for key in ("crop_size",):
         if key in values:
             values[key] = tuple(values[key])

@@ -22,6 +22,7 @@ from pipeline.config import (
     SinkConfig,
     SourceConfig,
     StreamInfo,
+    VerdictRule,
 )
 
 FILE_BATCH_TIMEOUT_MS = 33.0  # with no live source: about one frame of a 30 fps video
@@ -153,7 +154,7 @@ def build_run_config(
                           detector_path=detector_path, swap_source=tuple(swap_sources), embedder_path=embedder,
                           eye_landmarks=LANDMARK_MODEL if blinks and not swap else None),
         annotate=AnnotateConfig(
-            threshold=threshold if threshold is not None else metadata.threshold,
+            verdict=verdict_rule(metadata, threshold),
             mode=mode,
             swap_faces=swap_faces,
             draw=draw,
@@ -167,6 +168,15 @@ def build_run_config(
         reconnect=reconnect,
         **run_settings,
     )
+
+
+def verdict_rule(metadata: ModelMetadata, threshold: float | None = None) -> VerdictRule:
+    """The lines a run draws verdicts by: the model's threshold (or ``threshold``), its uncertain band and its
+    line for "real" (set on validation by ``dfstream calibrate``), the defaults where the model has none."""
+    return VerdictRule(threshold=float(metadata.threshold if threshold is None else threshold),
+                       uncertain_band=VerdictRule.uncertain_band if metadata.uncertain_band is None
+                       else float(metadata.uncertain_band),
+                       real_below=None if metadata.real_below is None else float(metadata.real_below))
 
 
 def resolve_model(name_or_path: str, kind: str) -> tuple[str, ModelMetadata]:

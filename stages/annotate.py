@@ -112,7 +112,7 @@ class AnnotateStage(Stage):
         self.config = config
         self.streams = {s.stream_id: s for s in config.streams}
         self.order = {s.stream_id: StreamOrder(config.reorder_window) for s in config.streams}
-        self.trackers = {s.stream_id: FaceTracker(config, config.threshold) for s in config.streams}
+        self.trackers = {s.stream_id: FaceTracker(config) for s in config.streams}
         self.meters = {s.stream_id: RateMeter() for s in config.streams}
         self.gaps_skipped = 0
         self._paste = None

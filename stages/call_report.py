@@ -126,7 +126,7 @@ class CallReport:
             if person.unscorable and not person.frames_judged:
                 verdict = "unscorable"
             else:
-                verdict = verdict_of(score, person.frames_judged, cfg.threshold, cfg.uncertain_band, cfg.min_track_scores)
+                verdict = verdict_of(score, person.frames_judged, cfg.verdict)
             participants.append({
                 "stream": self.streams[stream_id].name,
                 "stream_id": stream_id,
@@ -149,7 +149,9 @@ class CallReport:
             "final": final,
             "started": utc_time(self.started),
             "written": utc_time(time.time()),
-            "threshold": cfg.threshold,
+            "threshold": cfg.verdict.threshold,
+            "fake_from": cfg.verdict.fake_from,  # the lines the verdicts are drawn by
+            "real_up_to": cfg.verdict.real_up_to,
             "streams": [{"stream_id": s.stream_id, "name": s.name, "url": s.url, "kind": s.kind,
                          "frames": self.frames.get(s.stream_id, 0)} for s in self.streams.values()],
             "participants": participants,

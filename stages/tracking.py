@@ -4,19 +4,20 @@ Used by the annotate stage, which sees each stream's frames in order.  A face
 found by the detector continues the track whose last box overlaps it most (IoU
 at least ``iou_match``); on frames where the detector did not run, each live
 track keeps its last box.  A track's P(fake) is an exponential moving average
-of its per-frame scores, and its verdict is read from that average, so one
-noisy frame does not flip a face from real to fake.  With eyes read (a model whose
+of its per-frame scores, and its verdict is read from that average by the model's
+lines (:class:`pipeline.config.VerdictRule`: fake from the threshold plus the band a
+real face's average strays by, real only under the model's line for real less that
+band), so one noisy frame does not flip a face from real to fake.  With eyes read (a model whose
 metadata carries :class:`engines.blinks.BlinkEvidence`), that average is raised to
 the score of the track's blinks over its last minute where they are more surprising
 for a real person.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from engines.blinks import BlinkEvidence, BlinkRate, RecentBlinks, raise_score
-from pipeline.config import AnnotateConfig
+from pipeline.config import AnnotateConfig, VerdictRule
 from pipeline.messages import VERDICT_FAKE, VERDICT_REAL, VERDICT_UNSCORABLE, VERDICT_UNSURE, Face, FrameMessage
 
 
@@ -30,22 +31,18 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def fake_from(threshold: float, uncertain_band: float) -> float:
-    """The lowest P(fake) that :func:`verdict_of` reads as fake: threshold + band, up to float rounding
-    (0.5842 + 0.1 lies a hair inside the band)."""
-    score = min(1.0, threshold + uncertain_band)
-    while score < 1.0 and abs(score - threshold) < uncertain_band:
-        score = math.nextafter(score, 2.0)
-    return score
+def moving_average(previous: float | None, score: float, alpha: float) -> float:
+    """A track's moving average after one more score (``alpha``: the newest score's weight)."""
+    return score if previous is None else alpha * score + (1 - alpha) * previous
 
 
-def verdict_of(score: float | None, scores: int, threshold: float, uncertain_band: float, min_track_scores: int) -> str:
-    """The verdict a P(fake) reads as, given how many scores it rests on."""
-    if score is None or scores < min_track_scores:
+def verdict_of(score: float | None, scores: int, rule: VerdictRule) -> str:
+    """The verdict a P(fake) reads as under ``rule``, given how many scores it rests on."""
+    if score is None or scores < rule.min_scores:
         return VERDICT_UNSURE
-    if abs(score - threshold) < uncertain_band:
-        return VERDICT_UNSURE
-    return VERDICT_FAKE if score >= threshold else VERDICT_REAL
+    if score >= rule.fake_from:
+        return VERDICT_FAKE
+    return VERDICT_REAL if score <= rule.real_up_to else VERDICT_UNSURE
 
 
 @dataclass
@@ -71,9 +68,8 @@ class Track:
 class FaceTracker:
     """Tracks of one stream; feed it that stream's frames in order."""
 
-    def __init__(self, config: AnnotateConfig, threshold: float):
+    def __init__(self, config: AnnotateConfig):
         self.config = config
-        self.threshold = threshold
         self.evidence = BlinkEvidence.from_dict(config.blink_evidence) if config.blink_evidence else None
         self.tracks: list[Track] = []
         self.ended: list[Track] = []  # tracks that left the picture, kept for the summary
@@ -108,20 +104,16 @@ class FaceTracker:
         small or blurred to judge has never been scored."""
         if track.too_small and not track.scores:
             return VERDICT_UNSCORABLE
-        return self._verdict_of(self.score(track), track.scores)
+        return verdict_of(self.score(track), track.scores, self.config.verdict)
 
     def overall_verdict(self, track: Track) -> str:
         """The verdict on the whole track, from :meth:`overall_score`."""
         if track.too_small and not track.scores:
             return VERDICT_UNSCORABLE
-        return self._verdict_of(self.overall_score(track), track.scores)
+        return verdict_of(self.overall_score(track), track.scores, self.config.verdict)
 
     def _raised(self, score: float | None, track: Track) -> float | None:
         return raise_score(score, track.blink_score)
-
-    def _verdict_of(self, score: float | None, scores: int) -> str:
-        cfg = self.config
-        return verdict_of(score, scores, self.threshold, cfg.uncertain_band, cfg.min_track_scores)
 
     def _associate(self, faces: list[Face]) -> None:
         pairs = sorted(
@@ -161,8 +153,7 @@ class FaceTracker:
         if face.unscorable or face.fake_score is not None:
             track.too_small = face.unscorable
         if face.fake_score is not None:
-            alpha = self.config.ema_alpha
-            track.smoothed = face.fake_score if track.smoothed is None else alpha * face.fake_score + (1 - alpha) * track.smoothed
+            track.smoothed = moving_average(track.smoothed, face.fake_score, self.config.ema_alpha)
             track.scores += 1
             track.score_sum += face.fake_score
         face.smoothed_score = self.score(track)

@@ -89,7 +89,7 @@ def _tracker_over(seconds: float, blink_every_s: float | None, score: float):
     from stages.tracking import FaceTracker
     from tests.test_tracking import _message
 
-    tracker = FaceTracker(AnnotateConfig(blink_evidence=EVIDENCE.to_dict()), threshold=0.5)
+    tracker = FaceTracker(AnnotateConfig(blink_evidence=EVIDENCE.to_dict()))
     for seq in range(0, int(25 * seconds), 3):
         message = _message(seq, [(0, 0, 100, 100)], scores=[score])
         t = seq / 25
@@ -120,7 +120,7 @@ def test_the_call_report_judges_a_participant_by_its_score_raised_to_its_blinks(
 
     stream = StreamInfo(stream_id=0, url="x.mp4", kind="file", live=False, name="x", width=1, height=1, fps=25.0,
                         time_base=(1, 25), frame_count=None)
-    report = CallReport(SinkConfig(report_path="unused", threshold=0.5), {0: stream})
+    report = CallReport(SinkConfig(report_path="unused"), {0: stream})
     for seq in range(0, 30, 3):
         message = _message(seq, [(0, 0, 100, 100)], scores=[0.4])
         message.faces[0].track_id, message.faces[0].blink_score = 1, 0.7

@@ -141,7 +141,7 @@ def test_a_track_reports_blinks_per_minute_once_seen_long_enough_and_holds_it_be
     from stages.tracking import FaceTracker
     from tests.test_tracking import _message
 
-    tracker = FaceTracker(AnnotateConfig(), threshold=0.5)
+    tracker = FaceTracker(AnnotateConfig())
     rates = []
     for seq in range(0, 25 * 6, 3):  # six seconds at 25 fps, the eyes read every 3rd frame; one blink
         message = _message(seq, [(0, 0, 100, 100)])
@@ -153,7 +153,7 @@ def test_a_track_reports_blinks_per_minute_once_seen_long_enough_and_holds_it_be
         assert between.faces[0].blinks_per_minute == rates[-1]
     assert rates[0] is None and rates[-1] == pytest.approx(60 / (147 / 25), rel=0.01)  # one blink in 5.9 s
     assert tracker.summary()[0]["blinks_per_minute"] == rates[-1]
-    quiet = FaceTracker(AnnotateConfig(), threshold=0.5)
+    quiet = FaceTracker(AnnotateConfig())
     quiet.update(_message(0, [(0, 0, 100, 100)]))  # eyes not read (--blinks off): nothing to say
     assert quiet.summary()[0]["blinks_per_minute"] is None
 

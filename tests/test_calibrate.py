@@ -78,3 +78,59 @@ def test_with_blinks_a_videos_score_is_raised_by_its_blinks_on_the_scale_of_the_
     assert raised > 0.6 and kept == pytest.approx(0.55) and alone == pytest.approx(0.3)
     with pytest.raises(ValueError, match="too few"):
         _blink_evidence(fit, val_real[:2], 1.0, 0.0)
+
+
+def test_the_uncertain_band_is_how_far_a_real_faces_smoothed_score_strays_from_its_mean():
+    from train.calibrate import uncertain_band
+
+    rng = np.random.default_rng(0)
+    steady = [np.full(50, 0.4), np.full(80, 0.55)]
+    assert uncertain_band(steady, alpha=0.3, min_scores=2) == pytest.approx(0.0)
+    quiet = [0.45 + rng.normal(0, 0.02, 200) for _ in range(5)]
+    noisy = [0.45 + rng.normal(0, 0.08, 200) for _ in range(5)]
+    quiet_band, noisy_band = uncertain_band(quiet, 0.3, 2), uncertain_band(noisy, 0.3, 2)
+    assert 0 < quiet_band < noisy_band
+    # the moving average of N(0, sd) scores has sd * sqrt(alpha / (2 - alpha)); 95 % of it lies within 1.96 of those
+    assert noisy_band == pytest.approx(1.96 * 0.08 * np.sqrt(0.3 / 1.7), rel=0.2)
+    # heavier smoothing, narrower band
+    assert uncertain_band(noisy, 0.1, 2) < noisy_band
+
+
+def test_the_uncertain_band_weighs_each_video_alike_and_skips_scores_before_a_verdict():
+    from train.calibrate import uncertain_band
+
+    rng = np.random.default_rng(1)
+    long_noisy = 0.5 + rng.normal(0, 0.1, 2000)
+    quiet = [np.full(20, 0.3) for _ in range(29)]
+    # one long noisy video among 29 quiet ones is a 30th of the evidence (under the 5 % the band leaves out),
+    # though it holds three quarters of the scores
+    assert uncertain_band(quiet + [long_noisy], 0.3, 2) == pytest.approx(0.0)
+    assert uncertain_band([long_noisy], 0.3, 2) > 0.05
+    # the first score is the average itself, so it never strays; a track with too few scores has no say
+    assert uncertain_band([[0.9, 0.1, 0.1, 0.1], [0.5]], 1.0, 2) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="no real video"):
+        uncertain_band([[0.5]], 0.3, 2)
+
+
+def test_the_line_for_real_leaves_at_most_the_stated_share_of_fakes_under_it_each_family_alike():
+    from train.calibrate import real_line
+
+    scores = [0.30, 0.40, 0.50, 0.60] + [0.55] * 16
+    families = ["small"] * 4 + ["large"] * 16
+    line = real_line(scores, families, 0.2)
+    # "small" weighs half though it has 4 of 20 fakes: one of its four is an eighth, two a quarter (> 20 %)
+    assert 0.30 <= line < 0.40
+    assert real_line(scores, families, 0.05) < 0.30  # not even the lowest fake may be called real
+    assert real_line([0.2, 0.2, 0.8], ["a", "a", "b"], 0.3) < 0.2  # ties go together
+
+
+def test_the_verdict_lines_keep_real_under_the_threshold_and_a_band_from_either_line():
+    from pipeline.config import VerdictRule
+    from stages.tracking import VERDICT_FAKE, VERDICT_REAL, VERDICT_UNSURE, verdict_of
+
+    rule = VerdictRule(threshold=0.58, uncertain_band=0.03, real_below=0.45)
+    assert verdict_of(0.61, 2, rule) == VERDICT_FAKE and verdict_of(0.42, 2, rule) == VERDICT_REAL
+    assert verdict_of(0.5, 2, rule) == VERDICT_UNSURE and verdict_of(0.99, 1, rule) == VERDICT_UNSURE  # too few scores
+    strong = VerdictRule(threshold=0.5, uncertain_band=0.05, real_below=0.7)  # fakes all score over the threshold
+    assert strong.real_up_to == pytest.approx(0.45)
+

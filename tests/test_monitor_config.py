@@ -10,6 +10,7 @@ import pytest
 from monitor.alerts import FakeTrackRule, OfflineRule
 from monitor.config import ConfigError, FakeRule, load_config
 from monitor.state import ALERT_OFFLINE, ALERT_ONLINE
+from pipeline.config import VerdictRule
 from pipeline.health import Health
 from tests.conftest import REPO, run_dfstream
 
@@ -86,9 +87,9 @@ def test_the_sample_config_passes_check(tmp_path, tiny_detector):
 
 def test_check_prints_each_cameras_alert_rule_in_numbers(tmp_path, tiny_detector):
     from engines.metadata import read_metadata
-    from pipeline.config import AnnotateConfig
+    from runtime.run_config import verdict_rule
 
-    threshold = read_metadata(tiny_detector).threshold
+    threshold, band = read_metadata(tiny_detector).threshold, verdict_rule(read_metadata(tiny_detector)).uncertain_band
     path = _write(tmp_path, f"""\
         cameras:
           - {{name: door, url: rtsp://x}}
@@ -98,7 +99,6 @@ def test_check_prints_each_cameras_alert_rule_in_numbers(tmp_path, tiny_detector
         """)
     result = run_dfstream("monitor", path, "--check", timeout=120)
     assert result.returncode == 0, result.stderr
-    band = AnnotateConfig.uncertain_band
     assert (f"door: fake alert at smoothed P(fake) >= {threshold + band:.3f} held 3 s, re-armed below {threshold:.3f}"
             in result.stdout)
     assert f"yard: fake alert at smoothed P(fake) >= {0.3 + band:.3f} held 3 s, re-armed below 0.300" in result.stdout
@@ -137,7 +137,7 @@ def test_fake_alert_thresholds_left_unset_follow_the_verdict_the_run_draws(tmp_p
     from engines.metadata import read_metadata
     from monitor.config import CameraConfig
     from monitor.service import camera_fake_rule
-    from pipeline.config import AnnotateConfig
+    from runtime.run_config import verdict_rule
     from stages.tracking import VERDICT_FAKE, verdict_of
 
     config = load_config(_write(tmp_path, "cameras: [{name: a, url: rtsp://x}]\n"))
@@ -145,20 +145,22 @@ def test_fake_alert_thresholds_left_unset_follow_the_verdict_the_run_draws(tmp_p
     # the shipped detector: its calibrated P(fake) never reaches a fixed 0.8, its red box is what alerts now
     metadata = read_metadata(resolve("detector"))
     rule = camera_fake_rule(CameraConfig(name="a", url="rtsp://x"), config, metadata)
-    band = AnnotateConfig.uncertain_band
+    verdicts = verdict_rule(metadata)
     assert rule.off_threshold == pytest.approx(metadata.threshold)
-    assert verdict_of(rule.on_threshold, 5, metadata.threshold, band, 2) == VERDICT_FAKE
-    assert verdict_of(rule.on_threshold - 1e-6, 5, metadata.threshold, band, 2) != VERDICT_FAKE
+    assert verdict_of(rule.on_threshold, 5, verdicts) == VERDICT_FAKE
+    assert verdict_of(rule.on_threshold - 1e-6, 5, verdicts) != VERDICT_FAKE
     # a camera's own threshold moves them with it
     own = camera_fake_rule(CameraConfig(name="a", url="rtsp://x", threshold=0.3), config, metadata)
+    band = verdicts.uncertain_band
     assert (own.on_threshold, own.off_threshold) == (pytest.approx(0.3 + band), pytest.approx(0.3))
-    assert verdict_of(own.on_threshold, 5, 0.3, band, 2) == VERDICT_FAKE
+    assert verdict_of(own.on_threshold, 5, verdict_rule(metadata, 0.3)) == VERDICT_FAKE
 
 
 def test_a_fake_threshold_set_alone_keeps_the_hysteresis_in_order():
-    assert FakeRule(on_threshold=0.5).for_verdicts(0.584, 0.684).off_threshold == 0.5  # not above on
-    assert FakeRule(off_threshold=0.7).for_verdicts(0.584, 0.684).on_threshold == 0.7  # not under off
-    assert FakeRule(on_threshold=0.9, off_threshold=0.2).for_verdicts(0.584, 0.684) == FakeRule(on_threshold=0.9,
+    verdicts = VerdictRule(threshold=0.584, uncertain_band=0.1)
+    assert FakeRule(on_threshold=0.5).for_verdicts(verdicts).off_threshold == 0.5  # not above on
+    assert FakeRule(off_threshold=0.7).for_verdicts(verdicts).on_threshold == 0.7  # not under off
+    assert FakeRule(on_threshold=0.9, off_threshold=0.2).for_verdicts(verdicts) == FakeRule(on_threshold=0.9,
                                                                                                 off_threshold=0.2)
     with pytest.raises(ValueError, match="for_verdicts"):
         FakeTrackRule(FakeRule())
@@ -250,3 +252,34 @@ def test_a_camera_with_blinks_true_reads_the_eyes_in_its_runs_and_one_without_do
     hall, door = (camera_run_config(camera, [stream], model, config, None, None) for camera in config.cameras)
     assert hall.infer.eye_landmarks == "pfld68" and door.infer.eye_landmarks is None
     assert hall.detect_every == config.cameras[0].detect_every  # the camera's own settings, as before
+
+
+def test_a_models_own_lines_move_its_boxes_and_its_fake_alert(tiny_detector):
+    from dataclasses import replace
+
+    from engines.metadata import read_metadata
+    from monitor.config import CameraConfig, MonitorConfig
+    from monitor.service import camera_fake_rule
+    from pipeline.config import StreamInfo
+    from runtime.run_config import build_run_config
+    from stages.tracking import VERDICT_FAKE, VERDICT_REAL, VERDICT_UNSURE, verdict_of
+
+    plain = read_metadata(tiny_detector)
+    calibrated = replace(plain, threshold=0.6, uncertain_band=0.03, real_below=0.45)
+    stream = StreamInfo(stream_id=0, url="x.mp4", kind="file", live=False, name="x", width=640, height=480, fps=25.0,
+                        time_base=(1, 25), frame_count=None)
+    run = build_run_config([stream], str(tiny_detector), calibrated, ("haar", None))
+    verdicts = run.annotate.verdict
+    assert (verdicts.fake_from, verdicts.real_up_to) == (pytest.approx(0.63), pytest.approx(0.42))
+    assert [verdict_of(p, 5, verdicts) for p in (0.63, 0.62, 0.5, 0.43, 0.42)] == \
+        [VERDICT_FAKE, VERDICT_UNSURE, VERDICT_UNSURE, VERDICT_UNSURE, VERDICT_REAL]
+    # a run's own threshold moves the red line; the line for real never rises above it
+    assert build_run_config([stream], str(tiny_detector), calibrated, ("haar", None), threshold=0.4).annotate.verdict \
+        .real_up_to == pytest.approx(0.37)
+    # a model without them: the threshold and the run's default band
+    default = build_run_config([stream], str(tiny_detector), plain, ("haar", None)).annotate.verdict
+    assert (default.fake_from, default.real_up_to) == (pytest.approx(plain.threshold + VerdictRule.uncertain_band),
+                                                       pytest.approx(plain.threshold - VerdictRule.uncertain_band))
+    config = MonitorConfig(cameras=[CameraConfig(name="a", url="rtsp://x")])
+    rule = camera_fake_rule(config.cameras[0], config, calibrated)
+    assert (rule.on_threshold, rule.off_threshold) == (pytest.approx(0.63), pytest.approx(0.6))

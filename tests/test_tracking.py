@@ -1,7 +1,7 @@
 """Tracks keep their ids across frames; scores are smoothed before a verdict is given."""
 import numpy as np
 
-from pipeline.config import AnnotateConfig
+from pipeline.config import AnnotateConfig, VerdictRule
 from pipeline.messages import Face, FrameMessage
 from stages.tracking import FaceTracker, iou
 
@@ -19,7 +19,7 @@ def test_iou_of_identical_and_disjoint_boxes():
 
 
 def test_a_moving_face_keeps_its_track_id_and_a_new_face_gets_a_new_one():
-    tracker = FaceTracker(AnnotateConfig(), threshold=0.5)
+    tracker = FaceTracker(AnnotateConfig())
     first = _message(0, [(0, 0, 100, 100)])
     tracker.update(first)
     second = _message(3, [(10, 5, 110, 105), (300, 300, 380, 380)])
@@ -29,7 +29,7 @@ def test_a_moving_face_keeps_its_track_id_and_a_new_face_gets_a_new_one():
 
 
 def test_frames_without_detection_show_the_tracked_boxes():
-    tracker = FaceTracker(AnnotateConfig(), threshold=0.5)
+    tracker = FaceTracker(AnnotateConfig())
     tracker.update(_message(0, [(0, 0, 100, 100)], scores=[0.9]))
     between = _message(1, [], detected=False)
     tracker.update(between)
@@ -37,8 +37,8 @@ def test_frames_without_detection_show_the_tracked_boxes():
 
 
 def test_one_noisy_score_does_not_flip_a_real_track_to_fake():
-    config = AnnotateConfig(ema_alpha=0.3, uncertain_band=0.1, min_track_scores=2)
-    tracker = FaceTracker(config, threshold=0.5)
+    config = AnnotateConfig(ema_alpha=0.3, verdict=VerdictRule(threshold=0.5, uncertain_band=0.1, min_scores=2))
+    tracker = FaceTracker(config)
     box = (0, 0, 100, 100)
     verdicts = []
     for seq, score in enumerate([0.05, 0.1, 0.05, 0.95, 0.1]):
@@ -50,7 +50,7 @@ def test_one_noisy_score_does_not_flip_a_real_track_to_fake():
 
 
 def test_a_consistently_high_score_becomes_fake():
-    tracker = FaceTracker(AnnotateConfig(), threshold=0.5)
+    tracker = FaceTracker(AnnotateConfig())
     for seq in range(4):
         message = _message(seq * 3, [(0, 0, 100, 100)], scores=[0.9])
         tracker.update(message)
@@ -59,7 +59,7 @@ def test_a_consistently_high_score_becomes_fake():
 
 
 def test_the_report_judges_a_track_by_all_its_scores_while_the_picture_follows_the_latest():
-    tracker = FaceTracker(AnnotateConfig(ema_alpha=0.3, uncertain_band=0.1, min_track_scores=2), threshold=0.5)
+    tracker = FaceTracker(AnnotateConfig(ema_alpha=0.3, verdict=VerdictRule(threshold=0.5, uncertain_band=0.1, min_scores=2)))
     for seq, score in enumerate([0.2] * 12 + [0.7] * 3):  # a real face, then a few doubtful frames at the end
         message = _message(seq * 3, [(0, 0, 100, 100)], scores=[score])
         tracker.update(message)

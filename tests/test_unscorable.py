@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 
 from engines.metadata import read_metadata, write_onnx_metadata
-from pipeline.config import AnnotateConfig, InferConfig
+from pipeline.config import AnnotateConfig, InferConfig, VerdictRule
 from pipeline.messages import VERDICT_UNSCORABLE, Face, FrameMessage
 from stages.tracking import FaceTracker
 from tests.conftest import SHARED_DATA, needs_shared_data
@@ -46,7 +46,7 @@ def test_infer_leaves_a_face_under_the_models_floor_unscored(tmp_path, tiny_dete
 
 
 def test_a_track_seen_only_too_small_is_unscorable_until_it_is_scored():
-    tracker = FaceTracker(AnnotateConfig(min_track_scores=1, uncertain_band=0.05), threshold=0.5)
+    tracker = FaceTracker(AnnotateConfig(verdict=VerdictRule(min_scores=1, uncertain_band=0.05)))
     first = _frame([(0, 0, 30, 30)])
     first.faces[0].unscorable = True
     tracker.update(first)

@@ -21,14 +21,20 @@ never on the people the model is measured on:
   first: read off the model's size floor on the val bucket's real faces; a face below the first,
   in surroundings below the second, is ``unscorable`` and left out of everything that follows, as
   it is in use.
+* **The uncertain band** (``uncertain_band``): how far a real face's live score wanders on its own.
+  Each val real video is scored as a run scores it (its largest face on every classify-th frame,
+  its first ``BAND_FRAMES`` scores, calibrated) and smoothed as the tracker smooths a track
+  (:func:`stages.tracking.moving_average`); the band is the ``BAND_QUANTILE`` quantile of how far
+  that average strays from the video's mean score, each video weighing alike.  A live face is drawn
+  fake or real only where its smoothed score is farther from the threshold than that.
 * **Blinks** (``blinks=True``, :class:`engines.blinks.BlinkEvidence`): real people's blink rates
   fitted on the train bucket's real videos tied to no family (no fold's test people), their eyes
   read every ``blink_every`` frames (a run's classify cadence: what a run sees), put on the
   model's scale by its calibrated video scores on the val people's real videos. The threshold,
   its false alarms and the calibration error are then those of the raised video scores.
 
-The result is a copy of the model file with ``calibration``, ``threshold``, the detail floors
-(and ``blinks``) in its metadata; every engine applies the scaling to the network's output.
+The result is a copy of the model file with ``calibration``, ``threshold``, the detail floors,
+``uncertain_band`` (and ``blinks``) in its metadata; every engine applies the scaling to the network's output.
 """
 from __future__ import annotations
 
@@ -41,12 +47,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import CLASSIFY_EVERY
+from pipeline.config import CLASSIFY_EVERY, AnnotateConfig, VerdictRule
 from train.metrics import logit
 
 log = logging.getLogger(__name__)
 
 ECE_BINS = 10
+BAND_QUANTILE = 0.95  # of a real track's wander: how sure a live verdict must be
+BAND_FRAMES = 300  # scores of each val real video the band is read on (~30 s at a run's cadence)
 
 
 def platt_fit(scores, labels, weights=None) -> tuple[float, float]:
@@ -98,6 +106,45 @@ def threshold_for_false_alarms(real_scores, rate: float) -> float:
     allowed = int(np.floor(rate * len(s)))  # how many may be flagged
     above = s[len(s) - allowed - 1]  # the highest score that must stay below the threshold
     return float(np.nextafter(above, 1.0))
+
+
+def real_line(fake_scores, families, rate: float) -> float:
+    """The highest score at or under which at most ``rate`` of the fakes lie, each family weighing alike:
+    a face scored under it is called real with at most that share of the known fakes called so too."""
+    s, families = np.asarray(fake_scores, np.float64), np.asarray(families)
+    if len(s) == 0:
+        raise ValueError("no fake videos scored to set the line for real on")
+    names = sorted(set(families))
+    w = np.array([1.0 / (len(names) * np.sum(families == f)) for f in families])
+    order = np.argsort(s, kind="stable")
+    over = np.flatnonzero(np.cumsum(w[order]) > rate + 1e-12)[0]  # the first fake the line may not reach
+    return float(np.nextafter(s[order][over], -np.inf))
+
+
+def uncertain_band(score_runs, alpha: float, min_scores: int, quantile: float = BAND_QUANTILE) -> float:
+    """How far a real face's smoothed score strays from its own mean: the ``quantile`` of
+    |moving average - mean| over ``score_runs`` (each one face's scores in order, as a run reads them),
+    from the ``min_scores``-th score on (before it a track has no verdict), each run weighing alike."""
+    from stages.tracking import moving_average
+
+    wander, weight = [], []
+    for scores in score_runs:
+        scores = np.asarray(scores, np.float64)
+        if len(scores) < min_scores:
+            continue
+        average, run = None, []
+        for score in scores:
+            average = moving_average(average, float(score), alpha)
+            run.append(average)
+        strayed = np.abs(np.array(run[min_scores - 1:]) - scores.mean())
+        wander.append(strayed)
+        weight.append(np.full(len(strayed), 1.0 / len(strayed)))
+    if not wander:
+        raise ValueError(f"no real video with {min_scores} or more scores to read the uncertain band on")
+    values, weights = np.concatenate(wander), np.concatenate(weight)
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order]) / weights.sum()
+    return float(values[order][min(int(np.searchsorted(cumulative, quantile)), len(values) - 1)])
 
 
 def _frames(files: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -208,6 +255,10 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
         listed = write_list_file(list(everything.values()), Path(tmp) / "all.tsv")
         report = evaluate([str(listed)], model=str(floored), output=None, ci_resamples=0, blinks=blinks,
                           blink_every=blink_every, **eval_options)
+        # the val real videos again as a run reads a face: every classify-th frame, one face, in order
+        val_videos = write_list_file([i for i in wanted["val"] if is_video(i.path)], Path(tmp) / "band.tsv")
+        runs = evaluate([str(val_videos)], model=str(floored), output=None, ci_resamples=0, blinks=False,
+                        **{**eval_options, "every_n_frames": CLASSIFY_EVERY, "max_frames": BAND_FRAMES, "max_faces": 1})
     real_blinks = fit_real_blinks(items, blink_every, progress) if blinks else None
     by_path = {f["path"]: f for f in report["files"]}
     scored = {name: [by_path[str(i.path.resolve())] for i in group if str(i.path.resolve()) in by_path]
@@ -216,7 +267,7 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
     test_real_videos = [f for f in test_real if is_video(f["path"])]
     val_real_videos = [f for f in val_real if is_video(f["path"])]
     # cross-fitted: each family's calibration error with the scaling fitted without it
-    families, ece_before, ece_after = sorted({f["family"] for f in fake}), [], []
+    families, ece_before, ece_after, called_real = sorted({f["family"] for f in fake}), [], [], []
     for family in families:
         fit_files = val_real + [f for f in fake if f["family"] != family]
         a, b = platt_fit(*_frames(fit_files))
@@ -225,6 +276,9 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
         labels = [f["label"] for f in held]
         ece_before.append(expected_calibration_error(_video_scores(held), labels, balanced=True))
         ece_after.append(expected_calibration_error(_video_scores(held, a, b, evidence), labels, balanced=True))
+        others = [f for f in fake if f["family"] != family]
+        line = real_line(_video_scores(others, a, b, evidence), [f["family"] for f in others], false_alarm_rate)
+        called_real.append(float(np.mean(_video_scores([f for f in fake if f["family"] == family], a, b, evidence) <= line)))
     a, b = platt_fit(*_frames(val_real + fake))
     evidence = _blink_evidence(real_blinks, val_real_videos, a, b) if real_blinks else None
     # videos and photos each keep to the rate: a threshold set on photos alone can flag a quarter of the videos
@@ -232,6 +286,9 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
     threshold = max(threshold_for_false_alarms(_video_scores(files, a, b, evidence), false_alarm_rate)
                     for files in kinds if files)
     test_scores = _video_scores(test_real, a, b, evidence)
+    below = real_line(_video_scores(fake, a, b, evidence), [f["family"] for f in fake], false_alarm_rate)
+    band = uncertain_band([platt_apply(f["frame_scores"], a, b) for f in runs["files"]], AnnotateConfig.ema_alpha,
+                          VerdictRule.min_scores)
     result = {
         "model": str(model),
         "method": "platt",
@@ -250,10 +307,17 @@ def calibrate(model: str, output: str | Path, manifest: str | Path | None = None
                               "videos": float(np.mean(_video_scores(test_real_videos, a, b, evidence) >= threshold))
                               if test_real_videos else None},
         "blinks": None if evidence is None else {**real_blinks, **evidence.to_dict(), "val_real_videos": len(val_real_videos)},
+        "uncertain_band": band,
+        "real_below": below,
+        "fakes_called_real_cross_fitted": {"per_family": dict(zip(families, called_real)),
+                                           "mean": float(np.mean(called_real))},
+        "uncertain_band_fit": {"val_real_videos": len(runs["files"]), "every_n_frames": CLASSIFY_EVERY,
+                               "max_scores": BAND_FRAMES, "quantile": BAND_QUANTILE, "ema_alpha": AnnotateConfig.ema_alpha},
     }
     calibration = {k: result[k] for k in ("method", "a", "b", "fitted_on", "ece_cross_fitted", "detail_floor", "false_alarm_rate_target",
-                                          "false_alarms_val", "false_alarms_test", "blinks")}
-    calibrated = replace(metadata, calibration=calibration, threshold=threshold,
+                                          "false_alarms_val", "false_alarms_test", "blinks", "uncertain_band_fit",
+                                          "fakes_called_real_cross_fitted")}
+    calibrated = replace(metadata, calibration=calibration, threshold=threshold, uncertain_band=band, real_below=below,
                          blinks={} if evidence is None else evidence.to_dict())
     output = Path(output)
     if output.resolve() == source.resolve():
@@ -280,6 +344,7 @@ def format_result(r: dict) -> str:
         f"{test['files']} real files" + (f" ({100 * test['videos']:.1f} % of their videos)" if test["videos"] is not None else ""),
         detail_line(r["detail_floor"]),
         blinks_line(r.get("blinks")),
+        band_line(r),
         f"written: {r['output']}",
     ])
 
@@ -291,6 +356,19 @@ def blinks_line(blinks: dict | None) -> str:
             f"(gamma shape {blinks['shape']:.3f}, mean {blinks['mean_per_minute']:.1f} a minute, eyes read every "
             f"{blinks.get('every_n_frames', 1)} frame(s)), on the model's scale "
             f"by {blinks['val_real_videos']} val real videos: a video's score is raised to its blinks' where higher")
+
+
+def band_line(r: dict) -> str:
+    fit, missed = r["uncertain_band_fit"], r["fakes_called_real_cross_fitted"]
+    rule = VerdictRule(threshold=r["threshold"], uncertain_band=r["uncertain_band"], real_below=r["real_below"])
+    per = ", ".join(f"{k} {100 * v:.0f} %" for k, v in missed["per_family"].items())
+    return "\n".join([
+        f"line for real {r['real_below']:.4f}: at most {100 * r['false_alarm_rate_target']:.0f} % of the fake videos (families "
+        f"alike) score at or under it; cross-fitted, the share of each family's fakes under it: {per} (mean "
+        f"{100 * missed['mean']:.0f} %)",
+        f"uncertain band ±{r['uncertain_band']:.3f} (the {100 * fit['quantile']:.0f}th percentile of how far a real face's "
+        f"smoothed score strays from its mean, {fit['val_real_videos']} val real videos): live, a face is drawn fake "
+        f"from {rule.fake_from:.3f} and real at or under {rule.real_up_to:.3f}"])
 
 
 def detail_line(floor: dict) -> str:
