@@ -152,7 +152,7 @@ REGISTRY: dict[str, RegistryEntry] = {
             name="detector",
             kind="detector",
             filename="dfstream_detector_sharpness_contrast.onnx",
-            sha256="fb8e1f732e9f16e905ba3334fdad426fd23d107b2f1caf682ea8672d65ca4fd6",
+            sha256="afc2e52393a98a297f51722c50347ca97c58b73dbec83ec996ccc290095e1331",
             description="dfstream default deepfake detector: a face smoother than its surroundings, against real "
                         "faces (no learnt weights), calibrated; catches pasted and re-rendered faces (swaps, lip-sync); "
                         "a video's or track's score is raised by too few blinks (talking heads animated from a "

@@ -134,3 +134,16 @@ def test_the_verdict_lines_keep_real_under_the_threshold_and_a_band_from_either_
     strong = VerdictRule(threshold=0.5, uncertain_band=0.05, real_below=0.7)  # fakes all score over the threshold
     assert strong.real_up_to == pytest.approx(0.45)
 
+
+def test_the_default_detector_carries_its_verdict_lines_set_on_validation():
+    from engines.metadata import read_metadata
+    from engines.registry import resolve
+    from runtime.run_config import verdict_rule
+
+    meta = read_metadata(resolve("detector"))
+    rule = verdict_rule(meta)
+    assert 0 < meta.uncertain_band < 0.1 and meta.real_below < meta.threshold
+    assert rule.real_up_to < meta.real_below < meta.threshold < rule.fake_from
+    fit = meta.calibration["uncertain_band_fit"]
+    assert fit["val_real_videos"] >= 10 and fit["every_n_frames"] == 3
+    assert meta.calibration["fakes_called_real_cross_fitted"]["mean"] <= 0.25
