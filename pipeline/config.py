@@ -155,6 +155,12 @@ class VerdictRule:
         line = self.threshold if self.real_below is None else min(self.real_below, self.threshold)
         return max(0.0, line - self.uncertain_band)
 
+    def for_means(self) -> "VerdictRule":
+        """The rule for a mean over a whole file or track (``predict``, a run's summary, the call report): the
+        lines as they were set, on such means; no band, which allows for a moving average's wander, and a mean of
+        one score is judged as ``predict`` judges a photo."""
+        return replace(self, uncertain_band=0.0, min_scores=1)
+
 
 @dataclass
 class AnnotateConfig:

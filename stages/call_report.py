@@ -126,7 +126,7 @@ class CallReport:
             if person.unscorable and not person.frames_judged:
                 verdict = "unscorable"
             else:
-                verdict = verdict_of(score, person.frames_judged, cfg.verdict)
+                verdict = verdict_of(score, person.frames_judged, cfg.verdict.for_means())
             participants.append({
                 "stream": self.streams[stream_id].name,
                 "stream_id": stream_id,

@@ -110,7 +110,7 @@ class FaceTracker:
         """The verdict on the whole track, from :meth:`overall_score`."""
         if track.too_small and not track.scores:
             return VERDICT_UNSCORABLE
-        return verdict_of(self.overall_score(track), track.scores, self.config.verdict)
+        return verdict_of(self.overall_score(track), track.scores, self.config.verdict.for_means())
 
     def _raised(self, score: float | None, track: Track) -> float | None:
         return raise_score(score, track.blink_score)

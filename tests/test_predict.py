@@ -78,3 +78,31 @@ def test_predict_on_a_folder_points_to_eval_in_one_line(tmp_path, model):
     assert result.exit_code != 0
     assert "is a folder" in result.output and "dfstream eval" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@needs_data
+def test_predict_calls_a_score_between_the_models_lines_uncertain(tmp_path):
+    from dataclasses import replace
+
+    from click.testing import CliRunner
+
+    from dfstream.cli.detector import predict_command
+    from engines.metadata import read_metadata, write_onnx_metadata
+    from engines.registry import resolve
+    import shutil
+
+    image = DATA / "real/face_recognition_examples/two_people.jpg"
+    shipped = read_metadata(resolve("detector"))
+
+    def verdicts(real_below, threshold):
+        model = tmp_path / f"lines_{real_below}_{threshold}.onnx"
+        shutil.copyfile(resolve("detector"), model)
+        write_onnx_metadata(model, replace(shipped, real_below=real_below, threshold=threshold))
+        result = CliRunner().invoke(predict_command, [str(image), "-m", str(model), "--json"])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.output)
+        return out["verdict"], [f["verdict"] for f in out["faces"]], out["score"]
+
+    verdict, faces, score = verdicts(0.0, 1.0)  # every score between the lines
+    assert verdict == "uncertain" and set(faces) == {"uncertain"}
+    assert verdicts(0.0, score)[0] == "fake" and verdicts(score, 1.0)[0] == "real"

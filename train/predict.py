@@ -5,13 +5,17 @@ For a video, faces are sampled every ``every_n_frames`` frames; the media score 
 the mean over sampled frames of the highest face score in each frame (as in
 ``dfstream eval``), raised to the video's blinks' score where the model's metadata makes
 blinks part of its score and they are more suspect, and the verdict is "fake" when it
-reaches the model's threshold.
+reaches the model's threshold; "real" only at or under the model's line for real (set on
+validation by ``dfstream calibrate``: few known fakes score under it), "uncertain" between —
+the lines a run's summary judges a whole track by.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from engines.blinks import raise_score
+from runtime.run_config import verdict_rule
+from stages.tracking import verdict_of
 from train.blinks import BlinkMeter, blink_plan
 from train.evaluate import aggregate, frame_scores, load_detector, score_media
 from stages.faces import FaceCropper, default_detect_config, is_image, is_video
@@ -31,7 +35,8 @@ def predict(media: str | Path, model: str = "detector", engine: str = "auto", th
         raise ValueError(f"{path} is not an image or a video file")
     det = load_detector(model, engine, threads)
     meta = det.metadata
-    thr = float(meta.threshold if threshold is None else threshold)
+    rule = verdict_rule(meta, threshold).for_means()
+    thr = rule.threshold
     evidence, count_blinks, blink_every = blink_plan(meta, blinks) if is_video(path) else (None, False, None)
     cropper = FaceCropper(default_detect_config(tuple(meta.input_size), meta.crop_margin, face_detector))
     faces = score_media(det, cropper, path, every_n_frames, max_frames, max_faces)
@@ -41,7 +46,7 @@ def predict(media: str | Path, model: str = "detector", engine: str = "auto", th
             f["verdict"] = "unscorable"
             continue
         f["score"] = round(f["score"], 4)
-        f["verdict"] = "fake" if f["score"] >= thr else "real"
+        f["verdict"] = verdict_of(f["score"], 1, rule)
     frames = frame_scores(faces)
     score = aggregate([frames[k] for k in sorted(frames)]) if frames else None
     blink_facts = {}
@@ -65,13 +70,15 @@ def predict(media: str | Path, model: str = "detector", engine: str = "auto", th
         "min_face_px": int(meta.min_face_px),
         "min_face_detail": float(meta.min_face_detail),
         "min_surroundings_detail": float(meta.min_surroundings_detail),
-        "verdict": ("unscorable" if faces else "no face found") if score is None else ("fake" if score >= thr else "real"),
+        "real_up_to": rule.real_up_to,
+        "verdict": ("unscorable" if faces else "no face found") if score is None else verdict_of(score, 1, rule),
         **blink_facts,
     }
 
 
 def format_prediction(result: dict) -> str:
-    lines = [f"{result['media']} ({result['type']}, model {result['model']}, threshold {result['threshold']:.2f})"]
+    lines = [f"{result['media']} ({result['type']}, model {result['model']}: fake from {result['threshold']:.3f}, real at or "
+             f"under {result['real_up_to']:.3f})"]
     faces = result["faces"]
     shown = faces if len(faces) <= 20 else faces[:20]
     for f in shown:
