@@ -2,6 +2,7 @@
 #   make demo   set everything up, run the pipeline on the default clips, print where the video is
 #   make test   set everything up, run the test suite (what CI runs)
 #   make soak   the 30-minute soak of `dfstream monitor` (DFSTREAM_SOAK_MINUTES=3 for a smoke run)
+#   make gpu-kit what a lent GPU machine needs to train detectors (.gpu/: a face pack, the trunk, a wheel)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,7 +10,7 @@ SHARED ?= ../shared/data
 BIN     = $(VENV)/bin
 DEMO_SOURCES ?= -s $(SHARED)/real/liveportrait_driving_videos/d20.mp4 -s $(SHARED)/fake/dfdc_train/widuwuoiur.mp4
 
-.PHONY: demo test soak venv system-deps models training-models clean
+.PHONY: demo test soak gpu-kit venv system-deps models training-models clean
 
 $(BIN)/dfstream: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +56,20 @@ test: venv system-deps training-models
 # 30): RSS, descriptors and processes sampled to out/soak/ (not part of `make test`)
 soak: venv system-deps
 	nice -n 10 $(BIN)/python -m pytest -q -s -p no:cacheprovider -m soak tests/test_soak.py
+
+# A lent GPU machine gets the repository and at most 64 MiB beside it, and has no PyAV, no ZeroMQ and none of
+# ../shared: the real train bucket of leave-one-family-out cut into faces (train/pack.py, ~42 MiB), the UltraFace
+# trunk the default backbone starts from, and the one pure-Python package its image lacks for that trunk.
+# Then train/gpu_train.sh there (README, "Training on a lent GPU").
+GPU_KIT ?= .gpu
+gpu-kit: models
+	mkdir -p $(GPU_KIT)/models $(GPU_KIT)/whl
+	$(BIN)/dfstream lofo folds -o $(GPU_KIT)/folds >/dev/null
+	$(BIN)/dfstream train pack --real $(GPU_KIT)/folds/real-only/train.tsv -o $(GPU_KIT)/real_train.npz
+	cp "$$($(BIN)/python -c 'from engines.registry import resolve; print(resolve("ultraface-rfb320"))')" $(GPU_KIT)/models/
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: -d $(GPU_KIT)/whl "onnx2torch==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("onnx2torch"))')"
+	rm -rf $(GPU_KIT)/folds
+	@du -sh $(GPU_KIT)
 
 clean:
 	rm -rf $(VENV) out *.egg-info

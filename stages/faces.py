@@ -20,7 +20,6 @@ from pipeline.config import DetectConfig, SourceConfig
 from pipeline.messages import FrameMessage
 from pipeline.stage import StageError
 from stages.detect import DetectStage
-from stages.source import SourceStage, probe
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"}
@@ -214,6 +213,9 @@ class FaceCropper:
         keep_frames: bool = False,
     ) -> Iterator[FaceCrop]:
         """Crops from every ``every_n_frames``-th frame (frame sampling), up to ``max_frames`` sampled frames."""
+        # the decoder (PyAV) is imported only here: a face pack trains where there is none (train.pack)
+        from stages.source import SourceStage, probe
+
         info = probe(str(path))
         source = SourceStage(SourceConfig(info))
         source.open()

@@ -402,7 +402,7 @@ def test_the_dataset_smooths_only_when_asked():
 
 
 def test_sbi_landmarks_auto_uses_the_68_point_model_only_when_it_is_installed(tmp_path, monkeypatch, caplog):
-    from train.detector import sbi_landmark_model
+    from train.datasets import sbi_landmark_model
 
     assert sbi_landmark_model("none") is None
     if (SHARED_DATA / "models").is_dir():

@@ -21,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,6 +31,8 @@ import numpy as np
 from engines.alignment import alignment_matrix, template_points
 from engines.registry import write_atomically
 from stages.faces import FaceCropper, default_detect_config, is_image, is_video, list_media
+
+log = logging.getLogger(__name__)
 
 CACHE_SIZE = 224
 CACHE_MARGIN = 2.0
@@ -121,6 +124,11 @@ def labelled_folder(folder: str | Path) -> list[LabelledMedia]:
     return [replace(i, group=i.path.stem) if i.path.stem in shared else i for i in items]
 
 
+def excluded(path: str | Path, patterns: tuple[str, ...]) -> bool:
+    """Whether ``path`` (whole, or its file name) matches one of the glob ``patterns``."""
+    return any(fnmatch.fnmatch(str(path), pat) or fnmatch.fnmatch(Path(path).name, pat) for pat in patterns)
+
+
 def gather(inputs: list[str | Path], default_label: int | None = None, exclude: tuple[str, ...] = ()) -> list[LabelledMedia]:
     """Labelled media from list files, labelled folders, or (with ``default_label``) plain folders/files."""
     items: list[LabelledMedia] = []
@@ -135,7 +143,7 @@ def gather(inputs: list[str | Path], default_label: int | None = None, exclude: 
         else:
             raise FileNotFoundError(f"{p}: not a labelled folder (real/, fake/) or a list file")
     if exclude:
-        items = [i for i in items if not any(fnmatch.fnmatch(str(i.path), pat) or fnmatch.fnmatch(i.path.name, pat) for pat in exclude)]
+        items = [i for i in items if not excluded(i.path, exclude)]
     return items
 
 
@@ -204,6 +212,30 @@ def cache_aligned_fakes(folder: str | Path, cache_dir: str | Path, margin: float
         write_atomically(target, lambda f: np.savez(f, crops=np.asarray(crops, np.uint8), landmarks=landmarks,
                                                      frames=np.zeros(len(crops), np.int64)))
     return {"path": str(folder), "label": 1, "file": str(target)}
+
+
+AUTO_SBI_LANDMARKS = "pfld68"
+
+
+def sbi_landmark_model(name: str | None) -> str | None:
+    """The landmark model that will shape the self-blending masks, or None for the 5-point polygon.
+    ``auto``: the registered 68-point model when it is installed; a bad name fails here, before
+    minutes of face caching."""
+    from engines.registry import ModelNotFoundError, get_entry, resolve
+
+    if name is None or str(name).lower() in ("", "none"):
+        return None
+    if name == "auto":
+        try:
+            resolve(AUTO_SBI_LANDMARKS)
+        except ModelNotFoundError as exc:
+            log.warning("self-blending masks fall back to the 5-point polygon: %s", exc)
+            return None
+        return AUTO_SBI_LANDMARKS
+    if get_entry(name).landmark_input is None:
+        raise ValueError(f"--sbi-landmarks {name}: not a landmark model")
+    resolve(name)  # installed and intact, or a clear error now
+    return name
 
 
 def cache_dense_landmarks(records: list[dict], landmark_model: str, progress=None) -> list[dict]:

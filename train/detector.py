@@ -30,9 +30,10 @@ import numpy as np
 
 from engines.metadata import ModelMetadata
 from train import common
-from train.datasets import (FaceDataset, cache_aligned_fakes, cache_dense_landmarks, cache_faces, gather, load_cached,
-                            to_tensor)
+from train.datasets import (FaceDataset, cache_aligned_fakes, cache_dense_landmarks, cache_faces, excluded, gather,
+                            load_cached, sbi_landmark_model, to_tensor)
 from train.loop import LoopConfig, TrainingLoop, tensorboard_writer
+from train.pack import read_pack_header, unpack
 from train.settings import DetectorTraining
 
 log = logging.getLogger(__name__)
@@ -127,30 +128,6 @@ def make_metadata(cfg: dict, metrics: dict | None = None, training: dict | None 
         "-> sigmoid (engines.networks.detector.FrameDetector)", training, metrics)
 
 
-AUTO_SBI_LANDMARKS = "pfld68"
-
-
-def sbi_landmark_model(name: str | None) -> str | None:
-    """The landmark model that will shape the self-blending masks, or None for the 5-point polygon.
-    ``auto``: the registered 68-point model when it is installed; a bad name fails here, before
-    minutes of face caching."""
-    from engines.registry import ModelNotFoundError, get_entry, resolve
-
-    if name is None or str(name).lower() in ("", "none"):
-        return None
-    if name == "auto":
-        try:
-            resolve(AUTO_SBI_LANDMARKS)
-        except ModelNotFoundError as exc:
-            log.warning("self-blending masks fall back to the 5-point polygon: %s", exc)
-            return None
-        return AUTO_SBI_LANDMARKS
-    if get_entry(name).landmark_input is None:
-        raise ValueError(f"--sbi-landmarks {name}: not a landmark model")
-    resolve(name)  # installed and intact, or a clear error now
-    return name
-
-
 def _split_by_source(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     if fraction <= 0 or len(records) < 4:
         return records, []
@@ -205,7 +182,7 @@ def evaluate_dataset(model, dataset, metadata, batch_size: int = 64):
 
 # settings a resumed run keeps from its config.json whatever the command line says: they fix
 # the data, the network and the recipe the checkpoint was trained with
-RESUME_KEEPS = ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "exclude", "sbi",
+RESUME_KEEPS = ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "pack", "exclude", "sbi",
                 "sbi_landmarks", "sbi_curriculum", "sbi_inside", "swap_blend", "recon_fakes", "recon_share", "warp_fakes", "smooth_augment", "webcam_augment", "blend_map", "ema",
                 "sam")
 
@@ -222,7 +199,12 @@ def _run_config(config: dict, run_dir: Path, resume: bool) -> dict:
         for key in RESUME_KEEPS:
             if key in saved:
                 cfg[key] = saved[key]
-    cfg["sbi_landmarks"] = sbi_landmark_model(cfg["sbi_landmarks"])
+    cfg["pack"] = [cfg["pack"]] if isinstance(cfg["pack"], str) else list(cfg["pack"] or ())
+    packed_landmarks = {read_pack_header(pack)["landmark_model"] for pack in cfg["pack"]}
+    if cfg["sbi_landmarks"] == "auto" and len(packed_landmarks) == 1 and None not in packed_landmarks:
+        cfg["sbi_landmarks"] = packed_landmarks.pop()  # the packs' own points: no landmark model needed here
+    else:
+        cfg["sbi_landmarks"] = sbi_landmark_model(cfg["sbi_landmarks"])
     cfg["backbone"] = choose_backbone(cfg["backbone"])
     recon = cfg["recon_fakes"]
     cfg["recon_fakes"] = [recon] if isinstance(recon, str) else list(recon or ())  # one path in configs written before
@@ -259,20 +241,25 @@ def _reconstructor(cfg: dict):
 def _datasets(cfg: dict, run: common.RunDir, bar):
     """(face records, training cache, training set, validation set or None): the media's faces, found
     and cached once, split by source file; the split is written to the run's faces.json."""
-    items = gather(cfg["data"], exclude=tuple(cfg["exclude"])) if cfg["data"] else []
-    items += gather(cfg["real"], default_label=0, exclude=tuple(cfg["exclude"])) if cfg["real"] else []
-    items += gather(cfg["fake"], default_label=1, exclude=tuple(cfg["exclude"])) if cfg["fake"] else []
-    if not items:
-        raise ValueError("no training media: give --data (real/ and fake/ folders or a list file), --real or --fake")
-    if not cfg["sbi"] and not any(i.label == 1 for i in items):
-        raise ValueError("no fake media and --no-sbi: nothing to learn 'fake' from")
-    if not any(i.label == 0 for i in items):
-        raise ValueError("no real media: self-blending and the 'real' class both need real faces")
+    exclude = tuple(cfg["exclude"])
+    items = gather(cfg["data"], exclude=exclude) if cfg["data"] else []
+    items += gather(cfg["real"], default_label=0, exclude=exclude) if cfg["real"] else []
+    items += gather(cfg["fake"], default_label=1, exclude=exclude) if cfg["fake"] else []
     cache_dir = Path(cfg["cache_dir"]) if cfg["cache_dir"] else common.cache_root() / "faces"
+    packed = [r for pack in cfg["pack"] for r in unpack(pack, cache_dir) if not excluded(r["path"], exclude)]
+    labels = {i.label for i in items} | {r["label"] for r in packed}
+    if not items and not packed:
+        raise ValueError("no training media: give --data (real/ and fake/ folders or a list file), --real, --fake or --pack")
+    if not cfg["sbi"] and 1 not in labels:
+        raise ValueError("no fake media and --no-sbi: nothing to learn 'fake' from")
+    if 0 not in labels:
+        raise ValueError("no real media: self-blending and the 'real' class both need real faces")
 
-    records = cache_faces(items, cache_dir, cfg["every_n_frames"], cfg["max_frames"], cfg["max_faces"], cfg["face_detector"], progress=bar)
-    if cfg["sbi"] and cfg["sbi_landmarks"]:
-        records = cache_dense_landmarks(records, cfg["sbi_landmarks"], progress=bar)
+    records = packed + cache_faces(items, cache_dir, cfg["every_n_frames"], cfg["max_frames"], cfg["max_faces"],
+                                   cfg["face_detector"], progress=bar)
+    if cfg["sbi"] and cfg["sbi_landmarks"]:  # a pack brings its own
+        records = [r for r in records if "dense" in r] + cache_dense_landmarks(
+            [r for r in records if "dense" not in r], cfg["sbi_landmarks"], progress=bar)
     train_recs, val_recs = _split_by_source(records, float(cfg["val_fraction"]), int(cfg["seed"]))
     # our own fakes only teach; validation stays on the media the user gave
     train_recs += [cache_aligned_fakes(folder, cache_dir, float(cfg["extra_fakes_margin"])) for folder in cfg["extra_fakes"]]

@@ -16,6 +16,7 @@ class DetectorTraining:
     data: list[str] = field(default_factory=list)  # labelled folders (real/, fake/) or list files (path<TAB>label)
     real: list[str] = field(default_factory=list)  # folders / files of real media
     fake: list[str] = field(default_factory=list)  # folders / files of fake media
+    pack: list[str] = field(default_factory=list)  # face packs (train.pack): media already cut into faces, e.g. on a GPU machine
     extra_fakes: list[str] = field(default_factory=list)  # folders of already aligned fake face crops (our DCGAN samples, our swaps): training only
     extra_fakes_margin: float = 1.3  # the alignment margin those crops were cut with
     exclude: list[str] = field(default_factory=list)  # glob patterns of media to leave out (held-out evaluation clips)

@@ -107,7 +107,7 @@ def train_temporal(detector_checkpoint: str | Path, inputs: list[str], run_dir: 
 
     from engines.networks import build_model
 
-    from train.detector import sbi_landmark_model
+    from train.datasets import sbi_landmark_model
 
     if not 0.0 <= warp_fakes <= 1.0:
         raise ValueError(f"--warp-fakes is a share of the fake sequences, between 0 and 1: got {warp_fakes}")

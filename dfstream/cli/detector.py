@@ -58,6 +58,8 @@ def webcam_grade_options(function):
 @click.option("--data", multiple=True, help="Labelled folder (real/ and fake/ inside) or list file of 'path<TAB>label' lines. Repeatable.")
 @click.option("--real", multiple=True, help="Folder or file of real images/videos. Repeatable.")
 @click.option("--fake", multiple=True, help="Folder or file of fake images/videos. Repeatable.")
+@click.option("--pack", multiple=True, help="Face pack (`dfstream train pack`): media already cut into faces, for a "
+              "machine without the media or a video decoder. Repeatable; with or instead of --data/--real/--fake.")
 @click.option("--extra-fakes", multiple=True, help="Folder of already aligned fake face crops (e.g. `dfstream train gan "
               "--samples-out`, our swapper's output) added to the training fakes, without face detection. Repeatable.")
 @click.option("--extra-fakes-margin", type=float, default=DetectorTraining.extra_fakes_margin, show_default=True,
@@ -158,6 +160,43 @@ def train_detector_command(run_dir, resume, progress, verbose, **options):
         raise one_line_error(exc) from None
     click.echo(f"checkpoint: {last}")
     click.echo(f"export:     dfstream export {last} -o detector.onnx")
+
+
+@click.command("pack")
+@click.option("--data", multiple=True, help="Labelled folder (real/ and fake/ inside) or list file of 'path<TAB>label' lines. Repeatable.")
+@click.option("--real", multiple=True, help="Folder, file or list file of real images/videos. Repeatable.")
+@click.option("--fake", multiple=True, help="Folder, file or list file of fake images/videos. Repeatable.")
+@click.option("--exclude", multiple=True, help="Glob of media to leave out. Repeatable.")
+@click.option("--every-n-frames", type=click.IntRange(1), default=DetectorTraining.every_n_frames, show_default=True)
+@click.option("--max-frames", type=click.IntRange(1), default=DetectorTraining.max_frames, show_default=True,
+              help="Sampled frames per video at most.")
+@click.option("--max-faces", type=click.IntRange(1), default=DetectorTraining.max_faces, show_default=True)
+@click.option("--face-detector", default=DetectorTraining.face_detector, show_default=True)
+@click.option("--sbi-landmarks", default=DetectorTraining.sbi_landmarks, show_default=True,
+              help="Landmark model whose 68 points go into the pack for the self-blending masks (none: leave them out).")
+@click.option("--quality", type=click.IntRange(50, 100), default=90, show_default=True, help="JPEG quality of the crops.")
+@click.option("--cache-dir", default=None, help="Face-crop cache (default ~/.cache/dfstream/faces).")
+@click.option("-o", "--output", required=True, help="The pack to write (.npz).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+@click.option("-v", "--verbose", is_flag=True)
+def train_pack_command(data, real, fake, exclude, every_n_frames, max_frames, max_faces, face_detector, sbi_landmarks,
+                       quality, cache_dir, output, progress, verbose):
+    """Cut the training media into faces and pack them in one file (`train detector --pack`): training on a
+    machine that has neither the media nor a video decoder, such as a lent GPU."""
+    verbose_logging(verbose)
+    from train.pack import pack_media
+
+    try:
+        result = pack_media({"data": list(data), "real": list(real), "fake": list(fake)}, output, exclude=tuple(exclude),
+                            every_n_frames=every_n_frames, max_frames=max_frames, max_faces=max_faces,
+                            face_detector=face_detector, landmark_model=sbi_landmarks, cache_dir=cache_dir,
+                            quality=quality, progress=progress_bars(progress))
+    except user_errors() as exc:
+        raise one_line_error(exc) from None
+    dense = f", {result['dense_landmarks']} landmarks" if result["dense_landmarks"] else ", no dense landmarks"
+    click.echo(f"packed {result['faces']} faces of {result['files']} files{dense}: {result['path']} "
+               f"({result['bytes'] / 2**20:.1f} MiB)")
+    click.echo(f"train:  dfstream train detector --pack {result['path']} --run-dir RUN")
 
 
 @click.command("sharpness")

@@ -14,8 +14,8 @@ import click
 
 from dfstream.cli.bench import bench_command
 from dfstream.cli.detector import (calibrate_command, eval_command, lofo_group, predict_command, train_detector_command,
-                                   train_ensemble_command, train_fusion_command, train_recon_command, train_sharpness_command,
-                                   train_temporal_command)
+                                   train_ensemble_command, train_fusion_command, train_pack_command, train_recon_command,
+                                   train_sharpness_command, train_temporal_command)
 from dfstream.cli.generate import swapper_eval_command, train_gan_command, train_swapper_command
 from dfstream.cli.models import build_engine_command, export_command, models_group
 from dfstream.cli.web import keys_command, monitor_token_command
@@ -457,6 +457,7 @@ train_group.add_command(train_temporal_command, "temporal")
 train_group.add_command(train_ensemble_command, "ensemble")
 train_group.add_command(train_fusion_command, "fusion")
 train_group.add_command(train_sharpness_command, "sharpness")
+train_group.add_command(train_pack_command, "pack")
 train_group.add_command(train_recon_command, "recon")
 train_group.add_command(train_swapper_command, "swapper")
 train_group.add_command(train_gan_command, "gan")
