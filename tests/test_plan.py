@@ -27,6 +27,11 @@ def test_plan_out_writes_every_replica_with_tcp_endpoints_and_reads_back(tmp_pat
     assert all(s.inbox.startswith("tcp://") for s in plan.specs if s.inbox)
     assert config.streams[0].url == str(shared(CLIP))
     assert plan.spec("detect[1]").config.crop_size == (64, 64)
+    # the verdict lines come back whole, the same for the stage that draws them and the one that reports them
+    from pipeline.config import VerdictRule
+
+    verdict = plan.spec("annotate[0]").config.verdict
+    assert isinstance(verdict, VerdictRule) and verdict == plan.spec("sink[0]").config.verdict == config.annotate.verdict
 
 
 @needs_shared_data
