@@ -102,3 +102,18 @@ def test_a_detector_trains_from_a_pack_without_the_media_or_a_video_decoder(tmp_
     training = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["metadata"]["training"]
     assert len(training["data"]) == 6 and all(p.startswith(str(photos)) for p in training["data"])
     assert training["sbi_landmarks"] == json.loads(json.dumps(config["sbi_landmarks"]))
+
+
+def test_the_reconstruction_autoencoder_trains_from_a_packs_real_faces(tmp_path):
+    from train.pack import write_pack
+    from train.recon import fit
+
+    (tmp_path / "cache").mkdir()
+    records = [_cached_record(tmp_path / "cache", "real", 0, 12, 0), _cached_record(tmp_path / "cache", "fake", 1, 12, 1),
+               _cached_record(tmp_path / "cache", "real2", 0, 8, 2)]
+    write_pack(records, tmp_path / "faces.npz")
+    result = fit([], tmp_path / "ae.pt", packs=(str(tmp_path / "faces.npz"),), cache_dir=tmp_path / "unpacked", steps=2,
+                 device="cpu")
+    assert (result["faces"], result["files"], result["steps"], result["device"]) == (20, 2, 2, "cpu")  # no fake face
+    with pytest.raises(ValueError, match="--real or --pack"):
+        fit([], tmp_path / "none.pt", packs=(), cache_dir=tmp_path / "unpacked")

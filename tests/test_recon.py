@@ -97,3 +97,29 @@ def test_a_nearest_upsampling_autoencoder_redraws_and_several_autoencoders_share
     assert {next(i for i, m in enumerate(by_member) if np.array_equal(d, m)) for d in drawn} == {0, 1}
     with pytest.raises(ValueError, match="upsample"):
         build_autoencoder(8, "bilinear")
+
+
+def test_a_pasted_redrawing_replaces_the_inner_face_and_leaves_the_frame_real():
+    from train.datasets import FaceDataset
+
+    crops = _wide_crops(6)
+    landmarks = np.tile(np.array([[80, 90], [144, 90], [112, 120], [88, 150], [136, 150]], np.float32), (6, 1, 1))
+    cached = {"crops": crops, "landmarks": landmarks, "labels": np.zeros(6, np.int64),
+              "source": np.arange(6), "frames": np.zeros(6, np.int64)}
+    data = FaceDataset(cached, (224, 224), 2.0, sbi=True, train=False, reconstruct=lambda wide, rng: np.full_like(wide, 7),
+                       recon_share=1.0, recon_paste=True)
+    for i, (face, kind) in enumerate(data.index):
+        if kind != 2:
+            continue
+        crop, label = data[i]
+        real = data[[j for j, (f, k) in enumerate(data.index) if f == face and k == 0][0]][0]
+        change = np.abs(crop.astype(int) - real.astype(int)).max(axis=2)
+        assert label == 1 and change[100:130, 100:130].mean() > 10  # the inner face is the generator's
+        assert np.mean(change == 0) > 0.3  # around it, the real frame (a whole redrawing leaves none of it)
+
+
+def test_training_on_a_pack_with_pasted_redrawings_needs_their_share(tmp_path):
+    from train.detector import _run_config
+
+    with pytest.raises(ValueError, match="--recon-share"):
+        _run_config({"recon_paste": True, "real": ["x"]}, tmp_path, resume=False)

@@ -419,7 +419,10 @@ class FaceDataset:
     a face of another source file rendered in) instead of self-blends, drawn per face and epoch.
     ``smooth``: :func:`augment` also applies edge-preserving smoothing, to real and fake alike.
     ``reconstruct`` / ``recon_share``: this share of the synthesised fakes are the real wide crop
-    redrawn whole by a reconstruction autoencoder (:class:`train.recon.Reconstructor`), drawn first.
+    redrawn whole by a reconstruction autoencoder (:class:`train.recon.Reconstructor`), drawn first;
+    with ``recon_paste``, only its inner face is kept, rendered in as a live swapper renders its
+    generator's face (:func:`train.swapblend.swap_blend`, the redrawing as the donor): low resolution,
+    colour-matched, a soft mask, the rest of the frame real.
     ``warp_share``: this share of the synthesised fakes are warp fakes (:func:`train.warpfake.warp_fake`:
     another frame of the same source file warped to this face's landmarks), drawn next.
     ``webcam``: :func:`augment` also degrades half the crops as a video call does, real and fake alike.
@@ -433,7 +436,7 @@ class FaceDataset:
     def __init__(self, cached: dict, size: tuple[int, int], margin: float, sbi: bool = True, train: bool = True, seed: int = 0,
                  pairs: bool = False, inside: bool = False, smooth: bool = False, blend_map: bool = False,
                  swap_share: float = 0.0, webcam: bool = False, reconstruct=None, recon_share: float = 0.0,
-                 warp_share: float = 0.0):
+                 warp_share: float = 0.0, recon_paste: bool = False):
         self.c = cached
         self.size = tuple(size)
         self.margin = margin
@@ -448,6 +451,7 @@ class FaceDataset:
         self.swap_share = float(swap_share) if sbi else 0.0
         self.reconstruct = reconstruct
         self.recon_share = float(recon_share) if sbi and reconstruct is not None else 0.0
+        self.recon_paste = bool(recon_paste)
         self.warp_share = float(warp_share) if sbi else 0.0
         self.epoch = 0
         self.blend_strength = 1.0
@@ -506,7 +510,13 @@ class FaceDataset:
             dense = self.c["dense"][face] if "dense" in self.c else None
             dense = dense if dense is not None and np.isfinite(dense).all() else None
             if self.recon_share and blend_rng.random() < self.recon_share:
-                wide = self.reconstruct(wide, blend_rng)  # redrawn whole: no seam, no mask
+                redrawn = self.reconstruct(wide, blend_rng)
+                if self.recon_paste:  # the generator's face in the real frame: the same landmarks, so no warp
+                    from train.swapblend import swap_blend
+
+                    wide, mask = swap_blend(wide, lm, redrawn, lm, blend_rng, dense=dense, return_mask=True)
+                else:
+                    wide = redrawn  # redrawn whole: no seam, no mask
             elif self.warp_share and (warped := self._warp(face, wide, lm, dense, blend_rng)):
                 wide, mask = warped
             elif self.swap_share and blend_rng.random() < self.swap_share:

@@ -183,7 +183,7 @@ def evaluate_dataset(model, dataset, metadata, batch_size: int = 64):
 # settings a resumed run keeps from its config.json whatever the command line says: they fix
 # the data, the network and the recipe the checkpoint was trained with
 RESUME_KEEPS = ("backbone", "stem", "input_size", "margin", "drop_rate", "seed", "data", "real", "fake", "pack", "exclude", "sbi",
-                "sbi_landmarks", "sbi_curriculum", "sbi_inside", "swap_blend", "recon_fakes", "recon_share", "warp_fakes", "smooth_augment", "webcam_augment", "blend_map", "ema",
+                "sbi_landmarks", "sbi_curriculum", "sbi_inside", "swap_blend", "recon_fakes", "recon_share", "recon_paste", "warp_fakes", "smooth_augment", "webcam_augment", "blend_map", "ema",
                 "sam")
 
 
@@ -215,6 +215,8 @@ def _run_config(config: dict, run_dir: Path, resume: bool) -> dict:
         raise ValueError(f"--swap-blend {cfg['swap_blend']}: a share, from 0 to 1")
     if cfg["swap_blend"] and not cfg["sbi"]:
         raise ValueError("--swap-blend replaces some self-blends: drop --no-sbi")
+    if cfg["recon_paste"] and not cfg["recon_share"]:
+        raise ValueError("--recon-paste pastes the redrawn faces of --recon-share: give that share (and --recon-fakes)")
     if cfg["warp_fakes"] and not cfg["sbi"]:
         raise ValueError("--warp-fakes replaces some self-blends: drop --no-sbi")
     if blend_map_weight and not cfg["sbi"]:
@@ -274,7 +276,7 @@ def _datasets(cfg: dict, run: common.RunDir, bar):
                             smooth=bool(cfg["smooth_augment"]), webcam=bool(cfg["webcam_augment"]), blend_map=blend_map,
                             swap_share=float(cfg["swap_blend"] or 0.0),
                             reconstruct=_reconstructor(cfg), recon_share=float(cfg["recon_share"] or 0.0),
-                            warp_share=float(cfg["warp_fakes"] or 0.0))
+                            warp_share=float(cfg["warp_fakes"] or 0.0), recon_paste=bool(cfg["recon_paste"]))
     val_set = None
     if val_recs:
         val_cache = load_cached(val_recs)
@@ -346,6 +348,7 @@ def _training_info(cfg: dict, run: common.RunDir, records: list[dict], train_cac
         "webcam_augment": bool(cfg["webcam_augment"]),
         "recon_fakes": cfg["recon_fakes"],
         "recon_share": float(cfg["recon_share"] or 0.0) if cfg["sbi"] else 0.0,
+        "recon_paste": bool(cfg["recon_share"] and cfg["recon_paste"]),
         "warp_fakes": float(cfg["warp_fakes"] or 0.0) if cfg["sbi"] else 0.0,
         "blend_map": float(cfg["blend_map"] or 0.0),
         "seed": int(cfg["seed"]),

@@ -7,8 +7,11 @@
 # SEEDS (default "0 1 2") runs one after the other, each for MINUTES (default 2.5) of wall time at most, STEPS
 # (default 20000) at most. Each seed's last checkpoint and config come back as $OUT/s<seed>.pt and .json, with
 # the log: export and score them here (`dfstream export`, `dfstream lofo score`; README "Training on a lent GPU").
+# RECON_STEPS=N first trains the reconstruction autoencoder on the pack's faces (returned as $OUT/recon.pt) and
+# gives it to every seed as --recon-fakes: the recipes that redraw faces (--recon-share, --recon-paste).
 set -euo pipefail
 kit=${KIT:-.gpu}
+device=${DEVICE:-cuda}  # cpu: a dry run of this script on a machine without one
 out=${OUT:?set OUT to the folder whose files come back}
 [ -f "$kit/real_train.npz" ] || { echo "no $kit/real_train.npz: run 'make gpu-kit' here first and carry $kit" >&2; exit 2; }
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$kit"/whl/*.whl
@@ -20,12 +23,18 @@ log="$out/gpu_train.log"
   # the TensorRT path needs torch-tensorrt, which this image lacks and which does not fit the carry: these skip
   python3 -m pytest -q -p no:cacheprovider tests/test_engines_tensorrt.py -rs || true
 } 2>&1 | tee "$log"
+recon=()
+if [ -n "${RECON_STEPS:-}" ]; then
+  python3 -m dfstream train recon --pack "$kit/real_train.npz" --device "$device" --steps "$RECON_STEPS" \
+      --cache-dir /tmp/dfstream-faces -o "$out/recon.pt" --no-progress 2>&1 | tee -a "$log"
+  recon=(--recon-fakes "$out/recon.pt")
+fi
 for seed in ${SEEDS:-0 1 2}; do
   run="/tmp/dfstream-runs/s$seed"
   rm -rf "$run"
-  python3 -m dfstream train detector --pack "$kit/real_train.npz" --device cuda --seed "$seed" --run-dir "$run" \
+  python3 -m dfstream train detector --pack "$kit/real_train.npz" --device "$device" --seed "$seed" --run-dir "$run" \
       --steps "${STEPS:-20000}" --time-limit "${MINUTES:-2.5}" --workers "${WORKERS:-12}" --threads 4 --no-progress \
-      --cache-dir /tmp/dfstream-faces "$@" 2>&1 | tee -a "$log"
+      --cache-dir /tmp/dfstream-faces "${recon[@]}" "$@" 2>&1 | tee -a "$log"
   cp "$run/checkpoints/last.pt" "$out/s$seed.pt"
   cp "$run/config.json" "$out/s$seed.json"
 done

@@ -89,11 +89,16 @@ def reconstruction_loss(redrawn, target, edge_weight: float = EDGE_WEIGHT):
 
 def train_recon(crops: np.ndarray, output: str | Path, steps: int = 1500, batch_size: int = 16, lr: float = 2e-3,
                 width: int = 32, seed: int = 0, minutes: float | None = None, patch: int = PATCH,
-                edge_weight: float = EDGE_WEIGHT, upsample: str = "transposed", progress=None) -> dict:
+                edge_weight: float = EDGE_WEIGHT, upsample: str = "transposed", device: str = "auto",
+                progress=None) -> dict:
     """Train the autoencoder on random ``patch``-px patches of real wide crops (N x 224 x 224 x 3 uint8
-    BGR; ``patch`` a multiple of 8, at most the crop); save it to ``output``."""
+    BGR; ``patch`` a multiple of 8, at most the crop) on ``device`` (train.common.training_device); save it
+    to ``output``, its weights on the CPU, where the detector's data loading redraws with it."""
     import torch
 
+    from train.common import device_name, training_device
+
+    device = training_device(device)
     if len(crops) < batch_size:
         raise ValueError(f"{len(crops)} real faces: too few to train the reconstruction autoencoder")
     size = crops.shape[1]
@@ -101,7 +106,7 @@ def train_recon(crops: np.ndarray, output: str | Path, steps: int = 1500, batch_
         raise ValueError(f"--patch {patch}: must be a multiple of 8 between 8 and the crop size {size}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = build_autoencoder(width, upsample)
+    model = build_autoencoder(width, upsample).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     started, losses = time.monotonic(), []
@@ -112,7 +117,7 @@ def train_recon(crops: np.ndarray, output: str | Path, steps: int = 1500, batch_
         batch = crops[pick, top:top + patch, left:left + patch]
         flip = rng.random(batch_size) < 0.5
         batch[flip] = batch[flip][:, :, ::-1]
-        x = _to_tensor(batch)
+        x = _to_tensor(batch).to(device)
         loss = reconstruction_loss(model(x), x, edge_weight)
         optimiser.zero_grad()
         loss.backward()
@@ -122,9 +127,9 @@ def train_recon(crops: np.ndarray, output: str | Path, steps: int = 1500, batch_
         if minutes is not None and time.monotonic() - started > 60 * minutes:
             log.warning("recon: time limit reached at step %d of %d", step + 1, steps)
             break
-    record = {"state_dict": model.state_dict(), "width": width, "size": RECON_SIZE, "steps": len(losses),
-              "final_loss": float(np.mean(losses[-50:])), "seed": seed, "patch": patch, "edge_weight": edge_weight,
-              "upsample": upsample}
+    record = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "width": width, "size": RECON_SIZE,
+              "steps": len(losses), "final_loss": float(np.mean(losses[-50:])), "seed": seed, "patch": patch,
+              "edge_weight": edge_weight, "upsample": upsample, "device": device_name(device)}
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(record, output)
@@ -174,22 +179,27 @@ class AnyReconstructor:
 
 
 def fit(real: list[str], output: str | Path, exclude: tuple[str, ...] = (), face_detector: str = "auto",
-        cache_dir: str | Path | None = None, max_faces_used: int = 6000, progress=None, **train_options) -> dict:
-    """``dfstream train recon``: the real media's cached wide crops (as the detector caches them), then
-    :func:`train_recon` on at most ``max_faces_used`` of them."""
+        cache_dir: str | Path | None = None, max_faces_used: int = 6000, packs: tuple[str, ...] = (), progress=None,
+        **train_options) -> dict:
+    """``dfstream train recon``: the real media's cached wide crops (as the detector caches them) and the real
+    faces of face ``packs`` (train.pack), then :func:`train_recon` on at most ``max_faces_used`` of them."""
     from train import common
-    from train.datasets import cache_faces, gather, load_cached
+    from train.datasets import cache_faces, excluded, gather, load_cached
+    from train.pack import unpack
     from train.settings import DetectorTraining
 
+    if train_options.get("device") is not None:
+        common.training_device(train_options["device"])  # a GPU asked for must be there, before minutes of caching
     items = gather(real, default_label=0, exclude=exclude)
-    if not items:
-        raise ValueError("no real media: give --real")
     defaults = DetectorTraining()
     cache = Path(cache_dir) if cache_dir else common.cache_root() / "faces"
-    records = cache_faces(items, cache, defaults.every_n_frames, defaults.max_frames, defaults.max_faces, face_detector,
-                          progress=progress)
+    packed = [r for pack in packs for r in unpack(pack, cache) if r["label"] == 0 and not excluded(r["path"], exclude)]
+    if not items and not packed:
+        raise ValueError("no real media: give --real or --pack")
+    records = packed + cache_faces(items, cache, defaults.every_n_frames, defaults.max_frames, defaults.max_faces,
+                                   face_detector, progress=progress)
     crops = load_cached(records)["crops"]
     if len(crops) > max_faces_used:
         crops = crops[np.random.default_rng(0).choice(len(crops), max_faces_used, replace=False)]
     result = train_recon(crops, output, progress=progress, **train_options)
-    return {**result, "faces": int(len(crops)), "files": len(items), "output": str(output)}
+    return {**result, "faces": int(len(crops)), "files": len(records), "output": str(output)}

@@ -28,6 +28,7 @@ class DetectorTraining:
     smooth_augment: bool = False  # edge-preserving smoothing (denoisers, beauty filters, codecs) among the augmentations
     recon_fakes: tuple[str, ...] = ()  # reconstruction autoencoders (dfstream train recon): whole-redrawn fakes
     recon_share: float = 0.0  # share of the synthesised fakes redrawn by it (train.recon), before swap blends
+    recon_paste: bool = False  # keep only the redrawing's inner face, rendered in as a live swapper does (train.swapblend)
     warp_fakes: float = 0.0  # share of the synthesised fakes made as one-shot talking heads make them (train.warpfake): another frame of the clip warped to this one
     webcam_augment: bool = False  # half the crops degraded as a call delivers a face: shrunk to 30-70 %, JPEG 30-60
     blend_map: float = 0.0  # weight of a second loss: where in the crop the self-blend mixes two images (Face X-ray's boundary); 0: off

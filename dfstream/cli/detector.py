@@ -92,6 +92,10 @@ def webcam_grade_options(function):
                    "redrawing by one of them at random (e.g. one of each --upsample).")
 @click.option("--recon-share", type=click.FloatRange(0, 1), default=DetectorTraining.recon_share, show_default=True,
               metavar="SHARE", help="This share of the synthesised fakes are --recon-fakes redrawings.")
+@click.option("--recon-paste", is_flag=True, default=DetectorTraining.recon_paste,
+              help="Keep only each redrawing's inner face, rendered into the real frame as a live swapper renders its "
+                   "generator's face: low resolution, colour-matched, a soft mask (the swap blends' way, the "
+                   "autoencoder as the generator).")
 @click.option("--warp-fakes", type=click.FloatRange(0, 1), default=DetectorTraining.warp_fakes, show_default=True,
               metavar="SHARE", help="This share of the synthesised fakes are made as one-shot talking heads make a "
                    "frame: another frame of the same clip warped by a smooth field (thin-plate spline through the "
@@ -236,7 +240,9 @@ def train_sharpness_command(real, exclude, sided, name, grades, conditional, fac
 
 
 @click.command("recon")
-@click.option("--real", multiple=True, required=True, help="Folder, file or list file of real images/videos. Repeatable.")
+@click.option("--real", multiple=True, help="Folder, file or list file of real images/videos. Repeatable.")
+@click.option("--pack", multiple=True, help="Face pack (`dfstream train pack`): its real faces, with or instead of --real. "
+              "Repeatable.")
 @click.option("--exclude", multiple=True, help="Glob of media to leave out (held-out people). Repeatable.")
 @click.option("--steps", type=click.IntRange(min=1), default=1500, show_default=True)
 @click.option("--minutes", type=click.FloatRange(min=0.1), default=None, help="Stop after this much wall time.")
@@ -251,18 +257,19 @@ def train_sharpness_command(real, exclude, sided, name, grades, conditional, fac
 @click.option("--face-detector", default="auto", show_default=True)
 @click.option("--cache-dir", default=None, help="Face-crop cache (default ~/.cache/dfstream/faces).")
 @click.option("-o", "--output", required=True, help="The autoencoder to write (.pt), for train detector --recon-fakes.")
+@device_option("auto", "Its weights are saved for the CPU, where the detector's data loading redraws with them.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
 @click.option("-v", "--verbose", is_flag=True)
-def train_recon_command(real, exclude, steps, minutes, seed, patch, upsample, edge_weight, face_detector, cache_dir,
-                        output, progress, verbose):
+def train_recon_command(real, pack, exclude, steps, minutes, seed, patch, upsample, edge_weight, face_detector, cache_dir,
+                        output, device, progress, verbose):
     """Train the reconstruction autoencoder: real faces redrawn whole, fakes with no seam (train.recon)."""
     verbose_logging(verbose)
     from train.recon import fit
 
     try:
         result = fit(list(real), output, exclude=tuple(exclude), face_detector=face_detector, cache_dir=cache_dir,
-                     steps=steps, minutes=minutes, seed=seed, patch=patch, upsample=upsample, edge_weight=edge_weight,
-                     progress=progress_bars(progress))
+                     packs=tuple(pack), steps=steps, minutes=minutes, seed=seed, patch=patch, upsample=upsample,
+                     edge_weight=edge_weight, device=device, progress=progress_bars(progress))
     except user_errors() as exc:
         raise one_line_error(exc) from None
     click.echo(f"autoencoder: {result['steps']} steps on {result['faces']} faces of {result['files']} files, "
