@@ -50,7 +50,7 @@ class FakeRule:
     than cooldown_seconds after its last alert.
 
     Left unset, the thresholds follow the verdict the camera's run draws, whatever the model's
-    calibration: on where the box turns red (the camera's threshold + the uncertain band), off
+    calibration: on where the box turns red (the camera's threshold + the model's uncertain band), off
     at the threshold itself.  Fixed numbers mean nothing across models: the default detector's
     calibrated P(fake) lies between about 0.33 and 0.71, so an alert at 0.8 could never fire."""
 
