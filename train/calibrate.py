@@ -108,17 +108,22 @@ def threshold_for_false_alarms(real_scores, rate: float) -> float:
     return float(np.nextafter(above, 1.0))
 
 
+def _weighted_order(values, weights) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` sorted, and the share of the whole weight that lies at or before each of them."""
+    values, weights = np.asarray(values, np.float64), np.asarray(weights, np.float64)
+    order = np.argsort(values, kind="stable")
+    return values[order], np.cumsum(weights[order]) / weights.sum()
+
+
 def real_line(fake_scores, families, rate: float) -> float:
     """The highest score at or under which at most ``rate`` of the fakes lie, each family weighing alike:
     a face scored under it is called real with at most that share of the known fakes called so too."""
-    s, families = np.asarray(fake_scores, np.float64), np.asarray(families)
-    if len(s) == 0:
+    families = np.asarray(families)
+    if len(families) == 0:
         raise ValueError("no fake videos scored to set the line for real on")
-    names = sorted(set(families))
-    w = np.array([1.0 / (len(names) * np.sum(families == f)) for f in families])
-    order = np.argsort(s, kind="stable")
-    over = np.flatnonzero(np.cumsum(w[order]) > rate + 1e-12)[0]  # the first fake the line may not reach
-    return float(np.nextafter(s[order][over], -np.inf))
+    values, share = _weighted_order(fake_scores, [1.0 / np.sum(families == f) for f in families])
+    over = np.flatnonzero(share > rate + 1e-12)[0]  # the first fake the line may not reach
+    return float(np.nextafter(values[over], -np.inf))
 
 
 def uncertain_band(score_runs, alpha: float, min_scores: int, quantile: float = BAND_QUANTILE) -> float:
@@ -141,10 +146,8 @@ def uncertain_band(score_runs, alpha: float, min_scores: int, quantile: float = 
         weight.append(np.full(len(strayed), 1.0 / len(strayed)))
     if not wander:
         raise ValueError(f"no real video with {min_scores} or more scores to read the uncertain band on")
-    values, weights = np.concatenate(wander), np.concatenate(weight)
-    order = np.argsort(values)
-    cumulative = np.cumsum(weights[order]) / weights.sum()
-    return float(values[order][min(int(np.searchsorted(cumulative, quantile)), len(values) - 1)])
+    values, share = _weighted_order(np.concatenate(wander), np.concatenate(weight))
+    return float(values[min(int(np.searchsorted(share, quantile)), len(values) - 1)])
 
 
 def _frames(files: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
