@@ -262,6 +262,15 @@ def cache_dense_landmarks(records: list[dict], landmark_model: str, progress=Non
     return records
 
 
+def training_media(data=(), real=(), fake=(), exclude: tuple[str, ...] = ()) -> list[LabelledMedia]:
+    """The media a detector trains on, as ``dfstream train detector`` (and ``train pack``) take them: labelled
+    folders or list files (``data``), real media, fake media, less those ``exclude`` matches."""
+    items = gather(list(data), exclude=exclude) if data else []
+    items += gather(list(real), default_label=0, exclude=exclude) if real else []
+    items += gather(list(fake), default_label=1, exclude=exclude) if fake else []
+    return items
+
+
 def real_media(real: list[str], exclude: tuple[str, ...] = ()) -> list[LabelledMedia]:
     """The media a reference on real faces is measured on: refused if any is labelled fake, or if there is none."""
     items = gather(real, default_label=0, exclude=tuple(exclude))

@@ -30,10 +30,10 @@ import numpy as np
 
 from engines.metadata import ModelMetadata
 from train import common
-from train.datasets import (FaceDataset, cache_aligned_fakes, cache_dense_landmarks, cache_faces, excluded, gather,
-                            load_cached, sbi_landmark_model, to_tensor)
+from train.datasets import (FaceDataset, cache_aligned_fakes, cache_dense_landmarks, cache_faces, load_cached,
+                            sbi_landmark_model, to_tensor, training_media)
 from train.loop import LoopConfig, TrainingLoop, tensorboard_writer
-from train.pack import read_pack_header, unpack
+from train.pack import read_pack_header, unpack_all
 from train.settings import DetectorTraining
 
 log = logging.getLogger(__name__)
@@ -244,11 +244,9 @@ def _datasets(cfg: dict, run: common.RunDir, bar):
     """(face records, training cache, training set, validation set or None): the media's faces, found
     and cached once, split by source file; the split is written to the run's faces.json."""
     exclude = tuple(cfg["exclude"])
-    items = gather(cfg["data"], exclude=exclude) if cfg["data"] else []
-    items += gather(cfg["real"], default_label=0, exclude=exclude) if cfg["real"] else []
-    items += gather(cfg["fake"], default_label=1, exclude=exclude) if cfg["fake"] else []
+    items = training_media(cfg["data"], cfg["real"], cfg["fake"], exclude)
     cache_dir = Path(cfg["cache_dir"]) if cfg["cache_dir"] else common.cache_root() / "faces"
-    packed = [r for pack in cfg["pack"] for r in unpack(pack, cache_dir) if not excluded(r["path"], exclude)]
+    packed = unpack_all(cfg["pack"], cache_dir, exclude)
     labels = {i.label for i in items} | {r["label"] for r in packed}
     if not items and not packed:
         raise ValueError("no training media: give --data (real/ and fake/ folders or a list file), --real, --fake or --pack")

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from engines.registry import write_atomically
-from train.datasets import CACHE_MARGIN, CACHE_SIZE
+from train.datasets import CACHE_MARGIN, CACHE_SIZE, excluded
 
 PACK_VERSION = 1
 
@@ -121,6 +121,11 @@ def unpack(path: str | Path, cache_dir: str | Path) -> list[dict]:
     return records
 
 
+def unpack_all(packs, cache_dir: str | Path, exclude: tuple[str, ...] = ()) -> list[dict]:
+    """The cache records of every pack in ``packs`` (:func:`unpack`), less the files ``exclude`` matches."""
+    return [r for pack in packs for r in unpack(pack, cache_dir) if not excluded(r["path"], exclude)]
+
+
 def pack_media(inputs: dict, output: str | Path, exclude: tuple[str, ...] = (), every_n_frames: int = 4,
                max_frames: int | None = 100, max_faces: int = 2, face_detector: str = "auto",
                landmark_model: str | None = "auto", cache_dir: str | Path | None = None, quality: int = 90,
@@ -128,12 +133,9 @@ def pack_media(inputs: dict, output: str | Path, exclude: tuple[str, ...] = (), 
     """Find and cut the faces of ``inputs`` (``{"data": [...], "real": [...], "fake": [...]}``, as
     ``dfstream train detector`` takes them) as the trainer does, and write them to one pack."""
     from train import common
-    from train.datasets import cache_dense_landmarks, cache_faces, gather
-    from train.datasets import sbi_landmark_model
+    from train.datasets import cache_dense_landmarks, cache_faces, sbi_landmark_model, training_media
 
-    items = gather(inputs.get("data") or [], exclude=exclude)
-    items += gather(inputs.get("real") or [], default_label=0, exclude=exclude)
-    items += gather(inputs.get("fake") or [], default_label=1, exclude=exclude)
+    items = training_media(inputs.get("data"), inputs.get("real"), inputs.get("fake"), exclude)
     if not items:
         raise ValueError("nothing to pack: give --data, --real or --fake")
     landmark_model = sbi_landmark_model(landmark_model)

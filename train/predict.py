@@ -36,7 +36,6 @@ def predict(media: str | Path, model: str = "detector", engine: str = "auto", th
     det = load_detector(model, engine, threads)
     meta = det.metadata
     rule = verdict_rule(meta, threshold).for_means()
-    thr = rule.threshold
     evidence, count_blinks, blink_every = blink_plan(meta, blinks) if is_video(path) else (None, False, None)
     cropper = FaceCropper(default_detect_config(tuple(meta.input_size), meta.crop_margin, face_detector))
     faces = score_media(det, cropper, path, every_n_frames, max_frames, max_faces)
@@ -63,7 +62,7 @@ def predict(media: str | Path, model: str = "detector", engine: str = "auto", th
         "media": str(path),
         "type": "video" if is_video(path) else "image",
         "model": meta.name,
-        "threshold": thr,
+        "threshold": rule.threshold,
         "faces": faces,
         "frames_with_faces": len(frames),
         "score": None if score is None else round(score, 4),

@@ -184,8 +184,8 @@ def fit(real: list[str], output: str | Path, exclude: tuple[str, ...] = (), face
     """``dfstream train recon``: the real media's cached wide crops (as the detector caches them) and the real
     faces of face ``packs`` (train.pack), then :func:`train_recon` on at most ``max_faces_used`` of them."""
     from train import common
-    from train.datasets import cache_faces, excluded, gather, load_cached
-    from train.pack import unpack
+    from train.datasets import cache_faces, gather, load_cached
+    from train.pack import unpack_all
     from train.settings import DetectorTraining
 
     if train_options.get("device") is not None:
@@ -193,7 +193,7 @@ def fit(real: list[str], output: str | Path, exclude: tuple[str, ...] = (), face
     items = gather(real, default_label=0, exclude=exclude)
     defaults = DetectorTraining()
     cache = Path(cache_dir) if cache_dir else common.cache_root() / "faces"
-    packed = [r for pack in packs for r in unpack(pack, cache) if r["label"] == 0 and not excluded(r["path"], exclude)]
+    packed = [r for r in unpack_all(packs, cache, exclude) if r["label"] == 0]
     if not items and not packed:
         raise ValueError("no real media: give --real or --pack")
     records = packed + cache_faces(items, cache, defaults.every_n_frames, defaults.max_frames, defaults.max_faces,
