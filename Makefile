@@ -58,14 +58,15 @@ soak: venv system-deps
 	nice -n 10 $(BIN)/python -m pytest -q -s -p no:cacheprovider -m soak tests/test_soak.py
 
 # A lent GPU machine gets the repository and at most 64 MiB beside it, and has no PyAV, no ZeroMQ and none of
-# ../shared: the real train bucket of leave-one-family-out cut into faces (train/pack.py, ~42 MiB), the UltraFace
+# ../shared: the real train bucket of leave-one-family-out cut into faces (train/pack.py, ~42 MiB; every 5th frame,
+# so that a temporal head can read them every 10th, as scoring does), the UltraFace
 # trunk the default backbone starts from, and the one pure-Python package its image lacks for that trunk.
 # Then train/gpu_train.sh there (README, "Training on a lent GPU").
 GPU_KIT ?= .gpu
 gpu-kit: models
 	mkdir -p $(GPU_KIT)/models $(GPU_KIT)/whl
 	$(BIN)/dfstream lofo folds -o $(GPU_KIT)/folds >/dev/null
-	$(BIN)/dfstream train pack --real $(GPU_KIT)/folds/real-only/train.tsv -o $(GPU_KIT)/real_train.npz
+	$(BIN)/dfstream train pack --real $(GPU_KIT)/folds/real-only/train.tsv --every-n-frames 5 -o $(GPU_KIT)/real_train.npz
 	cp "$$($(BIN)/python -c 'from engines.registry import resolve; print(resolve("ultraface-rfb320"))')" $(GPU_KIT)/models/
 	$(BIN)/pip download --quiet --no-deps --only-binary=:all: -d $(GPU_KIT)/whl "onnx2torch==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("onnx2torch"))')"
 	rm -rf $(GPU_KIT)/folds

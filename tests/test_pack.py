@@ -117,3 +117,34 @@ def test_the_reconstruction_autoencoder_trains_from_a_packs_real_faces(tmp_path)
     assert (result["faces"], result["files"], result["steps"], result["device"]) == (20, 2, 2, "cpu")  # no fake face
     with pytest.raises(ValueError, match="--real or --pack"):
         fit([], tmp_path / "none.pt", packs=(), cache_dir=tmp_path / "unpacked")
+
+
+def test_the_temporal_head_trains_from_a_packs_real_videos_at_a_multiple_of_its_stride(tmp_path):
+    from engines.networks import build_model
+    from train.common import load_checkpoint, save_checkpoint
+    from train.detector import DEFAULTS, make_metadata
+    from train.pack import unpack, write_pack
+    from train.temporal import _largest_face_sequences, train_temporal
+
+    (tmp_path / "cache").mkdir()
+    records = [_cached_record(tmp_path / "cache", "real", 0, 12, 0), _cached_record(tmp_path / "cache", "fake", 1, 12, 1)]
+    records.append(dict(_cached_record(tmp_path / "cache", "photo", 0, 1, 2), path="/media/elsewhere/photo.jpg"))
+    write_pack(records, tmp_path / "faces.npz", every_n_frames=4)  # frames 0, 4, ..., 44
+    back = unpack(tmp_path / "faces.npz", tmp_path / "unpacked")
+    assert [len(s[0]) for s in _largest_face_sequences(back[:1], 8)] == [6]  # 0, 8, ..., 40
+
+    arch = {"family": "detector", "backbone": "mobilenetv3_small_050", "pretrained": False, "drop_rate": 0.0}
+    det = save_checkpoint(tmp_path / "det.pt", build_model(arch), arch, make_metadata(dict(DEFAULTS, input_size=48)))
+    options = dict(seq_len=3, steps=2, batch_size=2, hidden=8, cache_dir=str(tmp_path / "unpacked"), checkpoint_every=1,
+                   threads=1, progress=False)
+    last = train_temporal(det, [], tmp_path / "run", packs=(str(tmp_path / "faces.npz"),), every_n_frames=8, **options)
+    checkpoint = load_checkpoint(last)
+    assert checkpoint["step"] == 2
+    assert checkpoint["metadata"]["training"]["videos"] == ["/media/elsewhere/real.mp4"]  # no fake, no photo
+    assert checkpoint["metadata"]["extra"]["every_n_frames"] == 8
+
+    with pytest.raises(ValueError, match="every 4th frame.*--every-n-frames 10"):
+        train_temporal(det, [], tmp_path / "run10", packs=(str(tmp_path / "faces.npz"),), every_n_frames=10, **options)
+    write_pack(records, tmp_path / "old.npz")  # a pack that does not say its stride
+    with pytest.raises(ValueError, match="does not say which frames"):
+        train_temporal(det, [], tmp_path / "run_old", packs=(str(tmp_path / "old.npz"),), every_n_frames=8, **options)

@@ -9,6 +9,8 @@
 # the log: export and score them here (`dfstream export`, `dfstream lofo score`; README "Training on a lent GPU").
 # RECON_STEPS=N first trains the reconstruction autoencoder on the pack's faces (returned as $OUT/recon.pt) and
 # gives it to every seed as --recon-fakes: the recipes that redraw faces (--recon-share, --recon-paste).
+# TEMPORAL_STEPS=N then trains a temporal head (CNN features -> LSTM, `dfstream train temporal`) on each seed's
+# backbone from the pack's real videos at every 10th frame, as `lofo score --temporal` reads them: $OUT/t<seed>.pt.
 set -euo pipefail
 kit=${KIT:-.gpu}
 device=${DEVICE:-cuda}  # cpu: a dry run of this script on a machine without one
@@ -37,4 +39,11 @@ for seed in ${SEEDS:-0 1 2}; do
       --cache-dir /tmp/dfstream-faces "${recon[@]}" "$@" 2>&1 | tee -a "$log"
   cp "$run/checkpoints/last.pt" "$out/s$seed.pt"
   cp "$run/config.json" "$out/s$seed.json"
+  if [ -n "${TEMPORAL_STEPS:-}" ]; then
+    rm -rf "$run-temporal"
+    python3 -m dfstream train temporal --detector "$out/s$seed.pt" --pack "$kit/real_train.npz" --every-n-frames 10 \
+        --steps "$TEMPORAL_STEPS" --batch-size 16 --seed "$seed" --threads 8 --cache-dir /tmp/dfstream-faces \
+        --run-dir "$run-temporal" --no-progress 2>&1 | tee -a "$log"
+    cp "$run-temporal/checkpoints/last.pt" "$out/t$seed.pt"
+  fi
 done

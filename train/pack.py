@@ -30,9 +30,10 @@ PACK_VERSION = 1
 
 
 def write_pack(records: list[dict], path: str | Path, quality: int = 90, landmark_model: str | None = None,
-               progress=None) -> dict:
+               every_n_frames: int | None = None, progress=None) -> dict:
     """Write the cached ``records`` (``{"path", "label", "file"[, "dense"]}``) to one pack at ``path``;
-    returns its summary (files, faces, bytes)."""
+    returns its summary (files, faces, bytes). ``every_n_frames``: the stride the faces were cut at (a
+    temporal model trains on frames a multiple of it apart)."""
     if not 50 <= quality <= 100:
         raise ValueError(f"--quality {quality}: JPEG quality from 50 to 100")
     jpegs, owner, landmarks, frames, dense = [], [], [], [], []
@@ -55,7 +56,8 @@ def write_pack(records: list[dict], path: str | Path, quality: int = 90, landmar
     if not jpegs:
         raise ValueError("no faces to pack")
     header = {"version": PACK_VERSION, "crop_size": CACHE_SIZE, "margin": CACHE_MARGIN, "quality": int(quality),
-              "landmark_model": landmark_model if with_dense else None, "sources": sources}
+              "landmark_model": landmark_model if with_dense else None, "every_n_frames": every_n_frames,
+              "sources": sources}
     arrays = {
         "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
         "jpeg": np.concatenate(jpegs),
@@ -143,4 +145,5 @@ def pack_media(inputs: dict, output: str | Path, exclude: tuple[str, ...] = (), 
     records = cache_faces(items, cache_dir, every_n_frames, max_frames, max_faces, face_detector, progress=progress)
     if landmark_model:
         records = cache_dense_landmarks(records, landmark_model, progress=progress)
-    return write_pack(records, output, quality=quality, landmark_model=landmark_model, progress=progress)
+    return write_pack(records, output, quality=quality, landmark_model=landmark_model, every_n_frames=every_n_frames,
+                      progress=progress)

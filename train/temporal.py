@@ -30,8 +30,9 @@ from stages.faces import is_video
 log = logging.getLogger(__name__)
 
 
-def _largest_face_sequences(records: list[dict]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-    """(crops, 5 landmarks, 68 landmarks or None) of the largest face of each sampled frame, per video."""
+def _largest_face_sequences(records: list[dict], every_n_frames: int = 1) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """(crops, 5 landmarks, 68 landmarks or None) of the largest face of each frame whose index is a multiple
+    of ``every_n_frames`` (a pack's faces may be cut at a finer stride than the model reads), per video."""
     seqs = []
     for rec in records:
         with np.load(rec["file"]) as z:
@@ -39,6 +40,9 @@ def _largest_face_sequences(records: list[dict]) -> list[tuple[np.ndarray, np.nd
         if len(crops) == 0:
             continue
         keep = np.r_[True, frames[1:] != frames[:-1]]  # faces come largest first within a frame
+        keep &= frames % every_n_frames == 0
+        if not keep.any():
+            continue
         dense = np.load(rec["dense"])[keep] if rec.get("dense") else None
         seqs.append((crops[keep], lms[keep], dense))
     return seqs
@@ -101,7 +105,9 @@ def train_temporal(detector_checkpoint: str | Path, inputs: list[str], run_dir: 
                    steps: int = 200, batch_size: int = 8, lr: float = 1e-3, hidden: int = 64, seed: int = 0,
                    threads: int | None = None, resume: bool = False, every_n_frames: int = 10, max_frames: int = 100,
                    warp_fakes: float = 0.0, landmarks: str | None = "auto", cache_dir: str | None = None,
-                   checkpoint_every: int = 50, progress: bool | None = None) -> Path:
+                   checkpoint_every: int = 50, packs: tuple[str, ...] = (), progress: bool | None = None) -> Path:
+    """Train the temporal head on the real videos of ``inputs`` (media, cut into faces here) and of face
+    ``packs`` (:mod:`train.pack`, cut at a stride that ``every_n_frames`` is a multiple of)."""
     import torch
     from torch.nn import functional as F
 
@@ -109,10 +115,25 @@ def train_temporal(detector_checkpoint: str | Path, inputs: list[str], run_dir: 
 
     from train.datasets import sbi_landmark_model
 
+    from train.pack import read_pack_header, unpack_all
+
     if not 0.0 <= warp_fakes <= 1.0:
         raise ValueError(f"--warp-fakes is a share of the fake sequences, between 0 and 1: got {warp_fakes}")
+    headers = {pack: read_pack_header(pack) for pack in packs}
+    for pack, header in headers.items():
+        stride = header.get("every_n_frames")
+        if stride is None:
+            raise ValueError(f"{pack} does not say which frames its faces were cut from: pack the media again "
+                             "(`dfstream train pack`) to train a temporal model on it")
+        if every_n_frames % stride:
+            raise ValueError(f"{pack} holds faces of every {stride}th frame; --every-n-frames {every_n_frames} "
+                             "is not a multiple of it: pack the media again (`dfstream train pack --every-n-frames`)")
+    packed_landmarks = {header["landmark_model"] for header in headers.values()}
+    if warp_fakes and landmarks == "auto" and len(packed_landmarks) == 1 and None not in packed_landmarks:
+        landmarks = packed_landmarks.pop()  # the packs' own points: no landmark model needed here
     landmark_model = sbi_landmark_model(landmarks) if warp_fakes else None
-    cfg = dict(detector=str(detector_checkpoint), inputs=list(inputs), exclude=list(exclude), seq_len=seq_len, steps=steps,
+    cfg = dict(detector=str(detector_checkpoint), inputs=list(inputs), packs=list(packs), exclude=list(exclude),
+               seq_len=seq_len, steps=steps,
                batch_size=batch_size, lr=lr, hidden=hidden, seed=seed, every_n_frames=every_n_frames, max_frames=max_frames,
                warp_fakes=warp_fakes, landmarks=landmark_model)
     run = common.RunDir.create(run_dir, cfg, resume=resume)
@@ -122,15 +143,18 @@ def train_temporal(detector_checkpoint: str | Path, inputs: list[str], run_dir: 
     if det["architecture"].get("family") != "detector":
         raise ValueError(f"{detector_checkpoint} is not a frame detector checkpoint")
     dmeta = ModelMetadata.from_dict(det["metadata"])
-    items = [i for i in gather(inputs, default_label=0, exclude=tuple(exclude)) if is_video(i.path) and i.label == 0]
-    if not items:
-        raise ValueError("the temporal model trains on real videos: none given")
+    items = [i for i in gather(inputs, default_label=0, exclude=tuple(exclude)) if is_video(i.path) and i.label == 0] \
+        if inputs else []
     cache = Path(cache_dir) if cache_dir else common.cache_root() / "faces"
-    records = cache_faces(items, cache, every_n_frames, max_frames, max_faces=2)
+    packed = [r for r in unpack_all(packs, cache, tuple(exclude)) if r["label"] == 0 and is_video(r["path"])]
+    if not items and not packed:
+        raise ValueError("the temporal model trains on real videos: none given (--real or --pack)")
+    records = packed + (cache_faces(items, cache, every_n_frames, max_frames, max_faces=2) if items else [])
     if landmark_model:  # the warp's field follows 68 points when a landmark model is installed, else the 5
-        records = cache_dense_landmarks(records, landmark_model)
-    sampler = SequenceSampler(_largest_face_sequences(records), seq_len, tuple(dmeta.input_size), dmeta.crop_margin,
-                              warp_share=warp_fakes)
+        records = [r for r in records if "dense" in r] + cache_dense_landmarks(
+            [r for r in records if "dense" not in r], landmark_model)
+    sampler = SequenceSampler(_largest_face_sequences(records, every_n_frames), seq_len, tuple(dmeta.input_size),
+                              dmeta.crop_margin, warp_share=warp_fakes)
 
     architecture = {"family": "temporal", "backbone": det["architecture"]["backbone"], "hidden": hidden, "layers": 1,
                     "freeze_backbone": True}

@@ -594,7 +594,9 @@ def predict_command(media, model, engine, threshold, every_n_frames, max_frames,
 
 @click.command("temporal")
 @click.option("--detector", "detector_checkpoint", required=True, help="Frame detector checkpoint (.pt) whose backbone gives the features.")
-@click.option("--real", multiple=True, required=True, help="Folder, file or list file of real videos. Repeatable.")
+@click.option("--real", multiple=True, help="Folder, file or list file of real videos. Repeatable.")
+@click.option("--pack", "packs", multiple=True, help="Face pack (`dfstream train pack`, cut at a stride --every-n-frames "
+              "is a multiple of): its real videos, with or instead of --real. Repeatable.")
 @click.option("--exclude", multiple=True, help="Glob of videos to leave out. Repeatable.")
 @click.option("--seq-len", type=int, default=8, show_default=True)
 @click.option("--every-n-frames", type=click.IntRange(min=1), default=10, show_default=True,
@@ -617,13 +619,14 @@ def predict_command(media, model, engine, threshold, every_n_frames, max_frames,
 @click.option("--resume", is_flag=True)
 @click.option("--progress/--no-progress", default=None)
 @click.option("-v", "--verbose", is_flag=True)
-def train_temporal_command(detector_checkpoint, real, exclude, run_dir, verbose, **options):
+def train_temporal_command(detector_checkpoint, real, packs, exclude, run_dir, verbose, **options):
     """Train the temporal (CNN features -> LSTM) detector on real videos and self-blended (or frozen-texture) sequences."""
     verbose_logging(verbose)
     from train.temporal import train_temporal
 
     try:
-        last = train_temporal(detector_checkpoint, list(real), run_dir, exclude=tuple(exclude), **options)
+        last = train_temporal(detector_checkpoint, list(real), run_dir, exclude=tuple(exclude), packs=tuple(packs),
+                              **options)
     except user_errors() as exc:
         raise one_line_error(exc) from None
     click.echo(f"checkpoint: {last}")
