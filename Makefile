@@ -58,7 +58,7 @@ soak: venv system-deps
 	nice -n 10 $(BIN)/python -m pytest -q -s -p no:cacheprovider -m soak tests/test_soak.py
 
 # A lent GPU machine gets the repository and at most 64 MiB beside it, and has no PyAV, no ZeroMQ and none of
-# ../shared: the real train bucket of leave-one-family-out cut into faces (train/pack.py, ~42 MiB; every 5th frame,
+# ../shared: the real train bucket of leave-one-family-out cut into faces (train/pack.py, ~36 MiB; every 5th frame,
 # so that a temporal head can read them every 10th, as scoring does), the UltraFace
 # trunk the default backbone starts from, and the one pure-Python package its image lacks for that trunk.
 # Then train/gpu_train.sh there (README, "Training on a lent GPU").
