@@ -143,7 +143,7 @@ def test_the_temporal_head_trains_from_a_packs_real_videos_at_a_multiple_of_its_
     assert checkpoint["metadata"]["training"]["videos"] == ["/media/elsewhere/real.mp4"]  # no fake, no photo
     assert checkpoint["metadata"]["extra"]["every_n_frames"] == 8
 
-    with pytest.raises(ValueError, match="every 4th frame.*--every-n-frames 10"):
+    with pytest.raises(ValueError, match="every 4 frames.*--every-n-frames 10"):
         train_temporal(det, [], tmp_path / "run10", packs=(str(tmp_path / "faces.npz"),), every_n_frames=10, **options)
     write_pack(records, tmp_path / "old.npz")  # a pack that does not say its stride
     with pytest.raises(ValueError, match="does not say which frames"):

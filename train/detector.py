@@ -31,9 +31,9 @@ import numpy as np
 from engines.metadata import ModelMetadata
 from train import common
 from train.datasets import (FaceDataset, cache_aligned_fakes, cache_dense_landmarks, cache_faces, load_cached,
-                            sbi_landmark_model, to_tensor, training_media)
+                            to_tensor, training_media)
 from train.loop import LoopConfig, TrainingLoop, tensorboard_writer
-from train.pack import read_pack_header, unpack_all
+from train.pack import landmark_model_for, unpack_all
 from train.settings import DetectorTraining
 
 log = logging.getLogger(__name__)
@@ -200,11 +200,7 @@ def _run_config(config: dict, run_dir: Path, resume: bool) -> dict:
             if key in saved:
                 cfg[key] = saved[key]
     cfg["pack"] = [cfg["pack"]] if isinstance(cfg["pack"], str) else list(cfg["pack"] or ())
-    packed_landmarks = {read_pack_header(pack)["landmark_model"] for pack in cfg["pack"]}
-    if cfg["sbi_landmarks"] == "auto" and len(packed_landmarks) == 1 and None not in packed_landmarks:
-        cfg["sbi_landmarks"] = packed_landmarks.pop()  # the packs' own points: no landmark model needed here
-    else:
-        cfg["sbi_landmarks"] = sbi_landmark_model(cfg["sbi_landmarks"])
+    cfg["sbi_landmarks"] = landmark_model_for(cfg["pack"], cfg["sbi_landmarks"])
     cfg["backbone"] = choose_backbone(cfg["backbone"])
     recon = cfg["recon_fakes"]
     cfg["recon_fakes"] = [recon] if isinstance(recon, str) else list(recon or ())  # one path in configs written before

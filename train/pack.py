@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from engines.registry import write_atomically
-from train.datasets import CACHE_MARGIN, CACHE_SIZE, excluded
+from train.datasets import CACHE_MARGIN, CACHE_SIZE, excluded, sbi_landmark_model
 
 PACK_VERSION = 1
 
@@ -86,6 +86,15 @@ def read_pack_header(path: str | Path) -> dict:
     if header.get("version") != PACK_VERSION:
         raise ValueError(f"{path} is not a dfstream face pack (version {PACK_VERSION})")
     return header
+
+
+def landmark_model_for(packs, asked: str | None) -> str | None:
+    """The 68-point model a trainer uses with ``packs``: ``auto`` takes the packs' own points when they all
+    carry one model's (then no landmark model is needed on this machine); otherwise as without packs."""
+    packed = {read_pack_header(pack)["landmark_model"] for pack in packs}
+    if asked == "auto" and len(packed) == 1 and None not in packed:
+        return packed.pop()
+    return sbi_landmark_model(asked)
 
 
 def unpack(path: str | Path, cache_dir: str | Path) -> list[dict]:

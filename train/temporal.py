@@ -113,9 +113,7 @@ def train_temporal(detector_checkpoint: str | Path, inputs: list[str], run_dir: 
 
     from engines.networks import build_model
 
-    from train.datasets import sbi_landmark_model
-
-    from train.pack import read_pack_header, unpack_all
+    from train.pack import landmark_model_for, read_pack_header, unpack_all
 
     if not 0.0 <= warp_fakes <= 1.0:
         raise ValueError(f"--warp-fakes is a share of the fake sequences, between 0 and 1: got {warp_fakes}")
@@ -126,12 +124,9 @@ def train_temporal(detector_checkpoint: str | Path, inputs: list[str], run_dir: 
             raise ValueError(f"{pack} does not say which frames its faces were cut from: pack the media again "
                              "(`dfstream train pack`) to train a temporal model on it")
         if every_n_frames % stride:
-            raise ValueError(f"{pack} holds faces of every {stride}th frame; --every-n-frames {every_n_frames} "
+            raise ValueError(f"{pack} holds faces cut every {stride} frames; --every-n-frames {every_n_frames} "
                              "is not a multiple of it: pack the media again (`dfstream train pack --every-n-frames`)")
-    packed_landmarks = {header["landmark_model"] for header in headers.values()}
-    if warp_fakes and landmarks == "auto" and len(packed_landmarks) == 1 and None not in packed_landmarks:
-        landmarks = packed_landmarks.pop()  # the packs' own points: no landmark model needed here
-    landmark_model = sbi_landmark_model(landmarks) if warp_fakes else None
+    landmark_model = landmark_model_for(packs, landmarks) if warp_fakes else None
     cfg = dict(detector=str(detector_checkpoint), inputs=list(inputs), packs=list(packs), exclude=list(exclude),
                seq_len=seq_len, steps=steps,
                batch_size=batch_size, lr=lr, hidden=hidden, seed=seed, every_n_frames=every_n_frames, max_frames=max_frames,
