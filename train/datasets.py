@@ -240,7 +240,8 @@ def sbi_landmark_model(name: str | None) -> str | None:
 
 def cache_dense_landmarks(records: list[dict], landmark_model: str, progress=None) -> list[dict]:
     """Add 68-point landmarks (crop coordinates) to cached records, computed once per record from
-    its crops and 5-point landmarks and kept beside its ``.npz`` (``dense`` key of each record)."""
+    its crops and 5-point landmarks and kept beside its ``.npz`` (``dense`` key of each record). A
+    record that already has its points (a face pack's, :mod:`train.pack`) keeps them."""
     from engines.registry import get_entry
 
     # the entry's box and pixel settings are part of the key: changing them recomputes the points
@@ -248,6 +249,8 @@ def cache_dense_landmarks(records: list[dict], landmark_model: str, progress=Non
     landmarker = None
     iterator = progress(records, desc="dense landmarks") if progress else records
     for rec in iterator:
+        if "dense" in rec:
+            continue
         target = Path(rec["file"]).with_name(f"{Path(rec['file']).stem}-{landmark_model}-{spec_key}.npy")
         if not target.is_file():
             if landmarker is None:

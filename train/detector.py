@@ -254,8 +254,7 @@ def _datasets(cfg: dict, run: common.RunDir, bar):
     records = packed + cache_faces(items, cache_dir, cfg["every_n_frames"], cfg["max_frames"], cfg["max_faces"],
                                    cfg["face_detector"], progress=bar)
     if cfg["sbi"] and cfg["sbi_landmarks"]:  # a pack brings its own
-        records = [r for r in records if "dense" in r] + cache_dense_landmarks(
-            [r for r in records if "dense" not in r], cfg["sbi_landmarks"], progress=bar)
+        records = cache_dense_landmarks(records, cfg["sbi_landmarks"], progress=bar)
     train_recs, val_recs = _split_by_source(records, float(cfg["val_fraction"]), int(cfg["seed"]))
     # our own fakes only teach; validation stays on the media the user gave
     train_recs += [cache_aligned_fakes(folder, cache_dir, float(cfg["extra_fakes_margin"])) for folder in cfg["extra_fakes"]]

@@ -138,16 +138,14 @@ def train_temporal(detector_checkpoint: str | Path, inputs: list[str], run_dir: 
     if det["architecture"].get("family") != "detector":
         raise ValueError(f"{detector_checkpoint} is not a frame detector checkpoint")
     dmeta = ModelMetadata.from_dict(det["metadata"])
-    items = [i for i in gather(inputs, default_label=0, exclude=tuple(exclude)) if is_video(i.path) and i.label == 0] \
-        if inputs else []
+    items = [i for i in gather(inputs, default_label=0, exclude=tuple(exclude)) if is_video(i.path) and i.label == 0]
     cache = Path(cache_dir) if cache_dir else common.cache_root() / "faces"
     packed = [r for r in unpack_all(packs, cache, tuple(exclude)) if r["label"] == 0 and is_video(r["path"])]
     if not items and not packed:
         raise ValueError("the temporal model trains on real videos: none given (--real or --pack)")
-    records = packed + (cache_faces(items, cache, every_n_frames, max_frames, max_faces=2) if items else [])
+    records = packed + cache_faces(items, cache, every_n_frames, max_frames, max_faces=2)
     if landmark_model:  # the warp's field follows 68 points when a landmark model is installed, else the 5
-        records = [r for r in records if "dense" in r] + cache_dense_landmarks(
-            [r for r in records if "dense" not in r], landmark_model)
+        records = cache_dense_landmarks(records, landmark_model)
     sampler = SequenceSampler(_largest_face_sequences(records, every_n_frames), seq_len, tuple(dmeta.input_size),
                               dmeta.crop_margin, warp_share=warp_fakes)
 
