@@ -41,7 +41,7 @@ class RunClock(SupervisorObserver):
             self.cpu_at_flow = times.user + times.system + times.children_user + times.children_system + sum(
                 cpu_s_of(p.pid) for p in supervisor.processes.values() if p.pid
             )
-        if self.sink_done is None and any(label.startswith("sink[") for label in supervisor.exited):
+        if self.sink_done is None and any("sink" in s.stages and s.label in supervisor.exited for s in supervisor.specs):
             self.sink_done = now
 
 
@@ -53,7 +53,7 @@ def build_config(clips: list[str], live: bool, model_path: str, engine: str, fac
                  draw: bool = True, video_output: bool = True, batch_timeout_ms: float | None = None,
                  preset: str | None = None, infer_threads: int | None = None,
                  detect_threads: int = DetectConfig.threads, upstream_niceness: int | None = None,
-                 blinks: bool | None = None):
+                 blinks: bool | None = None, annotate_in_sink: bool | None = None):
     """A RunConfig as ``dfstream run -s CLIP... -o OUT/{index}.mp4 [--live] ...`` makes it, by the same
     function (``video_output=False``: ``--events OUT/events.jsonl`` instead of ``-o``: no encoding)."""
     from engines.metadata import KIND_DETECTOR, read_metadata
@@ -61,7 +61,8 @@ def build_config(clips: list[str], live: bool, model_path: str, engine: str, fac
 
     streams = probe_streams(clips, live)
     metadata = read_metadata(model_path).expect_kind(KIND_DETECTOR, model_path)
-    unset_means_default = {"max_batch": max_batch, "queue_size": queue_size, "upstream_niceness": upstream_niceness}
+    unset_means_default = {"max_batch": max_batch, "queue_size": queue_size, "upstream_niceness": upstream_niceness,
+                           "annotate_in_sink": annotate_in_sink}
     return build_run_config(
         streams, model_path, metadata, (face_detector, face_detector_path),
         engine=engine, infer_threads=infer_threads, detect_every=detect_every, classify_every=classify_every,

@@ -187,6 +187,9 @@ def sweep_plan(quick: bool, clip: dict, parts: tuple[str, ...]) -> list[tuple[st
                                              "the encoding sink yield the CPU to it)", {"upstream_niceness": 0}))
             plan.append(("same work as baseline", "every frame, detection on the full frame: the baseline's work, "
                                                   "only organised as a pipeline", {"detect_every": 1, "detect_size": full}))
+            plan.append(("annotate apart", "annotate in a process of its own (the defaults "
+                                           "run it in the sink's: one picture hop a frame fewer)",
+                         {"annotate_in_sink": False}))
             if landmarks_installed():  # the defaults read them then: what they cost
                 plan.append(("no blinks", "the defaults with --no-blinks: faces scored on their frames alone, no "
                                           "eyes read (68 landmarks on each analysed crop)", {"blinks": False}))

@@ -12,9 +12,13 @@ for a :class:`Source`, :meth:`Source.start` and :meth:`Stage.process` until
 :attr:`Source.finished`; after every send it looks at :attr:`Stage.stop_requested`;
 at the end :meth:`Stage.abort` (only when the run failed) and :meth:`Stage.close`
 (always).  :meth:`Stage.stats` is read for every stats report.
+
+Several stages can share one process (:class:`StageChain`): the runner then sees one
+stage, and each member still receives exactly these calls, in this order.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from pipeline.config import StreamInfo
@@ -122,3 +126,104 @@ class Source(Stage):
     def note_refused(self, refused_s: float) -> None:
         """The runner's live admission has refused this source's frames for ``refused_s``
         seconds (0: it just let one in); a camera that streams meanwhile is ``blocked``."""
+
+
+class StageChain(Stage):
+    """Stages run one after another in one process: each one's packets are the next one's
+    input, handed over in memory instead of through a socket (``StageSpec.then``).
+
+    The chain is a stage like any other to the runner; it keeps each member's busy time
+    and frame count apart, so the run's metrics still show every stage.  End-of-stream
+    and ticks go through the members in order: what the first flushes reaches the next
+    before the next flushes."""
+
+    def __init__(self, members: list[Stage]):
+        self.members = members
+        self.name = "+".join(m.name for m in members)
+        self.busy_s = [0.0] * len(members)
+        self.processed = [0] * len(members)
+
+    @property
+    def stop_requested(self) -> bool:  # type: ignore[override]
+        return any(m.stop_requested for m in self.members)
+
+    @stop_requested.setter
+    def stop_requested(self, value: bool) -> None:
+        if not value:
+            for m in self.members:
+                m.stop_requested = False
+
+    def open(self) -> None:
+        for m in self.members:
+            m.open()
+
+    def _one(self, i: int, packets: list[Packet]) -> list[Packet]:
+        """``packets`` processed by member ``i``, its time and frames counted as the runner counts a stage's."""
+        member, out = self.members[i], []
+        for packet in packets:
+            began = time.monotonic()
+            out += member.process(packet)
+            self.busy_s[i] += time.monotonic() - began
+            self.processed[i] += member.frames_in(packet)
+        return out
+
+    def _through(self, start: int, packets: list[Packet]) -> list[Packet]:
+        for i in range(start, len(self.members)):
+            packets = self._one(i, packets)
+        return packets
+
+    def process(self, packet: Packet) -> list[Packet]:
+        return self._through(0, [packet])
+
+    def frames_in(self, packet: Packet) -> int:
+        return self.members[0].frames_in(packet)
+
+    def takes_bypass(self, message: FrameMessage) -> bool:
+        return self.members[-1].takes_bypass(message)
+
+    def end_of_stream(self, stream_id: int) -> list[Packet]:
+        flushed: list[Packet] = []
+        for i, member in enumerate(self.members):
+            flushed = self._one(i, flushed) + member.end_of_stream(stream_id)
+        return flushed
+
+    def stream_finished(self, info: EndOfStream) -> None:
+        for m in self.members:
+            m.stream_finished(info)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for d in (m.next_deadline() for m in self.members) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def tick(self) -> list[Packet]:
+        now, out = time.monotonic(), []
+        for i, member in enumerate(self.members):
+            deadline = member.next_deadline()
+            if deadline is not None and now >= deadline:
+                out += self._through(i + 1, member.tick())
+        return out
+
+    def stats(self) -> dict:
+        return {}
+
+    def member_stats(self) -> list[tuple[str, int, float, dict]]:
+        """(name, frames, busy seconds, stats) of each member, for the runner's reports."""
+        return [(m.name, n, busy, m.stats()) for m, n, busy in zip(self.members, self.processed, self.busy_s)]
+
+    def health_changed(self, change: HealthChange) -> None:
+        for m in self.members:
+            m.health_changed(change)
+
+    def abort(self) -> None:
+        for m in self.members:
+            m.abort()
+
+    def close(self) -> None:
+        errors = []
+        for m in self.members:
+            try:
+                m.close()
+            except Exception as exc:  # close every member, then say what failed
+                errors.append(exc)
+        if errors:
+            raise errors[0]

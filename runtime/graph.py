@@ -18,6 +18,10 @@ is split in detection runs with video output: its picture goes straight to
 annotate, its crops through batch and infer, and annotate joins the two.  ``expected_eos``
 says how many end-of-stream markers a replica must count for each stream before
 that stream is done there.
+
+Annotate and sink are two stages but, by default, one process (``RunConfig.annotate_in_sink``,
+``StageSpec.then``): the annotated picture goes to the encoder in memory, not over one more
+ZeroMQ hop, and its label is ``annotate+sink[0]``.
 """
 from __future__ import annotations
 
@@ -90,14 +94,17 @@ def build_graph(config: RunConfig, endpoints: EndpointAllocator, control: str, r
     # end-of-stream markers reach annotate from every infer and detect replica, and from the source
     specs.append(spec("annotate", 0, annotate, annotate_in, [sink_in], config.infer_replicas + config.detect_replicas + 1))
     sink = replace(config.sink, streams=config.streams, verdict=config.annotate.verdict)
-    specs.append(spec("sink", 0, sink, sink_in, [], 1))
+    if config.annotate_in_sink:
+        specs[-1].outbox, specs[-1].then = [], [("sink", sink)]
+    else:
+        specs.append(spec("sink", 0, sink, sink_in, [], 1))
     specs[-1].finished_outboxes = {s.config.stream.stream_id: s.finished_inbox
                                    for s in specs if s.stage == "source" and s.finished_inbox}
     if any(s.live for s in config.streams):
         specs[-1].await_exited = [s.label for s in specs if s.stage == "source"]  # their last health changes
     if config.sink.output_pattern:
         for s in specs:
-            s.niceness = 0 if s.stage == "sink" else config.upstream_niceness
+            s.niceness = 0 if "sink" in s.stages else config.upstream_niceness
     label_of = {s.inbox: s.label for s in specs if s.inbox}
     for s in specs:
         s.downstream = [label_of[url] for url in s.outbox + s.bypass]

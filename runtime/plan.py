@@ -89,6 +89,7 @@ def load_plan(path: str | Path) -> tuple[RunConfig, RunPlan]:
     for d in document["stages"]:
         d = dict(d)
         d["config"] = _stage_config(d["stage"], d["config"])
+        d["then"] = [(name, _stage_config(name, c)) for name, c in d.get("then", [])]
         d["expected_eos"] = {int(k): v for k, v in d["expected_eos"].items()}
         for by_stream in ("credit_outboxes", "finished_outboxes"):  # JSON keys are strings; these are stream ids
             d[by_stream] = {int(k): v for k, v in d.get(by_stream, {}).items()}

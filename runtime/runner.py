@@ -25,7 +25,7 @@ import zmq
 from pipeline.health import Health, HealthChange
 from pipeline.messages import EndOfStream, Packet
 from pipeline.metrics import rss_mb
-from pipeline.stage import Source, Stage, StageError
+from pipeline.stage import Source, Stage, StageChain, StageError
 from pipeline.transport import (CreditInbox, CreditSender, CurveKeys, FinishedInbox, FinishedSender, Inbox, Outbox,
                                 connect_socket, release_context)
 from runtime.admission import LiveAdmission
@@ -105,30 +105,45 @@ class StageSpec:
     parent_pid: int = 0  # the supervisor's pid when it launched this process (0: started by hand)
     # folder of `dfstream keys` (the plan's curve_keys): hops to other hosts go over CurveZMQ with them
     curve_keys: str = ""
+    # Stages that run after this one in the same process, fed in memory (pipeline.stage.StageChain):
+    # (stage name, its config) each. The inbox is the first stage's, the outbox the last one's.
+    then: list[tuple[str, Any]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
-        return f"{self.stage}[{self.replica}]"
+        return f"{'+'.join(self.stages)}[{self.replica}]"
+
+    @property
+    def stages(self) -> list[str]:
+        """The stages this replica's process runs, in order."""
+        return [self.stage] + [name for name, _ in self.then]
 
 
 def build_stage(spec: StageSpec) -> Stage:
-    """The stage object for a spec. Each stage's module is imported only here, in its own process,
-    so a process loads only its own stage's libraries (the sink never loads a model runtime)."""
-    if spec.stage == "source":
+    """The stage object for a spec (a StageChain when it runs several)."""
+    if not spec.then:
+        return _stage_object(spec.stage, spec.config)
+    return StageChain([_stage_object(spec.stage, spec.config)] + [_stage_object(n, c) for n, c in spec.then])
+
+
+def _stage_object(stage: str, config: Any) -> Stage:
+    """Each stage's module is imported only here, in its own process, so a process loads only
+    its own stage's libraries (the sink never loads a model runtime)."""
+    if stage == "source":
         from stages.source import SourceStage as stage_class
-    elif spec.stage == "detect":
+    elif stage == "detect":
         from stages.detect import DetectStage as stage_class
-    elif spec.stage == "batch":
+    elif stage == "batch":
         from stages.batch import BatchStage as stage_class
-    elif spec.stage == "infer":
+    elif stage == "infer":
         from stages.infer import InferStage as stage_class
-    elif spec.stage == "annotate":
+    elif stage == "annotate":
         from stages.annotate import AnnotateStage as stage_class
-    elif spec.stage == "sink":
+    elif stage == "sink":
         from stages.sink import SinkStage as stage_class
     else:
-        raise ValueError(f"unknown stage {spec.stage!r}")
-    return stage_class(spec.config)
+        raise ValueError(f"unknown stage {stage!r}")
+    return stage_class(config)
 
 
 class StageRunner:
@@ -180,7 +195,8 @@ class StageRunner:
 
     # -- reporting ----------------------------------------------------------
     def report(self, kind: Report, **fields) -> None:
-        body = {"type": kind.value, "stage": self.spec.stage, "replica": self.spec.replica, "pid": os.getpid(), **fields}
+        body = {"type": kind.value, "label": self.spec.label, "stage": self.spec.stage, "replica": self.spec.replica,
+                "pid": os.getpid(), **fields}
         self.reporter.send(msgpack.packb(body, default=str))
 
     def report_stats(self, final: bool = False) -> None:
@@ -192,20 +208,25 @@ class StageRunner:
         extra = self.stage.stats() if self.stage else {}
         if self.admission is not None and self.admission.finished is not None:
             extra["dropped_over_budget"] = self.admission.dropped_over_budget
-        self.report(
-            Report.STATS,
-            cpu_s=usage.ru_utime + usage.ru_stime,
-            max_rss_mb=rss_mb(field="VmHWM") or usage.ru_maxrss / 1024.0,  # ru_maxrss: not Linux
-            niceness=os.nice(0),
-            final=final,
-            processed=self.processed,
-            busy_s=self.busy_s,
-            active_s=(self.last_output or now) - (self.first_input or self.started) if self.first_input else 0.0,
-            received=self.inbox.received if self.inbox else 0,
-            inbox=self.spec.inbox,
-            sent={url: n for box in self.outboxes() for url, n in zip(box.urls, box.sent)},
-            extra=extra,
-        )
+        common = dict(cpu_s=usage.ru_utime + usage.ru_stime,
+                      max_rss_mb=rss_mb(field="VmHWM") or usage.ru_maxrss / 1024.0,  # ru_maxrss: not Linux
+                      niceness=os.nice(0), final=final)
+        active_s = (self.last_output or now) - (self.first_input or self.started) if self.first_input else 0.0
+        received = self.inbox.received if self.inbox else 0
+        sent = {url: n for box in self.outboxes() for url, n in zip(box.urls, box.sent)}
+        if not isinstance(self.stage, StageChain):
+            self.report(Report.STATS, **common, processed=self.processed, busy_s=self.busy_s, active_s=active_s,
+                        received=received, inbox=self.spec.inbox, sent=sent, extra=extra)
+            return
+        # one report per stage of the chain, so the metrics keep a row for each; the process's
+        # CPU is shared out by each stage's busy time (the only split a shared process has)
+        members = self.stage.member_stats()
+        busy_total = sum(busy for _, _, busy, _ in members) or 1.0
+        for i, (name, frames, busy, stats) in enumerate(members):
+            first, last = i == 0, i == len(members) - 1
+            self.report(Report.STATS, stage=name, **{**common, "cpu_s": common["cpu_s"] * busy / busy_total},
+                        processed=frames, busy_s=busy, active_s=active_s, received=received if first else 0,
+                        inbox=self.spec.inbox if first else None, sent=sent if last else {}, extra=stats)
 
     # -- control ------------------------------------------------------------
     def check_control(self) -> None:
@@ -423,7 +444,7 @@ class StageRunner:
 
 
 def _name_process(name: str) -> None:
-    """Show the stage in ps/top (``dfs-detect0``) instead of a generic python."""
+    """Show the stage in ps/top (``dfs-detect0``; ``dfs-sink0`` runs annotate too) instead of a generic python."""
     try:
         import ctypes
 
@@ -456,7 +477,7 @@ def keep_large_buffers_on_heap() -> None:
 
 def run_stage_process(spec: StageSpec) -> None:
     """Entry point of a spawned stage process."""
-    _name_process(f"dfs-{spec.stage}{spec.replica}")
+    _name_process(f"dfs-{spec.stages[-1]}{spec.replica}")  # a chain by its last stage: 15 characters at most
     keep_large_buffers_on_heap()
     if spec.niceness:
         try:

@@ -162,7 +162,7 @@ class Supervisor:
         if self.reports.poll(timeout_ms):
             while self.reports.poll(0):
                 report = msgpack.unpackb(self.reports.recv())
-                label = f"{report['stage']}[{report['replica']}]"
+                label = report["label"]  # the replica's; a chain's stats name each of its stages in "stage"
                 kind = report["type"]
                 self.last_heard[label] = time.monotonic()
                 if kind == Report.STATS:
@@ -213,7 +213,7 @@ class Supervisor:
     def _can_restart(self, spec: StageSpec) -> bool:
         # Sources and the sink hold per-stream state that a new process cannot
         # take over (sequence numbers, the output file); the rest can restart.
-        restartable = spec.stage not in ("source", "sink")
+        restartable = not {"source", "sink"} & set(spec.stages)
         return restartable and self.restarts.get(spec.label, 0) < self.config.max_restarts
 
     def _check_external(self, started: float) -> None:
@@ -245,7 +245,8 @@ class Supervisor:
             if self.abort_at is None and self.config.live and self._can_restart(spec):
                 self.restarts[spec.label] = self.restarts.get(spec.label, 0) + 1
                 print(f"dfstream: stage {spec.label} crashed (exit code {process.exitcode}); restarting", file=self.out)
-                self.metrics.replaced(spec.stage, spec.replica)
+                for stage in spec.stages:
+                    self.metrics.replaced(stage, spec.replica)
                 self._start(spec)
                 continue
             self.exited.add(spec.label)

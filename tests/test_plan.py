@@ -23,15 +23,20 @@ def test_plan_out_writes_every_replica_with_tcp_endpoints_and_reads_back(tmp_pat
     assert not (tmp_path / "out.mp4").exists()  # a plan is not a run
     config, plan = load_plan(plan_file)
     labels = [s.label for s in plan.specs]
-    assert labels == ["source[0]", "detect[0]", "detect[1]", "batch[0]", "infer[0]", "infer[1]", "annotate[0]", "sink[0]"]
+    assert labels == ["source[0]", "detect[0]", "detect[1]", "batch[0]", "infer[0]", "infer[1]", "annotate+sink[0]"]
     assert all(s.inbox.startswith("tcp://") for s in plan.specs if s.inbox)
     assert config.streams[0].url == str(shared(CLIP))
     assert plan.spec("detect[1]").config.crop_size == (64, 64)
     # the verdict lines come back whole, the same for the stage that draws them and the one that reports them
     from pipeline.config import VerdictRule
 
-    verdict = plan.spec("annotate[0]").config.verdict
-    assert isinstance(verdict, VerdictRule) and verdict == plan.spec("sink[0]").config.verdict == config.annotate.verdict
+    from pipeline.config import SinkConfig
+
+    annotate_and_sink = plan.spec("annotate+sink[0]")  # one process, two stages
+    (name, sink), = annotate_and_sink.then
+    assert name == "sink" and isinstance(sink, SinkConfig) and sink.output_pattern.endswith("out.mp4")
+    verdict = annotate_and_sink.config.verdict
+    assert isinstance(verdict, VerdictRule) and verdict == sink.verdict == config.annotate.verdict
 
 
 @needs_shared_data
@@ -44,7 +49,7 @@ def test_a_live_plan_keeps_the_stream_ids_of_its_reverse_channels(tmp_path, tiny
     _, plan = load_plan(plan_file)
     source = plan.spec("source[0]")
     assert source.finished_inbox.startswith("tcp://") and source.latency_budget_s == 1.0
-    assert plan.spec("sink[0]").finished_outboxes == {0: source.finished_inbox}
+    assert plan.spec("annotate+sink[0]").finished_outboxes == {0: source.finished_inbox}
     assert plan.spec("detect[0]").credit_outboxes == {0: source.credit_inbox}
 
 

@@ -162,12 +162,12 @@ def test_reconnect_settings_reach_each_camera_source_and_survive_a_plan_file(tmp
     plan = RunPlan(endpoints.endpoint("control"), endpoints.endpoint("report"), [])
     plan.specs = build_graph(config, endpoints, plan.control, plan.report)
     assert plan.spec("source[0]").config.reconnect == settings
-    assert plan.spec("sink[0]").await_exited == ["source[0]"]  # the sink writes the sources' last health changes
+    assert plan.spec("annotate+sink[0]").await_exited == ["source[0]"]  # the sink writes the sources' last health changes
     save_plan(tmp_path / "plan.json", config, plan)
     loaded_config, loaded = load_plan(tmp_path / "plan.json")
     assert loaded_config.reconnect == settings
     assert loaded.spec("source[0]").config.reconnect == settings
-    assert loaded.spec("sink[0]").await_exited == ["source[0]"]
+    assert loaded.spec("annotate+sink[0]").await_exited == ["source[0]"]
 
 
 def test_events_file_lines_are_on_disk_as_soon_as_written(tmp_path):

@@ -112,6 +112,7 @@ def test_every_stage_but_the_encoding_sink_yields_the_cpu_to_it(hamilton_run):
     metrics = json.loads((out / "metrics.json").read_text())
     niceness = {(row["stage"], row["replica"]): row["niceness"] for row in metrics["stages"]}
     sink = niceness.pop(("sink", 0))
+    assert niceness.pop(("annotate", 0)) == sink  # annotate runs in the sink's process
     assert set(niceness.values()) == {min(19, sink + RunConfig.upstream_niceness)}  # 19: the kernel's cap
 
 
@@ -239,3 +240,24 @@ def test_a_phone_clip_stored_sideways_is_turned_upright_and_its_faces_found(tmp_
     records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert len({r["frame_index"] for r in records}) == 10  # the face, upright, on every 3rd frame
     assert all(r["box"][2] <= 320 and r["box"][3] <= 240 for r in records)
+
+
+def test_annotate_in_a_process_of_its_own_writes_the_same_frames_in_order(tmp_path, tiny_detector):
+    """The graph without the annotate+sink chain (RunConfig.annotate_in_sink=False) still works."""
+    import io
+
+    from engines.metadata import read_metadata
+    from runtime.run_config import build_run_config, probe_streams
+    from runtime.supervisor import Supervisor
+
+    clip = tmp_path / "barcode.mp4"
+    _barcode_clip(clip)
+    config = build_run_config(probe_streams([str(clip)], False), str(tiny_detector), read_metadata(tiny_detector),
+                              ("haar", None), detect_every=1, draw=False, output=str(tmp_path / "out.mp4"),
+                              progress=False, annotate_in_sink=False)
+    result = Supervisor(config, out=io.StringIO()).run()
+    assert result.error is None
+    assert _read_barcodes(tmp_path / "out.mp4") == list(range(90))
+    rows = {(row["stage"], row["replica"]): row for row in result.metrics["stages"]}
+    assert rows[("annotate", 0)]["frames"] == rows[("sink", 0)]["frames"] == 90
+    assert rows[("annotate", 0)]["niceness"] > rows[("sink", 0)]["niceness"]  # its own, niced process
