@@ -142,6 +142,7 @@ class StageChain(Stage):
         self.name = "+".join(m.name for m in members)
         self.busy_s = [0.0] * len(members)
         self.processed = [0] * len(members)
+        self._reached_last: list[Packet] = []
 
     @property
     def stop_requested(self) -> bool:  # type: ignore[override]
@@ -160,6 +161,8 @@ class StageChain(Stage):
     def _one(self, i: int, packets: list[Packet]) -> list[Packet]:
         """``packets`` processed by member ``i``, its time and frames counted as the runner counts a stage's."""
         member, out = self.members[i], []
+        if i == len(self.members) - 1:
+            self._reached_last += packets
         for packet in packets:
             began = time.monotonic()
             out += member.process(packet)
@@ -177,6 +180,12 @@ class StageChain(Stage):
 
     def frames_in(self, packet: Packet) -> int:
         return self.members[0].frames_in(packet)
+
+    def reached_last(self) -> list[Packet]:
+        """The packets the last stage has taken since the last call (for the runner: the frames a
+        chain ending in the sink has written)."""
+        out, self._reached_last = self._reached_last, []
+        return out
 
     def takes_bypass(self, message: FrameMessage) -> bool:
         return self.members[-1].takes_bypass(message)

@@ -398,13 +398,23 @@ class StageRunner:
                     self.processed += stage.frames_in(message)
                     self.emit(packets)
                     self.return_credits(message)
-                    if self.finished_sender is not None:
-                        for done in message:
-                            self.finished_sender.finished(done.stream_id, done.seq)
+                    self.report_finished([message])
             deadline = stage.next_deadline()
             if deadline is not None and time.monotonic() >= deadline:
                 self.emit(stage.tick())
+                self.report_finished([])
             self.report_stats()
+
+    def report_finished(self, received: list[Packet]) -> None:
+        """Live runs, the sink's runner: tell each source which of its frames are done (its latency
+        budget). In a chain that is what reached its last stage, not what entered its first
+        (annotate holds frames back to put them in order)."""
+        done = self.stage.reached_last() if isinstance(self.stage, StageChain) else received  # drained in every run
+        if self.finished_sender is None:
+            return
+        for packet in done:
+            for message in packet:
+                self.finished_sender.finished(message.stream_id, message.seq)
 
     def return_credits(self, packet: Packet) -> None:
         if self.credit_sender is not None:

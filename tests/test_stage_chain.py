@@ -103,3 +103,13 @@ def test_a_stop_asked_by_any_stage_is_the_chains_and_clears_for_all():
     assert chain.stop_requested
     chain.stop_requested = False
     assert not recording.stop_requested
+
+
+def test_what_reached_the_last_stage_is_told_once_and_held_frames_are_not():
+    holding, recording = Holding(), Recording()
+    chain = StageChain([holding, recording])
+    chain.process([1])
+    assert chain.reached_last() == []  # held by the first stage: not yet written
+    chain.end_of_stream(0)
+    assert chain.reached_last() == [[1]]
+    assert chain.reached_last() == []
