@@ -252,8 +252,8 @@ class RunConfig:
     # Annotate runs in the sink's process (runtime.runner.StageSpec.then): the annotated picture
     # reaches the encoder in memory, one 720p ZeroMQ hop a frame fewer, and one process fewer
     # polling. Interleaved A/B on our 2-core VM (BENCHMARKS.md): four live 720p30 streams with
-    # video dropped 0.04 % against 1.32 % (6 pairs), a file run 78.6 against 74.6 fps (4 pairs),
-    # one live stream 0.61 against 0.66 cores. False gives each its own process, as before.
+    # video dropped 0.07 % against 1.38 % (6 pairs); 1.7-2 ms less CPU a frame. False gives
+    # each its own process.
     annotate_in_sink: bool = True
     metrics_interval_s: float = 5.0  # live runs print metrics this often
     metrics_json: str | None = None
