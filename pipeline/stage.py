@@ -212,9 +212,6 @@ class StageChain(Stage):
                 out += self._through(i + 1, member.tick())
         return out
 
-    def stats(self) -> dict:
-        return {}
-
     def member_stats(self) -> list[tuple[str, int, float, dict]]:
         """(name, frames, busy seconds, stats) of each member, for the runner's reports."""
         return [(m.name, n, busy, m.stats()) for m, n, busy in zip(self.members, self.processed, self.busy_s)]
